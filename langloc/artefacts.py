@@ -1,0 +1,111 @@
+"""Files that carry their own metadata, written atomically.
+
+Every artefact (statistics, neuron sets, tables) records which model it was made for. A
+model is identified by a *fingerprint* of its weights and tokenizer, so an artefact made for
+another model (or another checkpoint of the same architecture) is refused instead of being
+silently applied to the wrong neurons.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from langloc.errors import LanglocError
+
+FORMAT_VERSION = 1
+
+# A fixed multilingual probe: two tokenizers that split it identically and have the same
+# vocabulary size are treated as the same tokenizer.
+_TOKENIZER_PROBE = (
+    "The quick brown fox. Le renard brun rapide. El zorro marrón. Быстрая лиса. 快速的棕色狐狸。"
+    " 素早い茶色の狐。 الثعلب البني. तेज़ भूरी लोमड़ी। Con cáo nâu. Rubah cokelat. 1234 <tag>\n\t"
+)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it over ``path`` only on success.
+
+    A crash, Ctrl-C or full disk while writing leaves the previous file (or none), never a
+    half-written one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=1, ensure_ascii=False) + "\n")
+
+
+def read_json(path: str | os.PathLike, what: str) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise LanglocError(f"{what} not found: {path}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise LanglocError(f"{what} {path} is not valid JSON (truncated or not a langloc file?): {exc}") from None
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    ids = tokenizer(_TOKENIZER_PROBE, add_special_tokens=False)["input_ids"]
+    h = hashlib.sha256(f"{len(tokenizer)}|{ids}".encode())
+    return h.hexdigest()[:16]
+
+
+def weights_fingerprint(model) -> str:
+    """Hash of every parameter's name and shape plus the values of a few of them.
+
+    Hashing all weights of a 7B model would take seconds for every command; names, shapes and
+    the bytes of the first and last decoder matrices tell checkpoints apart in practice.
+    """
+    import torch
+
+    h = hashlib.sha256()
+    named = list(model.named_parameters())
+    for name, p in named:
+        h.update(f"{name}:{tuple(p.shape)};".encode())
+    matrices = [p for _, p in named if p.dim() == 2]
+    for p in (matrices[:2] + matrices[-2:]) if matrices else []:
+        sample = p.detach().flatten()[:65536].to("cpu", torch.float32).contiguous()
+        h.update(sample.numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def check_same_model(meta: dict, model_meta: dict, what: str) -> None:
+    """Refuse an artefact whose model metadata does not match the loaded model."""
+    mine = meta.get("model", {})
+    for key in ("num_layers", "intermediate_size"):
+        if key in mine and mine[key] != model_meta[key]:
+            raise LanglocError(
+                f"{what} was made for a model with {key}={mine[key]} ({mine.get('name', '?')}), "
+                f"but the loaded model {model_meta['name']} has {key}={model_meta[key]}"
+            )
+    for key in ("weights_fingerprint", "tokenizer_fingerprint"):
+        if mine.get(key) and mine[key] != model_meta[key]:
+            raise LanglocError(
+                f"{what} was made for model {mine.get('name', '?')} ({key} {mine[key]}), not for the "
+                f"loaded model {model_meta['name']} ({model_meta[key]})"
+            )

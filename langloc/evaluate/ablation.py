@@ -1,0 +1,91 @@
+"""The deactivation experiment: zero one language's neurons, measure every language's perplexity.
+
+Rows of the result: for each language k, ``deactivated = k`` (its neuron set) and
+``deactivated = random:k`` (the control: random neurons, same count per layer, seeded).
+``ratio = ppl / base_ppl`` on each evaluated language's held-out windows.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from langloc.artefacts import write_text
+from langloc.data.packing import corpus_windows
+from langloc.evaluate.perplexity import perplexity
+from langloc.intervene.hooks import deactivate
+
+COLUMNS = ("deactivated", "evaluated", "base_ppl", "ppl", "ratio")
+
+
+@dataclass
+class AblationRow:
+    deactivated: str
+    evaluated: str
+    base_ppl: float
+    ppl: float
+
+    @property
+    def ratio(self) -> float:
+        return self.ppl / self.base_ppl
+
+
+def ablate(
+    lm,
+    neuron_set,
+    corpus,
+    *,
+    languages: list[str] | None = None,
+    eval_tokens: int = 2048,
+    window: int = 512,
+    batch_size: int = 2,
+    seed: int = 0,
+    controls: bool = True,
+    progress: bool = True,
+) -> list[AblationRow]:
+    neuron_set.check_model(lm)
+    langs = languages or neuron_set.languages
+    for lang in langs:
+        neuron_set.layers(lang)
+    corpus.check_languages(langs)
+    evals = {lang: corpus_windows(lm, corpus, lang, "eval", window=window, max_tokens=eval_tokens) for lang in langs}
+    conditions = [(lang, neuron_set.layers(lang)) for lang in langs]
+    if controls:
+        conditions += [(f"random:{lang}", neuron_set.random_like(lang, seed + i)) for i, lang in enumerate(langs)]
+    bar = tqdm(total=(len(conditions) + 1) * len(langs), desc="ablate", unit="ppl", disable=not progress)
+    base = {}
+    for lang in langs:
+        base[lang] = perplexity(lm, evals[lang], batch_size)
+        bar.update()
+    rows = []
+    for name, layers in conditions:
+        with deactivate(lm, layers):
+            for lang in langs:
+                rows.append(AblationRow(name, lang, base[lang], perplexity(lm, evals[lang], batch_size)))
+                bar.update()
+    bar.close()
+    return rows
+
+
+def rows_to_csv(rows: list[AblationRow]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(COLUMNS)
+    for r in rows:
+        w.writerow([r.deactivated, r.evaluated, f"{r.base_ppl:.6g}", f"{r.ppl:.6g}", f"{r.ratio:.6g}"])
+    return buf.getvalue()
+
+
+def write_ablation_csv(rows: list[AblationRow], path: str | Path) -> Path:
+    write_text(path, rows_to_csv(rows))
+    return Path(path)
+
+
+def read_ablation_csv(path: str | Path) -> list[AblationRow]:
+    with open(path, encoding="utf-8") as fh:
+        return [AblationRow(r["deactivated"], r["evaluated"], float(r["base_ppl"]), float(r["ppl"]))
+                for r in csv.DictReader(fh)]

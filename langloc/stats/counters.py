@@ -1,0 +1,84 @@
+"""Per-neuron counters filled by forward hooks; activations are never stored.
+
+For every decoder layer the hook folds a batch's activations ``a[tokens, I]`` into
+
+* ``over_zero[l, j]`` (int64): tokens with ``a[:, j] > 0`` (LAPE's count),
+* ``active_sum[l, j]`` (float64): sum of ``a`` where it is > 0 (so ``active_sum / over_zero`` is
+  the mean active value that steering forces neurons to),
+* ``act_sum[l, j]`` (float64): sum of ``a`` (the mean activation).
+
+Per batch the sums run in float32, which counts exactly up to 2**24 tokens per batch (checked),
+and are then added into the int64 / float64 totals. Summing a float mask is ~6x faster on CPU
+than summing a bool tensor, which is why the count is not ``(a > 0).sum()``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+_EXACT_FLOAT32 = 2**24
+
+
+class ActivationCounter:
+    """Context manager that hooks every layer's neuron module of a LoadedModel."""
+
+    def __init__(self, lm, *, skip_first_position: bool):
+        self.lm = lm
+        self.skip_first = skip_first_position
+        self.batch_shape: tuple[int, int] | None = None
+        self._handles = []
+        self.reset()
+
+    def reset(self) -> None:
+        I = self.lm.intermediate_size
+        self.n_tokens = 0
+        self.over_zero, self.active_sum, self.act_sum = [], [], []
+        for module in self.lm.down_modules:
+            # Counters live where the layer runs (one GPU or another under device_map="auto").
+            dev = module.weight.device
+            self.over_zero.append(torch.zeros(I, dtype=torch.int64, device=dev))
+            self.active_sum.append(torch.zeros(I, dtype=torch.float64, device=dev))
+            self.act_sum.append(torch.zeros(I, dtype=torch.float64, device=dev))
+
+    def _hook(self, layer: int):
+        def hook(module, args, output):
+            a = output
+            B, T = self.batch_shape
+            if a.dim() == 2:  # OPT runs its MLP on [batch * positions, I]
+                a = a.view(B, T, -1)
+            if self.skip_first:
+                a = a[:, 1:]
+            a = a.reshape(-1, a.shape[-1])
+            self.over_zero[layer] += (a > 0).to(torch.float32).sum(0).to(torch.int64)
+            self.active_sum[layer] += a.clamp(min=0).sum(0, dtype=torch.float32)
+            self.act_sum[layer] += a.sum(0, dtype=torch.float32)
+
+        return hook
+
+    def __enter__(self):
+        for i, module in enumerate(self.lm.neuron_modules):
+            self._handles.append(module.register_forward_hook(self._hook(i)))
+        return self
+
+    def __exit__(self, *exc):
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    def run(self, input_ids: torch.Tensor) -> None:
+        """Run the decoder body (no LM head) on one batch of full windows and count."""
+        B, T = input_ids.shape
+        counted = B * (T - 1 if self.skip_first else T)
+        if counted > _EXACT_FLOAT32:
+            raise ValueError(f"a batch of {counted} tokens would overflow exact float32 counting")
+        self.batch_shape = (B, T)
+        self.lm.body(input_ids=input_ids.to(self.lm.device), use_cache=False)
+        self.n_tokens += counted
+
+    def totals(self) -> dict[str, torch.Tensor]:
+        return {
+            "over_zero": torch.stack([t.cpu() for t in self.over_zero]),
+            "active_sum": torch.stack([t.cpu() for t in self.active_sum]),
+            "act_sum": torch.stack([t.cpu() for t in self.act_sum]),
+            "n": torch.tensor([self.n_tokens], dtype=torch.int64),
+        }

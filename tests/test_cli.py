@@ -1,0 +1,161 @@
+"""The CLI end to end on a tiny local model, and bad input: one clear line, no partial output."""
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from langloc.cli import app
+from langloc.errors import LanglocError
+from langloc.identify import NeuronSet
+from tiny import save_tiny_llama, write_folder_corpus
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    model = save_tiny_llama(root / "tiny")
+    corpus = write_folder_corpus(root / "corpus")
+    run = root / "run"
+    args = ["collect", "-m", str(model), "--corpus", str(corpus), "-l", "en,fr,ru", "--tokens", "512",
+            "--window", "64", "-o", str(run), "--device", "cpu"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return root, model, corpus, run
+
+
+def invoke(*args):
+    from langloc.cli import main
+    import sys
+
+    # Run through main() so LanglocError handling (one line, exit 2) is exercised.
+    old = sys.argv
+    sys.argv = ["langloc", *map(str, args)]
+    try:
+        main()
+    except SystemExit as exc:
+        return exc.code
+    finally:
+        sys.argv = old
+    return 0
+
+
+def test_identify_ablate_export_import_roundtrip(setup, capsys):
+    root, model, corpus, run = setup
+    assert invoke("identify", run, "--top-rate", "0.05") == 0
+    ns = NeuronSet.load(run / "neurons" / "lape.json")
+    assert ns.languages == ["en", "fr", "ru"] and ns.unique_count() > 0
+    assert (run / "plots" / "neurons_per_layer.png").stat().st_size > 0
+    assert (run / "plots" / "overlap.png").stat().st_size > 0
+
+    assert invoke("ablate", run, "--eval-tokens", "128", "--device", "cpu") == 0
+    lines = (run / "ablation.csv").read_text().splitlines()
+    assert lines[0] == "deactivated,evaluated,base_ppl,ppl,ratio"
+    assert len(lines) == 1 + 2 * 3 * 3  # (3 sets + 3 random controls) x 3 evaluated languages
+    assert any(line.startswith("random:fr,") for line in lines)
+    assert (run / "plots" / "ablation.png").stat().st_size > 0
+
+    assert invoke("export-lape", run, root / "ref") == 0
+    d = torch.load(root / "ref" / "activation.fr.pt", weights_only=True)
+    assert set(d) == {"n", "over_zero"} and isinstance(d["n"], int) and d["over_zero"].shape == (2, 64)
+    mask = torch.load(root / "ref" / "language_mask.pt", weights_only=True)
+    assert len(mask) == 3 and len(mask[0]) == 2 and mask[1][0].dtype == torch.long
+    assert (root / "ref" / "languages.txt").read_text() == "en\nfr\nru\n"
+
+    assert invoke("import-lape", root / "ref", "-o", root / "imported", "-m", model) == 0
+    assert NeuronSet.load(root / "imported" / "neurons" / "lape.json").neurons.keys() == ns.neurons.keys()
+    # Identifying again from the imported counts gives the same neurons.
+    assert invoke("identify", root / "imported", "--top-rate", "0.05", "--output", root / "again.json") == 0
+    again = NeuronSet.load(root / "again.json")
+    assert all(torch.equal(a, b) for lang in ns.languages for a, b in zip(ns.layers(lang), again.layers(lang)))
+
+
+def error_line(capsys):
+    # Progress bars may come first; the error itself is exactly one line, the last.
+    lines = capsys.readouterr().err.strip().splitlines()
+    err = lines[-1]
+    assert err.startswith("error:") and sum(line.startswith("error:") for line in lines) == 1, lines
+    assert "Traceback" not in err
+    return err
+
+
+def test_unknown_model(setup, capsys, tmp_path):
+    root, model, corpus, run = setup
+    assert invoke("collect", "-m", tmp_path / "no-such-model", "--corpus", corpus, "-l", "en", "-o", tmp_path / "r") == 2
+    assert "unknown model" in error_line(capsys)
+    assert not (tmp_path / "r").exists()
+
+
+def test_unsupported_architecture(setup, capsys, tmp_path):
+    root, model, corpus, run = setup
+    other = tmp_path / "weird"
+    other.mkdir()
+    cfg = json.loads((model / "config.json").read_text())
+    cfg["model_type"] = "gpt_bigcode"
+    cfg["architectures"] = ["GPTBigCodeForCausalLM"]
+    (other / "config.json").write_text(json.dumps(cfg))
+    assert invoke("collect", "-m", other, "--corpus", corpus, "-l", "en", "-o", tmp_path / "r") == 2
+    err = error_line(capsys)
+    assert "unsupported architecture 'gpt_bigcode'" in err and "llama" in err and "--neuron-site" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_unknown_and_empty_language(setup, capsys, tmp_path):
+    root, model, corpus, run = setup
+    assert invoke("collect", "-m", model, "--corpus", corpus, "-l", "en,xx", "-o", tmp_path / "r") == 2
+    assert "unknown language(s) xx" in error_line(capsys)
+    (corpus / "de.txt").write_text("\n\n", encoding="utf-8")
+    try:
+        assert invoke("collect", "-m", model, "--corpus", corpus, "-l", "de", "-o", tmp_path / "r2",
+                      "--device", "cpu") == 2
+        assert "'de' has no text" in error_line(capsys)
+    finally:
+        (corpus / "de.txt").unlink()
+    assert not (tmp_path / "r2" / "stats").exists()
+
+
+def test_non_utf8_lines_are_skipped_and_counted(setup, capsys, tmp_path):
+    root, model, corpus, run = setup
+    bad = tmp_path / "bad"
+    write_folder_corpus(bad, langs=("en",))
+    good = (bad / "en.txt").read_bytes()
+    (bad / "en.txt").write_bytes(b"\xff\xfe broken latin-1 \xe9\xe8\n" * 3 + good)
+    assert invoke("collect", "-m", model, "--corpus", bad, "-l", "en", "--tokens", "256", "--window", "64",
+                  "-o", tmp_path / "r", "--device", "cpu") == 0
+    assert "skipped 3 line(s) of en.txt" in capsys.readouterr().err
+
+
+def test_neuron_set_made_for_another_model_is_refused(setup, capsys, tmp_path):
+    root, model, corpus, run = setup
+    if not (run / "neurons" / "lape.json").exists():
+        assert invoke("identify", run, "--top-rate", "0.05") == 0
+    other = save_tiny_llama(tmp_path / "other", seed=1)
+    assert invoke("ablate", run, "-m", other, "--eval-tokens", "128", "--device", "cpu") == 2
+    assert "was made for model" in error_line(capsys)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--top-rate", "0"], "top_rate must be in (0.0, 1.0]"),
+    (["--filter-rate", "1.5"], "filter_rate must be in [0.0, 1.0]"),
+])
+def test_out_of_range_parameters(setup, capsys, tmp_path, args, message):
+    root, model, corpus, run = setup
+    out = tmp_path / "ns.json"
+    assert invoke("identify", run, *args, "--output", out) == 2
+    assert message in error_line(capsys)
+    assert not out.exists()
+
+
+def test_truncated_artefacts_are_refused(setup, capsys, tmp_path):
+    root, model, corpus, run = setup
+    bad_run = tmp_path / "badrun"
+    (bad_run / "stats").mkdir(parents=True)
+    (bad_run / "run.json").write_text((run / "run.json").read_text())
+    data = (run / "stats" / "en.safetensors").read_bytes()
+    (bad_run / "stats" / "en.safetensors").write_bytes(data[: len(data) // 2])
+    assert invoke("identify", bad_run) == 2
+    assert "unreadable" in error_line(capsys)
+    (tmp_path / "ns.json").write_text('{"kind": "langloc.neuron_set", "neurons": ')
+    with pytest.raises(LanglocError, match="not valid JSON"):
+        NeuronSet.load(tmp_path / "ns.json")
