@@ -24,7 +24,7 @@ import langloc
 from langloc.artefacts import atomic_path, check_same_model, read_json, write_json
 from langloc.data.packing import corpus_windows
 from langloc.errors import LanglocError
-from langloc.stats.counters import ActivationCounter
+from langloc.stats.counters import ActivationCounter, totals_from_state
 
 RUN_FILE = "run.json"
 # Settings that must agree between a run folder and a later `collect` that adds languages.
@@ -117,6 +117,24 @@ def _save_language(run: Path, lang: str, totals: dict[str, torch.Tensor], meta: 
                   metadata={"langloc": json.dumps({**meta, "language": lang}, ensure_ascii=False)})
 
 
+def _checkpoint_file(run: Path, lang: str, rank: int, world: int) -> Path:
+    return Path(run) / "stats" / ".partial" / f"{lang}.rank{rank}-of-{world}.safetensors"
+
+
+def _load_checkpoint(path: Path, expect: dict) -> tuple[dict, int]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = json.loads(f.metadata()["langloc_checkpoint"])
+        state = load_file(path)
+    except (SafetensorError, OSError, ValueError, KeyError) as exc:
+        raise LanglocError(f"checkpoint {path} is unreadable ({exc}); delete it to start that language over") from None
+    if meta["settings"] != expect:
+        raise LanglocError(f"checkpoint {path} was made with other settings ({meta['settings']}); delete it or use them")
+    return state, meta["next"]
+
+
 def collect(
     lm,
     corpus,
@@ -128,14 +146,22 @@ def collect(
     batch_size: int = 4,
     seed: int = 0,
     progress: bool = True,
+    resume: bool = False,
+    checkpoint_every: int = 50,
 ) -> ActivationStats:
     """Count neuron activations of ``lm`` on ``tokens`` tokens per language into run folder ``out``.
 
-    Languages already in ``out`` (same model and settings) are kept, not recomputed.
+    Languages already in ``out`` (same model and settings) are kept, not recomputed. Every
+    ``checkpoint_every`` batches the counters and the position are checkpointed atomically;
+    after a crash or kill, ``resume=True`` continues from the last checkpoint and gives the
+    same result as an uninterrupted run. Under torchrun the batches are split over processes.
     """
-    if tokens < 1 or window < 2 or batch_size < 1:
-        raise LanglocError("tokens and batch_size must be positive and window at least 2")
+    from langloc import distributed
+
+    if tokens < 1 or window < 2 or batch_size < 1 or checkpoint_every < 1:
+        raise LanglocError("tokens, batch_size and checkpoint_every must be positive and window at least 2")
     corpus.check_languages(languages)
+    rank, world = distributed.rank_and_world()
     out = Path(out)
     settings = {"corpus": corpus.describe(), "window": window, "tokens": tokens, "seed": seed}
     run_path = out / RUN_FILE
@@ -150,29 +176,54 @@ def collect(
                 )
     else:
         meta = {"langloc_version": langloc.__version__, "model": lm.meta, **settings, "languages": []}
-    torch.manual_seed(seed)
     todo = [lang for lang in languages if not language_file(out, lang).is_file()]
+    partial = [lang for lang in todo if _checkpoint_file(out, lang, rank, world).is_file()]
+    if partial and not resume:
+        raise LanglocError(
+            f"{out} holds an interrupted collection of {', '.join(partial)}; pass --resume to continue it "
+            f"(or delete {out}/stats/.partial to start over)"
+        )
+    torch.manual_seed(seed)
     # Pack every language first: a language without enough text fails before hours of compute.
     windows = {lang: corpus_windows(lm, corpus, lang, "stats", window=window, max_tokens=tokens) for lang in todo}
+    ckpt_settings = {"tokens": tokens, "window": window, "batch_size": batch_size, "seed": seed,
+                     "world": world, "weights": lm.meta["weights_fingerprint"]}
     counter = ActivationCounter(lm, skip_first_position=lm.add_bos)
     with counter, torch.inference_mode():
         for lang in todo:
             ids = windows[lang]
+            mine = list(range(rank, (len(ids) + batch_size - 1) // batch_size, world))
             counter.reset()
-            bar = tqdm(total=ids.numel(), desc=f"collect {lang}", unit="tok", disable=not progress, leave=False)
-            for start in range(0, len(ids), batch_size):
-                batch = ids[start:start + batch_size]
-                counter.run(batch)
-                bar.update(batch.numel())
+            ckpt = _checkpoint_file(out, lang, rank, world)
+            start = 0
+            if ckpt.is_file():
+                state, start = _load_checkpoint(ckpt, ckpt_settings)
+                counter.load_state(state)
+            bar = tqdm(total=len(mine), initial=start, desc=f"collect {lang}", unit="batch",
+                       disable=not progress or rank != 0, leave=False)
+            for i in range(start, len(mine)):
+                b = mine[i]
+                counter.run(ids[b * batch_size:(b + 1) * batch_size])
+                bar.update()
+                if (i + 1) % checkpoint_every == 0 and i + 1 < len(mine):
+                    with atomic_path(ckpt) as tmp:
+                        save_file(counter.state(), str(tmp), metadata={"langloc_checkpoint": json.dumps(
+                            {"settings": ckpt_settings, "next": i + 1})})
             bar.close()
-            _save_language(out, lang, counter.totals(), {"model": lm.meta, **settings})
+            state = distributed.all_reduce_sum(counter.state(), lm.device)
+            if rank == 0:
+                _save_language(out, lang, totals_from_state(state), {"model": lm.meta, **settings})
+                if lang not in meta["languages"]:
+                    meta["languages"].append(lang)
+                write_json(run_path, meta)
+            distributed.barrier()
+            ckpt.unlink(missing_ok=True)
+    if rank == 0:
+        for lang in languages:
             if lang not in meta["languages"]:
                 meta["languages"].append(lang)
-            write_json(run_path, meta)
-    for lang in languages:
-        if lang not in meta["languages"]:
-            meta["languages"].append(lang)
-    write_json(run_path, meta)
+        write_json(run_path, meta)
+    distributed.barrier()
     return ActivationStats.load(out, languages)
 
 

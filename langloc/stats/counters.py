@@ -2,14 +2,18 @@
 
 For every decoder layer the hook folds a batch's activations ``a[tokens, I]`` into
 
-* ``over_zero[l, j]`` (int64): tokens with ``a[:, j] > 0`` (LAPE's count),
-* ``active_sum[l, j]`` (float64): sum of ``a`` where it is > 0 (so ``active_sum / over_zero`` is
-  the mean active value that steering forces neurons to),
-* ``act_sum[l, j]`` (float64): sum of ``a`` (the mean activation).
+* ``over_zero[l, j]``: tokens with ``a[:, j] > 0`` (LAPE's count),
+* ``active_sum[l, j]``: sum of ``a`` where it is > 0 (so ``active_sum / over_zero`` is the mean
+  active value that steering forces neurons to),
+* ``act_sum[l, j]``: sum of ``a`` (the mean activation).
 
-Per batch the sums run in float32, which counts exactly up to 2**24 tokens per batch (checked),
-and are then added into the int64 / float64 totals. Summing a float mask is ~6x faster on CPU
-than summing a bool tensor, which is why the count is not ``(a > 0).sum()``.
+Per batch the sums run in float32, which counts exactly up to 2**24 tokens per batch (checked).
+Summing a float mask is ~6x faster on CPU than summing a bool tensor, which is why the count
+is not ``(a > 0).sum()``. The totals are int64: counts as they are, sums in fixed point
+(units of 2**-24). Integer addition is associative, so totals do not depend on the order in
+which batches are added: a run split over processes (all-reduced) or interrupted and resumed
+gives bit for bit the totals of one uninterrupted process. Fixed point holds sums up to
+~5e11 in magnitude at a resolution of 6e-8 per batch.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import torch
 
 _EXACT_FLOAT32 = 2**24
+FIXED_POINT = 2.0**24  # active_sum / act_sum totals are stored as round(sum * FIXED_POINT)
 
 
 class ActivationCounter:
@@ -37,8 +42,8 @@ class ActivationCounter:
             # Counters live where the layer runs (one GPU or another under device_map="auto").
             dev = module.weight.device
             self.over_zero.append(torch.zeros(I, dtype=torch.int64, device=dev))
-            self.active_sum.append(torch.zeros(I, dtype=torch.float64, device=dev))
-            self.act_sum.append(torch.zeros(I, dtype=torch.float64, device=dev))
+            self.active_sum.append(torch.zeros(I, dtype=torch.int64, device=dev))
+            self.act_sum.append(torch.zeros(I, dtype=torch.int64, device=dev))
 
     def _hook(self, layer: int):
         def hook(module, args, output):
@@ -50,8 +55,8 @@ class ActivationCounter:
                 a = a[:, 1:]
             a = a.reshape(-1, a.shape[-1])
             self.over_zero[layer] += (a > 0).to(torch.float32).sum(0).to(torch.int64)
-            self.active_sum[layer] += a.clamp(min=0).sum(0, dtype=torch.float32)
-            self.act_sum[layer] += a.sum(0, dtype=torch.float32)
+            self.active_sum[layer] += _fixed(a.clamp(min=0).sum(0, dtype=torch.float32))
+            self.act_sum[layer] += _fixed(a.sum(0, dtype=torch.float32))
 
         return hook
 
@@ -75,10 +80,32 @@ class ActivationCounter:
         self.lm.body(input_ids=input_ids.to(self.lm.device), use_cache=False)
         self.n_tokens += counted
 
-    def totals(self) -> dict[str, torch.Tensor]:
+    def state(self) -> dict[str, torch.Tensor]:
+        """The raw int64 totals (what checkpoints store and processes all-reduce)."""
         return {
             "over_zero": torch.stack([t.cpu() for t in self.over_zero]),
-            "active_sum": torch.stack([t.cpu() for t in self.active_sum]),
-            "act_sum": torch.stack([t.cpu() for t in self.act_sum]),
+            "active_sum_fx": torch.stack([t.cpu() for t in self.active_sum]),
+            "act_sum_fx": torch.stack([t.cpu() for t in self.act_sum]),
             "n": torch.tensor([self.n_tokens], dtype=torch.int64),
         }
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        for layer in range(len(self.over_zero)):
+            self.over_zero[layer].copy_(state["over_zero"][layer])
+            self.active_sum[layer].copy_(state["active_sum_fx"][layer])
+            self.act_sum[layer].copy_(state["act_sum_fx"][layer])
+        self.n_tokens = int(state["n"][0])
+
+
+def _fixed(x: torch.Tensor) -> torch.Tensor:
+    return (x.double() * FIXED_POINT).round().to(torch.int64)
+
+
+def totals_from_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The statistics file's tensors: counts int64, sums float64."""
+    return {
+        "over_zero": state["over_zero"],
+        "active_sum": state["active_sum_fx"].double() / FIXED_POINT,
+        "act_sum": state["act_sum_fx"].double() / FIXED_POINT,
+        "n": state["n"],
+    }
