@@ -35,7 +35,7 @@ err = Console(stderr=True)
 out = Console()
 
 ModelOpt = typer.Option("gemma-3-270m", "--model", "-m", help="Hugging Face id, local folder, or alias: gemma-3-270m, smollm2-135m.")
-DtypeOpt = typer.Option("auto", help="auto (float32 on CPU, bfloat16 on GPU), float32, bfloat16 or float16.")
+DtypeOpt = typer.Option("auto", help="auto (float32 on CPU, bfloat16 on GPU), fast (bfloat16 where the CPU/GPU computes it natively, else float32), float32, bfloat16 or float16.")
 DeviceOpt = typer.Option(None, help="cpu, cuda, cuda:1, or auto (device_map='auto': spread a large model over all GPUs). Default: cuda if available.")
 SiteOpt = typer.Option(None, "--neuron-site", help="For architectures not in langloc's table: LAYERS:NEURON:DOWN module paths relative to model.base_model, e.g. layers:mlp.act_fn:mlp.down_proj.")
 
@@ -193,7 +193,7 @@ def demo(
     languages: str = typer.Option(DEMO_LANGUAGES, "--languages", "-l"),
     tokens: int = typer.Option(32_768, help="Statistics tokens per language."),
     eval_tokens: int = typer.Option(1024, help="Held-out tokens per language for perplexity."),
-    dtype: str = DtypeOpt,
+    dtype: str = typer.Option("fast", help="fast (default here: bfloat16 where the CPU computes it natively, else float32), auto, float32, bfloat16, float16."),
 ):
     """collect -> identify -> ablate -> plots on the Bible corpus in 10 languages, then a summary.
 
@@ -214,7 +214,7 @@ def demo(
     out.print("[bold]2/3 identify[/] LAPE neurons")
     ns, _ = identify_run(out_dir)
     out.print(f"[bold]3/3 ablate[/] {2 * len(langs)} neuron sets x {len(langs)} languages")
-    rows, csv_path = ablate_run(out_dir, lm=lm, eval_tokens=eval_tokens)
+    rows, csv_path = ablate_run(out_dir, lm=lm, eval_tokens=eval_tokens, batch_size=4)
     _print_ablation(rows)
     own = sum(1 for lang in langs
               if all(r.ratio < next(x.ratio for x in rows if x.deactivated == lang and x.evaluated == lang)

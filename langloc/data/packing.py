@@ -8,14 +8,14 @@ so statistics skip it: see :mod:`langloc.stats`).
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import torch
 
 from langloc.errors import LanglocError
 
 
-def pack_windows(
+def iter_windows(
     tokenizer,
     documents: Iterable[str],
     *,
@@ -23,36 +23,57 @@ def pack_windows(
     max_tokens: int,
     add_bos: bool,
     what: str = "text",
-) -> torch.Tensor:
-    """Return a LongTensor ``[n_windows, window]`` with ``n_windows = max_tokens // window``
-    (at least 1); fewer if the documents run out, an error if they do not fill one window."""
+) -> Iterator[torch.Tensor]:
+    """Yield LongTensor windows ``[window]`` one at a time, ``max_tokens // window`` of them
+    (at least 1) or fewer if the documents run out; an error if they do not fill one window.
+
+    Only one window's worth of tokens is held at a time, so memory does not grow with the
+    token budget.
+    """
     if window < 2:
         raise LanglocError(f"window must be at least 2 tokens, got {window}")
     if max_tokens < window:
         raise LanglocError(f"the token budget ({max_tokens}) must be at least one window ({window} tokens)")
     n_windows = max_tokens // window
     body = window - 1 if add_bos else window
-    need = n_windows * body
+    prefix = [tokenizer.bos_token_id] if add_bos else []
     eos = tokenizer.eos_token_id
-    stream: list[int] = []
+    buf: list[int] = []
+    made = 0
     for doc in documents:
-        stream.extend(tokenizer(doc, add_special_tokens=False)["input_ids"])
+        buf.extend(tokenizer(doc, add_special_tokens=False)["input_ids"])
         if eos is not None:
-            stream.append(eos)
-        if len(stream) >= need:
-            break
-    got = len(stream) // body
-    if got == 0:
-        raise LanglocError(f"{what} has too little text ({len(stream)} tokens) to fill one window of {window} tokens")
-    got = min(got, n_windows)
-    ids = torch.tensor(stream[: got * body], dtype=torch.long).view(got, body)
-    if add_bos:
-        ids = torch.cat([torch.full((got, 1), tokenizer.bos_token_id, dtype=torch.long), ids], dim=1)
-    return ids
+            buf.append(eos)
+        while len(buf) >= body and made < n_windows:
+            yield torch.tensor(prefix + buf[:body], dtype=torch.long)
+            del buf[:body]
+            made += 1
+        if made == n_windows:
+            return
+    if made == 0:
+        raise LanglocError(f"{what} has too little text ({len(buf)} tokens) to fill one window of {window} tokens")
 
 
-def corpus_windows(model, corpus, lang: str, split: str, *, window: int, max_tokens: int) -> torch.Tensor:
-    """Windows of ``lang``'s ``split`` of ``corpus`` for ``model`` (a LoadedModel)."""
+def pack_windows(tokenizer, documents: Iterable[str], **kwargs) -> torch.Tensor:
+    """All windows of :func:`iter_windows` as one LongTensor ``[n_windows, window]``."""
+    return torch.stack(list(iter_windows(tokenizer, documents, **kwargs)))
+
+
+def iter_batches(windows: Iterator[torch.Tensor], batch_size: int) -> Iterator[torch.Tensor]:
+    batch = []
+    for w in windows:
+        batch.append(w)
+        if len(batch) == batch_size:
+            yield torch.stack(batch)
+            batch = []
+    if batch:
+        yield torch.stack(batch)
+
+
+def corpus_windows(model, corpus, lang: str, split: str, *, window: int, max_tokens: int,
+                   lazy: bool = False) -> torch.Tensor | Iterator[torch.Tensor]:
+    """Windows of ``lang``'s ``split`` of ``corpus`` for ``model`` (a LoadedModel): a tensor
+    ``[n, window]``, or with ``lazy=True`` an iterator of ``[window]`` tensors."""
     docs = corpus.documents(lang, split)
     first = next(docs, None)
     if first is None:
@@ -62,5 +83,6 @@ def corpus_windows(model, corpus, lang: str, split: str, *, window: int, max_tok
         yield first
         yield from docs
 
-    return pack_windows(model.tokenizer, chain(), window=window, max_tokens=max_tokens,
-                        add_bos=model.add_bos, what=f"language {lang!r} ({split} split of {corpus.name})")
+    pack = iter_windows if lazy else pack_windows
+    return pack(model.tokenizer, chain(), window=window, max_tokens=max_tokens,
+                add_bos=model.add_bos, what=f"language {lang!r} ({split} split of {corpus.name})")

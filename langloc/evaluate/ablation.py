@@ -16,7 +16,9 @@ from tqdm.auto import tqdm
 
 from langloc.artefacts import write_text
 from langloc.data.packing import corpus_windows
-from langloc.evaluate.perplexity import perplexity
+import torch
+
+from langloc.evaluate.perplexity import window_nll
 from langloc.intervene.hooks import deactivate
 
 COLUMNS = ("deactivated", "evaluated", "base_ppl", "ppl", "ratio")
@@ -56,17 +58,25 @@ def ablate(
     conditions = [(lang, neuron_set.layers(lang)) for lang in langs]
     if controls:
         conditions += [(f"random:{lang}", neuron_set.random_like(lang, seed + i)) for i, lang in enumerate(langs)]
-    bar = tqdm(total=(len(conditions) + 1) * len(langs), desc="ablate", unit="ppl", disable=not progress)
-    base = {}
-    for lang in langs:
-        base[lang] = perplexity(lm, evals[lang], batch_size)
+    # All languages' windows go through the model together (fuller batches), then the per-window
+    # NLL sums are added up per language.
+    ids = torch.cat([evals[lang] for lang in langs])
+    owner = torch.cat([torch.full((len(evals[lang]),), k) for k, lang in enumerate(langs)])
+    predicted = torch.tensor([evals[lang][:, 1:].numel() for lang in langs], dtype=torch.float64)
+
+    def ppl_per_language() -> torch.Tensor:
+        per_window = window_nll(lm, ids, batch_size)
+        sums = torch.zeros(len(langs), dtype=torch.float64).index_add_(0, owner, per_window)
         bar.update()
+        return torch.exp(sums / predicted)
+
+    bar = tqdm(total=len(conditions) + 1, desc="ablate", unit="set", disable=not progress)
+    base = ppl_per_language()
     rows = []
     for name, layers in conditions:
         with deactivate(lm, layers):
-            for lang in langs:
-                rows.append(AblationRow(name, lang, base[lang], perplexity(lm, evals[lang], batch_size)))
-                bar.update()
+            ppl = ppl_per_language()
+        rows += [AblationRow(name, lang, base[k].item(), ppl[k].item()) for k, lang in enumerate(langs)]
     bar.close()
     return rows
 

@@ -107,8 +107,14 @@ def resolve_dtype(dtype: str | torch.dtype, device: str) -> torch.dtype:
     if dtype == "auto":
         # float32 on CPU (exact and fast everywhere); bf16 on GPUs, as the papers' runs used.
         return torch.float32 if device == "cpu" else torch.bfloat16
+    if dtype == "fast":
+        # bf16 wherever the hardware multiplies it natively (2.5-3x float32 on AVX512-BF16 CPUs).
+        if device != "cpu":
+            return torch.bfloat16
+        native = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)()
+        return torch.bfloat16 if native else torch.float32
     if dtype not in table:
-        raise LanglocError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16")
+        raise LanglocError(f"unknown dtype {dtype!r}; use auto, fast, float32, bfloat16 or float16")
     return table[dtype]
 
 

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 import langloc
 from langloc.artefacts import atomic_path, check_same_model, read_json, write_json
-from langloc.data.packing import corpus_windows
+from langloc.data.packing import corpus_windows, iter_batches
 from langloc.errors import LanglocError
 from langloc.stats.counters import ActivationCounter, totals_from_state
 
@@ -184,31 +184,35 @@ def collect(
             f"(or delete {out}/stats/.partial to start over)"
         )
     torch.manual_seed(seed)
-    # Pack every language first: a language without enough text fails before hours of compute.
-    windows = {lang: corpus_windows(lm, corpus, lang, "stats", window=window, max_tokens=tokens) for lang in todo}
     ckpt_settings = {"tokens": tokens, "window": window, "batch_size": batch_size, "seed": seed,
                      "world": world, "weights": lm.meta["weights_fingerprint"]}
+    n_batches = -(-(tokens // window) // batch_size)
     counter = ActivationCounter(lm, skip_first_position=lm.add_bos)
     with counter, torch.inference_mode():
         for lang in todo:
-            ids = windows[lang]
-            mine = list(range(rank, (len(ids) + batch_size - 1) // batch_size, world))
+            # Windows are tokenised lazily: memory does not grow with the token budget.
+            windows = corpus_windows(lm, corpus, lang, "stats", window=window, max_tokens=tokens, lazy=True)
             counter.reset()
             ckpt = _checkpoint_file(out, lang, rank, world)
-            start = 0
+            done = 0  # batches of this rank already counted
             if ckpt.is_file():
-                state, start = _load_checkpoint(ckpt, ckpt_settings)
+                state, done = _load_checkpoint(ckpt, ckpt_settings)
                 counter.load_state(state)
-            bar = tqdm(total=len(mine), initial=start, desc=f"collect {lang}", unit="batch",
+            bar = tqdm(total=-(-(n_batches - rank) // world), initial=done, desc=f"collect {lang}", unit="batch",
                        disable=not progress or rank != 0, leave=False)
-            for i in range(start, len(mine)):
-                b = mine[i]
-                counter.run(ids[b * batch_size:(b + 1) * batch_size])
+            mine = 0
+            for b, batch in enumerate(iter_batches(windows, batch_size)):
+                if b % world != rank:
+                    continue
+                mine += 1
+                if mine <= done:
+                    continue
+                counter.run(batch)
                 bar.update()
-                if (i + 1) % checkpoint_every == 0 and i + 1 < len(mine):
+                if mine % checkpoint_every == 0:
                     with atomic_path(ckpt) as tmp:
                         save_file(counter.state(), str(tmp), metadata={"langloc_checkpoint": json.dumps(
-                            {"settings": ckpt_settings, "next": i + 1})})
+                            {"settings": ckpt_settings, "next": mine})})
             bar.close()
             state = distributed.all_reduce_sum(counter.state(), lm.device)
             if rank == 0:

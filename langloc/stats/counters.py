@@ -79,6 +79,8 @@ class ActivationCounter:
         self.batch_shape = (B, T)
         self.lm.body(input_ids=input_ids.to(self.lm.device), use_cache=False)
         self.n_tokens += counted
+        if self.lm.device.type == "cpu":
+            release_freed_memory()
 
     def state(self) -> dict[str, torch.Tensor]:
         """The raw int64 totals (what checkpoints store and processes all-reduce)."""
@@ -95,6 +97,30 @@ class ActivationCounter:
             self.active_sum[layer].copy_(state["active_sum_fx"][layer])
             self.act_sum[layer].copy_(state["act_sum_fx"][layer])
         self.n_tokens = int(state["n"][0])
+
+
+def _load_malloc_trim():
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+_MALLOC_TRIM = _load_malloc_trim()
+
+
+def release_freed_memory() -> None:
+    """Hand freed heap memory back to the OS (glibc only).
+
+    A forward pass on CPU allocates and frees tens of megabytes of activations per layer;
+    glibc keeps freed blocks in fragmented arenas, so without a trim the resident size creeps
+    up with the number of batches even though nothing is kept (measured: +15% over 160
+    batches of Gemma 3 270M). Trimming once per batch costs well under a millisecond.
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def _fixed(x: torch.Tensor) -> torch.Tensor:
