@@ -143,12 +143,19 @@ def ablate(
     out.print(f"-> {path}, {run}/plots/ablation.png")
 
 
+def _ratio(v: float) -> str:
+    return f"{v:.2f}" if v < 10 else f"{v:.0f}"
+
+
 def _print_ablation(rows) -> None:
+    from rich import box
+
     evald = list(dict.fromkeys(r.evaluated for r in rows))
-    t = Table("zeroed \\ ppl ratio", *evald)
+    t = Table("zeroed", *evald, box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False,
+              title="perplexity ratio (zeroed / base) on each language's held-out text")
     for name in dict.fromkeys(r.deactivated for r in rows):
         cells = {r.evaluated: r.ratio for r in rows if r.deactivated == name}
-        t.add_row(name, *[(f"[bold]{cells[e]:.2f}[/]" if e == name else f"{cells[e]:.2f}") for e in evald])
+        t.add_row(name, *[(f"[bold]{_ratio(cells[e])}[/]" if e == name else _ratio(cells[e])) for e in evald])
     out.print(t)
 
 
@@ -219,10 +226,10 @@ def demo(
     own = sum(1 for lang in langs
               if all(r.ratio < next(x.ratio for x in rows if x.deactivated == lang and x.evaluated == lang)
                      for r in rows if r.deactivated == lang and r.evaluated != lang))
-    worst_random = max(r.ratio for r in rows if r.deactivated.startswith("random:"))
+    worst = max((r for r in rows if r.deactivated.startswith("random:")), key=lambda r: r.ratio)
     out.print(f"\n{ns.unique_count()} language-specific neurons ({', '.join(f'{l} {ns.count(l)}' for l in ns.languages)})")
     out.print(f"zeroing a language's neurons hurts that language most for {own}/{len(langs)} languages; "
-              f"the worst random control changes perplexity by x{worst_random:.3f}")
+              f"the largest change from a random control is x{worst.ratio:.3f} ({worst.deactivated} on {worst.evaluated})")
     out.print(f"files: {csv_path}, {out_dir}/neurons/lape.json, {out_dir}/plots/*.png "
               f"({time.time() - start:.0f} s)")
 

@@ -43,7 +43,7 @@ def test_two_gloo_processes_give_the_single_process_result_bit_for_bit(files, tm
     single = subprocess.run(cli(*collect_args(model, corpus, tmp_path / "one")), env=ENV, capture_output=True, text=True)
     assert single.returncode == 0, single.stderr
     two = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
          "-m", "langloc.cli", *map(str, collect_args(model, corpus, tmp_path / "two"))],
         env=ENV, capture_output=True, text=True)
     assert two.returncode == 0, two.stderr[-3000:]
