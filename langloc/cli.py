@@ -122,6 +122,8 @@ def ablate(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model (default: the run's)."),
     languages: Optional[str] = typer.Option(None, "--languages", "-l", help="Subset of the set's languages."),
     eval_tokens: int = typer.Option(2048, help="Held-out tokens per language for perplexity."),
+    corpus: Optional[str] = typer.Option(None, help="Corpus whose eval split is used (default: the run's corpus)."),
+    window: Optional[int] = typer.Option(None, help="Tokens per evaluation window (default: the run's window, else 512)."),
     batch_size: int = typer.Option(2, help="Windows per forward pass."),
     controls: bool = typer.Option(True, help="Also zero random neurons of the same count per layer."),
     seed: int = typer.Option(0, help="Seed for the random control sets."),
@@ -138,7 +140,7 @@ def ablate(
 
     rows, path = ablate_run(run, neurons=neurons, model=model, dtype=dtype, device=device,
                             languages=_langs(languages) if languages else None, eval_tokens=eval_tokens,
-                            batch_size=batch_size, controls=controls, seed=seed)
+                            batch_size=batch_size, controls=controls, seed=seed, corpus=corpus, window=window)
     _print_ablation(rows)
     out.print(f"-> {path}, {run}/plots/ablation.png")
 

@@ -49,14 +49,14 @@ def ablate_run(run: str | Path, *, neurons: str | Path | None = None, model: str
                dtype: str = "auto", device: str | None = None, languages: list[str] | None = None,
                eval_tokens: int = 2048, window: int | None = None, batch_size: int = 2,
                controls: bool = True, seed: int = 0, out: str | Path | None = None, lm=None,
-               progress: bool = True):
+               corpus: str | None = None, progress: bool = True):
     run = Path(run)
     meta = read_run(run)
     ns = NeuronSet.load(neurons or default_neurons(run))
     lm = lm or load_run_model(run, model, dtype, device)
-    corpus_name = meta.get("corpus", {}).get("name", "bible")
-    corpus = load_corpus(corpus_name.split("folder:", 1)[-1], seed=meta.get("seed", 0))
-    rows = ablate(lm, ns, corpus, languages=languages, eval_tokens=eval_tokens,
+    # Evaluate on the held-out split of the corpus the statistics came from, unless told otherwise.
+    spec = corpus or meta.get("corpus", {}).get("name", "bible").split("folder:", 1)[-1]
+    rows = ablate(lm, ns, load_corpus(spec, seed=meta.get("seed", 0)), languages=languages, eval_tokens=eval_tokens,
                   window=window or meta.get("window", 512), batch_size=batch_size, seed=seed,
                   controls=controls, progress=progress)
     csv_path = write_ablation_csv(rows, out or run / "ablation.csv")

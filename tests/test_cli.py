@@ -65,6 +65,10 @@ def test_identify_ablate_export_import_roundtrip(setup, capsys):
 
     assert invoke("import-lape", root / "ref", "-o", root / "imported", "-m", model) == 0
     assert NeuronSet.load(root / "imported" / "neurons" / "lape.json").neurons.keys() == ns.neurons.keys()
+    # An imported run has no corpus of its own: ablate evaluates on the one it is given.
+    assert invoke("ablate", root / "imported", "--corpus", corpus, "--eval-tokens", "128", "--window", "64",
+                  "--no-controls", "--device", "cpu") == 0
+    assert len((root / "imported" / "ablation.csv").read_text().splitlines()) == 1 + 3 * 3
     # Identifying again from the imported counts gives the same neurons.
     assert invoke("identify", root / "imported", "--top-rate", "0.05", "--output", root / "again.json") == 0
     again = NeuronSet.load(root / "again.json")
