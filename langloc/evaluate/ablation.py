@@ -12,12 +12,11 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from tqdm.auto import tqdm
 
 from langloc.artefacts import write_text
 from langloc.data.packing import corpus_windows
-import torch
-
 from langloc.evaluate.perplexity import window_nll
 from langloc.intervene.hooks import deactivate
 
