@@ -3,8 +3,10 @@
 A run folder collects everything one analysis produces::
 
     RUN/run.json, RUN/stats/<lang>.safetensors   langloc collect
-    RUN/neurons/lape.json, RUN/plots/*.png        langloc identify
+    RUN/responses/<lang>.safetensors              langloc collect --segments N (expert units)
+    RUN/neurons/<method>.json, RUN/plots/*.png    langloc identify [--method]
     RUN/ablation.csv, RUN/plots/ablation.png      langloc ablate
+    OUT/steer.json, summary.csv, ...              langloc steer
 """
 
 from __future__ import annotations
@@ -17,24 +19,89 @@ from langloc.evaluate.ablation import ablate, write_ablation_csv
 from langloc.models import load_model
 from langloc.report import plot_ablation, plot_neurons_per_layer, plot_overlap
 from langloc.identify import NeuronSet, export_lape, import_lape, lape_from_stats
+from langloc.identify.expert_units import expert_units
+from langloc.identify.thresholding import threshold_from_stats
+from langloc.stats.responses import load_responses, responses_file, save_responses, segment_responses
 from langloc.stats import ActivationStats, read_run, save_run
 
 
-def default_neurons(run: Path) -> Path:
-    return Path(run) / "neurons" / "lape.json"
+METHODS = ("lape", "thresholding", "expert_units")
 
 
-def identify_run(run: str | Path, *, top_rate=0.01, filter_rate=0.95, activation_bar_ratio=0.95,
-                 out: str | Path | None = None, plots: bool = True) -> tuple[NeuronSet, Path]:
+def default_neurons(run: Path, method: str = "lape") -> Path:
+    return Path(run) / "neurons" / f"{method}.json"
+
+
+def identify_run(run: str | Path, *, method: str = "lape", top_rate=0.01, filter_rate=0.95,
+                 activation_bar_ratio=0.95, rate: float = 0.00125, other_max: float | None = None,
+                 n_units: int = 2000, out: str | Path | None = None, plots: bool = True) -> tuple[NeuronSet, Path]:
+    """Identify language neurons in a run folder with ``method`` (see METHODS)."""
     run = Path(run)
+    if method not in METHODS:
+        raise LanglocError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     stats = ActivationStats.load(run)
-    ns = lape_from_stats(stats, top_rate=top_rate, filter_rate=filter_rate, activation_bar_ratio=activation_bar_ratio)
-    path = ns.save(out or default_neurons(run))
+    if method == "lape":
+        ns = lape_from_stats(stats, top_rate=top_rate, filter_rate=filter_rate, activation_bar_ratio=activation_bar_ratio)
+    elif method == "thresholding":
+        ns = threshold_from_stats(stats, rate=rate, other_max=other_max)
+    else:
+        responses = {lang: load_responses(run, lang) for lang in stats.languages}
+        ns, _ = expert_units(responses, n=n_units, meta={"model": stats.meta.get("model", {}),
+                                                          "corpus": stats.meta.get("corpus")})
+    path = ns.save(out or default_neurons(run, method))
     if plots:
         name = stats.meta.get("model", {}).get("name", "")
-        plot_neurons_per_layer(ns, run / "plots" / "neurons_per_layer.png", name)
-        plot_overlap(ns, run / "plots" / "overlap.png")
+        suffix = "" if method == "lape" else f"_{method}"
+        plot_neurons_per_layer(ns, run / "plots" / f"neurons_per_layer{suffix}.png", name)
+        plot_overlap(ns, run / "plots" / f"overlap{suffix}.png")
     return ns, path
+
+
+def collect_responses_run(lm, corpus, languages: list[str], run: str | Path, *, segments: int = 100,
+                          segment_tokens: int = 32, progress: bool = True) -> list[Path]:
+    """Segment responses for expert units, per language, skipping languages already there."""
+    run = Path(run)
+    meta = {"model": lm.meta, "corpus": corpus.describe(), "segments": segments, "segment_tokens": segment_tokens}
+    paths = []
+    for lang in languages:
+        path = responses_file(run, lang)
+        if not path.is_file():
+            save_responses(run, lang, segment_responses(lm, corpus, lang, segments=segments,
+                                                        segment_tokens=segment_tokens, progress=progress), meta)
+        paths.append(path)
+    return paths
+
+
+def median_responses(run: str | Path, languages: list[str]) -> dict:
+    """Per language, the median segment response [L, I] of every neuron (where collected)."""
+    return {lang: load_responses(run, lang).median(0).values for lang in languages
+            if responses_file(run, lang).is_file()}
+
+
+def compare_run(neuron_files: list[Path], out: str | Path, names: list[str] | None = None) -> tuple[list[dict], Path]:
+    import csv
+    import io
+
+    from langloc.artefacts import write_text
+    from langloc.identify.compare import compare_sets
+    from langloc.report import plot_comparison
+
+    sets = {}
+    for i, f in enumerate(neuron_files):
+        ns = NeuronSet.load(f)
+        name = names[i] if names else ns.method
+        if name in sets:
+            name = f"{name}:{Path(f).stem}"
+        sets[name] = ns
+    rows = compare_sets(sets)
+    out = Path(out)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    write_text(out / "compare.csv", buf.getvalue())
+    plot_comparison(rows, out / "compare.png")
+    return rows, out / "compare.csv"
 
 
 def load_run_model(run: Path, model: str | None, dtype: str, device: str | None):
@@ -90,3 +157,67 @@ def import_run(indir: str | Path, out: str | Path, *, model_meta: dict | None = 
         ns.meta = {"model": meta["model"]}
         ns.save(default_neurons(Path(out)))
     return Path(out)
+
+
+def steer_run(neurons: list[Path], targets: list[str], *, source: str | None = "en", run: str | Path | None = None,
+              model: str | None = None, dtype: str = "auto", device: str | None = None,
+              prompts: str = "builtin:en", tune_prompts: str | None = None, search: bool = True,
+              setting=None, strengths=None, gen=None, fluency=None, candidates=None, controls: bool = True,
+              seed: int = 0, quantile_tokens: int = 16384, out: str | Path | None = None, lm=None,
+              value: str = "auto", positions: str = "all", progress: bool = True) -> dict:
+    """Steer into each of ``targets`` with each neuron set; see :func:`langloc.steer.study.steer_study`."""
+    from langloc.data.packing import corpus_windows, iter_batches
+    from langloc.steer import prompts as P
+    from langloc.steer.judge import DEFAULT_CANDIDATES, FluencyRule, LanguageIdentifier
+    from langloc.steer.steering import DEFAULT_STRENGTHS, Generation, Steerer, ValueContext, search_grid
+    from langloc.steer.study import steer_study
+
+    sets = {}
+    for f in neurons:
+        ns = NeuronSet.load(f)
+        name = ns.method if ns.method not in sets else f"{ns.method}:{Path(f).stem}"
+        sets[name] = ns
+    if not sets:
+        raise LanglocError("give at least one neuron set (--neurons)")
+    first = next(iter(sets.values()))
+    eval_p = P.load_prompts(prompts, "eval")
+    tune_p = None
+    if search:
+        tune_spec = tune_prompts or (prompts if prompts.startswith("builtin:") else None)
+        if tune_spec is None:
+            raise LanglocError("the strength search needs tuning prompts (--tune-prompts FILE) separate from --prompts")
+        tune_p = P.load_prompts(tune_spec, "tune")
+        if set(tune_p) & set(eval_p):
+            raise LanglocError("tuning and evaluation prompts overlap; the evaluation must be held out")
+    for name, ns in sets.items():
+        missing = [t for t in targets if t not in ns.languages]
+        if missing:
+            raise LanglocError(f"neuron set {name!r} has no neurons for {', '.join(missing)} ({', '.join(ns.languages)})")
+    run_meta = read_run(Path(run)) if run else None
+    if lm is None:
+        name = model or (run_meta or first.meta).get("model", {}).get("name")
+        if not name:
+            raise LanglocError("the neuron set does not say which model made it; pass --model")
+        site = (run_meta or first.meta).get("model", {}).get("neuron_site") if model is None else None
+        lm = load_model(name, dtype=dtype, device=device, neuron_site=site)
+    stats = ActivationStats.load(run) if run else None
+    corpus = None
+    if run_meta:
+        spec = run_meta.get("corpus", {}).get("name", "bible").split("folder:", 1)[-1]
+        corpus = load_corpus(spec, seed=run_meta.get("seed", 0)) if not spec.startswith("imported:") else None
+    window = (run_meta or {}).get("window", 512)
+    batches = None
+    if corpus is not None:
+        def batches(lang):
+            return iter_batches(corpus_windows(lm, corpus, lang, "stats", window=window,
+                                               max_tokens=quantile_tokens, lazy=True), 4)
+    values = ValueContext(stats=stats, medians=median_responses(run, targets) if run else None, batches=batches)
+    gen = gen or Generation()
+    steerer = Steerer(lm, values, gen, fluency or FluencyRule(), LanguageIdentifier(candidates or DEFAULT_CANDIDATES))
+    if search:
+        grid = search_grid(value, tuple(strengths or DEFAULT_STRENGTHS), with_source=source is not None,
+                           positions=positions)
+        return steer_study(steerer, sets, targets, source=source, eval_prompts=eval_p, tune_prompts=tune_p,
+                           settings=grid, controls=controls, seed=seed, out=out, progress=progress)
+    return steer_study(steerer, sets, targets, source=source, eval_prompts=eval_p, setting=setting,
+                       controls=controls, seed=seed, out=out, progress=progress)

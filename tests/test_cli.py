@@ -163,3 +163,64 @@ def test_truncated_artefacts_are_refused(setup, capsys, tmp_path):
     (tmp_path / "ns.json").write_text('{"kind": "langloc.neuron_set", "neurons": ')
     with pytest.raises(LanglocError, match="not valid JSON"):
         NeuronSet.load(tmp_path / "ns.json")
+
+
+def test_methods_compare_and_steer_end_to_end(setup, tmp_path):
+    root, model, corpus, _ = setup
+    run = tmp_path / "run"
+    assert invoke("collect", "-m", model, "--corpus", corpus, "-l", "en,fr,ru", "--tokens", "256", "--window", "64",
+                  "-o", run, "--device", "cpu", "--segments", "8", "--segment-tokens", "16") == 0
+    assert (run / "responses" / "fr.safetensors").is_file()
+    assert invoke("identify", run, "--method", "thresholding", "--rate", "0.05", "--other-max", "0.9") == 0
+    assert invoke("identify", run, "--method", "expert_units", "--units", "10") == 0
+    assert invoke("identify", run) == 0
+    sets = [run / "neurons" / f"{m}.json" for m in ("lape", "thresholding", "expert_units")]
+    assert NeuronSet.load(sets[2]).count("fr") == 10
+    assert invoke("compare", *sets, "-o", tmp_path / "cmp") == 0
+    lines = (tmp_path / "cmp" / "compare.csv").read_text().splitlines()
+    assert lines[0] == "a,b,language,layer,size_a,size_b,shared,jaccard"
+    assert len(lines) == 1 + 3 * 3 * (2 + 1)  # 3 pairs x 3 languages x (2 layers + all)
+    assert (tmp_path / "cmp" / "compare.png").stat().st_size > 0
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("In the beginning\nThe word was\nAnd the people\n", encoding="utf-8")
+    tune = tmp_path / "tune.txt"
+    tune.write_text("Of the land\nWith the word\n", encoding="utf-8")
+    out = tmp_path / "steer"
+    assert invoke("steer", "-n", sets[1], "-n", sets[2], "-t", "fr,ru", "--run", run, "-o", out,
+                  "--prompts", prompts, "--tune-prompts", tune, "--strengths", "1,2", "--max-new-tokens", "6",
+                  "--device", "cpu") == 0
+    result = json.loads((out / "steer.json").read_text())
+    assert [(r["method"], r["target"]) for r in result["rows"]] == [
+        ("thresholding", "fr"), ("thresholding", "ru"), ("expert_units", "fr"), ("expert_units", "ru")]
+    assert all(r["n"] == 3 and r["control_target_rate"] is not None for r in result["rows"])
+    assert len(result["details"][0]["search"]) == 2 + 2 + 1  # on x 2, on+off x 2, off
+    assert result["details"][2]["chosen"]["value"] == "median_response"  # expert units' own value
+    gens = (out / "generations.jsonl").read_text().splitlines()
+    assert len(gens) == 3 + 4 * 3 * 2  # unsteered + (steered + control) per row
+    assert (out / "interventions" / "expert_units-ru.json").is_file() and (out / "steering.png").is_file()
+
+    # A fixed setting without search, a quantile value, generated positions only.
+    assert invoke("steer", "-n", sets[1], "-t", "fr", "--run", run, "-o", tmp_path / "fixed", "--prompts", prompts,
+                  "--no-search", "--mode", "on+off", "--value", "p90", "--strength", "2",
+                  "--positions", "generated", "--max-new-tokens", "4", "--no-controls", "--device", "cpu") == 0
+    fixed = json.loads((tmp_path / "fixed" / "steer.json").read_text())
+    assert fixed["rows"][0]["setting"] == "on(p90x2)+off" and fixed["rows"][0]["control_target_rate"] is None
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--value", "loud"], "unknown value source"),
+    (["--positions", "middle"], "--positions must be one of"),
+    (["--prompts", "no-such-file.txt"], "prompt file not found"),
+    (["-t", "xx"], "has no neurons for xx"),
+])
+def test_steer_bad_input(setup, capsys, tmp_path, args, message):
+    root, model, corpus, run = setup
+    assert invoke("identify", run, "--method", "thresholding", "--rate", "0.05") == 0
+    base = ["steer", "-n", run / "neurons" / "thresholding.json", "-t", "fr", "--run", run, "-o", tmp_path / "s",
+            "--device", "cpu", "--no-search"]
+    capsys.readouterr()
+    assert invoke(*base, *args) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "s" / "steer.json").exists()

@@ -1,46 +1,26 @@
-"""Apply a neuron set to a model: zero (deactivate) or force neurons, with forward hooks.
-
-Hooks sit on the same neuron modules that statistics read (the MLP activation), so "zero
-neuron j" means its activation is 0 at every position and its output column contributes
-nothing. Leaving the context removes the hooks: the model is exactly as before.
-"""
+"""Shortcuts over :class:`~langloc.intervene.intervention.Intervention` for the two common cases."""
 
 from __future__ import annotations
 
-import contextlib
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import torch
 
+from langloc.intervene.intervention import Edit, Intervention
 
-@contextlib.contextmanager
-def set_neurons(lm, layers: Sequence[torch.Tensor], value: float | Sequence[torch.Tensor] = 0.0) -> Iterator[None]:
-    """Set the activation of ``layers[l]``'s neurons to ``value`` at every position.
+
+def set_neurons(lm, layers: Sequence[torch.Tensor], value: float | Sequence[torch.Tensor] = 0.0):
+    """Context manager: set ``layers[l]``'s neurons to ``value`` at every position.
 
     ``value`` is one number, or per layer a tensor with one value per listed neuron.
     """
     if len(layers) != lm.num_layers:
         raise ValueError(f"got neuron indices for {len(layers)} layers, the model has {lm.num_layers}")
-    handles = []
-    try:
-        for layer, (module, idx) in enumerate(zip(lm.neuron_modules, layers)):
-            if len(idx) == 0:
-                continue
-            v = value if isinstance(value, (int, float)) else value[layer]
-
-            def hook(module, args, output, idx=idx, v=v):
-                idx_d = idx.to(output.device)
-                if isinstance(v, (int, float)):
-                    return output.index_fill(-1, idx_d, v)
-                out = output.clone()
-                out[..., idx_d] = v.to(output.device, output.dtype)
-                return out
-
-            handles.append(module.register_forward_hook(hook))
-        yield
-    finally:
-        for h in handles:
-            h.remove()
+    if isinstance(value, (int, float)):
+        edit = Edit.uniform("zero" if value == 0 else "set", layers, value)
+    else:
+        edit = Edit("set", list(layers), list(value))
+    return Intervention([edit]).apply(lm)
 
 
 def deactivate(lm, layers: Sequence[torch.Tensor]):

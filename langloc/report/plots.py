@@ -85,3 +85,52 @@ def plot_ablation(rows, path: str | Path) -> Path:
     ax.set_ylabel("neurons zeroed")
     ax.set_title("Deactivating language-specific neurons (random:* = same-size random control)")
     return _save(fig, path)
+
+
+def plot_steering(rows: list[dict], path: str | Path) -> Path:
+    """Fluent target-language rate per target (groups) and method (bars), with the random
+    control drawn as a hatched bar beside each method's."""
+    targets = list(dict.fromkeys(r["target"] for r in rows))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    width = 0.8 / (2 * len(methods))
+    fig, ax = plt.subplots(figsize=(2 + 1.1 * len(targets) * max(1, len(methods)) / 2, 3.6))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for mi, m in enumerate(methods):
+        got = {r["target"]: r for r in rows if r["method"] == m}
+        x = np.arange(len(targets)) + (2 * mi) * width - 0.4 + width / 2
+        ax.bar(x, [100 * got[t]["fluent_target_rate"] if t in got else 0 for t in targets], width,
+               color=colors[mi % len(colors)], label=f"{m}")
+        ctrl = [got[t]["control_fluent_target_rate"] if t in got else None for t in targets]
+        ax.bar(x + width, [100 * (c or 0) for c in ctrl], width, color="white",
+               edgecolor=colors[mi % len(colors)], hatch="//", label=f"random control ({m})")
+    ax.set_xticks(range(len(targets)), targets)
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("fluent outputs in target language (%)")
+    ax.set_xlabel("target language")
+    ax.axhline(80, color="grey", lw=0.8, ls="--")
+    ax.legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.set_title("Steering the output language (held-out prompts)")
+    return _save(fig, path)
+
+
+def plot_comparison(table: list[dict], path: str | Path) -> Path:
+    """Jaccard similarity of two methods' sets per language (rows) and layer (columns), one
+    panel per pair of methods."""
+    pairs = list(dict.fromkeys((r["a"], r["b"]) for r in table))
+    langs = list(dict.fromkeys(r["language"] for r in table))
+    layers = sorted({r["layer"] for r in table if r["layer"] != "all"})
+    fig, axes = plt.subplots(1, len(pairs), figsize=(2 + 0.35 * len(layers) * len(pairs), 1 + 0.45 * len(langs)),
+                             squeeze=False)
+    for ax, (a, b) in zip(axes[0], pairs):
+        m = np.full((len(langs), len(layers) + 1), np.nan)
+        for r in table:
+            if (r["a"], r["b"]) != (a, b):
+                continue
+            col = len(layers) if r["layer"] == "all" else layers.index(r["layer"])
+            m[langs.index(r["language"]), col] = np.nan if r["jaccard"] is None else r["jaccard"]
+        im = _heatmap(ax, m, langs, [str(x) for x in layers] + ["all"],
+                      lambda v: "" if np.isnan(v) else f"{v:.2f}".lstrip("0") if v < 1 else "1", "Greens", vmin=0, vmax=1)
+        ax.set_title(f"{a} vs {b}", fontsize=10)
+        ax.set_xlabel("layer")
+    fig.colorbar(im, ax=axes[0].tolist(), label="Jaccard (|A∩B| / |A∪B|; blank: both empty)")
+    return _save(fig, path)

@@ -1,0 +1,239 @@
+"""Interventions as data: which neurons, what to do to them, and at which positions.
+
+An :class:`Intervention` is a list of :class:`Edit` s plus a position mode. Each edit names
+neurons per layer and a rule:
+
+=========  ==========================================  ===========================
+rule       new activation                              ``values``
+=========  ==========================================  ===========================
+``zero``   0                                           none
+``set``    ``values[j]``                               one number per neuron
+``scale``  ``a * values[j]``                           one factor per neuron
+``add``    ``a + values[j]``                           one number per neuron
+=========  ==========================================  ===========================
+
+Values are stored resolved (numbers, not "the 90th percentile"), so a saved intervention
+is a small self-contained JSON file; ``Edit.source`` records where they came from
+(e.g. ``{"value": "mean_active", "language": "fr", "strength": 2}``) for the reader.
+
+Position modes: ``all`` positions; ``prompt`` positions only; ``generated`` positions only.
+The prompt is what the first forward pass of a sequence sees (the prefill of ``generate``,
+or the whole input of a plain forward call); positions are counted through the KV cache, so
+with left-padded batches "prompt" means the padded prompt length. The activation at the last
+prompt position predicts the first generated token and belongs to the prompt.
+
+Edits apply in order; later edits see the result of earlier ones on shared neurons.
+Hooks sit on the same neuron modules that statistics read and are removed when the context
+ends: the model is then exactly as before (tested bit for bit).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+
+import langloc
+from langloc.artefacts import check_same_model, read_json, write_json
+from langloc.errors import LanglocError
+
+KIND = "langloc.intervention"
+RULES = ("zero", "set", "scale", "add")
+POSITIONS = ("all", "prompt", "generated")
+
+
+@dataclass
+class Edit:
+    """One rule applied to neurons ``layers[l]`` (LongTensor per layer)."""
+
+    rule: str
+    layers: list[torch.Tensor]
+    values: list[torch.Tensor] | None = None  # per layer, one float per listed neuron
+    source: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.rule not in RULES:
+            raise LanglocError(f"unknown intervention rule {self.rule!r}; choose one of {', '.join(RULES)}")
+        self.layers = [torch.as_tensor(i, dtype=torch.long) for i in self.layers]
+        if self.rule == "zero":
+            self.values = None
+            return
+        if self.values is None:
+            raise LanglocError(f"rule {self.rule!r} needs values (one per neuron)")
+        if len(self.values) != len(self.layers):
+            raise LanglocError(f"values for {len(self.values)} layers but neurons for {len(self.layers)}")
+        self.values = [torch.as_tensor(v, dtype=torch.float32).reshape(-1) for v in self.values]
+        for layer, (idx, v) in enumerate(zip(self.layers, self.values)):
+            if len(v) != len(idx):
+                raise LanglocError(f"layer {layer}: {len(v)} values for {len(idx)} neurons")
+            if not torch.isfinite(v).all():
+                raise LanglocError(f"layer {layer}: intervention values must be finite")
+
+    @classmethod
+    def uniform(cls, rule: str, layers: Sequence[torch.Tensor], value: float = 0.0, source: dict | None = None) -> "Edit":
+        """The same value (or factor) for every neuron."""
+        vals = None if rule == "zero" else [torch.full((len(i),), float(value)) for i in layers]
+        return cls(rule, list(layers), vals, dict(source or {"value": "constant", "constant": value}))
+
+    def count(self) -> int:
+        return sum(len(i) for i in self.layers)
+
+    def apply_to(self, layer: int, a: torch.Tensor) -> torch.Tensor:
+        """Return ``a`` ([..., I]) with this edit applied to ``layer``'s neurons (a new tensor)."""
+        idx = self.layers[layer]
+        if len(idx) == 0:
+            return a
+        idx = idx.to(a.device)
+        if self.rule == "zero":
+            return a.index_fill(-1, idx, 0.0)
+        v = self.values[layer].to(a.device, a.dtype)
+        out = a.clone()
+        if self.rule == "set":
+            out[..., idx] = v
+        elif self.rule == "scale":
+            out[..., idx] = a[..., idx] * v
+        else:
+            out[..., idx] = a[..., idx] + v
+        return out
+
+    def to_dict(self) -> dict:
+        d = {"rule": self.rule, "source": self.source, "neurons": [i.tolist() for i in self.layers]}
+        if self.values is not None:
+            d["values"] = [[float(x) for x in v.tolist()] for v in self.values]
+        return d
+
+
+class _Positions:
+    """Tracks which absolute positions the current forward pass covers (through the KV cache)."""
+
+    def __init__(self, prompt_length: int | None):
+        self.fixed_prompt = prompt_length
+        self.prompt_length = prompt_length
+        self.start = 0
+        self.shape: tuple[int, int] | None = None
+
+    def pre_hook(self, module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        embeds = kwargs.get("inputs_embeds")
+        x = ids if ids is not None else embeds
+        B, T = x.shape[0], x.shape[1]
+        past = kwargs.get("past_key_values")
+        start = past.get_seq_length() if past is not None and hasattr(past, "get_seq_length") else 0
+        start = int(start)
+        if start == 0 and self.fixed_prompt is None:
+            self.prompt_length = T  # a new sequence: its first pass is the prompt
+        self.start, self.shape = start, (B, T)
+
+    def mask(self, mode: str, device) -> torch.Tensor:
+        """[T] bool: positions of the current pass that the mode selects."""
+        T = self.shape[1]
+        pos = torch.arange(self.start, self.start + T, device=device)
+        prompt = pos < (self.prompt_length if self.prompt_length is not None else T)
+        return prompt if mode == "prompt" else ~prompt
+
+
+@dataclass
+class Intervention:
+    """Edits plus a position mode; :meth:`apply` is the context manager that hooks a model."""
+
+    edits: list[Edit]
+    positions: str = "all"
+    meta: dict = field(default_factory=dict)  # "model" (LoadedModel.meta), "description", ...
+
+    def __post_init__(self):
+        if self.positions not in POSITIONS:
+            raise LanglocError(f"unknown position mode {self.positions!r}; choose one of {', '.join(POSITIONS)}")
+        layers = {len(e.layers) for e in self.edits}
+        if len(layers) > 1:
+            raise LanglocError(f"edits cover different numbers of layers: {sorted(layers)}")
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.edits[0].layers) if self.edits else 0
+
+    def count(self) -> int:
+        """Number of distinct neurons touched."""
+        seen = set()
+        for e in self.edits:
+            for layer, idx in enumerate(e.layers):
+                seen.update((layer, int(j)) for j in idx)
+        return len(seen)
+
+    @contextlib.contextmanager
+    def apply(self, lm, prompt_length: int | None = None) -> Iterator["Intervention"]:
+        """Hook ``lm`` (a LoadedModel) for forward passes and ``generate``; unhook on exit.
+
+        ``prompt_length`` fixes the prompt length for the ``prompt``/``generated`` modes
+        instead of taking it from the first pass of each sequence.
+        """
+        if self.edits and self.num_layers != lm.num_layers:
+            raise LanglocError(f"the intervention covers {self.num_layers} layers, the model has {lm.num_layers}")
+        if "model" in self.meta:
+            check_same_model(self.meta, lm.meta, "intervention")
+        for e in self.edits:
+            for layer, idx in enumerate(e.layers):
+                if len(idx) and int(idx.max()) >= lm.intermediate_size:
+                    raise LanglocError(f"intervention neuron {int(idx.max())} in layer {layer} is outside "
+                                       f"the model's {lm.intermediate_size} neurons")
+        tracker = _Positions(prompt_length)
+        handles = []
+        try:
+            if self.positions != "all":
+                # On the CausalLM (OPT's calls its decoder directly, never its base model) and on
+                # the body (called directly by statistics code); both see the same input.
+                for m in (lm.model, lm.body):
+                    handles.append(m.register_forward_pre_hook(tracker.pre_hook, with_kwargs=True))
+            for layer, module in enumerate(lm.neuron_modules):
+                edits = [e for e in self.edits if len(e.layers[layer])]
+                if edits:
+                    handles.append(module.register_forward_hook(self._hook(layer, edits, tracker)))
+            yield self
+        finally:
+            for h in handles:
+                h.remove()
+
+    def _hook(self, layer: int, edits: list[Edit], tracker: _Positions):
+        mode = self.positions
+
+        def hook(module, args, output):
+            a = output
+            new = a
+            for e in edits:
+                new = e.apply_to(layer, new)
+            if mode == "all":
+                return new
+            flat = a.dim() == 2  # OPT runs its MLP on [batch * positions, I]
+            B, T = tracker.shape
+            m = tracker.mask(mode, a.device)
+            if flat:
+                m = m.repeat(B)
+                return torch.where(m[:, None], new, a)
+            return torch.where(m[None, :, None], new, a)
+
+        return hook
+
+    # -- files ---------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {"kind": KIND, "langloc_version": langloc.__version__, "positions": self.positions,
+                **self.meta, "edits": [e.to_dict() for e in self.edits]}
+
+    def save(self, path: str | Path) -> Path:
+        write_json(path, self.to_dict())
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Intervention":
+        d = read_json(path, "intervention")
+        if not isinstance(d, dict) or d.get("kind") != KIND:
+            raise LanglocError(f"{path} is not a langloc intervention")
+        try:
+            edits = [Edit(e["rule"], [torch.tensor(i, dtype=torch.long) for i in e["neurons"]],
+                          [torch.tensor(v) for v in e["values"]] if "values" in e else None, e.get("source", {}))
+                     for e in d["edits"]]
+            meta = {k: v for k, v in d.items() if k not in {"kind", "langloc_version", "positions", "edits"}}
+            return cls(edits, d.get("positions", "all"), meta)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise LanglocError(f"{path} is a damaged intervention ({type(exc).__name__}: {exc})") from None

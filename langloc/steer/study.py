@@ -1,0 +1,125 @@
+"""A steering study: for each neuron set (method) and target language, pick or search the
+setting on tuning prompts, evaluate it on held-out prompts, and run the random control."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from langloc.artefacts import atomic_path, write_json, write_text
+from langloc.errors import LanglocError
+from langloc.steer.judge import summarise
+from langloc.steer.steering import SteerSetting, Steerer, random_layers
+
+COLUMNS = ("method", "target", "setting", "neurons", "n", "fluent_target_rate", "target_rate", "fluent_rate",
+           "median_ppl", "mean_distinct", "control_fluent_target_rate", "control_target_rate",
+           "control_fluent_rate", "unsteered_target_rate")
+
+
+def auto_value(ns) -> str:
+    """The published value source for a set: expert units force the median response
+    (Kojima et al.), LAPE and thresholding sets the mean active value (Tang et al.)."""
+    return "median_response" if ns.method == "expert_units" else "mean_active"
+
+
+def steer_study(steerer: Steerer, sets: dict, targets: list[str], *, source: str | None, eval_prompts: list[str],
+                tune_prompts: list[str] | None = None, settings: list[SteerSetting] | None = None,
+                setting: SteerSetting | None = None, controls: bool = True, seed: int = 0, out: str | Path | None = None,
+                progress: bool = True) -> dict:
+    """Run the study and (with ``out``) write ``steer.json``, ``summary.csv``,
+    ``generations.jsonl``, ``interventions/<method>-<target>.json`` and ``steering.png``.
+
+    With ``settings`` (a search grid) the best setting on ``tune_prompts`` is chosen per
+    method and target; otherwise ``setting`` is used as it is.
+    """
+    if (settings is None) == (setting is None):
+        raise LanglocError("give either a fixed steering setting or a search grid")
+    if settings is not None and not tune_prompts:
+        raise LanglocError("the strength search needs tuning prompts")
+    lm = steerer.lm
+    for name, ns in sets.items():
+        ns.check_model(lm)
+        missing = [t for t in targets if t not in ns.languages]
+        if missing:
+            raise LanglocError(f"neuron set {name!r} has no neurons for {', '.join(missing)} ({', '.join(ns.languages)})")
+    gens = []
+    base_recs, _ = steerer.run(eval_prompts, targets[0], None)
+    for r in base_recs:
+        gens.append({"method": "unsteered", "target": None, **r})
+    rows, details = [], []
+    for name, ns in sets.items():
+        s_layers = ns.layers(source) if source and source in ns.languages else None
+        value = auto_value(ns)
+        for ti, target in enumerate(targets):
+            t_layers = ns.layers(target)
+            grid = [replace(s, value=value) if s.value == "auto" else s for s in settings] if settings else None
+            if grid is not None and s_layers is None:
+                grid = [s for s in grid if s.mode == "on"]
+            trials = []
+            if grid is not None:
+                chosen, trials = steerer.search(tune_prompts, target, t_layers, source, s_layers, grid, progress)
+            else:
+                chosen = replace(setting, value=value) if setting.value == "auto" else setting
+            iv = steerer.intervention(chosen, target, t_layers, source, s_layers,
+                                      {"description": f"steer into {target} with {name} neurons ({chosen.label()})",
+                                       "method": ns.method, "target": target, "source": source,
+                                       "setting": asdict(chosen)})
+            recs, summ = steerer.run(eval_prompts, target, iv)
+            gens += [{"method": name, "target": target, "setting": chosen.label(), **r} for r in recs]
+            control = {}
+            if controls:
+                rt = random_layers(t_layers, ns.intermediate_size, seed + 1000 * ti + 1)
+                rs = random_layers(s_layers, ns.intermediate_size, seed + 1000 * ti + 2) if s_layers else None
+                civ = steerer.intervention(chosen, target, rt, source, rs, {"description": "random control"})
+                crecs, control = steerer.run(eval_prompts, target, civ)
+                gens += [{"method": f"random:{name}", "target": target, "setting": chosen.label(), **r} for r in crecs]
+            unsteered = summarise([{**r, "success": r["fluent"] and r["lang"] == target} for r in base_recs], target)
+            row = {"method": name, "target": target, "setting": chosen.label(), "neurons": iv.count(),
+                   **{k: summ[k] for k in ("n", "fluent_target_rate", "target_rate", "fluent_rate", "median_ppl",
+                                           "mean_distinct")},
+                   "control_fluent_target_rate": control.get("fluent_target_rate"),
+                   "control_target_rate": control.get("target_rate"),
+                   "control_fluent_rate": control.get("fluent_rate"),
+                   "unsteered_target_rate": unsteered["target_rate"]}
+            rows.append(row)
+            details.append({"method": name, "target": target, "chosen": asdict(chosen), "search": trials,
+                            "eval": summ, "control": control})
+            if out is not None:
+                iv.save(Path(out) / "interventions" / f"{name}-{target}.json")
+    result = {"model": lm.meta, "source": source, "targets": targets, "methods": list(sets),
+              "generation": asdict(steerer.gen), "fluency": asdict(steerer.rule),
+              "language_candidates": steerer.identify.candidates,
+              "prompts": {"tune": len(tune_prompts or []), "eval": len(eval_prompts)},
+              "rows": rows, "details": details}
+    if out is not None:
+        write_outputs(Path(out), result, gens)
+    return result
+
+
+def write_outputs(out: Path, result: dict, gens: list[dict]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "steer.json", result)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS)
+    w.writeheader()
+    for r in result["rows"]:
+        w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()})
+    write_text(out / "summary.csv", buf.getvalue())
+    with atomic_path(out / "generations.jsonl") as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for g in gens:
+                f.write(json.dumps(g, ensure_ascii=False) + "\n")
+    from langloc.report.plots import plot_steering
+
+    plot_steering(result["rows"], out / "steering.png")
+
+
+def format_table(rows: list[dict]) -> list[list[str]]:
+    """Rows for a console table: method, target, setting, success, control, fluency."""
+    pct = lambda v: "-" if v is None else f"{100 * v:.0f}%"  # noqa: E731
+    return [[r["method"], r["target"], r["setting"], pct(r["fluent_target_rate"]), pct(r["target_rate"]),
+             pct(r["control_fluent_target_rate"]), pct(r["fluent_rate"]), f"{r['median_ppl']:.0f}",
+             f"{r['mean_distinct']:.2f}"] for r in rows]

@@ -1,0 +1,214 @@
+"""Interventions: every rule and position mode does what it says on tiny models of several
+architectures, and removing an intervention leaves the model bit for bit as before."""
+
+import pytest
+import torch
+
+from conftest import CharTokenizer, tiny_model
+from langloc.errors import LanglocError
+from langloc.intervene import Edit, Intervention, deactivate
+from langloc.models.loading import bind
+
+# Gated MLP (llama), GELU MLP (gpt2), and OPT, whose MLP runs on [batch * positions, I].
+ARCHS = ["llama", "gpt2", "opt", "gemma3_text"]
+RULES = ["zero", "set", "scale", "add"]
+LAYERS, WIDTH = 3, 48
+
+
+def make(arch):
+    return bind(tiny_model(arch, layers=LAYERS, width=WIDTH), CharTokenizer(), f"tiny-{arch}")
+
+
+def chosen(lm):
+    """Neurons 3, 7 and 11 in every layer except the middle one (which stays untouched)."""
+    idx = torch.tensor([3, 7, 11])
+    return [idx if layer != 1 else torch.tensor([], dtype=torch.long) for layer in range(lm.num_layers)]
+
+
+def edit_for(rule, layers):
+    vals = [torch.full((len(i),), 2.5) for i in layers]
+    return Edit(rule, layers, None if rule == "zero" else vals)
+
+
+class Capture:
+    """Records every forward pass's activations of every layer (after any intervention hook)."""
+
+    def __init__(self, lm):
+        self.calls = [[] for _ in range(lm.num_layers)]
+        self.shape = None
+        self.handles = [m.register_forward_hook(self._hook(i)) for i, m in enumerate(lm.neuron_modules)]
+        self.handles.append(lm.model.register_forward_pre_hook(self._pre, with_kwargs=True))
+
+    def _pre(self, module, args, kwargs):
+        x = kwargs.get("input_ids", args[0] if args else None)
+        self.shape = tuple(x.shape)
+
+    def _hook(self, layer):
+        def hook(module, args, output):
+            a = output if output.dim() == 3 else output.view(*self.shape, -1)
+            self.calls[layer].append(a.detach().clone())
+        return hook
+
+    def close(self):
+        for h in self.handles:
+            h.remove()
+
+
+def activations(lm, ids, intervention=None):
+    """Per layer, the activations of one plain forward pass (with the intervention if given)."""
+    if intervention is None:
+        cap = Capture(lm)
+        with torch.no_grad():
+            lm.model(input_ids=ids, use_cache=False)
+    else:
+        with intervention.apply(lm):
+            cap = Capture(lm)  # registered after the intervention's hooks: sees their result
+            with torch.no_grad():
+                lm.model(input_ids=ids, use_cache=False)
+    cap.close()
+    return [c[0] for c in cap.calls]
+
+
+IDS = torch.tensor([[1, 40, 50, 60, 70, 80, 90, 100], [1, 41, 51, 61, 71, 81, 91, 101]])
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("rule", RULES)
+def test_rule_changes_exactly_the_chosen_neurons(arch, rule):
+    lm = make(arch)
+    layers = chosen(lm)
+    base = activations(lm, IDS)
+    # Layer 0 only: later layers see changed inputs, so only layer 0 can be compared exactly.
+    only0 = [layers[0]] + [torch.tensor([], dtype=torch.long)] * (lm.num_layers - 1)
+    got = activations(lm, IDS, Intervention([edit_for(rule, only0)]))[0]
+    idx = layers[0]
+    expect = {"zero": torch.zeros_like(base[0][..., idx]), "set": torch.full_like(base[0][..., idx], 2.5),
+              "scale": base[0][..., idx] * 2.5, "add": base[0][..., idx] + 2.5}[rule]
+    torch.testing.assert_close(got[..., idx], expect, rtol=0, atol=0)
+    others = torch.ones(lm.intermediate_size, dtype=torch.bool)
+    others[idx] = False
+    assert torch.equal(got[..., others], base[0][..., others])
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_removed_intervention_leaves_logits_bit_identical(arch):
+    lm = make(arch)
+    with torch.no_grad():
+        before = lm.model(input_ids=IDS, use_cache=False).logits.clone()
+        for rule in RULES:
+            for positions in ("all", "prompt", "generated"):
+                iv = Intervention([edit_for(rule, chosen(lm))], positions)
+                with iv.apply(lm):
+                    changed = lm.model(input_ids=IDS, use_cache=False).logits
+                    lm.model.generate(input_ids=IDS[:, :4], max_new_tokens=3, do_sample=False, pad_token_id=0)
+                if positions != "generated":  # a plain forward is all prompt
+                    assert not torch.equal(changed, before), (rule, positions)
+        after = lm.model(input_ids=IDS, use_cache=False).logits
+    assert torch.equal(before, after)
+    assert all(not m._forward_hooks for m in lm.neuron_modules)
+    assert not lm.body._forward_pre_hooks and not lm.model._forward_pre_hooks
+
+
+def generate_and_capture(lm, iv, new_tokens=3):
+    with iv.apply(lm):
+        cap = Capture(lm)
+        with torch.no_grad():
+            lm.model.generate(input_ids=IDS[:, :5], max_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
+    cap.close()
+    return cap.calls[0]  # layer 0: one entry per forward pass (prefill, then one per new token)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("positions", ["all", "prompt", "generated"])
+def test_position_modes_during_generate(arch, positions):
+    lm = make(arch)
+    idx = chosen(lm)[0]
+    calls = generate_and_capture(lm, Intervention([edit_for("set", chosen(lm))], positions))
+    prefill, steps = calls[0], calls[1:]
+    assert prefill.shape[1] == 5 and all(s.shape[1] == 1 for s in steps) and len(steps) >= 1
+    prompt_set = bool((prefill[..., idx] == 2.5).all())
+    steps_set = all(bool((s[..., idx] == 2.5).all()) for s in steps)
+    steps_free = all(bool((s[..., idx] != 2.5).all()) for s in steps)
+    if positions == "all":
+        assert prompt_set and steps_set
+    elif positions == "prompt":
+        assert prompt_set and steps_free and not (prefill[..., idx] != 2.5).any()
+    else:
+        assert (prefill[..., idx] != 2.5).all() and steps_set
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_fixed_prompt_length_splits_a_plain_forward(arch):
+    lm = make(arch)
+    idx = chosen(lm)[0]
+    iv = Intervention([edit_for("set", chosen(lm))], "generated")
+    with iv.apply(lm, prompt_length=3):
+        cap = Capture(lm)
+        with torch.no_grad():
+            lm.model(input_ids=IDS, use_cache=False)
+    cap.close()
+    a = cap.calls[0][0]
+    assert (a[:, :3, idx] != 2.5).all() and (a[:, 3:, idx] == 2.5).all()
+
+
+def test_edits_apply_in_order():
+    lm = make("llama")
+    layers = chosen(lm)
+    only0 = [layers[0]] + [torch.tensor([], dtype=torch.long)] * 2
+    base = activations(lm, IDS)[0][..., layers[0]]
+    both = Intervention([edit_for("add", only0), edit_for("scale", only0)])
+    got = activations(lm, IDS, both)[0][..., layers[0]]
+    torch.testing.assert_close(got, (base + 2.5) * 2.5)
+
+
+def test_deactivate_is_the_zero_rule():
+    lm = make("llama")
+    layers = chosen(lm)
+    with torch.no_grad():
+        with deactivate(lm, layers):
+            a = lm.model(input_ids=IDS, use_cache=False).logits
+        with Intervention([Edit("zero", layers)]).apply(lm):
+            b = lm.model(input_ids=IDS, use_cache=False).logits
+    assert torch.equal(a, b)
+
+
+def test_save_load_roundtrip_and_refusals(tmp_path):
+    lm = make("llama")
+    iv = Intervention([Edit("zero", chosen(lm)), edit_for("set", chosen(lm))], "generated", {"model": lm.meta})
+    path = iv.save(tmp_path / "iv.json")
+    back = Intervention.load(path)
+    assert back.positions == "generated" and [e.rule for e in back.edits] == ["zero", "set"]
+    assert all(torch.equal(a, b) for a, b in zip(back.edits[1].values, iv.edits[1].values))
+    with torch.no_grad(), back.apply(lm):
+        a = lm.model(input_ids=IDS, use_cache=False).logits
+    with torch.no_grad(), iv.apply(lm):
+        b = lm.model(input_ids=IDS, use_cache=False).logits
+    assert torch.equal(a, b)
+    other = make("gpt2")
+    with pytest.raises(LanglocError, match="made for"):
+        with back.apply(other):
+            pass
+    (tmp_path / "bad.json").write_text('{"kind": "langloc.intervention", "edits": [{"rule": "set"}]}')
+    with pytest.raises(LanglocError, match="damaged intervention"):
+        Intervention.load(tmp_path / "bad.json")
+
+
+@pytest.mark.parametrize("bad, message", [
+    (lambda L: Edit("flip", L), "unknown intervention rule"),
+    (lambda L: Edit("set", L), "needs values"),
+    (lambda L: Edit("set", L, [torch.ones(1)] * len(L)), "values for 3 neurons"),
+    (lambda L: Edit("add", L, [torch.full((len(i),), float("nan")) for i in L]), "finite"),
+    (lambda L: Intervention([Edit("zero", L)], "middle"), "unknown position mode"),
+])
+def test_bad_interventions_get_clear_errors(bad, message):
+    lm = make("llama")
+    with pytest.raises(LanglocError, match=message):
+        bad(chosen(lm))
+
+
+def test_neuron_outside_the_model_is_refused():
+    lm = make("llama")
+    layers = [torch.tensor([WIDTH + 5])] * LAYERS
+    with pytest.raises(LanglocError, match="outside"):
+        with Intervention([Edit("zero", layers)]).apply(lm):
+            pass
