@@ -63,6 +63,32 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=1, ensure_ascii=False) + "\n")
 
 
+def write_csv(path: str | os.PathLike, rows: list[dict], fieldnames, float_digits: int | None = None) -> None:
+    """Rows of dicts as a CSV file (atomically); floats rounded to ``float_digits`` if given."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(fieldnames))
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (f"{v:.{float_digits}f}" if float_digits is not None and isinstance(v, float) else v)
+                    for k, v in r.items()})
+    write_text(path, buf.getvalue())
+
+
+def load_artefact(path: str | os.PathLike, kind: str, what: str, build):
+    """Read a langloc JSON artefact of ``kind`` and ``build`` it from its dict; a foreign or
+    damaged file gets one clear error."""
+    d = read_json(path, what)
+    if not isinstance(d, dict) or d.get("kind") != kind:
+        raise LanglocError(f"{path} is not a langloc {what}")
+    try:
+        return build(d)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise LanglocError(f"{path} is a damaged {what} ({type(exc).__name__}: {exc})") from None
+
+
 def read_json(path: str | os.PathLike, what: str) -> Any:
     path = Path(path)
     if not path.is_file():

@@ -79,10 +79,7 @@ def median_responses(run: str | Path, languages: list[str]) -> dict:
 
 
 def compare_run(neuron_files: list[Path], out: str | Path, names: list[str] | None = None) -> tuple[list[dict], Path]:
-    import csv
-    import io
-
-    from langloc.artefacts import write_text
+    from langloc.artefacts import write_csv
     from langloc.identify.compare import compare_sets
     from langloc.report import plot_comparison
 
@@ -95,21 +92,27 @@ def compare_run(neuron_files: list[Path], out: str | Path, names: list[str] | No
         sets[name] = ns
     rows = compare_sets(sets)
     out = Path(out)
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    w.writeheader()
-    w.writerows(rows)
-    write_text(out / "compare.csv", buf.getvalue())
+    write_csv(out / "compare.csv", rows, rows[0].keys())
     plot_comparison(rows, out / "compare.png")
     return rows, out / "compare.csv"
 
 
 def load_run_model(run: Path, model: str | None, dtype: str, device: str | None):
-    meta = read_run(run)["model"]
-    name = model or meta.get("name")
+    return _load_model_of(read_run(run), model, dtype, device, str(run))
+
+
+def _load_model_of(meta: dict, model: str | None, dtype: str, device: str | None, what: str):
+    """``model`` if given, else the model an artefact's metadata names (with its neuron site)."""
+    made_by = meta.get("model", {})
+    name = model or made_by.get("name")
     if not name:
-        raise LanglocError(f"{run} does not say which model made it; pass --model")
-    return load_model(name, dtype=dtype, device=device, neuron_site=meta.get("neuron_site") if model is None else None)
+        raise LanglocError(f"{what} does not say which model made it; pass --model")
+    return load_model(name, dtype=dtype, device=device, neuron_site=made_by.get("neuron_site") if model is None else None)
+
+
+def _run_corpus_spec(meta: dict, corpus: str | None = None) -> str:
+    """The corpus a run's statistics came from (``corpus`` overrides), as a load_corpus spec."""
+    return corpus or meta.get("corpus", {}).get("name", "bible").split("folder:", 1)[-1]
 
 
 def ablate_run(run: str | Path, *, neurons: str | Path | None = None, model: str | None = None,
@@ -122,7 +125,7 @@ def ablate_run(run: str | Path, *, neurons: str | Path | None = None, model: str
     ns = NeuronSet.load(neurons or default_neurons(run))
     lm = lm or load_run_model(run, model, dtype, device)
     # Evaluate on the held-out split of the corpus the statistics came from, unless told otherwise.
-    spec = corpus or meta.get("corpus", {}).get("name", "bible").split("folder:", 1)[-1]
+    spec = _run_corpus_spec(meta, corpus)
     rows = ablate(lm, ns, load_corpus(spec, seed=meta.get("seed", 0)), languages=languages, eval_tokens=eval_tokens,
                   window=window or meta.get("window", 512), batch_size=batch_size, seed=seed,
                   controls=controls, progress=progress)
@@ -170,7 +173,7 @@ def steer_run(neurons: list[Path], targets: list[str], *, source: str | None = "
     from langloc.steer import prompts as P
     from langloc.steer.judge import DEFAULT_CANDIDATES, FluencyRule, LanguageIdentifier
     from langloc.steer.steering import DEFAULT_STRENGTHS, Generation, Steerer, ValueContext, search_grid
-    from langloc.steer.study import steer_study
+    from langloc.steer.study import check_targets, steer_study
 
     sets = {}
     for f in neurons:
@@ -189,29 +192,23 @@ def steer_run(neurons: list[Path], targets: list[str], *, source: str | None = "
         tune_p = P.load_prompts(tune_spec, "tune")
         if set(tune_p) & set(eval_p):
             raise LanglocError("tuning and evaluation prompts overlap; the evaluation must be held out")
-    for name, ns in sets.items():
-        missing = [t for t in targets if t not in ns.languages]
-        if missing:
-            raise LanglocError(f"neuron set {name!r} has no neurons for {', '.join(missing)} ({', '.join(ns.languages)})")
+    check_targets(sets, targets)  # before the model loads
     run_meta = read_run(Path(run)) if run else None
     if lm is None:
-        name = model or (run_meta or first.meta).get("model", {}).get("name")
-        if not name:
-            raise LanglocError("the neuron set does not say which model made it; pass --model")
-        site = (run_meta or first.meta).get("model", {}).get("neuron_site") if model is None else None
-        lm = load_model(name, dtype=dtype, device=device, neuron_site=site)
+        lm = _load_model_of(run_meta or first.meta, model, dtype, device, str(run or neurons[0]))
     stats = ActivationStats.load(run) if run else None
     corpus = None
     if run_meta:
-        spec = run_meta.get("corpus", {}).get("name", "bible").split("folder:", 1)[-1]
+        spec = _run_corpus_spec(run_meta)
         corpus = load_corpus(spec, seed=run_meta.get("seed", 0)) if not spec.startswith("imported:") else None
     window = (run_meta or {}).get("window", 512)
-    batches = None
-    if corpus is not None:
-        def batches(lang):
-            return iter_batches(corpus_windows(lm, corpus, lang, "stats", window=window,
-                                               max_tokens=quantile_tokens, lazy=True), 4)
-    values = ValueContext(stats=stats, medians=median_responses(run, targets) if run else None, batches=batches)
+
+    def batches(lang):  # text for quantile values: the run's statistics split
+        return iter_batches(corpus_windows(lm, corpus, lang, "stats", window=window,
+                                           max_tokens=quantile_tokens, lazy=True), 4)
+
+    values = ValueContext(stats=stats, medians=median_responses(run, targets) if run else None,
+                          batches=batches if corpus is not None else None)
     gen = gen or Generation()
     steerer = Steerer(lm, values, gen, fluency or FluencyRule(), LanguageIdentifier(candidates or DEFAULT_CANDIDATES))
     if search:

@@ -8,10 +8,16 @@ from pathlib import Path
 import torch
 
 import langloc
-from langloc.artefacts import check_same_model, read_json, write_json
+from langloc.artefacts import check_same_model, load_artefact, write_json
 from langloc.errors import LanglocError
 
 KIND = "langloc.neuron_set"
+
+
+def random_layers(like, num_neurons: int, seed: int) -> list[torch.Tensor]:
+    """Random neurons with the same count per layer as ``like`` (the control of every experiment)."""
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randperm(num_neurons, generator=g)[: len(idx)].sort().values for idx in like]
 
 
 @dataclass
@@ -65,9 +71,7 @@ class NeuronSet:
 
     def random_like(self, lang: str, seed: int = 0) -> list[torch.Tensor]:
         """Random neurons with the same count per layer as ``lang``'s set (the control)."""
-        g = torch.Generator().manual_seed(seed)
-        return [torch.randperm(self.intermediate_size, generator=g)[: len(idx)].sort().values
-                for idx in self.layers(lang)]
+        return random_layers(self.layers(lang), self.intermediate_size, seed)
 
     def check_model(self, lm) -> None:
         check_same_model(self.meta, lm.meta, f"neuron set ({self.method})")
@@ -93,14 +97,11 @@ class NeuronSet:
 
     @classmethod
     def load(cls, path: str | Path) -> "NeuronSet":
-        d = read_json(path, "neuron set")
-        if not isinstance(d, dict) or d.get("kind") != KIND:
-            raise LanglocError(f"{path} is not a langloc neuron set")
-        try:
+        def build(d):
             neurons = {lang: [torch.tensor(i, dtype=torch.long) for i in layers] for lang, layers in d["neurons"].items()}
             meta = {k: v for k, v in d.items() if k not in
                     {"kind", "langloc_version", "method", "params", "num_layers", "intermediate_size",
                      "languages", "counts", "neurons"}}
             return cls(neurons, d["num_layers"], d["intermediate_size"], d["method"], d.get("params", {}), meta)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise LanglocError(f"{path} is a damaged neuron set ({type(exc).__name__}: {exc})") from None
+
+        return load_artefact(path, KIND, "neuron set", build)

@@ -37,7 +37,7 @@ from typing import Iterator, Sequence
 import torch
 
 import langloc
-from langloc.artefacts import check_same_model, read_json, write_json
+from langloc.artefacts import check_same_model, load_artefact, write_json
 from langloc.errors import LanglocError
 
 KIND = "langloc.intervention"
@@ -226,14 +226,11 @@ class Intervention:
 
     @classmethod
     def load(cls, path: str | Path) -> "Intervention":
-        d = read_json(path, "intervention")
-        if not isinstance(d, dict) or d.get("kind") != KIND:
-            raise LanglocError(f"{path} is not a langloc intervention")
-        try:
+        def build(d):
             edits = [Edit(e["rule"], [torch.tensor(i, dtype=torch.long) for i in e["neurons"]],
                           [torch.tensor(v) for v in e["values"]] if "values" in e else None, e.get("source", {}))
                      for e in d["edits"]]
             meta = {k: v for k, v in d.items() if k not in {"kind", "langloc_version", "positions", "edits"}}
             return cls(edits, d.get("positions", "all"), meta)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise LanglocError(f"{path} is a damaged intervention ({type(exc).__name__}: {exc})") from None
+
+        return load_artefact(path, KIND, "intervention", build)

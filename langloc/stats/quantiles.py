@@ -34,7 +34,9 @@ class QuantileSketch:
         self._handles = []
 
     def _hook(self, layer: int):
-        idx = self.layers[layer]
+        dev = self.hist[layer].device
+        idx = self.layers[layer].to(dev)
+        offsets = torch.arange(len(idx), device=dev) * self.bins  # row of each neuron in the flat histogram
 
         def hook(module, args, output):
             a = output
@@ -42,9 +44,8 @@ class QuantileSketch:
                 a = a.view(*self.shape, -1)
             if self.skip_first:
                 a = a[:, 1:]
-            a = a.reshape(-1, a.shape[-1])[:, idx.to(a.device)].float()  # [tokens, n]
+            a = a.reshape(-1, a.shape[-1])[:, idx].float()  # [tokens, n]
             b = ((torch.asinh(a) - LO) * (self.bins / (HI - LO))).floor().clamp(0, self.bins - 1).long()
-            offsets = torch.arange(len(idx), device=a.device) * self.bins
             flat = (b + offsets).flatten()
             self.hist[layer] += torch.bincount(flat, minlength=len(idx) * self.bins).view(len(idx), self.bins)
 

@@ -83,12 +83,6 @@ def steering_intervention(lm, setting: SteerSetting, target: str, target_layers,
     return Intervention(edits, setting.positions, {"model": lm.meta, **(meta or {})})
 
 
-def random_layers(like, num_neurons: int, seed: int) -> list[torch.Tensor]:
-    """Random neurons with the same count per layer as ``like`` (the control)."""
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randperm(num_neurons, generator=g)[: len(idx)].sort().values for idx in like]
-
-
 @torch.inference_mode()
 def generate(lm, prompts: list[str], gen: Generation, intervention: Intervention | None = None) -> list[dict]:
     """Generate a continuation of every prompt; returns dicts with prompt, text, tokens."""

@@ -3,20 +3,26 @@ setting on tuning prompts, evaluate it on held-out prompts, and run the random c
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from langloc.artefacts import atomic_path, write_json, write_text
+from langloc.artefacts import atomic_path, write_csv, write_json
 from langloc.errors import LanglocError
 from langloc.steer.judge import summarise
-from langloc.steer.steering import SteerSetting, Steerer, random_layers
+from langloc.identify.neuron_set import random_layers
+from langloc.steer.steering import SteerSetting, Steerer
 
 COLUMNS = ("method", "target", "setting", "neurons", "n", "fluent_target_rate", "target_rate", "fluent_rate",
            "median_ppl", "mean_distinct", "control_fluent_target_rate", "control_target_rate",
            "control_fluent_rate", "unsteered_target_rate")
+
+
+def check_targets(sets: dict, targets: list[str]) -> None:
+    for name, ns in sets.items():
+        missing = [t for t in targets if t not in ns.languages]
+        if missing:
+            raise LanglocError(f"neuron set {name!r} has no neurons for {', '.join(missing)} ({', '.join(ns.languages)})")
 
 
 def auto_value(ns) -> str:
@@ -40,15 +46,13 @@ def steer_study(steerer: Steerer, sets: dict, targets: list[str], *, source: str
     if settings is not None and not tune_prompts:
         raise LanglocError("the strength search needs tuning prompts")
     lm = steerer.lm
-    for name, ns in sets.items():
+    check_targets(sets, targets)
+    for ns in sets.values():
         ns.check_model(lm)
-        missing = [t for t in targets if t not in ns.languages]
-        if missing:
-            raise LanglocError(f"neuron set {name!r} has no neurons for {', '.join(missing)} ({', '.join(ns.languages)})")
-    gens = []
     base_recs, _ = steerer.run(eval_prompts, targets[0], None)
-    for r in base_recs:
-        gens.append({"method": "unsteered", "target": None, **r})
+    gens = [{"method": "unsteered", "target": None, **r} for r in base_recs]
+    unsteered = {t: summarise([{**r, "success": r["fluent"] and r["lang"] == t} for r in base_recs], t)
+                 for t in targets}
     rows, details = [], []
     for name, ns in sets.items():
         s_layers = ns.layers(source) if source and source in ns.languages else None
@@ -76,14 +80,13 @@ def steer_study(steerer: Steerer, sets: dict, targets: list[str], *, source: str
                 civ = steerer.intervention(chosen, target, rt, source, rs, {"description": "random control"})
                 crecs, control = steerer.run(eval_prompts, target, civ)
                 gens += [{"method": f"random:{name}", "target": target, "setting": chosen.label(), **r} for r in crecs]
-            unsteered = summarise([{**r, "success": r["fluent"] and r["lang"] == target} for r in base_recs], target)
             row = {"method": name, "target": target, "setting": chosen.label(), "neurons": iv.count(),
                    **{k: summ[k] for k in ("n", "fluent_target_rate", "target_rate", "fluent_rate", "median_ppl",
                                            "mean_distinct")},
                    "control_fluent_target_rate": control.get("fluent_target_rate"),
                    "control_target_rate": control.get("target_rate"),
                    "control_fluent_rate": control.get("fluent_rate"),
-                   "unsteered_target_rate": unsteered["target_rate"]}
+                   "unsteered_target_rate": unsteered[target]["target_rate"]}
             rows.append(row)
             details.append({"method": name, "target": target, "chosen": asdict(chosen), "search": trials,
                             "eval": summ, "control": control})
@@ -102,12 +105,7 @@ def steer_study(steerer: Steerer, sets: dict, targets: list[str], *, source: str
 def write_outputs(out: Path, result: dict, gens: list[dict]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "steer.json", result)
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COLUMNS)
-    w.writeheader()
-    for r in result["rows"]:
-        w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()})
-    write_text(out / "summary.csv", buf.getvalue())
+    write_csv(out / "summary.csv", result["rows"], COLUMNS, float_digits=4)
     with atomic_path(out / "generations.jsonl") as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             for g in gens:
