@@ -213,6 +213,8 @@ def test_methods_compare_and_steer_end_to_end(setup, tmp_path):
     (["--positions", "middle"], "--positions must be one of"),
     (["--prompts", "no-such-file.txt"], "prompt file not found"),
     (["-t", "xx"], "has no neurons for xx"),
+    (["--max-new-tokens", "0"], "max_new_tokens and batch_size must be positive"),
+    (["--min-distinct", "2"], "min_distinct must be in [0.0, 1.0]"),
 ])
 def test_steer_bad_input(setup, capsys, tmp_path, args, message):
     root, model, corpus, run = setup

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from langloc.errors import LanglocError
+from langloc.errors import LanglocError, check_range
 
 DEFAULT_CANDIDATES = ("en", "zh", "fr", "es", "ru", "ja", "ar", "hi", "vi", "id", "de", "pt", "it", "ko", "tr",
                       "bn", "fa", "sw", "uk", "pl", "ro", "tl")
@@ -34,6 +34,11 @@ class FluencyRule:
     min_tokens: int = 8
     min_distinct: float = 0.5
     max_ppl: float = 200.0
+
+    def __post_init__(self):
+        check_range("min_distinct", self.min_distinct, 0.0, 1.0)
+        if self.max_ppl <= 0 or self.min_tokens < 0:
+            raise LanglocError("max_ppl must be positive and min_tokens not negative")
 
 
 class LanguageIdentifier:

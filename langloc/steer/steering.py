@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from langloc.errors import LanglocError
+from langloc.errors import LanglocError, check_range
 from langloc.intervene.intervention import Edit, Intervention
 from langloc.intervene.values import neuron_values
 from langloc.steer.judge import FluencyRule, LanguageIdentifier, judge, summarise
@@ -49,6 +49,13 @@ class Generation:
     batch_size: int = 16
     repetition_penalty: float = 1.0  # Hugging Face generate's names; 1.0 and 0 switch them off
     no_repeat_ngram_size: int = 0
+
+    def __post_init__(self):
+        if self.max_new_tokens < 1 or self.batch_size < 1 or self.no_repeat_ngram_size < 0:
+            raise LanglocError("max_new_tokens and batch_size must be positive, no_repeat_ngram_size not negative")
+        if self.temperature <= 0 or self.repetition_penalty <= 0:
+            raise LanglocError("temperature and repetition_penalty must be positive")
+        check_range("top_p", self.top_p, 0.0, 1.0, low_open=True)
 
 
 @dataclass
