@@ -7,6 +7,8 @@ import json
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from langloc.artefacts import atomic_path, write_csv, write_json
 from langloc.errors import LanglocError
 from langloc.steer.judge import summarise
@@ -54,6 +56,7 @@ def steer_study(steerer: Steerer, sets: dict, targets: list[str], *, source: str
     unsteered = {t: summarise([{**r, "success": r["fluent"] and r["lang"] == t} for r in base_recs], t)
                  for t in targets}
     rows, details = [], []
+    bar = tqdm(total=len(sets) * len(targets), desc="steer", unit="target", disable=not progress)
     for name, ns in sets.items():
         s_layers = ns.layers(source) if source and source in ns.languages else None
         value = auto_value(ns)
@@ -92,6 +95,9 @@ def steer_study(steerer: Steerer, sets: dict, targets: list[str], *, source: str
                             "eval": summ, "control": control})
             if out is not None:
                 iv.save(Path(out) / "interventions" / f"{name}-{target}.json")
+            bar.set_postfix_str(f"{name} {target}: {100 * summ['fluent_target_rate']:.0f}% fluent in target")
+            bar.update()
+    bar.close()
     result = {"model": lm.meta, "source": source, "targets": targets, "methods": list(sets),
               "generation": asdict(steerer.gen), "fluency": asdict(steerer.rule),
               "language_candidates": steerer.identify.candidates,
