@@ -54,9 +54,18 @@ def ablate(
         neuron_set.layers(lang)
     corpus.check_languages(langs)
     evals = {lang: corpus_windows(lm, corpus, lang, "eval", window=window, max_tokens=eval_tokens) for lang in langs}
-    conditions = [(lang, neuron_set.layers(lang)) for lang in langs]
+    conditions = [(lang, lambda layers=neuron_set.layers(lang): deactivate(lm, layers)) for lang in langs]
     if controls:
-        conditions += [(f"random:{lang}", neuron_set.random_like(lang, seed + i)) for i, lang in enumerate(langs)]
+        conditions += [(f"random:{lang}", lambda layers=neuron_set.random_like(lang, seed + i): deactivate(lm, layers))
+                       for i, lang in enumerate(langs)]
+    return perplexity_table(lm, evals, conditions, batch_size=batch_size, progress=progress)
+
+
+def perplexity_table(lm, evals: dict[str, torch.Tensor], conditions, *, batch_size: int = 2,
+                     progress: bool = True, desc: str = "ablate") -> list[AblationRow]:
+    """Perplexity of every language's windows unchanged, then under each ``(name, context)``
+    condition (``context()`` returns a context manager that changes the model and restores it)."""
+    langs = list(evals)
     # All languages' windows go through the model together (fuller batches), then the per-window
     # NLL sums are added up per language.
     ids = torch.cat([evals[lang] for lang in langs])
@@ -69,11 +78,11 @@ def ablate(
         bar.update()
         return torch.exp(sums / predicted)
 
-    bar = tqdm(total=len(conditions) + 1, desc="ablate", unit="set", disable=not progress)
+    bar = tqdm(total=len(conditions) + 1, desc=desc, unit="condition", disable=not progress)
     base = ppl_per_language()
     rows = []
-    for name, layers in conditions:
-        with deactivate(lm, layers):
+    for name, context in conditions:
+        with context():
             ppl = ppl_per_language()
         rows += [AblationRow(name, lang, base[k].item(), ppl[k].item()) for k, lang in enumerate(langs)]
     bar.close()

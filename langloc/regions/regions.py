@@ -1,0 +1,148 @@
+"""Core and monolingual linguistic regions from importance scores (Zhang et al.).
+
+Within *each* decoder-layer weight matrix, with ``k = max(1, round(rate · entries))``:
+
+- ``top``: the k entries with the largest core score, the sum of I_lang over the languages;
+- ``bottom``: the k entries with the smallest core score;
+- ``random``: k entries drawn uniformly (seeded per matrix) — the control;
+- ``mono:<lang>``: entries in the top k of ``lang``'s own score and in the top k of no other
+  language's (so its size varies by language).
+
+Ties (bfloat16 scores make them common at the boundary) are broken by the lower flat index, so
+a region is a deterministic function of the scores. The artefact is one safetensors file with a
+tensor ``<region>::<parameter>`` of sorted int64 flat indices per region and matrix, and the
+model, languages, rate and seed in its metadata; a model it was not made for is refused.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+import langloc
+from langloc.artefacts import atomic_path, check_same_model
+from langloc.errors import LanglocError
+from langloc.regions.importance import importance_file, load_importance
+from langloc.regions.params import Region, check_region, region_size
+
+KIND = "langloc.regions"
+SEP = "::"
+
+
+@dataclass
+class Regions:
+    regions: dict[str, Region]
+    meta: dict = field(default_factory=dict)  # model, languages, rate, seed, shapes
+
+    def __getitem__(self, name: str) -> Region:
+        try:
+            return self.regions[name]
+        except KeyError:
+            raise LanglocError(f"no region {name!r}; this file has {', '.join(self.regions)}") from None
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.regions)
+
+    def sizes(self) -> dict[str, int]:
+        return {name: region_size(r) for name, r in self.regions.items()}
+
+    def check_model(self, lm) -> None:
+        check_same_model(self.meta, lm.meta, "region file")
+        for name, region in self.regions.items():
+            check_region(lm, region, f"region {name!r}")
+
+    def save(self, path: str | Path) -> Path:
+        tensors = {f"{name}{SEP}{param}": idx.contiguous() for name, region in self.regions.items()
+                   for param, idx in region.items()}
+        meta = {"kind": KIND, "langloc_version": langloc.__version__, **self.meta, "regions": self.names}
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata={"langloc": json.dumps(meta, ensure_ascii=False)})
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Regions":
+        path = Path(path)
+        if not path.is_file():
+            raise LanglocError(f"region file not found: {path}")
+        try:
+            with safe_open(str(path), "pt") as f:
+                meta = json.loads((f.metadata() or {}).get("langloc", "{}"))
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as exc:  # noqa: BLE001 - any damage means the same thing to the user
+            raise LanglocError(f"region file {path} is unreadable (truncated or not safetensors): {exc}") from None
+        if meta.get("kind") != KIND:
+            raise LanglocError(f"{path} is not a langloc region file")
+        regions: dict[str, Region] = {name: {} for name in meta["regions"]}
+        for key, idx in tensors.items():
+            name, param = key.split(SEP, 1)
+            regions[name][param] = idx
+        return cls(regions, {k: v for k, v in meta.items() if k not in ("kind", "langloc_version", "regions")})
+
+
+def _top(scores: torch.Tensor, k: int) -> torch.Tensor:
+    order = torch.sort(scores.flatten(), descending=True, stable=True).indices
+    return order[:k].sort().values
+
+
+def _bottom(scores: torch.Tensor, k: int) -> torch.Tensor:
+    order = torch.sort(scores.flatten(), stable=True).indices
+    return order[:k].sort().values
+
+
+def region_count(numel: int, rate: float) -> int:
+    return max(1, round(rate * numel))
+
+
+def regions_from_scores(scores: dict[str, dict[str, torch.Tensor]], *, rate: float = 0.01, seed: int = 0,
+                        monolingual: bool = True) -> dict[str, Region]:
+    """Top / Bottom / Random (and monolingual) regions from ``scores[lang][param]``."""
+    if not 0 < rate < 0.5:
+        raise LanglocError(f"rate must be in (0, 0.5), got {rate}")
+    if not scores:
+        raise LanglocError("no importance scores given")
+    langs = list(scores)
+    params = list(scores[langs[0]])
+    out: dict[str, Region] = {"top": {}, "bottom": {}, "random": {}}
+    if monolingual:
+        out.update({f"mono:{lang}": {} for lang in langs})
+    for p, name in enumerate(params):
+        shape = scores[langs[0]][name].shape
+        k = region_count(shape.numel(), rate)
+        core = torch.stack([scores[lang][name].float() for lang in langs]).sum(0)
+        out["top"][name] = _top(core, k)
+        out["bottom"][name] = _bottom(core, k)
+        g = torch.Generator().manual_seed(seed * 1_000_003 + p)
+        out["random"][name] = torch.randperm(shape.numel(), generator=g)[:k].sort().values
+        if monolingual:
+            tops = {lang: _top(scores[lang][name], k) for lang in langs}
+            hits = torch.zeros(shape.numel(), dtype=torch.int16)
+            for idx in tops.values():
+                hits[idx] += 1
+            for lang, idx in tops.items():
+                out[f"mono:{lang}"][name] = idx[hits[idx] == 1]
+    return out
+
+
+def build_regions(folder: str | Path, *, languages: list[str] | None = None, rate: float = 0.01, seed: int = 0,
+                  lm=None) -> Regions:
+    """Regions from the importance scores in ``folder`` (see :mod:`langloc.regions.importance`)."""
+    scores, info = load_importance(folder, languages, lm=lm)
+    regions = regions_from_scores(scores, rate=rate, seed=seed)
+    shapes = {name: list(t.shape) for name, t in scores[next(iter(scores))].items()}
+    meta = {"model": info["model"], "languages": list(scores), "rate": rate, "seed": seed,
+            "importance": {k: info[k] for k in ("corpus", "tokens", "window", "precision")}, "shapes": shapes}
+    return Regions(regions, meta)
+
+
+def default_regions_file(folder: str | Path) -> Path:
+    return Path(folder) / "regions.safetensors"
+
+
+def has_scores(folder: str | Path, lang: str) -> bool:
+    return importance_file(Path(folder), lang).is_file()
