@@ -133,8 +133,9 @@ def compare(
     neurons: list[Path] = typer.Argument(..., help="Two or more neuron set files (e.g. RUN/neurons/*.json)."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Folder for compare.csv and compare.png."),
 ):
-    """How much the sets of different methods agree: per language and layer, sizes, shared
-    neurons and Jaccard similarity, as a CSV and a heatmap.
+    """How much the neuron sets of different methods agree, per language and layer.
+
+    Sizes, shared neurons and Jaccard similarity, as a CSV and a heatmap.
 
     Example: [bold]langloc compare runs/gemma/neurons/lape.json runs/gemma/neurons/thresholding.json -o runs/gemma/compare[/]
     """
@@ -268,8 +269,170 @@ def _print_ablation(rows) -> None:
               title="perplexity ratio (zeroed / base) on each language's held-out text")
     for name in dict.fromkeys(r.deactivated for r in rows):
         cells = {r.evaluated: r.ratio for r in rows if r.deactivated == name}
-        t.add_row(name, *[(f"[bold]{_ratio(cells[e])}[/]" if e == name else _ratio(cells[e])) for e in evald])
+        t.add_row(name, *[(f"[bold]{_ratio(cells[e])}[/]" if name in (e, f"mono:{e}") else _ratio(cells[e])) for e in evald])
     out.print(t)
+
+
+@app.command()
+def importance(
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Region folder to create or extend."),
+    languages: str = typer.Option(..., "--languages", "-l", help="Comma-separated ISO 639-1 codes; the core region sums over them (Zhang et al.: ar,es,ru,zh,ko,vi)."),
+    model: str = ModelOpt,
+    corpus: str = typer.Option("bible", help="bible, a folder of <lang>.txt|.jsonl|.parquet, or hf:PATH[:CONFIG]."),
+    tokens: int = typer.Option(16384, help="Token budget per language (the paper: 10k-100k windows of 512)."),
+    window: int = typer.Option(512, help="Tokens per packed window."),
+    batch_size: int = typer.Option(1, help="Windows per forward/backward pass."),
+    precision: str = typer.Option("bfloat16", help="Storage of the scores: bfloat16 (float32's range, half the size) or float32."),
+    seed: int = typer.Option(0, help="Seed for the order of documents."),
+    dtype: str = typer.Option("float32", help="Model dtype for the gradients (float32 recommended)."),
+    device: Optional[str] = DeviceOpt,
+    neuron_site: Optional[str] = SiteOpt,
+    resume: bool = typer.Option(False, help="Continue an interrupted language from its last checkpoint."),
+    checkpoint_every: int = typer.Option(25, help="Checkpoint the summed gradients every N batches."),
+):
+    """Score every decoder-layer weight for each language: |θ · ∂L/∂θ| (Zhang et al.).
+
+    The gradient is that of the mean token NLL over the whole budget, summed over batches
+    with no optimiser step; embeddings, LM head and norms are not scored.
+
+    Writes OUT/importance/<lang>.safetensors. Runs data-parallel under torchrun.
+
+    Example: [bold]langloc importance -m gemma-3-270m -l ar,es,ru,zh,ko,vi --tokens 16384 -o runs/regions[/]
+    """
+    from langloc import distributed
+    from langloc.data import load_corpus
+    from langloc.models import load_model
+    from langloc.regions.importance import compute_importance
+
+    c = load_corpus(corpus, seed=seed)
+    c.require_text(_langs(languages), "stats")
+    lm = load_model(model, dtype=dtype, device=device or distributed.local_device(), neuron_site=neuron_site)
+    compute_importance(lm, c, _langs(languages), out_dir, tokens=tokens, window=window, batch_size=batch_size,
+                       precision=precision, resume=resume, checkpoint_every=checkpoint_every)
+    if distributed.is_main():
+        out.print(f"scores in {out_dir}/importance; next: langloc regions {out_dir}")
+
+
+def _folder_model(folder: Path, model: Optional[str], dtype: str, device: Optional[str]):
+    from langloc.regions.study import folder_info
+    from langloc.workflows import _load_model_of
+
+    return _load_model_of(folder_info(folder), model, dtype, device, str(folder))
+
+
+@app.command()
+def regions(
+    folder: Path = typer.Argument(..., help="Region folder made by langloc importance."),
+    rate: float = typer.Option(0.01, help="Share of each weight matrix in the Top / Bottom / Random regions."),
+    languages: Optional[str] = typer.Option(None, "--languages", "-l", help="Languages to sum (default: all scored)."),
+    seed: int = typer.Option(0, help="Seed of the Random region."),
+    probe_tokens: int = typer.Option(1024, help="Held-out tokens per language to find the residual stream's largest activations."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model (default: the folder's)."),
+    dtype: str = DtypeOpt,
+    device: Optional[str] = DeviceOpt,
+):
+    """Core (Top / Bottom / Random) and monolingual regions per weight matrix, and where they sit.
+
+    The core score of an entry is the sum of its importance over the languages. Where the Top
+    region sits: its entries per hidden dimension, against the residual stream's largest
+    ("massive") activations.
+
+    Writes FOLDER/regions.safetensors, dimensions.csv, regions.json and plots/regions.png.
+
+    Example: [bold]langloc regions runs/regions --rate 0.01[/]
+    """
+    from langloc.regions.regions import check_rate
+    from langloc.regions.study import folder_info, regions_step
+
+    check_rate(rate)
+    folder_info(folder)
+    lm = _folder_model(folder, model, dtype, device)
+    s = regions_step(folder, lm, languages=_langs(languages) if languages else None, rate=rate, seed=seed,
+                     probe_tokens=probe_tokens)
+    t = Table("region", "entries", title=f"regions of {s['model']} ({rate:.1%} of each matrix)")
+    for name, n in s["sizes"].items():
+        t.add_row(name, f"{n:,}")
+    out.print(t)
+    dense = ", ".join(f"{d['dimension']} ({d['concentration']}x)" for d in s["densest_dimensions"])
+    loud = ", ".join(f"{d['dimension']} ({d['max_abs_activation']:g})" for d in s["massive_activation_dimensions"])
+    out.print(f"Top region densest on dimensions {dense}; largest residual activations on {loud} "
+              f"(median {s['median_abs_activation']:g}); shared: {s['overlap'] or 'none'}")
+    out.print(f"-> {folder}/regions.safetensors, dimensions.csv, plots/regions.png")
+
+
+@app.command("region-ablate")
+def region_ablate(
+    folder: Path = typer.Argument(..., help="Region folder with regions.safetensors (langloc regions)."),
+    languages: str = typer.Option(..., "--languages", "-l", help="Languages to evaluate (any in the corpus)."),
+    regions_: Optional[str] = typer.Option(None, "--regions", help="Regions to zero (default: top,bottom,random and every mono:<lang>)."),
+    eval_tokens: int = typer.Option(1024, help="Held-out tokens per language for perplexity."),
+    corpus: Optional[str] = typer.Option(None, help="Corpus whose eval split is used (default: the folder's)."),
+    batch_size: int = typer.Option(2, help="Windows per forward pass."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model (default: the folder's)."),
+    dtype: str = DtypeOpt,
+    device: Optional[str] = DeviceOpt,
+):
+    """Zero a region's weights and measure every language's perplexity ratio.
+
+    Writes FOLDER/region_ablation.csv and plots/region_ablation.png.
+
+    Example: [bold]langloc region-ablate runs/regions -l en,zh,fr,es,ru,ja,ar,ko,vi,hi[/]
+    """
+    from langloc.regions.study import region_ablate_step
+
+    lm = _folder_model(folder, model, dtype, device)
+    rows, path = region_ablate_step(folder, lm, languages=_langs(languages),
+                                    names=_langs(regions_) if regions_ else None, eval_tokens=eval_tokens,
+                                    batch_size=batch_size, corpus=corpus)
+    _print_ablation(rows)
+    out.print(f"-> {path}, {folder}/plots/region_ablation.png")
+
+
+@app.command()
+def perturb(
+    folder: Path = typer.Argument(..., help="Region folder with regions.safetensors (langloc regions)."),
+    languages: str = typer.Option(..., "--languages", "-l", help="Languages to evaluate."),
+    matrix: Optional[str] = typer.Option(None, help="LAYER.MODULE (e.g. 1.mlp.down_proj) or a full parameter name. Default: the lowest layer's matrix with the most Top entries on the densest dimension."),
+    dims: Optional[str] = typer.Option(None, help="Comma-separated hidden dimensions. Default: the Top region's densest dimension and an ordinary (median) one."),
+    scale: Optional[float] = typer.Option(None, help="Multiply the parameter by this (default 4 when --value is not given)."),
+    value: Optional[float] = typer.Option(None, help="Set the parameter to this instead."),
+    whole: bool = typer.Option(False, help="Perturb every entry of the matrix on the dimension, not one."),
+    eval_tokens: int = typer.Option(1024, help="Held-out tokens per language for perplexity."),
+    batch_size: int = typer.Option(2, help="Windows per forward pass."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model (default: the folder's)."),
+    dtype: str = DtypeOpt,
+    device: Optional[str] = DeviceOpt,
+):
+    """Scale or set one parameter on a hidden dimension and measure perplexity.
+
+    The entry perturbed is the one with the largest |θ| among the Top region's entries on that
+    dimension. On a dimension the core region concentrates on, one parameter can break the
+    model; on an ordinary one nothing happens.
+
+    Writes FOLDER/perturb.csv.
+
+    Example: [bold]langloc perturb runs/regions -l en,fr,zh --scale 4[/]
+    """
+    from langloc.regions.study import perturb_step
+
+    if scale is not None and value is not None:
+        raise LanglocError("give --scale or --value, not both")
+    try:
+        dim_list = [int(d) for d in _langs(dims)] if dims else None
+    except ValueError:
+        raise LanglocError(f"--dims must be comma-separated integers, got {dims!r}") from None
+    lm = _folder_model(folder, model, dtype, device)
+    table, path = perturb_step(folder, lm, languages=_langs(languages), matrix=matrix, dims=dim_list,
+                               scale=4.0 if scale is None and value is None else scale, value=value, whole=whole,
+                               eval_tokens=eval_tokens, batch_size=batch_size)
+    t = Table("dimension", "kind", "entry", "operation", *_langs(languages),
+              title=f"perplexity ratio after perturbing {table[0]['parameter']}")
+    for dim in dict.fromkeys(r["dimension"] for r in table):
+        cells = [r for r in table if r["dimension"] == dim]
+        t.add_row(str(dim), cells[0]["kind"], str(cells[0]["index"]), cells[0]["operation"],
+                  *[_ratio(r["ratio"]) for r in cells])
+    out.print(t)
+    out.print(f"-> {path}")
 
 
 @app.command("export-lape")

@@ -99,11 +99,15 @@ def region_count(numel: int, rate: float) -> int:
     return max(1, round(rate * numel))
 
 
+def check_rate(rate: float) -> None:
+    if not 0 < rate < 0.5:
+        raise LanglocError(f"rate must be in (0, 0.5), got {rate}")
+
+
 def regions_from_scores(scores: dict[str, dict[str, torch.Tensor]], *, rate: float = 0.01, seed: int = 0,
                         monolingual: bool = True) -> dict[str, Region]:
     """Top / Bottom / Random (and monolingual) regions from ``scores[lang][param]``."""
-    if not 0 < rate < 0.5:
-        raise LanglocError(f"rate must be in (0, 0.5), got {rate}")
+    check_rate(rate)
     if not scores:
         raise LanglocError("no importance scores given")
     langs = list(scores)

@@ -67,7 +67,8 @@ def plot_overlap(neuron_set, path: str | Path) -> Path:
     return _save(fig, path)
 
 
-def plot_ablation(rows, path: str | Path) -> Path:
+def plot_ablation(rows, path: str | Path, *, ylabel: str = "neurons zeroed",
+                  title: str = "Deactivating language-specific neurons (random:* = same-size random control)") -> Path:
     """Perplexity ratio (ablated / base) for each deactivated set (rows) and language (columns)."""
     from matplotlib.colors import LogNorm
 
@@ -82,8 +83,8 @@ def plot_ablation(rows, path: str | Path) -> Path:
                   norm=LogNorm(vmin=1.0, vmax=hi))
     fig.colorbar(im, ax=ax, label="perplexity ratio (deactivated / base), log scale")
     ax.set_xlabel("evaluated language (held-out text)")
-    ax.set_ylabel("neurons zeroed")
-    ax.set_title("Deactivating language-specific neurons (random:* = same-size random control)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     return _save(fig, path)
 
 
@@ -133,4 +134,55 @@ def plot_comparison(table: list[dict], path: str | Path) -> Path:
         ax.set_title(f"{a} vs {b}", fontsize=10)
         ax.set_xlabel("layer")
     fig.colorbar(im, ax=axes[0].tolist(), label="Jaccard (|A∩B| / |A∪B|; blank: both empty)")
+    return _save(fig, path)
+
+
+def plot_region_location(matrix_labels: list[str], layer_share: np.ndarray, dim_counts: np.ndarray,
+                         massive: np.ndarray, path: str | Path, region: str = "top", top_dims: int = 5) -> Path:
+    """Where a region sits: (left) its entries per hidden dimension over all matrices, the
+    residual stream's largest activations overlaid; (right) per layer and matrix, the share of
+    the region's entries that lie on its ``top_dims`` most frequent dimensions."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(13, 1.2 + 0.28 * layer_share.shape[0]),
+                               gridspec_kw={"width_ratios": [1.6, 1]})
+    dims = np.arange(len(dim_counts))
+    a.bar(dims, dim_counts, width=1.0, color="tab:blue", label=f"{region}-region entries")
+    a.set_xlabel("hidden dimension")
+    a.set_ylabel("entries")
+    a2 = a.twinx()
+    a2.plot(dims, massive, color="tab:red", lw=0.6, alpha=0.7, label="max |residual activation|")
+    a2.set_yscale("log")
+    a2.set_ylabel("max |activation| (log)", color="tab:red")
+    for d in np.argsort(-dim_counts)[:top_dims]:
+        a.annotate(str(d), (d, dim_counts[d]), fontsize=7, ha="center", va="bottom")
+    a.set_title(f"{region} region per hidden dimension (uniform would be {dim_counts.sum() / len(dims):.0f})")
+    im = _heatmap(b, layer_share, [str(i) for i in range(layer_share.shape[0])], matrix_labels,
+                  lambda v: f"{v:.0%}" if v == v else "", "Oranges", vmin=0, vmax=1)
+    b.set_xticks(range(len(matrix_labels)), matrix_labels, rotation=45, ha="right")
+    b.set_ylabel("layer")
+    b.set_title(f"share on the {top_dims} densest dimensions")
+    fig.colorbar(im, ax=b)
+    return _save(fig, path)
+
+
+def plot_forgetting(table: list[dict], path: str | Path) -> Path:
+    """Perplexity relative to step 0 per language (panels) and freezing mode (lines)."""
+    langs = list(dict.fromkeys(r["language"] for r in table))
+    modes = list(dict.fromkeys(r["mode"] for r in table))
+    cols = min(5, len(langs))
+    rows = math.ceil(len(langs) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 2.4 * rows), sharex=True, squeeze=False)
+    for ax, lang in zip(axes.flat, langs):
+        for mode in modes:
+            pts = sorted((r["step"], r["ratio"]) for r in table if r["language"] == lang and r["mode"] == mode)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=mode)
+        ax.axhline(1.0, color="grey", lw=0.6)
+        ax.set_title(lang, fontsize=10)
+    for ax in axes.flat[len(langs):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=8)
+    for ax in axes[-1]:
+        ax.set_xlabel("step")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("ppl / ppl at step 0")
+    fig.suptitle("Further pre-training: perplexity relative to the start, by frozen region")
     return _save(fig, path)
