@@ -19,7 +19,7 @@ def folder(tmp_path_factory):
     out = root / "regions"
     assert invoke("importance", "-m", model, "--corpus", corpus, "-l", "en,fr,ru", "--tokens", "128",
                   "--window", "64", "-o", out, "--device", "cpu") == 0
-    assert invoke("regions", out, "--rate", "0.05", "--device", "cpu") == 0
+    assert invoke("regions", out, "--rate", "0.05", "--probe-tokens", "128", "--device", "cpu") == 0
     return root, model, corpus, out
 
 
