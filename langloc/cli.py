@@ -435,6 +435,76 @@ def perturb(
     out.print(f"-> {path}")
 
 
+@app.command()
+def train(
+    folder: Path = typer.Argument(..., help="Region folder with regions.safetensors (langloc regions)."),
+    language: str = typer.Option(..., "--language", help="The language to further pre-train on (its stats split)."),
+    eval_languages: str = typer.Option(..., "--eval-languages", "-l", help="Languages whose held-out perplexity shows forgetting."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Output folder (one subfolder per mode)."),
+    region: str = typer.Option("top", help="Region frozen in mode core (top, or e.g. mono:fr)."),
+    modes: str = typer.Option("core,random,none", help="Freezing modes to run with the same seed, data and steps: core, random (the file's random region), none."),
+    steps: int = typer.Option(200, help="Optimiser steps."),
+    batch_size: int = typer.Option(8, help="Windows per step."),
+    window: Optional[int] = typer.Option(None, help="Tokens per window (default: the folder's)."),
+    lr: float = typer.Option(2e-5, help="Peak learning rate (linear warm-up, cosine decay to 10%)."),
+    weight_decay: float = typer.Option(0.1, help="AdamW weight decay (matrices only)."),
+    warmup: int = typer.Option(20, help="Warm-up steps."),
+    max_grad_norm: float = typer.Option(1.0, help="Gradient clipping (0: none)."),
+    precision: str = typer.Option("bf16", help="Autocast of the forward pass: bf16, fp16 (with a GradScaler) or fp32; weights and optimiser stay float32."),
+    train_embeddings: bool = typer.Option(True, help="Also train the token embeddings (and a tied LM head). --no-train-embeddings trains the decoder layers and norms only: much cheaper with a large vocabulary."),
+    eval_tokens: int = typer.Option(8192, help="Held-out tokens per language for perplexity."),
+    eval_every: int = typer.Option(50, help="Measure perplexity every N steps (and at step 0)."),
+    checkpoint_every: int = typer.Option(100, help="Checkpoint weights, optimiser, data position and RNG every N steps."),
+    seed: int = typer.Option(0, help="Seed of the data order (the same for every mode)."),
+    resume: bool = typer.Option(False, help="Continue an interrupted mode from its checkpoint."),
+    corpus: Optional[str] = typer.Option(None, help="Corpus (default: the folder's)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model (default: the folder's)."),
+    device: Optional[str] = DeviceOpt,
+):
+    """Further pre-train on one language with the core region frozen, a random region frozen, or nothing.
+
+    Frozen entries stay bit-identical (gradients masked, values restored in the float32 master
+    weights and their AdamW moments zeroed after every step). Writes OUT/forgetting.csv
+    (mode, step, language, ppl, ratio to step 0), OUT/summary.csv and OUT/plots/forgetting.png.
+
+    Example: [bold]langloc train runs/regions --language fr -l en,es,ru,zh --steps 200 -o runs/forget-fr[/]
+    """
+    from langloc.regions.regions import Regions, default_regions_file
+    from langloc.regions.study import folder_corpus, folder_info
+    from langloc.train.trainer import MODES, forgetting
+
+    mode_list = _langs(modes)
+    bad = [m for m in mode_list if m not in MODES]
+    if bad or not mode_list:
+        raise LanglocError(f"unknown mode(s) {', '.join(bad) or '(none)'}; choose from {', '.join(MODES)}")
+    info = folder_info(folder)
+    regs = Regions.load(default_regions_file(folder))
+    core, control = regs[region], regs["random"] if region == "top" else None
+    c = folder_corpus(info, corpus)
+    c.require_text([language], "stats")
+    c.require_text(_langs(eval_languages), "eval")
+    from langloc.workflows import _load_model_of
+
+    lm = _load_model_of(info, model, "float32", device, str(folder))
+    if not train_embeddings:
+        for p in lm.model.get_input_embeddings().parameters():
+            p.requires_grad_(False)
+    rows = forgetting(lm, c, language, core, out=out_dir, modes=mode_list, seed=seed, resume=resume,
+                      control=control, region_meta=regs.meta, steps=steps, batch_size=batch_size,
+                      window=window or info.get("window", 512), lr=lr, weight_decay=weight_decay, warmup=warmup,
+                      max_grad_norm=max_grad_norm or None, precision=precision,
+                      eval_languages=[x for x in _langs(eval_languages) if x != language], eval_tokens=eval_tokens,
+                      eval_every=eval_every, checkpoint_every=checkpoint_every)
+    last = max(r["step"] for r in rows)
+    langs = list(dict.fromkeys(r["language"] for r in rows))
+    t = Table("frozen", *langs, title=f"perplexity ratio to step 0 after {last} steps on {language}")
+    for mode in mode_list:
+        cells = {r["language"]: r["ratio"] for r in rows if r["mode"] == mode and r["step"] == last}
+        t.add_row(mode, *[f"{cells[x]:.3f}" for x in langs])
+    out.print(t)
+    out.print(f"-> {out_dir}/forgetting.csv, summary.csv, plots/forgetting.png")
+
+
 @app.command("export-lape")
 def export_lape_cmd(
     run: Path = typer.Argument(..., help="Run folder."),

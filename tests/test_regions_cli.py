@@ -64,3 +64,24 @@ def test_region_commands_bad_input(folder, capsys, args, message):
     args = [a.format(out=out, root=root, model=model, corpus=corpus) for a in args]
     assert invoke(*args, "--device", "cpu") == 2
     assert message in error_line(capsys)
+
+
+def test_train_with_each_freezing_mode(folder, tmp_path):
+    root, model, corpus, out = folder
+    dest = tmp_path / "forget"
+    assert invoke("train", out, "--language", "fr", "-l", "en,ru", "-o", dest, "--steps", "2", "--batch-size", "1",
+                  "--eval-every", "1", "--eval-tokens", "64", "--warmup", "0", "--lr", "1e-3",
+                  "--no-train-embeddings", "--device", "cpu") == 0
+    rows = list(csv.DictReader((dest / "forgetting.csv").open()))
+    assert {r["mode"] for r in rows} == {"core", "random", "none"}
+    assert {r["language"] for r in rows} == {"fr", "en", "ru"} and {r["step"] for r in rows} == {"0", "1", "2"}
+    assert (dest / "plots" / "forgetting.png").stat().st_size > 0
+    # The step-0 perplexities are the same model's in every mode.
+    start = {(r["language"], r["ppl"]) for r in rows if r["step"] == "0"}
+    assert len(start) == 3
+
+
+def test_train_refuses_an_unknown_mode(folder, capsys, tmp_path):
+    root, model, corpus, out = folder
+    assert invoke("train", out, "--language", "fr", "-l", "en", "-o", tmp_path / "x", "--modes", "core,all") == 2
+    assert "unknown mode(s) all" in error_line(capsys)

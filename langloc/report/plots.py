@@ -163,26 +163,3 @@ def plot_region_location(matrix_labels: list[str], layer_share: np.ndarray, dim_
     fig.colorbar(im, ax=b)
     return _save(fig, path)
 
-
-def plot_forgetting(table: list[dict], path: str | Path) -> Path:
-    """Perplexity relative to step 0 per language (panels) and freezing mode (lines)."""
-    langs = list(dict.fromkeys(r["language"] for r in table))
-    modes = list(dict.fromkeys(r["mode"] for r in table))
-    cols = min(5, len(langs))
-    rows = math.ceil(len(langs) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 2.4 * rows), sharex=True, squeeze=False)
-    for ax, lang in zip(axes.flat, langs):
-        for mode in modes:
-            pts = sorted((r["step"], r["ratio"]) for r in table if r["language"] == lang and r["mode"] == mode)
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=mode)
-        ax.axhline(1.0, color="grey", lw=0.6)
-        ax.set_title(lang, fontsize=10)
-    for ax in axes.flat[len(langs):]:
-        ax.axis("off")
-    axes.flat[0].legend(fontsize=8)
-    for ax in axes[-1]:
-        ax.set_xlabel("step")
-    for ax in axes[:, 0]:
-        ax.set_ylabel("ppl / ppl at step 0")
-    fig.suptitle("Further pre-training: perplexity relative to the start, by frozen region")
-    return _save(fig, path)
