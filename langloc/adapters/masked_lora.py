@@ -29,6 +29,7 @@ model, and :func:`remove_adapter` takes the adapter out again.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -274,10 +275,11 @@ def masked_lora(
             inputs, _, down_module = mlp_modules(lm, layer, gate_only=gate_only)
             for module in inputs.values():
                 out, _, transposed = _projection(module)
-                blocks = out // width
+                blocks, rows = out // width, idx
                 if gate_only and blocks > 1:
-                    blocks = 1  # a fused gate_up_proj: the gate half comes first, the up half stays as is
-                spec.targets.append(AdapterTarget(names[id(module)], layer, "in", 1 if transposed else 0, blocks, idx))
+                    # A fused gate_up_proj: the gate half comes first; the up half stays as is.
+                    blocks, rows = 1, list(range(width)) if idx is None else idx
+                spec.targets.append(AdapterTarget(names[id(module)], layer, "in", 1 if transposed else 0, blocks, rows))
             if down:
                 transposed = _projection(down_module)[2]
                 spec.targets.append(AdapterTarget(names[id(down_module)], layer, "out", 0 if transposed else 1, 1, idx))
@@ -294,10 +296,8 @@ def masked_lora(
         fan_in_fan_out=sum(transposed) * 2 > len(transposed),
     )
     requires_grad = {name: p.requires_grad for name, p in lm.model.named_parameters()}
-    torch.manual_seed(seed)
-    import warnings
-
-    with warnings.catch_warnings():
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        torch.manual_seed(seed)  # PEFT's initialisation of lora_A, without touching the caller's RNG
         # PEFT warns once per module whose layout disagrees with fan_in_fan_out and fixes it.
         warnings.filterwarnings("ignore", message=".*fan_in_fan_out.*")
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
