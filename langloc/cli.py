@@ -505,6 +505,64 @@ def train(
     out.print(f"-> {out_dir}/forgetting.csv, summary.csv, plots/forgetting.png")
 
 
+@app.command()
+def transfer(
+    neurons: Path = typer.Option(..., "--neurons", "-n", help="Neuron set (langloc identify) whose language's neurons the adapter may change."),
+    language: str = typer.Option(..., "--language", help="Train on this language's items (and use its neurons)."),
+    eval_languages: str = typer.Option(..., "--eval-languages", "-l", help="Languages to evaluate transfer on."),
+    out_path: Path = typer.Option(..., "--out", "-o", help="CSV of accuracies per condition and language."),
+    modes: str = typer.Option("neurons,random,all,none", help="neurons (masked to the set), random (same count per layer), all (plain LoRA on the MLP), none (attention LoRA only)."),
+    target: str = typer.Option("en", help="Language of the answer choices (the Bible translation task)."),
+    train_items: int = typer.Option(200, help="Training items (stats split)."),
+    eval_items: int = typer.Option(100, help="Evaluation items per language (eval split, disjoint verses)."),
+    r: int = typer.Option(8, help="LoRA rank."),
+    alpha: int = typer.Option(16, help="LoRA alpha."),
+    attention: bool = typer.Option(True, help="Also plain LoRA on the attention projections (Mondal et al.)."),
+    down: bool = typer.Option(False, help="Also adapt the MLP output projection (its neuron columns)."),
+    lr: float = typer.Option(1e-5, help="AdamW learning rate."),
+    epochs: int = typer.Option(1, help="Epochs over the training items."),
+    batch_size: int = typer.Option(8, help="Training batch size."),
+    seed: int = typer.Option(0, help="Seed of items, random neurons and training."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model (default: the neuron set's)."),
+    device: Optional[str] = DeviceOpt,
+):
+    """Neuron-masked LoRA (PEFT): fine-tune only a language's neurons, measure cross-lingual transfer.
+
+    The task runs offline: given a verse in a language, choose its translation among 4
+    candidates by log-likelihood (aligned Bible; training and evaluation verses disjoint).
+    Baselines: random neurons of the same count, all neurons, no MLP adapter, no adapter.
+
+    Example: [bold]langloc transfer -n runs/gemma/neurons/lape.json --language fr -l es,vi,id -o transfer.csv[/]
+    """
+    from langloc.adapters.bible_task import bible_choice_items
+    from langloc.adapters.masked_lora import MODES
+    from langloc.adapters.transfer import transfer_study
+    from langloc.artefacts import write_csv
+    from langloc.identify import NeuronSet
+    from langloc.workflows import _load_model_of
+
+    mode_list = _langs(modes)
+    bad = [m for m in mode_list if m not in MODES]
+    if bad or not mode_list:
+        raise LanglocError(f"unknown mode(s) {', '.join(bad) or '(none)'}; choose from {', '.join(MODES)}")
+    ns = NeuronSet.load(neurons)
+    train_set = bible_choice_items(language, "stats", train_items, target=target, seed=seed)
+    evals = {lang: bible_choice_items(lang, "eval", eval_items, target=target, seed=seed)
+             for lang in [language, *[x for x in _langs(eval_languages) if x != language]]}
+    lm = _load_model_of(ns.meta, model, "float32", device, str(neurons))
+    ns.check_model(lm)
+    rows = transfer_study(lm, ns.layers(language), train_items=train_set, eval_items=evals, modes=mode_list,
+                          r=r, alpha=alpha, attention=attention, down=down, lr=lr, epochs=epochs,
+                          batch_size=batch_size, seed=seed)
+    write_csv(out_path, rows, list(dict.fromkeys(k for row in rows for k in row)))
+    t = Table("condition", *evals, title=f"choice accuracy after training on {language} items")
+    for cond in dict.fromkeys(r_["condition"] for r_ in rows):
+        cells = {r_["lang"]: r_["accuracy"] for r_ in rows if r_["condition"] == cond}
+        t.add_row(cond, *[f"{cells[x]:.2f}" for x in evals])
+    out.print(t)
+    out.print(f"-> {out_path}")
+
+
 @app.command("export-lape")
 def export_lape_cmd(
     run: Path = typer.Argument(..., help="Run folder."),

@@ -1,5 +1,6 @@
 """The CLI end to end on a tiny local model, and bad input: one clear line, no partial output."""
 
+import csv
 import json
 
 import pytest
@@ -226,3 +227,18 @@ def test_steer_bad_input(setup, capsys, tmp_path, args, message):
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not (tmp_path / "s" / "steer.json").exists()
+
+
+def test_transfer_with_a_neuron_masked_adapter(setup, tmp_path):
+    root, model, corpus, run = setup
+    if not (run / "neurons" / "lape.json").exists():
+        assert invoke("identify", run, "--top-rate", "0.05") == 0
+    out = tmp_path / "transfer.csv"
+    assert invoke("transfer", "-n", run / "neurons" / "lape.json", "--language", "fr", "-l", "ru", "-o", out,
+                  "--modes", "neurons,none", "--train-items", "4", "--eval-items", "4", "--batch-size", "2",
+                  "--device", "cpu") == 0
+    rows = list(csv.DictReader(out.open()))
+    assert [(r["condition"], r["lang"]) for r in rows] == [("base", "fr"), ("base", "ru"), ("neurons", "fr"),
+                                                            ("neurons", "ru"), ("none", "fr"), ("none", "ru")]
+    assert all(0.0 <= float(r["accuracy"]) <= 1.0 for r in rows)
+    assert float([r for r in rows if r["condition"] == "neurons"][0]["mask_leak"]) == 0.0
