@@ -109,7 +109,10 @@ def weights_fingerprint(model) -> str:
     """Hash of every parameter's name and shape plus the values of a few of them.
 
     Hashing all weights of a 7B model would take seconds for every command; names, shapes and
-    the bytes of the first and last decoder matrices tell checkpoints apart in practice.
+    the bytes of the first and last decoder matrices tell checkpoints apart in practice. The
+    values are hashed rounded to bfloat16, so the same checkpoint loaded in float32 or in
+    bfloat16 has one fingerprint (an artefact made with ``--dtype float32`` applies to the
+    model loaded with ``--dtype fast``); a float16 load may differ where double rounding does.
     """
     import torch
 
@@ -119,7 +122,7 @@ def weights_fingerprint(model) -> str:
         h.update(f"{name}:{tuple(p.shape)};".encode())
     matrices = [p for _, p in named if p.dim() == 2]
     for p in (matrices[:2] + matrices[-2:]) if matrices else []:
-        sample = p.detach().flatten()[:65536].to("cpu", torch.float32).contiguous()
+        sample = p.detach().flatten()[:65536].to("cpu", torch.bfloat16).view(torch.int16).contiguous()
         h.update(sample.numpy().tobytes())
     return h.hexdigest()[:16]
 

@@ -143,13 +143,16 @@ def plot_region_location(matrix_labels: list[str], layer_share: np.ndarray, dim_
     residual stream's largest activations overlaid; (right) per layer and matrix, the share of
     the region's entries that lie on its ``top_dims`` most frequent dimensions."""
     fig, (a, b) = plt.subplots(1, 2, figsize=(13, 1.2 + 0.28 * layer_share.shape[0]),
-                               gridspec_kw={"width_ratios": [1.6, 1]})
+                               gridspec_kw={"width_ratios": [1.6, 1], "wspace": 0.45})
     dims = np.arange(len(dim_counts))
     a.bar(dims, dim_counts, width=1.0, color="tab:blue", label=f"{region}-region entries")
     a.set_xlabel("hidden dimension")
     a.set_ylabel("entries")
     a2 = a.twinx()
-    a2.plot(dims, massive, color="tab:red", lw=0.6, alpha=0.7, label="max |residual activation|")
+    a2.plot(dims, massive, color="tab:red", lw=0.5, alpha=0.35, label="max |residual activation|")
+    for d in np.argsort(-massive)[:top_dims]:
+        a2.plot([d], [massive[d]], marker="v", color="tab:red", ms=5)
+        a2.annotate(str(d), (d, massive[d]), fontsize=7, color="tab:red", ha="left", va="bottom")
     a2.set_yscale("log")
     a2.set_ylabel("max |activation| (log)", color="tab:red")
     for d in np.argsort(-dim_counts)[:top_dims]:
