@@ -258,7 +258,9 @@ def ablate(
 
 
 def _ratio(v: float) -> str:
-    return f"{v:.2f}" if v < 10 else f"{v:.0f}"
+    from langloc.report.plots import format_ratio
+
+    return format_ratio(v)
 
 
 def _print_ablation(rows) -> None:
@@ -561,6 +563,90 @@ def transfer(
         t.add_row(cond, *[f"{cells[x]:.2f}" for x in evals])
     out.print(t)
     out.print(f"-> {out_path}")
+
+
+@app.command()
+def share(
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Folder for categories.csv, stability.csv, attribution.csv, causal.csv, share.json and plots/."),
+    tasks: str = typer.Option("bible-lm,bible-choice", "--tasks", "-t", help="Comma-separated parallel tasks: bible-lm (held-out verse given the one before), bible-choice (pick a verse's translation among 4), gsm-symbolic (needs its data, see langloc.tasks.gsm_symbolic)."),
+    languages: str = typer.Option("en,fr,es,zh,ru,ja", "--languages", "-l", help="At least 2 languages; every item is the same input in each."),
+    model: str = ModelOpt,
+    items: int = typer.Option(50, help="Parallel items per task."),
+    threshold: float = typer.Option(0.0, help="A neuron is activated in a language if its activation is above this."),
+    position: str = typer.Option("last", help="last: the activation at the last prompt token (the paper's); all: over all prompt tokens, reduced by --reduce (attribution stays at the last token)."),
+    reduce: str = typer.Option("mean", help="With --position all: mean over the tokens, or max (= activated if any token is above the threshold)."),
+    causal: bool = typer.Option(False, "--causal", help="Also deactivate all-shared / specific / random neurons (same count per layer) and boost all-shared ones; accuracy per language."),
+    boost: str = typer.Option("1.5,2", help="Factors that --causal multiplies all-shared neurons by."),
+    boost_controls: bool = typer.Option(True, help="With --causal: also boost random neurons of the same count."),
+    choice_target: str = typer.Option("auto", help="Language of bible-choice's candidates; auto = en, or de if en is analysed. Must not be an analysed language."),
+    max_chars: int = typer.Option(200, help="Longest verse (characters) the Bible tasks use."),
+    split: str = typer.Option("eval", help="Bible split the items come from (eval = held-out chapters)."),
+    seed: int = typer.Option(0, help="Seed of the item order and the random neurons."),
+    batch_size: int = typer.Option(8, help="Sequences per forward pass."),
+    dtype: str = DtypeOpt,
+    device: Optional[str] = DeviceOpt,
+    neuron_site: Optional[str] = SiteOpt,
+):
+    """Neuron sharing across languages: all-shared / partial-shared / specific / non-activated neurons per layer and task, attribution by category, causal tests.
+
+    Per item (one input in K languages) a neuron is all-shared if it is activated (> threshold
+    at the last prompt token) in all K languages, partial-shared in 2..K-1, specific in 1,
+    non-activated in none. Attribution at the last token: |m|*||W_out[:, i]||, the effective
+    score against the gold token's unembedding, and gradient x activation.
+
+    Example: [bold]langloc share -m gemma-3-270m -l en,fr,es,zh,ru,ja --items 30 --causal -o share/[/]
+    """
+    from langloc.models import load_model
+    from langloc.share.capture import check_position
+    from langloc.share.categories import CATEGORIES, check_threshold
+    from langloc.share.causal import check_boosts
+    from langloc.share.study import share_study
+    from langloc.tasks import TASKS, get_task
+
+    start = time.time()
+    names, langs = _langs(tasks), _langs(languages)
+    bad = [t for t in names if t not in TASKS]
+    if bad or not names:
+        raise LanglocError(f"unknown task(s) {', '.join(bad) or '(none)'}; choose from {', '.join(TASKS)}")
+    if len(set(names)) != len(names):
+        raise LanglocError("a task is listed twice in --tasks")
+    if len(langs) < 2:
+        raise LanglocError(f"sharing categories need at least 2 languages, got {len(langs)} ({languages!r})")
+    threshold = check_threshold(threshold)
+    check_position(position, reduce)
+    boosts = check_boosts(_langs(boost))
+    if causal and not boosts:
+        raise LanglocError("--boost needs at least one factor, e.g. 1.5,2")
+    if items < 1 or batch_size < 1:
+        raise LanglocError(f"--items and --batch-size must be at least 1, got {items} and {batch_size}")
+    options = {"bible-lm": {"max_chars": max_chars}, "bible-choice": {"max_chars": max_chars, "target": choice_target}}
+    task_objs = {n: get_task(n, **options.get(n, {})) for n in names}
+    # Items are built before the model loads: unknown languages or missing data fail first.
+    task_items = {n: t.items(langs, items, split=split, seed=seed) for n, t in task_objs.items()}
+    lm = load_model(model, dtype=dtype, device=device, neuron_site=neuron_site)
+    meta = share_study(lm, task_objs, task_items, out=out_dir, threshold=threshold, position=position, reduce=reduce,
+                       causal=causal, boosts=boosts, boost_controls=boost_controls, seed=seed, batch_size=batch_size,
+                       settings={"split": split, "command": "share"})
+    t = Table("task", "items", *[c.replace("_", "-") for c in CATEGORIES], "stability",
+              title=f"category shares (mean over layers and items), {lm.name}, threshold {threshold:g}, {position} token")
+    for n, s in meta["summary"].items():
+        t.add_row(n, str(s["items"]), *[f"{100 * s['share_overall'][c]:.1f}%" for c in CATEGORIES],
+                  f"{s['mean_stability']:.2f}")
+    out.print(t)
+    if causal:
+        import csv
+
+        with open(out_dir / "causal.csv", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        for n in names:
+            ct = Table("condition", "neurons", *langs, "mean", title=f"{n}: accuracy ({task_objs[n].accuracy_means})")
+            for cond in dict.fromkeys(r["condition"] for r in rows if r["task"] == n):
+                cells = {r["language"]: float(r["accuracy"]) for r in rows if r["task"] == n and r["condition"] == cond}
+                count = next(r["n_neurons"] for r in rows if r["task"] == n and r["condition"] == cond)
+                ct.add_row(cond, count, *[f"{cells[x]:.3f}" for x in langs], f"{sum(cells.values()) / len(cells):.3f}")
+            out.print(ct)
+    out.print(f"-> {out_dir}/categories.csv, stability.csv, attribution.csv{', causal.csv' if causal else ''}, "
+              f"share.json, plots/ ({time.time() - start:.0f} s)")
 
 
 @app.command("export-lape")

@@ -110,7 +110,8 @@ def region_ablate_step(folder: str | Path, lm, *, languages: list[str], names: l
                            progress=progress)
     path = write_ablation_csv(rows, folder / "region_ablation.csv")
     plot_ablation(rows, folder / "plots" / "region_ablation.png", ylabel="region zeroed",
-                  title=f"Zeroing {regions.meta['rate']:.1%} regions of every decoder matrix")
+                  title=f"Zeroing {regions.meta['rate']:.1%} regions of every decoder matrix "
+                       f"({regions.meta['model'].get('name', '')})")
     return rows, path
 
 

@@ -14,6 +14,11 @@ import numpy as np  # noqa: E402
 from langloc.artefacts import atomic_path  # noqa: E402
 
 
+def format_ratio(v: float) -> str:
+    """A perplexity ratio in at most five characters: 1.23, 45, 678, 1e+06."""
+    return f"{v:.2f}" if v < 10 else f"{v:.0f}" if v < 1000 else f"{v:.0e}"
+
+
 def _save(fig, path: str | Path) -> Path:
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -79,7 +84,7 @@ def plot_ablation(rows, path: str | Path, *, ylabel: str = "neurons zeroed",
         m[deact.index(r.deactivated), evald.index(r.evaluated)] = r.ratio
     fig, ax = plt.subplots(figsize=(1.5 + 0.65 * len(evald), 1 + 0.4 * len(deact)))
     hi = max(2.0, float(np.nanmax(m)))
-    im = _heatmap(ax, m, deact, evald, lambda v: f"{v:.2f}" if v < 10 else f"{v:.0f}", "Reds",
+    im = _heatmap(ax, m, deact, evald, format_ratio, "Reds",
                   norm=LogNorm(vmin=1.0, vmax=hi))
     fig.colorbar(im, ax=ax, label="perplexity ratio (deactivated / base), log scale")
     ax.set_xlabel("evaluated language (held-out text)")
