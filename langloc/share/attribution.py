@@ -1,0 +1,94 @@
+"""Per-neuron attribution at the last prompt token (methods.md §3), aggregated by category.
+
+For neuron i of a layer with output weight column ``W_out[:, i]`` (the column of the MLP's
+down projection that neuron i's coefficient multiplies) and coefficient ``m_i`` at the last
+prompt token:
+
+* contribution ``c_i = |m_i| * ||W_out[:, i]||_2``: the size of what the neuron writes;
+* effective score ``e_i = E[y]^T (m_i * W_out[:, i])`` with ``E[y]`` the unembedding row
+  (``lm.model.get_output_embeddings()``) of the first token of the gold continuation: how much
+  the write pushes the gold token's logit, directly (norms after the MLP, e.g. Gemma's
+  post-feed-forward norm and the final norm, are ignored, as in the paper);
+* gradient x activation ``g_i * a_i``: ``a_i`` the neuron's activation, ``g_i`` the gradient of
+  ``log p(gold first token | prompt)`` with respect to it (through all later layers).
+
+``m_i`` is the input of the down projection. For plain MLPs (GPT-2, OPT, ...) that is the
+neuron's activation itself; for gated MLPs (Llama, Gemma, ...) it is ``act(gate)_i * up_i``,
+the number that actually multiplies ``W_out[:, i]``, so the effective scores of a layer sum to
+the gold logit's direct share of the MLP output. Gradient x activation is the same whether
+taken at ``act(gate)_i`` or at ``act(gate)_i * up_i`` (the product is linear in the activation).
+
+GPT-2's ``Conv1D`` stores the weight as ``[in, out]``; its columns are rows there.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from langloc.share.categories import CATEGORIES
+
+
+def _down_weight(module) -> torch.Tensor:
+    """``W_out`` as ``[hidden, neurons]`` (a view; transposed for Conv1D)."""
+    w = module.weight
+    return w.T if type(module).__name__ == "Conv1D" else w
+
+
+@torch.no_grad()
+def column_norms(lm) -> torch.Tensor:
+    """``[L, I]`` float32: ``||W_out[:, i]||_2`` for every neuron."""
+    return torch.stack([_down_weight(m).float().norm(dim=0).cpu() for m in lm.down_modules])
+
+
+@torch.no_grad()
+def gold_directions(lm, token_ids: torch.Tensor) -> torch.Tensor:
+    """``[B, L, I]`` float32: ``E[y_b]^T W_out[:, i]`` for each gold token ``y_b`` and neuron."""
+    E = lm.model.get_output_embeddings().weight  # [V, H]
+    out = []
+    for m in lm.down_modules:
+        W = _down_weight(m)
+        rows = E[token_ids.to(E.device)].to(W.device, torch.float32)  # [B, H]
+        out.append((rows @ W.float()).cpu())  # [B, I]
+    return torch.stack(out, 1)
+
+
+def neuron_scores(coef: torch.Tensor, norms: torch.Tensor, directions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Contribution and effective score, both shaped like ``coef`` (``[..., L, I]``)."""
+    return coef.abs() * norms, coef * directions
+
+
+class CategoryAttribution:
+    """Running means of the scores per layer and category over (item, language) instances;
+    each neuron of an instance counts in the category its item gave it."""
+
+    FIELDS = ("contribution", "effective", "effective_abs", "grad_x_act", "grad_x_act_abs")
+
+    def __init__(self, num_layers: int):
+        self.n = torch.zeros(num_layers, len(CATEGORIES), dtype=torch.float64)
+        self.sums = {f: torch.zeros(num_layers, len(CATEGORIES), dtype=torch.float64) for f in self.FIELDS}
+
+    def add(self, codes: torch.Tensor, contribution: torch.Tensor, effective: torch.Tensor,
+            grad_x_act: torch.Tensor | None = None) -> None:
+        """``codes`` ``[L, I]`` for one instance; scores ``[L, I]``."""
+        values = {"contribution": contribution, "effective": effective, "effective_abs": effective.abs()}
+        if grad_x_act is not None:
+            values.update(grad_x_act=grad_x_act, grad_x_act_abs=grad_x_act.abs())
+        for c in range(len(CATEGORIES)):
+            mask = (codes == c).double()
+            self.n[:, c] += mask.sum(-1)
+            for f, v in values.items():
+                self.sums[f][:, c] += (v.double() * mask).sum(-1)
+
+    def means(self) -> dict[str, torch.Tensor]:
+        """Per field ``[L, 4]``: the mean over instances of the category (NaN where none)."""
+        return {f: s / self.n for f, s in self.sums.items()}
+
+    def rows(self, task: str) -> list[dict]:
+        means = self.means()
+        out = []
+        for layer in range(self.n.shape[0]):
+            for c, name in enumerate(CATEGORIES):
+                row = {"task": task, "layer": layer, "category": name, "n": int(self.n[layer, c])}
+                row.update({f: float(means[f][layer, c]) for f in self.FIELDS})
+                out.append(row)
+        return out

@@ -1,0 +1,149 @@
+"""Neuron activations at the last prompt token (and optionally reduced over all tokens),
+the coefficients that multiply the output weights there, and gradients of the gold token.
+
+Forward hooks on ``lm.neuron_modules`` (the neuron: the MLP activation's output, as every
+langloc statistic) and forward pre-hooks on ``lm.down_modules`` (their input is what
+multiplies ``W_out``: the activation itself for plain MLPs, activation x up for gated ones).
+Each hook keeps only a ``[batch, I]`` vector per layer: the last prompt token's values, or
+for ``position="all"`` the mean (``reduce="mean"``) or maximum (``reduce="max"``: some
+token's activation exceeds a threshold exactly when the maximum does) over the prompt's
+tokens, the BOS position excluded. Full activation tensors are never kept.
+
+With ``gradients=True`` a zero float32 leaf is added to the last-token activation of every
+layer, so ``d log p(gold | prompt) / d m`` comes out per neuron, through all later layers
+(gradient x activation). Hooks registered earlier (an active
+:class:`~langloc.intervene.Intervention`) run first, so the capture sees their result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from langloc.errors import LanglocError
+
+POSITIONS = ("last", "all")
+REDUCTIONS = ("mean", "max")
+
+
+@dataclass
+class Capture:
+    """``[B, L, I]`` float32 tensors for a batch of B prompts."""
+
+    stat: torch.Tensor  # what categories are computed from: = last, or the mean/max over tokens
+    last: torch.Tensor  # neuron activation at the last prompt token
+    coef: torch.Tensor  # input of the output projection at the last prompt token
+    grad: torch.Tensor | None  # d log p(gold first token) / d last
+    gold: torch.Tensor  # [B] first token of each gold continuation
+    logp: torch.Tensor | None  # [B] log p(gold first token | prompt)
+
+
+def check_position(position: str, reduce: str = "mean") -> None:
+    if position not in POSITIONS:
+        raise LanglocError(f"unknown position {position!r}; use one of {', '.join(POSITIONS)}")
+    if reduce not in REDUCTIONS:
+        raise LanglocError(f"unknown reduction {reduce!r}; use one of {', '.join(REDUCTIONS)}")
+
+
+def encode_prompts(lm, prompts: Sequence[str], golds: Sequence[str]) -> tuple[list[list[int]], list[int]]:
+    """Prompt token ids (with BOS where the model adds one) and the first token of each gold
+    continuation, tokenised separately exactly as choice scoring does."""
+    from langloc.adapters.train import encode_pair
+
+    ctx, gold = [], []
+    for p, g in zip(prompts, golds):
+        ex = encode_pair(lm.tokenizer, p, g, lm.add_bos)
+        n = ex.target.index(True)
+        ctx.append(list(ex.input_ids[:n]))
+        gold.append(ex.input_ids[n])
+    return ctx, gold
+
+
+def capture(lm, prompts: Sequence[str], golds: Sequence[str], *, position: str = "last", reduce: str = "mean",
+            gradients: bool = True) -> Capture:
+    """Run ``lm`` on the prompts (one right-padded batch) and capture per neuron (see module doc)."""
+    from langloc.adapters.train import _pad_id
+
+    check_position(position, reduce)
+    if len(prompts) != len(golds) or not prompts:
+        raise LanglocError("capture needs one gold continuation per prompt, and at least one prompt")
+    ctx, gold = encode_prompts(lm, prompts, golds)
+    B, T = len(ctx), max(len(c) for c in ctx)
+    dev = lm.device
+    ids = torch.full((B, T), _pad_id(lm.tokenizer), dtype=torch.long)
+    att = torch.zeros((B, T), dtype=torch.long)
+    for i, c in enumerate(ctx):
+        ids[i, :len(c)] = torch.tensor(c)
+        att[i, :len(c)] = 1
+    ids, att = ids.to(dev), att.to(dev)
+    last = torch.tensor([len(c) - 1 for c in ctx], device=dev)
+    rows = torch.arange(B, device=dev)
+    pos = torch.arange(T, device=dev)
+    first = 1 if lm.add_bos else 0  # the BOS position is the same in every language: not counted
+    valid = (pos[None, :] >= first) & (pos[None, :] <= last[:, None])
+    valid[rows, last] = True  # a prompt that is only BOS still has its last token
+    count = valid.sum(1, keepdim=True).to(torch.float32)
+    L = lm.num_layers
+    stat, lastv, coef, leaves = [None] * L, [None] * L, [None] * L, [None] * L
+
+    def neuron_hook(layer):
+        def hook(module, args, output):
+            flat = output.dim() == 2  # OPT runs its MLP on [batch * positions, I]
+            a = output.view(B, T, -1) if flat else output
+            r, t, v = rows.to(a.device), last.to(a.device), valid.to(a.device)[..., None]  # device_map="auto"
+            m = a[r, t]
+            lastv[layer] = m.detach().float().cpu()
+            if position == "all":
+                if reduce == "mean":
+                    stat[layer] = ((a.detach() * v).sum(1, dtype=torch.float32) / count.to(a.device)).cpu()
+                else:
+                    stat[layer] = a.detach().float().masked_fill(~v, float("-inf")).amax(1).cpu()
+            if not gradients:
+                return None
+            # A zero added at the last position: its gradient is the activation's, and (unlike a
+            # detached copy) it keeps the path from earlier layers through this one intact.
+            leaf = torch.zeros(m.shape, dtype=torch.promote_types(m.dtype, torch.float32), device=m.device,
+                               requires_grad=True)
+            leaves[layer] = leaf
+            new = a.index_put((r, t), leaf.to(a.dtype), accumulate=True)
+            return new.view_as(output) if flat else new
+
+        return hook
+
+    def down_hook(layer):
+        def pre(module, args):
+            x = args[0]
+            x = x.view(B, T, -1) if x.dim() == 2 else x
+            coef[layer] = x[rows.to(x.device), last.to(x.device)].detach().float().cpu()
+
+        return pre
+
+    handles = []
+    try:
+        for layer, (nm, dm) in enumerate(zip(lm.neuron_modules, lm.down_modules)):
+            handles.append(nm.register_forward_hook(neuron_hook(layer)))
+            handles.append(dm.register_forward_pre_hook(down_hook(layer)))
+        gold_t = torch.tensor(gold, device=dev)
+        grad = logp = None
+        if gradients:
+            keep = torch.unique(last)  # sorted
+            with torch.enable_grad():
+                logits = lm.model(input_ids=ids, attention_mask=att, logits_to_keep=keep, use_cache=False).logits
+                j = torch.searchsorted(keep, last)
+                lg = logits[rows, j]
+                logp = torch.log_softmax(lg.to(torch.promote_types(lg.dtype, torch.float32)), dim=-1)[rows, gold_t]
+                grads = torch.autograd.grad(logp.sum(), leaves, allow_unused=True)
+            grad = torch.stack([(g if g is not None else torch.zeros_like(leaf)).float().cpu() for g, leaf in zip(grads, leaves)], 1)
+            logp = logp.detach().double()
+        else:
+            with torch.inference_mode():
+                lm.body(input_ids=ids, attention_mask=att, use_cache=False)
+    finally:
+        for h in handles:
+            h.remove()
+    lastt = torch.stack(lastv, 1)
+    return Capture(stat=torch.stack(stat, 1) if position == "all" else lastt, last=lastt,
+                   coef=torch.stack(coef, 1), grad=grad, gold=gold_t.cpu(),
+                   logp=None if logp is None else logp.cpu())

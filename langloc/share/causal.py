@@ -1,0 +1,95 @@
+"""Causal tests of sharing categories: deactivate or boost neurons, measure task accuracy.
+
+Which neurons: those whose *modal* category over the task's items (the category they fall
+into most often, :func:`langloc.share.categories.stability`) is all-shared, or specific.
+They are chosen on the same items the accuracy is measured on, as in the paper's analysis.
+
+Conditions, each evaluated on every language's items:
+
+* ``base``: no intervention;
+* ``zero:all_shared`` / ``zero:specific``: those neurons set to 0 at every position;
+* ``zero:random(all_shared)`` / ``zero:random(specific)``: the same number of random neurons
+  in every layer (drawn among all neurons; :func:`langloc.identify.neuron_set.random_layers`);
+* ``xK:all_shared``: all-shared neurons' activations multiplied by K at every position
+  ("boosting"), and with ``boost_controls`` ``xK:random(all_shared)`` the same on random ones.
+
+A condition whose set is empty is not run: its rows repeat ``base`` with ``n_neurons`` 0.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from langloc.errors import LanglocError
+from langloc.identify.neuron_set import random_layers
+from langloc.intervene import Edit, Intervention
+from langloc.share.categories import modal_neurons
+
+
+def check_boosts(boosts: Sequence[float]) -> list[float]:
+    out = []
+    for b in boosts:
+        try:
+            v = float(b)
+        except (TypeError, ValueError):
+            raise LanglocError(f"boost factors must be numbers, got {b!r}") from None
+        if not math.isfinite(v) or v <= 0:
+            raise LanglocError(f"boost factors must be finite and positive, got {b}")
+        out.append(v)
+    return out
+
+
+def causal_sets(modal: torch.Tensor, *, seed: int = 0) -> dict[str, list[torch.Tensor]]:
+    """Per layer: modal all-shared and specific neurons, and random sets of the same counts."""
+    I = modal.shape[-1]
+    shared = modal_neurons(modal, "all_shared")
+    specific = modal_neurons(modal, "specific")
+    return {"all_shared": shared, "random(all_shared)": random_layers(shared, I, seed),
+            "specific": specific, "random(specific)": random_layers(specific, I, seed + 1)}
+
+
+def _fmt(k: float) -> str:
+    return f"{k:g}"
+
+
+def conditions(sets: dict[str, list[torch.Tensor]], boosts: Sequence[float] = (1.5, 2.0),
+               boost_controls: bool = True) -> list[tuple[str, Intervention | None, int]]:
+    """(name, intervention or None, number of neurons) for every condition, base first."""
+    out: list = [("base", None, 0)]
+    for name in ("all_shared", "random(all_shared)", "specific", "random(specific)"):
+        layers = sets[name]
+        out.append((f"zero:{name}", Intervention([Edit.uniform("zero", layers)]), sum(len(i) for i in layers)))
+    for k in check_boosts(boosts):
+        for name in ("all_shared", "random(all_shared)") if boost_controls else ("all_shared",):
+            layers = sets[name]
+            out.append((f"x{_fmt(k)}:{name}", Intervention([Edit.uniform("scale", layers, k, {"value": "factor", "factor": k})]),
+                        sum(len(i) for i in layers)))
+    return out
+
+
+def causal_study(lm, task, items: dict[str, list], modal: torch.Tensor, *, boosts: Sequence[float] = (1.5, 2.0),
+                 boost_controls: bool = True, seed: int = 0, batch_size: int = 8, progress: bool = True) -> list[dict]:
+    """Rows ``task, condition, language, accuracy, n_neurons`` (+ the task's extra figures)."""
+    conds = conditions(causal_sets(modal, seed=seed), boosts, boost_controls)
+    rows, base = [], {}
+    bar = tqdm(total=len(conds) * len(items), desc=f"causal {task.name}", unit="eval", disable=not progress)
+    try:
+        for name, iv, count in conds:
+            for lang, lang_items in items.items():
+                if iv is not None and count == 0:
+                    score = base[lang]
+                elif iv is None:
+                    score = base[lang] = task.score(lm, lang_items, batch_size=batch_size)
+                else:
+                    with iv.apply(lm):
+                        score = task.score(lm, lang_items, batch_size=batch_size)
+                rows.append({"task": task.name, "condition": name, "language": lang, "accuracy": score.accuracy,
+                             "n_neurons": count, **{k: v for k, v in score.extra.items() if k != "tokens"}})
+                bar.update(1)
+    finally:
+        bar.close()
+    return rows

@@ -1,0 +1,169 @@
+"""``langloc share``: sharing categories, attribution and causal tests for parallel tasks.
+
+For every task and item, one forward and backward pass over the item's prompt in the K
+languages captures, at the last prompt token, each neuron's activation, its output
+coefficient and the gradient of the gold token's log-probability
+(:mod:`langloc.share.capture`); the item's categories come from the K activations
+(:mod:`langloc.share.categories`), and the attribution scores of each language's instance
+are added to the category that the item gave each neuron (:mod:`langloc.share.attribution`).
+Then optionally the causal tests (:mod:`langloc.share.causal`).
+
+Files in ``out``: ``categories.csv`` (task, layer, category, share), ``stability.csv`` (per
+neuron: modal category, stability, counts per category), ``attribution.csv`` (mean scores
+per task, layer and category), ``causal.csv`` (task, condition, language, accuracy,
+n_neurons, ...), ``share.json`` (settings, model, items, summary) and ``plots/``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+import langloc
+from langloc.artefacts import write_csv, write_json
+from langloc.errors import LanglocError
+from langloc.share.attribution import CategoryAttribution, column_norms, gold_directions, neuron_scores
+from langloc.share.capture import capture, check_position
+from langloc.share.categories import CATEGORIES, category_shares, check_threshold, classify, stability
+from langloc.share.causal import causal_study, check_boosts
+
+KIND = "langloc.share"
+
+
+@dataclass
+class TaskSharing:
+    task: str
+    codes: torch.Tensor  # [N, L, I] int8
+    shares: torch.Tensor  # [L, 4]
+    modal: torch.Tensor  # [L, I] int8
+    stability: torch.Tensor  # [L, I] float64
+    counts: torch.Tensor  # [L, I, 4]
+    attribution: CategoryAttribution
+    gold_logp: dict = field(default_factory=dict)  # language -> mean log p(gold first token)
+
+
+def analyse_task(lm, name: str, items: dict[str, list], *, threshold: float = 0.0, position: str = "last",
+                 reduce: str = "mean", batch_size: int = 8, progress: bool = True) -> TaskSharing:
+    """Categories, stability and attribution of one task's parallel items."""
+    threshold = check_threshold(threshold)
+    check_position(position, reduce)
+    langs = list(items)
+    if len(langs) < 2:
+        raise LanglocError(f"sharing categories need at least 2 languages, got {len(langs)}")
+    K, N = len(langs), len(items[langs[0]])
+    per_batch = max(1, batch_size // K)
+    norms = column_norms(lm)
+    attribution = CategoryAttribution(lm.num_layers)
+    codes = torch.empty(N, lm.num_layers, lm.intermediate_size, dtype=torch.int8)
+    logp = torch.zeros(K, dtype=torch.float64)
+    for start in tqdm(range(0, N, per_batch), desc=f"share {name}", unit="item", disable=not progress,
+                      total=-(-N // per_batch)):
+        idx = list(range(start, min(N, start + per_batch)))
+        batch = [items[lang][i] for i in idx for lang in langs]  # item-major: K rows per item
+        cap = capture(lm, [it.prompt for it in batch], [it.gold for it in batch], position=position, reduce=reduce)
+        contribution, effective = neuron_scores(cap.coef, norms, gold_directions(lm, cap.gold))
+        gxa = cap.grad * cap.last
+        logp += cap.logp.double().view(len(idx), K).sum(0)
+        for j, i in enumerate(idx):
+            rows = slice(j * K, (j + 1) * K)
+            codes[i] = classify(cap.stat[rows], threshold)
+            for r in range(j * K, (j + 1) * K):
+                attribution.add(codes[i], contribution[r], effective[r], gxa[r])
+    modal, frac, counts = stability(codes)
+    return TaskSharing(name, codes, category_shares(codes), modal, frac, counts, attribution,
+                       {lang: float(logp[k] / N) for k, lang in enumerate(langs)})
+
+
+def share_study(lm, tasks: dict, items: dict[str, dict[str, list]], *, out: str | Path, threshold: float = 0.0,
+                position: str = "last", reduce: str = "mean", causal: bool = False,
+                boosts: Sequence[float] = (1.5, 2.0), boost_controls: bool = True, seed: int = 0,
+                batch_size: int = 8, progress: bool = True, settings: dict | None = None) -> dict:
+    """Run the analysis for ``tasks`` (name -> Task) on ``items`` (name -> language -> items),
+    write the files into ``out`` and return the metadata written to ``share.json``."""
+    from langloc.share.plots import plot_categories, plot_causal
+
+    threshold = check_threshold(threshold)
+    check_position(position, reduce)
+    boosts = check_boosts(boosts)
+    out = Path(out)
+    started = time.time()
+    cat_rows, stab_rows, attr_rows, causal_rows, summary, timings, shares = [], [], [], [], {}, {}, {}
+    languages = None
+    for name, task in tasks.items():
+        t0 = time.time()
+        res = analyse_task(lm, name, items[name], threshold=threshold, position=position, reduce=reduce,
+                           batch_size=batch_size, progress=progress)
+        languages = list(items[name])
+        shares[name] = res.shares.numpy()
+        for layer in range(lm.num_layers):
+            for c, cat in enumerate(CATEGORIES):
+                cat_rows.append({"task": name, "layer": layer, "category": cat, "share": float(res.shares[layer, c])})
+        for layer in range(lm.num_layers):
+            for i in range(lm.intermediate_size):
+                cnt = res.counts[layer, i].tolist()
+                stab_rows.append({"task": name, "layer": layer, "neuron": i,
+                                  "modal_category": CATEGORIES[int(res.modal[layer, i])],
+                                  "stability": float(res.stability[layer, i]), **dict(zip(CATEGORIES, cnt))})
+        attr_rows += res.attribution.rows(name)
+        means = res.attribution.means()
+        summary[name] = {
+            "items": len(items[name][languages[0]]),
+            "share_overall": {cat: float(res.shares[:, c].mean()) for c, cat in enumerate(CATEGORIES)},
+            "share_per_layer": {cat: [round(float(v), 6) for v in res.shares[:, c]] for c, cat in enumerate(CATEGORIES)},
+            "modal_count": {cat: int((res.modal == c).sum()) for c, cat in enumerate(CATEGORIES)},
+            "mean_stability": float(res.stability.mean()),
+            "mean_stability_by_modal": {cat: (float(res.stability[res.modal == c].mean()) if (res.modal == c).any() else None)
+                                        for c, cat in enumerate(CATEGORIES)},
+            "attribution_mean": {f: {cat: _nanmean_weighted(means[f][:, c], res.attribution.n[:, c])
+                                     for c, cat in enumerate(CATEGORIES)} for f in CategoryAttribution.FIELDS},
+            "gold_logp": res.gold_logp,
+        }
+        timings[f"analyse:{name}"] = round(time.time() - t0, 1)
+        if causal:
+            t0 = time.time()
+            causal_rows += causal_study(lm, task, items[name], res.modal, boosts=boosts, boost_controls=boost_controls,
+                                        seed=seed, batch_size=batch_size, progress=progress)
+            timings[f"causal:{name}"] = round(time.time() - t0, 1)
+        del res
+    write_csv(out / "categories.csv", cat_rows, ["task", "layer", "category", "share"], float_digits=6)
+    write_csv(out / "stability.csv", stab_rows,
+              ["task", "layer", "neuron", "modal_category", "stability", *CATEGORIES], float_digits=4)
+    # Scores span many orders of magnitude (and depend on the model's scale): full precision.
+    write_csv(out / "attribution.csv", attr_rows, ["task", "layer", "category", "n", *CategoryAttribution.FIELDS])
+    plot_categories(shares, out / "plots" / "categories.png", model_name=lm.name, threshold=threshold, position=position)
+    if causal:
+        extra = [k for k in dict.fromkeys(k for r in causal_rows for k in r)
+                 if k not in ("task", "condition", "language", "accuracy", "n_neurons")]
+        write_csv(out / "causal.csv", causal_rows, ["task", "condition", "language", "accuracy", "n_neurons", *extra],
+                  float_digits=6)
+        plot_causal(causal_rows, out / "plots" / "causal.png")
+    meta = {
+        "kind": KIND, "langloc_version": langloc.__version__, "model": lm.meta,
+        "tasks": {name: {"options": t.options(), "accuracy": t.accuracy_means,
+                         "item_ids": [it.id for it in items[name][languages[0]]],
+                         **({"target": t.resolve_target(languages)} if hasattr(t, "resolve_target") else {})}
+                  for name, t in tasks.items()},
+        "languages": languages, "threshold": threshold, "position": position,
+        "reduce": reduce if position == "all" else None, "seed": seed,
+        "causal": ({"boosts": boosts, "boost_controls": boost_controls,
+                    "sets": "neurons whose modal category over the task's items is all_shared / specific; "
+                            "random = same count per layer"} if causal else None),
+        **(settings or {}),
+        "summary": summary, "seconds": {**timings, "total": round(time.time() - started, 1)},
+    }
+    write_json(out / "share.json", meta)
+    return meta
+
+
+def _nanmean_weighted(values: torch.Tensor, weights: torch.Tensor) -> float | None:
+    """Mean over layers weighted by the number of instances (= the pooled mean); None if none."""
+    w = weights.double()
+    if float(w.sum()) == 0:
+        return None
+    v = torch.nan_to_num(values.double(), nan=0.0)
+    return float((v * w).sum() / w.sum())
