@@ -9,6 +9,7 @@ single-process run bit for bit.
 from __future__ import annotations
 
 import os
+from typing import Iterable, Iterator, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -38,6 +39,31 @@ def local_device() -> str | None:
     if dist.is_available() and dist.is_initialized() and torch.cuda.is_available():
         return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     return None
+
+
+T = TypeVar("T")
+
+
+def rank_share(n_batches: int, rank: int, world: int) -> int:
+    """How many of ``n_batches`` batches rank ``rank`` runs (batches r, r + W, r + 2W, ...)."""
+    return max(0, -(-(n_batches - rank) // world))
+
+
+def my_batches(batches: Iterable[T], rank: int, world: int, done: int = 0) -> Iterator[tuple[int, T]]:
+    """This rank's batches as ``(k, batch)``, k = 1, 2, ... counting its own batches, after
+    skipping the first ``done`` of them (those a resumed checkpoint already holds).
+
+    Every rank walks the whole sequence (tokenising is cheap next to the forward pass), so
+    batch ``b`` is the same tensor whatever the world size, and a resumed run sees exactly
+    the batches an uninterrupted one would.
+    """
+    mine = 0
+    for b, batch in enumerate(batches):
+        if b % world != rank:
+            continue
+        mine += 1
+        if mine > done:
+            yield mine, batch
 
 
 def all_reduce_sum(tensors: dict[str, torch.Tensor], device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:

@@ -118,15 +118,9 @@ def compute_importance(
             if ckpt.is_file():
                 done, predicted = _load_checkpoint(ckpt, ckpt_settings, params)
             windows = corpus_windows(lm, corpus, lang, "stats", window=window, max_tokens=tokens, lazy=True)
-            bar = tqdm(total=-(-(n_batches - rank) // world), initial=done, desc=f"importance {lang}", unit="batch",
-                       disable=not progress or rank != 0, leave=False)
-            mine = 0
-            for b, batch in enumerate(iter_batches(windows, batch_size)):
-                if b % world != rank:
-                    continue
-                mine += 1
-                if mine <= done:
-                    continue
+            bar = tqdm(total=distributed.rank_share(n_batches, rank, world), initial=done, desc=f"importance {lang}",
+                       unit="batch", disable=not progress or rank != 0, leave=False)
+            for mine, batch in distributed.my_batches(iter_batches(windows, batch_size), rank, world, done):
                 ids = batch.to(lm.device)
                 # Gradients of token NLL *sums* accumulate in .grad; dividing by the token count
                 # once at the end gives the gradient of the mean over the whole budget.

@@ -198,15 +198,9 @@ def collect(
             if ckpt.is_file():
                 state, done = _load_checkpoint(ckpt, ckpt_settings)
                 counter.load_state(state)
-            bar = tqdm(total=-(-(n_batches - rank) // world), initial=done, desc=f"collect {lang}", unit="batch",
-                       disable=not progress or rank != 0, leave=False)
-            mine = 0
-            for b, batch in enumerate(iter_batches(windows, batch_size)):
-                if b % world != rank:
-                    continue
-                mine += 1
-                if mine <= done:
-                    continue
+            bar = tqdm(total=distributed.rank_share(n_batches, rank, world), initial=done, desc=f"collect {lang}",
+                       unit="batch", disable=not progress or rank != 0, leave=False)
+            for mine, batch in distributed.my_batches(iter_batches(windows, batch_size), rank, world, done):
                 counter.run(batch)
                 bar.update()
                 if mine % checkpoint_every == 0:
