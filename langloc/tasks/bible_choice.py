@@ -57,7 +57,6 @@ class BibleChoiceTask(Task):
 
     def _items(self, languages, n, *, split, seed):
         target = self.resolve_target(languages)
-        self.resolved_target = target
         # Each source language skips the verses its own translation lacks or has too long;
         # ask for more and keep the verses every language has (same shuffled order for all).
         pool = {lang: bible_choice_items(lang, split, 3 * n + 20, target=target, choices=self.choices, seed=seed,
