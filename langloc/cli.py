@@ -13,6 +13,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from langloc.errors import LanglocError
@@ -674,7 +675,7 @@ def harness(
 ):
     """lm-evaluation-harness tasks (XNLI, XQuAD, Belebele, XStoryCloze ...) with language neurons deactivated or steered.
 
-    Needs the optional extra: pip install 'langloc[harness]'. Every condition runs the same
+    Needs the optional extra: pip install 'langloc\\[harness]'. Every condition runs the same
     tasks: the model as it is (base), each --zero language's neurons zeroed (and random
     controls), each saved --intervention.
 
@@ -732,7 +733,10 @@ def harness(
     rows = harness_study(lm, task_list, conditions, out=out_dir, limit=limit, num_fewshot=num_fewshot,
                          batch_size=batch_size, include_path=include_path, seed=seed,
                          settings={"command": "harness", "neurons": str(neurons) if neurons else None})
-    t = Table("task", "metric", *conditions, title=f"lm-evaluation-harness on {lm.name}")
+    from rich.table import Column
+
+    t = Table(Column("task", overflow="fold"), "metric", *[Column(c, overflow="fold") for c in conditions],
+              title=f"lm-evaluation-harness on {lm.name}")
     for task, metric in dict.fromkeys((r["task"], r["metric"]) for r in rows):
         cells = {r["condition"]: r["value"] for r in rows if r["task"] == task and r["metric"] == metric}
         t.add_row(task, metric, *[f"{cells[c]:.3f}" if c in cells else "-" for c in conditions])
@@ -833,14 +837,15 @@ def main() -> None:
         distributed.init_from_env()
         app()
     except LanglocError as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        # escape: messages name things like 'langloc[harness]' that rich would take for markup
+        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except (Interrupted, KeyboardInterrupt):
         err.print("[yellow]interrupted:[/] finished artefacts are kept; rerun the same command with --resume to continue")
         sys.exit(130)
     except OSError as exc:
         # Disk full, permission denied, ...: artefacts are written atomically, so none is half-written.
-        err.print(f"[red]error:[/] {exc.strerror or exc} ({getattr(exc, 'filename', '') or 'while writing'}); "
+        err.print(f"[red]error:[/] {escape(str(exc.strerror or exc))} ({escape(str(getattr(exc, 'filename', '') or 'while writing'))}); "
                   "no partial file was left", highlight=False, soft_wrap=True)
         sys.exit(2)
 

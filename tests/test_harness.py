@@ -149,3 +149,17 @@ def test_unknown_harness_task_is_one_clear_error(tiny_llama, tmp_path):
 
     with pytest.raises(LanglocError, match="unknown harness task.*no_such_task"):
         harness_evaluate(FakeLM(), ["no_such_task"], include_path=tmp_path)
+
+
+def test_missing_extra_says_what_to_install_verbatim(tmp_path, capsys, monkeypatch):
+    import langloc.evaluate.harness as harness
+    from test_cli import invoke
+
+    def missing():
+        raise LanglocError(f"{harness.INSTALL} (No module named 'lm_eval')")
+
+    monkeypatch.setattr(harness, "_lm_eval", missing)
+    assert invoke("harness", "--bible-choice", "fr", "-o", tmp_path / "out") == 2
+    assert capsys.readouterr().err.strip() == ("error: the lm-evaluation-harness adapter needs lm-eval: "
+                                               "pip install 'langloc[harness]' (No module named 'lm_eval')")
+    assert not (tmp_path / "out").exists()

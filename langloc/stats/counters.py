@@ -71,8 +71,6 @@ class ActivationCounter:
     def __enter__(self):
         for i, module in enumerate(self.lm.neuron_modules):
             self._handles.append(module.register_forward_hook(self._hook(i)))
-        if self._cpu:
-            fix_mmap_threshold()
         if self._embedding_pages is not None:
             pages = self._embedding_pages
 
@@ -126,39 +124,19 @@ def _glibc(name: str):
 
 
 _MALLOC_TRIM = _glibc("malloc_trim")
-_MALLOPT = _glibc("mallopt")
-_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
-MMAP_THRESHOLD = 1 << 20
-
-
-def fix_mmap_threshold() -> None:
-    """Serve every allocation of 1 MiB or more with its own ``mmap`` (glibc only).
-
-    By default glibc's threshold for that is dynamic: it starts at 128 KiB and rises to the
-    size of the largest block freed so far, after which activation tensors up to 16 MiB
-    come from the heap, where how much of it is resident at the peak of a batch depends on
-    how earlier batches left it. With a fixed threshold each large tensor is mapped when
-    allocated and unmapped when freed, so a batch's peak is its live tensors. Measured on
-    Gemma 3 270M (float32, batches of 4 x 512, two runs of 16 batches each way): the peak
-    resident size of a batch ranged over 1,169-1,197 MiB with the default and
-    1,145-1,165 MiB with this; the peak of anonymous memory was 590-596 MiB in the median
-    batch and up to 664 MiB with the default, 555-556 MiB in every batch with this.
-    Alternating the two settings batch by batch gave the same time (12.08 vs 12.10 s median
-    on a busy machine). The setting is process-wide and stays; it changes where memory comes
-    from, never what is computed.
-    """
-    if _MALLOPT is not None:
-        _MALLOPT(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
-
-
 def release_freed_memory() -> None:
     """Hand freed heap memory back to the OS (glibc only).
 
     A forward pass on CPU allocates and frees tens of megabytes of activations per layer,
     and glibc keeps freed heap memory. Measured on Gemma 3 270M (float32, batches of
-    4 x 512), before :func:`fix_mmap_threshold` and :class:`MappedPages`: after 54 batches the resident size was
-    1,576 MiB without a trim per batch and 1,356 MiB with one. The growth that remained with
-    the trim was the mapped embedding table (see :class:`MappedPages`), not the heap.
+    4 x 512), before :class:`MappedPages`: after 54 batches the resident size was 1,576 MiB
+    without a trim per batch and 1,356 MiB with one. The growth that remained with the trim
+    was the mapped embedding table (see :class:`MappedPages`), not the heap.
+
+    Not done: fixing glibc's mmap threshold at 1 MiB (``mallopt(M_MMAP_THRESHOLD)``) makes
+    every activation tensor its own mapping, so a batch's peak is exactly its live tensors,
+    but each allocation then faults in fresh zeroed pages: on 2 CPU cores it cut the bare
+    forward of Gemma 3 270M from 731 to 525 tokens/s (``bench/collect.py``, 2026-11-24).
     """
     if _MALLOC_TRIM is not None:
         _MALLOC_TRIM(0)
