@@ -1,7 +1,6 @@
 """The claims on the real multilingual model (gemma-3-270m, converted once into the cache)."""
 
 import pytest
-import torch
 
 from langloc import collect, lape, load_corpus, load_model
 from langloc.data import corpus_windows
