@@ -695,18 +695,19 @@ def harness(
         raise LanglocError(f"--limit must be a whole number of documents or a fraction in (0, 1), got {limit:g}")
     limit = int(limit) if limit is not None and limit >= 1 else limit
     ivs = {p.stem: Intervention.load(p) for p in intervention}
+    if not (base or zero_langs or ivs):
+        raise LanglocError("no condition to evaluate: --no-base with no --zero or --intervention")
+    if choice_langs and include_path is not None:
+        raise LanglocError("--bible-choice writes its own task folder; use it or --include-path, not both")
+    choice_items = {}
     if choice_langs:
         from langloc.adapters.bible_task import bible_choice_items
 
-        folder = out_dir / "tasks"
-        for lang in choice_langs:
-            name = f"langloc_bible_choice_{lang}"
-            choice_task_yaml(folder, name, bible_choice_items(lang, "eval", items, target=choice_target, seed=seed,
-                                                                max_chars=max_chars))
-            task_list.append(name)
-        if include_path is not None:
-            raise LanglocError("--bible-choice writes its own task folder; use it or --include-path, not both")
-        include_path = folder
+        # Items first (bad languages fail before the model loads); files once all is checked.
+        choice_items = {f"langloc_bible_choice_{lang}": bible_choice_items(lang, "eval", items, target=choice_target,
+                                                                           seed=seed, max_chars=max_chars)
+                        for lang in choice_langs}
+        task_list += list(choice_items)
     ns = None
     if neurons is not None:
         from langloc.identify import NeuronSet
@@ -728,8 +729,9 @@ def harness(
         if random_controls:
             conditions[f"zero:random({lang})"] = Intervention([Edit.uniform("zero", ns.random_like(lang, seed))])
     conditions.update(ivs)
-    if not conditions:
-        raise LanglocError("no condition to evaluate: --no-base with no --zero or --intervention")
+    for name, task_items in choice_items.items():
+        include_path = out_dir / "tasks"
+        choice_task_yaml(include_path, name, task_items)
     rows = harness_study(lm, task_list, conditions, out=out_dir, limit=limit, num_fewshot=num_fewshot,
                          batch_size=batch_size, include_path=include_path, seed=seed,
                          settings={"command": "harness", "neurons": str(neurons) if neurons else None})

@@ -134,10 +134,12 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(tiny_folder, tmp_path, cap
     assert invoke("harness", "-m", tiny_folder, "--bible-choice", "fr", "--zero", "fr", "-o", out) == 2
     assert invoke("harness", "-m", tiny_folder, "-o", out) == 2
     assert invoke("harness", "-m", tiny_folder, "--bible-choice", "fr", "--limit", "2.5", "-o", out) == 2
+    assert invoke("harness", "-m", tiny_folder, "--bible-choice", "fr", "--include-path", tmp_path, "-o", out) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: --zero needs a neuron set (--neurons)",
                    "error: give harness tasks with --tasks and/or --bible-choice LANGS",
-                   "error: --limit must be a whole number of documents or a fraction in (0, 1), got 2.5"]
+                   "error: --limit must be a whole number of documents or a fraction in (0, 1), got 2.5",
+                   "error: --bible-choice writes its own task folder; use it or --include-path, not both"]
     assert not out.exists()
 
 

@@ -22,6 +22,7 @@ import math
 from pathlib import Path
 from typing import Sequence
 
+from langloc.artefacts import write_json, write_text
 from langloc.errors import LanglocError
 
 INSTALL = "the lm-evaluation-harness adapter needs lm-eval: pip install 'langloc[harness]'"
@@ -103,14 +104,14 @@ def choice_task_yaml(folder: str | Path, name: str, items: Sequence) -> Path:
         raise LanglocError(f"harness task names are letters, digits and _, got {name!r}")
     if not items:
         raise LanglocError(f"task {name}: no items")
-    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for it in items:
+        if not it.choices:
+            raise LanglocError(f"task {name}: item {getattr(it, 'id', '?')!r} has no choices")
+        lines.append(json.dumps({"prompt": it.prompt, "choices": list(it.choices), "label": it.label},
+                                ensure_ascii=False) + "\n")
     data = folder / f"{name}.jsonl"
-    with open(data, "w", encoding="utf-8") as f:
-        for it in items:
-            if not it.choices:
-                raise LanglocError(f"task {name}: item {getattr(it, 'id', '?')!r} has no choices")
-            f.write(json.dumps({"prompt": it.prompt, "choices": list(it.choices), "label": it.label},
-                               ensure_ascii=False) + "\n")
+    write_text(data, "".join(lines))
     yaml = folder / f"{name}.yaml"
     # JSON is valid YAML: no YAML library needed to write it.
     config = {"task": name, "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(data.resolve())}},
@@ -119,7 +120,7 @@ def choice_task_yaml(folder: str | Path, name: str, items: Sequence) -> Path:
               "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True},
                               {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True}],
               "metadata": {"version": 1.0, "source": "langloc"}}
-    yaml.write_text(json.dumps(config, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_json(yaml, config)
     return yaml
 
 
@@ -129,9 +130,8 @@ def harness_study(lm, tasks: Sequence[str], conditions: dict, *, out: str | Path
     """Every harness task under every condition (name -> Intervention or None for the model
     as it is); writes ``out/results.json`` (the harness's results per condition, with metadata)
     and ``out/metrics.csv`` (condition, task, metric, value) and returns the rows."""
-    from langloc.artefacts import write_csv, write_json
-
     import langloc
+    from langloc.artefacts import write_csv
 
     out = Path(out)
     rows, results = [], {}
