@@ -170,7 +170,7 @@ def steer(
     value: str = typer.Option("auto", help="Value the target neurons are set to: auto (expert units: median_response; else mean_active), mean_active, mean, median, p90 (any pNN), median_response, or a number."),
     strength: float = typer.Option(1.0, help="Without --search: multiplier of the value."),
     strengths: str = typer.Option("1,1.5,2,3,4", help="Strengths the search tries."),
-    positions: str = typer.Option("all", help="Positions intervened on: all, prompt or generated."),
+    positions: Optional[str] = typer.Option(None, help="Positions intervened on: all, prompt (the prefill only) or generated (new tokens only). The search tries each listed mode (comma-separated; default all,generated); without --search give one (default all)."),
     max_new_tokens: int = typer.Option(32, help="Tokens generated per prompt."),
     sample: bool = typer.Option(False, help="Sample instead of greedy decoding."),
     temperature: float = typer.Option(1.0, help="Sampling temperature (with --sample)."),
@@ -204,20 +204,24 @@ def steer(
         raise LanglocError(f"--strengths must be comma-separated numbers, got {strengths!r}") from None
     from langloc.intervene.intervention import POSITIONS
 
-    if positions not in POSITIONS:
-        raise LanglocError(f"--positions must be one of {', '.join(POSITIONS)}, got {positions!r}")
+    positions = positions or ("all,generated" if search else "all")
+    position_list = tuple(p.strip() for p in positions.split(",") if p.strip())
+    if not position_list or any(p not in POSITIONS for p in position_list):
+        raise LanglocError(f"--positions must be one or more of {', '.join(POSITIONS)}, got {positions!r}")
+    if not search and len(position_list) > 1:
+        raise LanglocError(f"--positions: without --search give one position mode, got {positions!r}")
     if value != "auto":
         from langloc.intervene.values import parse_source
 
         parse_source(value)
-    setting = SteerSetting(mode, strength, value, positions)
+    setting = SteerSetting(mode, strength, value, position_list[0])
     gen = Generation(max_new_tokens=max_new_tokens, do_sample=sample, temperature=temperature, top_p=top_p,
                      seed=seed, batch_size=batch_size, repetition_penalty=repetition_penalty,
                      no_repeat_ngram_size=no_repeat_ngram_size)
     result = steer_run(neurons, _langs(targets), source=source or None, run=run, model=model, dtype=dtype,
                        device=device, prompts=prompts, tune_prompts=tune_prompts, search=search, setting=setting,
                        strengths=strength_list, gen=gen, fluency=FluencyRule(max_ppl=max_ppl, min_distinct=min_distinct),
-                       controls=controls, seed=seed, out=out_dir, positions=positions, value=value)
+                       controls=controls, seed=seed, out=out_dir, positions=position_list, value=value)
     from rich import box
 
     t = Table("method", "target", "setting", "fluent in target", "in target", "random control", "fluent",

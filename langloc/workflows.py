@@ -167,8 +167,11 @@ def steer_run(neurons: list[Path], targets: list[str], *, source: str | None = "
               prompts: str = "builtin:en", tune_prompts: str | None = None, search: bool = True,
               setting=None, strengths=None, gen=None, fluency=None, candidates=None, controls: bool = True,
               seed: int = 0, quantile_tokens: int = 16384, out: str | Path | None = None, lm=None,
-              value: str = "auto", positions: str = "all", progress: bool = True) -> dict:
-    """Steer into each of ``targets`` with each neuron set; see :func:`langloc.steer.study.steer_study`."""
+              value: str = "auto", positions: str | tuple[str, ...] = "all", progress: bool = True) -> dict:
+    """Steer into each of ``targets`` with each neuron set; see :func:`langloc.steer.study.steer_study`.
+
+    ``positions``: the position mode(s) the search tries (one or several of all, prompt, generated).
+    """
     from langloc.data.packing import corpus_windows, iter_batches
     from langloc.steer import prompts as P
     from langloc.steer.judge import DEFAULT_CANDIDATES, FluencyRule, LanguageIdentifier

@@ -190,7 +190,7 @@ def test_methods_compare_and_steer_end_to_end(setup, tmp_path):
     out = tmp_path / "steer"
     assert invoke("steer", "-n", sets[1], "-n", sets[2], "-t", "fr,ru", "--run", run, "-o", out,
                   "--prompts", prompts, "--tune-prompts", tune, "--strengths", "1,2", "--max-new-tokens", "6",
-                  "--device", "cpu") == 0
+                  "--positions", "all", "--device", "cpu") == 0
     result = json.loads((out / "steer.json").read_text())
     assert [(r["method"], r["target"]) for r in result["rows"]] == [
         ("thresholding", "fr"), ("thresholding", "ru"), ("expert_units", "fr"), ("expert_units", "ru")]
@@ -206,12 +206,13 @@ def test_methods_compare_and_steer_end_to_end(setup, tmp_path):
                   "--no-search", "--mode", "on+off", "--value", "p90", "--strength", "2",
                   "--positions", "generated", "--max-new-tokens", "4", "--no-controls", "--device", "cpu") == 0
     fixed = json.loads((tmp_path / "fixed" / "steer.json").read_text())
-    assert fixed["rows"][0]["setting"] == "on(p90x2)+off" and fixed["rows"][0]["control_target_rate"] is None
+    assert fixed["rows"][0]["setting"] == "on(p90x2)+off@generated" and fixed["rows"][0]["control_target_rate"] is None
 
 
 @pytest.mark.parametrize("args, message", [
     (["--value", "loud"], "unknown value source"),
-    (["--positions", "middle"], "--positions must be one of"),
+    (["--positions", "middle"], "--positions must be one or more of"),
+    (["--positions", "all,generated"], "without --search give one position mode"),
     (["--prompts", "no-such-file.txt"], "prompt file not found"),
     (["-t", "xx"], "has no neurons for xx"),
     (["--max-new-tokens", "0"], "max_new_tokens and batch_size must be positive"),

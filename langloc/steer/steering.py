@@ -36,7 +36,8 @@ class SteerSetting:
 
     def label(self) -> str:
         on = f"{self.value}x{self.strength:g}" if "on" in self.mode else ""
-        return {"on": f"on({on})", "off": "off", "on+off": f"on({on})+off"}[self.mode]
+        label = {"on": f"on({on})", "off": "off", "on+off": f"on({on})+off"}[self.mode]
+        return label if self.positions == "all" else f"{label}@{self.positions}"
 
 
 @dataclass
@@ -157,10 +158,15 @@ class Steerer:
         return settings[best], trials
 
 
-def search_grid(value: str, strengths=DEFAULT_STRENGTHS, with_source: bool = True, positions: str = "all") -> list[SteerSetting]:
-    """on × strengths, then on+off × strengths, then off (gentle before strong)."""
-    grid = [SteerSetting("on", s, value, positions) for s in strengths]
-    if with_source:
-        grid += [SteerSetting("on+off", s, value, positions) for s in strengths]
-        grid.append(SteerSetting("off", 1.0, value, positions))
+def search_grid(value: str, strengths=DEFAULT_STRENGTHS, with_source: bool = True,
+                positions: str | tuple[str, ...] = "all") -> list[SteerSetting]:
+    """For each position mode in turn: on x strengths, then on+off x strengths, then off
+    (gentle before strong, and the first position mode before the others, so that ties go to
+    the earlier, gentler setting)."""
+    grid = []
+    for pos in (positions,) if isinstance(positions, str) else positions:
+        grid += [SteerSetting("on", s, value, pos) for s in strengths]
+        if with_source:
+            grid += [SteerSetting("on+off", s, value, pos) for s in strengths]
+            grid.append(SteerSetting("off", 1.0, value, pos))
     return grid
