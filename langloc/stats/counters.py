@@ -124,6 +124,8 @@ def _glibc(name: str):
 
 
 _MALLOC_TRIM = _glibc("malloc_trim")
+
+
 def release_freed_memory() -> None:
     """Hand freed heap memory back to the OS (glibc only).
 
