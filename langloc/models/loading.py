@@ -20,7 +20,7 @@ import torch
 
 from langloc.artefacts import tokenizer_fingerprint, weights_fingerprint
 from langloc.errors import LanglocError
-from langloc.models.architectures import NeuronSite, site_for
+from langloc.models.architectures import ARCHITECTURES, NeuronSite, site_for
 
 
 def _gemma_gguf() -> Path:
@@ -144,6 +144,27 @@ class LoadedModel:
     def body(self) -> torch.nn.Module:
         """The decoder body (embeddings + layers + final norm), without the LM head."""
         return self.model.base_model
+
+    @property
+    def head_is_known(self) -> bool:
+        """Whether :meth:`logits` reproduces the model's own head (its type is in the table)."""
+        return self.model.config.model_type in ARCHITECTURES
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The LM head applied to final hidden states exactly as the model's own forward does.
+
+        Every architecture in the table computes ``lm_head(hidden)``, soft-capped by
+        ``config.final_logit_softcapping`` where set (Gemma 2, optionally Gemma 3);
+        ``tests/test_perplexity.py`` checks it against the full forward for each of them.
+        """
+        if not self.head_is_known:
+            raise LanglocError(f"langloc does not know the LM head of {self.model.config.model_type!r}; "
+                               "run the full model instead")
+        logits = self.model.get_output_embeddings()(hidden)
+        cap = getattr(self.model.config, "final_logit_softcapping", None)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        return logits
 
     @property
     def device(self) -> torch.device:
