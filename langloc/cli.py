@@ -271,10 +271,17 @@ def _ratio(v: float) -> str:
 def _print_ablation(rows) -> None:
     from rich import box
 
+    from rich.table import Column
+
     evald = list(dict.fromkeys(r.evaluated for r in rows))
-    t = Table("zeroed", *evald, box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False,
+    names = list(dict.fromkeys(r.deactivated for r in rows))
+    # The title makes rich widen the table to the terminal; without a minimum width the label
+    # column is the one it squeezes ("random:…").
+    t = Table(Column("zeroed", no_wrap=True, min_width=max(map(len, names + ["zeroed"]))),
+              *[Column(e, justify="right") for e in evald],
+              box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, collapse_padding=True,
               title="perplexity ratio (zeroed / base) on each language's held-out text")
-    for name in dict.fromkeys(r.deactivated for r in rows):
+    for name in names:
         cells = {r.evaluated: r.ratio for r in rows if r.deactivated == name}
         t.add_row(name, *[(f"[bold]{_ratio(cells[e])}[/]" if name in (e, f"mono:{e}") else _ratio(cells[e])) for e in evald])
     out.print(t)

@@ -76,6 +76,28 @@ def test_identify_ablate_export_import_roundtrip(setup, capsys):
     assert all(torch.equal(a, b) for lang in ns.languages for a, b in zip(ns.layers(lang), again.layers(lang)))
 
 
+def test_ablation_table_fits_an_80_column_terminal_without_cutting_labels_or_figures(monkeypatch):
+    """The demo prints 10 sets + 10 random controls x 10 languages; every label and ratio
+    must be readable in a plain 80-column terminal (rich squeezes columns that do not fit)."""
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    import langloc.cli as cli
+
+    langs = ["en", "zh", "fr", "es", "ru", "ja", "ar", "hi", "vi", "id"]
+    rows = [SimpleNamespace(deactivated=d, evaluated=e, ratio=222.04 if d == e == "hi" else 1.0234)
+            for d in langs + [f"random:{x}" for x in langs] for e in langs]
+    console = Console(width=80, record=True, force_terminal=False)
+    monkeypatch.setattr(cli, "out", console)
+    cli._print_ablation(rows)
+    text = console.export_text()
+    assert "…" not in text
+    assert max(map(len, text.splitlines())) <= 80
+    assert any(line.split()[:2] == ["random:id", "1.02"] for line in text.splitlines())
+    assert "222" in text
+
+
 def error_line(capsys):
     # Progress bars may come first; the error itself is exactly one line, the last.
     lines = capsys.readouterr().err.strip().splitlines()
