@@ -802,7 +802,7 @@ def demo(
 ):
     """collect -> identify -> ablate -> plots on the Bible corpus in 10 languages, then a summary.
 
-    Takes about 10 minutes on 2 CPU cores (the first run also converts the model once).
+    Takes about 9 minutes on 2 CPU cores, including the one-time model conversion (~1 minute).
     """
     from langloc.data import load_corpus
     from langloc.models import load_model
