@@ -14,7 +14,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 
 from langloc.errors import LanglocError
 
@@ -270,8 +270,6 @@ def _ratio(v: float) -> str:
 
 def _print_ablation(rows) -> None:
     from rich import box
-
-    from rich.table import Column
 
     evald = list(dict.fromkeys(r.evaluated for r in rows))
     names = list(dict.fromkeys(r.deactivated for r in rows))
@@ -740,14 +738,13 @@ def harness(
         if random_controls:
             conditions[f"zero:random({lang})"] = Intervention([Edit.uniform("zero", ns.random_like(lang, seed))])
     conditions.update(ivs)
-    for name, task_items in choice_items.items():
+    if choice_items:
         include_path = out_dir / "tasks"
-        choice_task_yaml(include_path, name, task_items)
+        for name, task_items in choice_items.items():
+            choice_task_yaml(include_path, name, task_items)
     rows = harness_study(lm, task_list, conditions, out=out_dir, limit=limit, num_fewshot=num_fewshot,
                          batch_size=batch_size, include_path=include_path, seed=seed,
                          settings={"command": "harness", "neurons": str(neurons) if neurons else None})
-    from rich.table import Column
-
     t = Table(Column("task", overflow="fold"), "metric", *[Column(c, overflow="fold") for c in conditions],
               title=f"lm-evaluation-harness on {lm.name}")
     for task, metric in dict.fromkeys((r["task"], r["metric"]) for r in rows):

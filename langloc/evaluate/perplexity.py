@@ -27,17 +27,15 @@ def window_nll(lm, windows: torch.Tensor, batch_size: int = 2) -> torch.Tensor:
     out = []
     for start in range(0, len(windows), batch_size):
         ids = windows[start:start + batch_size].to(lm.device)
+        hidden = full = None
         if lm.head_is_known:
             hidden = lm.body(input_ids=ids, use_cache=False).last_hidden_state[:, :-1]
-            def logits_at(a, hidden=hidden):
-                return lm.logits(hidden[:, a:a + HEAD_CHUNK])
         else:  # an architecture outside the table: its own forward, whole logits
             full = lm.model(input_ids=ids, use_cache=False).logits[:, :-1]
-            def logits_at(a, full=full):
-                return full[:, a:a + HEAD_CHUNK]
         total = torch.zeros(len(ids), dtype=torch.float64, device=ids.device)
         for a in range(0, ids.shape[1] - 1, HEAD_CHUNK):
-            losses = F.cross_entropy(logits_at(a).flatten(0, 1).float(), ids[:, 1 + a:1 + a + HEAD_CHUNK].flatten(),
+            logits = lm.logits(hidden[:, a:a + HEAD_CHUNK]) if full is None else full[:, a:a + HEAD_CHUNK]
+            losses = F.cross_entropy(logits.flatten(0, 1).float(), ids[:, 1 + a:1 + a + HEAD_CHUNK].flatten(),
                                      reduction="none")
             total += losses.view(len(ids), -1).double().sum(1)
         out.append(total.cpu())
