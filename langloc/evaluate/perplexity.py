@@ -15,7 +15,7 @@ import torch.nn.functional as F
 # Positions per LM-head call. A large vocabulary makes the logits the biggest tensor of the
 # forward pass (Gemma 3: 262,144 words, so [4, 512] windows give 1 GiB of bf16 logits and 2 GiB
 # more once cast to float32). Running the body once and the head a slice at a time keeps
-# memory flat; on 2 CPU cores it is also 2x faster at batch size 4 (bench/perplexity.py),
+# memory flat; on 2 CPU cores it is also 1.7-2x faster at batch size 4 (bench/perplexity.py),
 # because the allocator no longer faults in gigabytes per batch. The NLL is the same.
 HEAD_CHUNK = 256
 
