@@ -138,6 +138,78 @@ def test_position_modes_during_generate(arch, positions):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("positions", ["prompt", "generated"])
+def test_position_modes_during_generate_without_a_cache(arch, positions):
+    """generate(use_cache=False) recomputes the whole sequence at every step: the prompt is
+    still the first 5 positions, and only later positions count as generated."""
+    lm = make(arch)
+    idx = chosen(lm)[0]
+    with Intervention([edit_for("set", chosen(lm))], positions).apply(lm):
+        cap = Capture(lm)
+        with torch.no_grad():
+            lm.model.generate(input_ids=IDS[:, :5], max_new_tokens=3, do_sample=False, pad_token_id=0,
+                              use_cache=False)
+    cap.close()
+    calls = cap.calls[0]
+    assert [c.shape[1] for c in calls] == [5, 6, 7]
+    for c in calls:
+        is_set = (c[..., idx] == 2.5).all(-1)  # [B, T]: every chosen neuron forced at that position
+        is_free = (c[..., idx] != 2.5).all(-1)
+        prompt = torch.arange(c.shape[1]) < 5
+        changed, unchanged = (prompt, ~prompt) if positions == "prompt" else (~prompt, prompt)
+        assert is_set[:, changed].all() and is_free[:, unchanged].all()
+
+
+@pytest.mark.parametrize("keyword", ["cache", "past_key_values", "kv_state"])
+def test_decoding_step_position_comes_from_the_cache_under_any_name(keyword):
+    """The cache's length gives a pass's start whatever keyword carries it (transformers renamed
+    past_key_values to cache in 5.24); an unknown keyword is found by the Cache type."""
+    from transformers import DynamicCache
+
+    from langloc.intervene.intervention import _Positions
+
+    lm = make("llama")
+    cache = DynamicCache(config=lm.model.config)
+    with torch.no_grad():
+        lm.model(input_ids=IDS[:, :5], past_key_values=cache, use_cache=True)
+    assert cache.get_seq_length() == 5
+    tracker = _Positions(None)
+    tracker.pre_hook(None, (), {"input_ids": IDS[:, :5]})  # the prompt of a new sequence
+    tracker.pre_hook(None, (), {"input_ids": IDS[:, 5:6], keyword: cache, "position_ids": torch.tensor([[5]])})
+    assert tracker.start == 5 and tracker.prompt_length == 5
+    assert tracker.mask("generated", "cpu").tolist() == [True]
+
+
+def test_a_continued_sequence_without_a_cache_is_an_error_not_a_new_prompt():
+    from langloc.intervene.intervention import _Positions
+
+    tracker = _Positions(None)
+    tracker.pre_hook(None, (), {"input_ids": IDS[:, :5]})
+    with pytest.raises(LanglocError, match="no KV cache was found"):
+        tracker.pre_hook(None, (), {"input_ids": IDS[:, 5:6], "position_ids": torch.tensor([[5], [5]]),
+                                    "renamed_cache": object()})
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "gemma3_text"])
+def test_generated_mode_with_a_left_padded_batch(arch):
+    """With left padding the prompt is the padded prompt length: the first generated token's
+    pass is the first one changed, in every row."""
+    lm = make(arch)
+    idx = chosen(lm)[0]
+    ids = IDS[:, :5].clone()
+    mask = torch.ones_like(ids)
+    ids[1, :2], mask[1, :2] = 0, 0  # row 1 has a 3-token prompt, left-padded
+    with Intervention([edit_for("set", chosen(lm))], "generated").apply(lm):
+        cap = Capture(lm)
+        with torch.no_grad():
+            lm.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=3, do_sample=False, pad_token_id=0)
+    cap.close()
+    prefill, steps = cap.calls[0][0], cap.calls[0][1:]
+    assert (prefill[..., idx] != 2.5).all() and len(steps) == 2
+    assert all((s[..., idx] == 2.5).all() for s in steps)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
 def test_fixed_prompt_length_splits_a_plain_forward(arch):
     lm = make(arch)
     idx = chosen(lm)[0]

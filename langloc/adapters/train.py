@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from langloc.errors import LanglocError
+from langloc.models.calls import logits_at
 
 
 @dataclass(frozen=True)
@@ -112,8 +113,8 @@ def token_logprobs(hf_model, input_ids: torch.Tensor, attention_mask: torch.Tens
     keep = pred.any(0).nonzero().flatten()
     if keep.numel() == 0:
         return torch.zeros(input_ids.shape, device=input_ids.device)
-    out = hf_model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep, use_cache=False)
-    logp = torch.log_softmax(out.logits.float(), dim=-1)  # [B, K, V]
+    logits = logits_at(hf_model, keep, input_ids=input_ids, attention_mask=attention_mask)
+    logp = torch.log_softmax(logits.float(), dim=-1)  # [B, K, V]
     nxt = input_ids[:, keep + 1]  # [B, K]
     picked = logp.gather(-1, nxt.unsqueeze(-1)).squeeze(-1) * pred[:, keep]
     full = torch.zeros(input_ids.shape, dtype=picked.dtype, device=input_ids.device)

@@ -106,24 +106,79 @@ class Edit:
         return d
 
 
+# ``generate`` hands the KV cache to the model under a keyword that changes between transformers
+# releases (``past_key_values`` up to 5.23, ``cache`` from 5.24), and older releases also pass
+# ``cache_position``. Each is read where present; a Cache object under any other keyword is
+# found by its type. A pass that continues a sequence whose cache cannot be found is an error:
+# silently treating it as a new sequence would make ``prompt`` act as ``all`` and ``generated``
+# do nothing (what happened under transformers 5.24 before this was written).
+CACHE_KEYWORDS = ("cache", "past_key_values")
+
+
+def _find_cache(kwargs: dict):
+    for key in CACHE_KEYWORDS:
+        if kwargs.get(key) is not None:
+            return kwargs[key]
+    from transformers import Cache
+
+    return next((v for v in kwargs.values() if isinstance(v, Cache)), None)
+
+
+def pass_start(kwargs: dict) -> int | None:
+    """Absolute position of the first token of a forward pass from its keywords, or ``None``
+    when the pass carries no position information (no cache: it starts at 0 unless it is a
+    cache-less recomputation of a growing sequence, which :class:`_Positions` detects)."""
+    cache_position = kwargs.get("cache_position")
+    if cache_position is not None and cache_position.numel():
+        return int(cache_position.reshape(-1)[0])
+    cache = _find_cache(kwargs)
+    if cache is not None:
+        if not hasattr(cache, "get_seq_length"):
+            raise LanglocError(f"the model was given a KV cache of type {type(cache).__name__} without "
+                               "get_seq_length(); langloc cannot tell prompt from generated positions")
+        return int(cache.get_seq_length())
+    position_ids = kwargs.get("position_ids")
+    if position_ids is not None and position_ids.numel() and int(position_ids.min()) > 0:
+        # Every new sequence has a position 0 (left padding too); this pass continues one.
+        raise LanglocError(
+            f"a forward pass continues a sequence (its position_ids start at {int(position_ids.min())}) but "
+            f"no KV cache was found among its keywords ({', '.join(sorted(kwargs))}); this transformers "
+            "release passes the cache under a name langloc does not know, so the prompt/generated position "
+            "modes cannot work: use positions='all' or a tested transformers version (see the README)")
+    return None
+
+
 class _Positions:
-    """Tracks which absolute positions the current forward pass covers (through the KV cache)."""
+    """Tracks which absolute positions the current forward pass covers.
+
+    The start of a pass comes from :func:`pass_start` (the KV cache's length). Without a cache
+    a pass starts at 0; it is the prompt of a new sequence unless it repeats the previous pass's
+    tokens and adds some, which is ``generate(use_cache=False)`` recomputing the sequence.
+    """
 
     def __init__(self, prompt_length: int | None):
         self.fixed_prompt = prompt_length
         self.prompt_length = prompt_length
         self.start = 0
         self.shape: tuple[int, int] | None = None
+        self._last = None  # inputs of the last cache-less pass
 
     def pre_hook(self, module, args, kwargs):
         ids = kwargs.get("input_ids", args[0] if args else None)
-        embeds = kwargs.get("inputs_embeds")
-        x = ids if ids is not None else embeds
+        x = ids if ids is not None else kwargs.get("inputs_embeds")
         B, T = x.shape[0], x.shape[1]
-        past = kwargs.get("past_key_values")
-        start = past.get_seq_length() if past is not None and hasattr(past, "get_seq_length") else 0
-        start = int(start)
-        if start == 0 and self.fixed_prompt is None:
+        start = pass_start(kwargs)
+        if start is None:
+            start = 0
+            last = self._last
+            if last is not None and last.shape == x.shape and torch.equal(x, last):
+                return  # the same pass, seen again by the body inside the CausalLM
+            self._last = x
+            recomputed = (last is not None and last.shape[0] == B and T > last.shape[1]
+                          and torch.equal(x[:, :last.shape[1]], last))
+            if not recomputed and self.fixed_prompt is None:
+                self.prompt_length = T
+        elif start == 0 and self.fixed_prompt is None:
             self.prompt_length = T  # a new sequence: its first pass is the prompt
         self.start, self.shape = start, (B, T)
 

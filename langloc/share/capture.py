@@ -23,6 +23,7 @@ from typing import Sequence
 import torch
 
 from langloc.errors import LanglocError
+from langloc.models.calls import logits_at
 
 POSITIONS = ("last", "all")
 REDUCTIONS = ("mean", "max")
@@ -130,7 +131,7 @@ def capture(lm, prompts: Sequence[str], golds: Sequence[str], *, position: str =
         if gradients:
             keep = torch.unique(last)  # sorted
             with torch.enable_grad():
-                logits = lm.model(input_ids=ids, attention_mask=att, logits_to_keep=keep, use_cache=False).logits
+                logits = logits_at(lm.model, keep, input_ids=ids, attention_mask=att)
                 j = torch.searchsorted(keep, last)
                 lg = logits[rows, j]
                 logp = torch.log_softmax(lg.to(torch.promote_types(lg.dtype, torch.float32)), dim=-1)[rows, gold_t]

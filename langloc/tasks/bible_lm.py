@@ -28,6 +28,7 @@ from langloc.adapters.bible_task import bible_verses
 from langloc.data.corpora import _NO_SPACE, BIBLE_TRANSLATIONS, SPLITS
 from langloc.errors import LanglocError
 from langloc.tasks.base import Task, TaskItem, TaskScore
+from langloc.models.calls import logits_at
 
 
 def check_bible_languages(languages: Sequence[str]) -> None:
@@ -100,7 +101,7 @@ def continuation_stats(lm, pairs: Sequence[tuple[str, str]], *, batch_size: int 
         ids, att, tgt = _collate([examples[i] for i in chunk], pad, lm.device)
         pred = tgt[:, 1:]  # position t-1 predicts token t
         keep = pred.any(0).nonzero().flatten()
-        logits = hf(input_ids=ids, attention_mask=att, logits_to_keep=keep, use_cache=False).logits  # [B, K, V]
+        logits = logits_at(hf, keep, input_ids=ids, attention_mask=att)  # [B, K, V]
         nxt = ids[:, keep + 1]
         picked = logits.gather(-1, nxt.unsqueeze(-1)).squeeze(-1).float()
         logp = picked - torch.logsumexp(logits.float(), dim=-1)
