@@ -28,6 +28,7 @@ import torch
 from langloc.data import corpus_windows, load_corpus
 from langloc.models import load_model
 from langloc.stats import ActivationCounter
+from langloc import machine
 
 
 def naive_sentences(ids: torch.Tensor, add_bos: bool, bos: int | None, seed: int = 0) -> list[torch.Tensor]:
@@ -145,6 +146,7 @@ def main() -> None:
     med = {name: statistics.median(rates[name]) for name, _ in pairs}
     coll = {name: statistics.median(r) for name, r in rates["collect"].items()}
     flops = body_flops_per_token(lm, args.window)
+    print(machine.summary())
     print(f"model {args.model} ({lm.meta['dtype']}, {lm.device}), {ids.numel()} tokens "
           f"({len(ids)} windows of {args.window}), batch {args.batch_size}, {torch.get_num_threads()} threads")
     labels = {"bare": "bare decoder body forward", "naive": "straightforward (padded, LM head, copies)"}

@@ -16,6 +16,8 @@ import subprocess
 import sys
 import tempfile
 
+from langloc import machine
+
 CHILD = r"""
 import json, resource, sys, torch
 from langloc import load_corpus, load_model, collect
@@ -41,6 +43,7 @@ def main() -> None:
     ap.add_argument("--dtype", default="auto")
     args = ap.parse_args()
     one, ten = peak(args.model, args.tokens, args.dtype), peak(args.model, 10 * args.tokens, args.dtype)
+    print(machine.summary())
     print(f"model {args.model}, budgets {args.tokens} and {10 * args.tokens} tokens of fr")
     print(f"peak RSS  1x: {one['rss_kb'] / 1024:8.1f} MiB   10x: {ten['rss_kb'] / 1024:8.1f} MiB   "
           f"ratio 10x/1x: {ten['rss_kb'] / one['rss_kb']:.3f}")

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from langloc.data import corpus_windows, load_corpus
 from langloc.evaluate.perplexity import window_nll
 from langloc.models import load_model
+from langloc import machine
 
 
 @torch.inference_mode()
@@ -57,6 +58,7 @@ def main() -> None:
     windows = torch.cat([corpus_windows(lm, corpus, lang, "eval", window=args.window, max_tokens=args.tokens)
                          for lang in args.languages.split(",")])
     n_tokens = windows.numel()
+    print(machine.summary())
     print(f"{args.model} ({lm.meta['dtype']}), {len(windows)} windows x {args.window} tokens "
           f"({args.languages}), {torch.get_num_threads()} threads")
     full_forward_nll(lm, windows[:1], 1)  # warm-up

@@ -16,9 +16,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Column, Table
 
+from langloc.demo import DEMO_LANGUAGES
 from langloc.errors import LanglocError
 
-DEMO_LANGUAGES = "en,zh,fr,es,ru,ja,ar,hi,vi,id"
 
 app = typer.Typer(
     add_completion=False,
@@ -792,41 +792,30 @@ def import_lape_cmd(
 def demo(
     out_dir: Path = typer.Option(Path("langloc-demo"), "--out", "-o", help="Run folder for the demo."),
     model: str = ModelOpt,
-    languages: str = typer.Option(DEMO_LANGUAGES, "--languages", "-l"),
-    tokens: int = typer.Option(32_768, help="Statistics tokens per language."),
-    eval_tokens: int = typer.Option(1024, help="Held-out tokens per language for perplexity."),
+    languages: str = typer.Option(",".join(DEMO_LANGUAGES), "--languages", "-l"),
+    tokens: int = typer.Option(16_384, help="Statistics tokens per language (LAPE sets measured stable from 16,384 on: docs/performance.md)."),
+    eval_tokens: int = typer.Option(512, help="Held-out tokens per language for perplexity."),
+    eval_window: int = typer.Option(256, help="Tokens per held-out window."),
     dtype: str = typer.Option("fast", help="fast (default here: bfloat16 where the CPU computes it natively, else float32), auto, float32, bfloat16, float16."),
 ):
     """collect -> identify -> ablate -> plots on the Bible corpus in 10 languages, then a summary.
 
-    Takes about 9 minutes on 2 CPU cores, including the one-time model conversion (~1 minute).
+    At most 15 minutes on 2 CPU cores of the slowest class (AVX2 only, float32), including the
+    one-time model conversion; about 6 minutes with AVX512-BF16. It prints its own estimate
+    after the first batches.
     """
-    from langloc.data import load_corpus
-    from langloc.models import load_model
-    from langloc.stats import collect as do_collect
-    from langloc.workflows import ablate_run, identify_run
+    from langloc.demo import DemoConfig, own_language_most, run
 
-    start = time.time()
-    langs = _langs(languages)
-    corpus = load_corpus("bible")
-    corpus.require_text(langs, "stats")
-    lm = load_model(model, dtype=dtype)
-    out.print(f"[bold]1/3 collect[/] {len(langs)} languages x {tokens} tokens on {model} ({lm.meta['dtype']})")
-    do_collect(lm, corpus, langs, out=out_dir, tokens=tokens, window=512, batch_size=4)
-    out.print("[bold]2/3 identify[/] LAPE neurons")
-    ns, _ = identify_run(out_dir)
-    out.print(f"[bold]3/3 ablate[/] {2 * len(langs)} neuron sets x {len(langs)} languages")
-    rows, csv_path = ablate_run(out_dir, lm=lm, eval_tokens=eval_tokens, batch_size=4)
+    config = DemoConfig(out=out_dir, model=model, languages=tuple(_langs(languages)), tokens=tokens,
+                        eval_tokens=eval_tokens, eval_window=eval_window, dtype=dtype)
+    rows, ns, csv_path, seconds = run(config, say=out.print)
     _print_ablation(rows)
-    own = sum(1 for lang in langs
-              if all(r.ratio < next(x.ratio for x in rows if x.deactivated == lang and x.evaluated == lang)
-                     for r in rows if r.deactivated == lang and r.evaluated != lang))
+    langs = list(config.languages)
     worst = max((r for r in rows if r.deactivated.startswith("random:")), key=lambda r: r.ratio)
     out.print(f"\n{ns.unique_count()} language-specific neurons ({', '.join(f'{l} {ns.count(l)}' for l in ns.languages)})")
-    out.print(f"zeroing a language's neurons hurts that language most for {own}/{len(langs)} languages; "
-              f"the largest change from a random control is x{worst.ratio:.3f} ({worst.deactivated} on {worst.evaluated})")
-    out.print(f"files: {csv_path}, {out_dir}/neurons/lape.json, {out_dir}/plots/*.png "
-              f"({time.time() - start:.0f} s)")
+    out.print(f"zeroing a language's neurons hurts that language most for {own_language_most(rows, langs)}/{len(langs)} "
+              f"languages; the largest change from a random control is x{worst.ratio:.3f} ({worst.deactivated} on {worst.evaluated})")
+    out.print(f"files: {csv_path}, {out_dir}/neurons/lape.json, {out_dir}/plots/*.png ({seconds:.0f} s)")
 
 
 class Interrupted(Exception):

@@ -148,6 +148,7 @@ def collect(
     progress: bool = True,
     resume: bool = False,
     checkpoint_every: int = 50,
+    on_batch=None,
 ) -> ActivationStats:
     """Count neuron activations of ``lm`` on ``tokens`` tokens per language into run folder ``out``.
 
@@ -155,6 +156,8 @@ def collect(
     ``checkpoint_every`` batches the counters and the position are checkpointed atomically;
     after a crash or kill, ``resume=True`` continues from the last checkpoint and gives the
     same result as an uninterrupted run. Under torchrun the batches are split over processes.
+    ``on_batch(tokens)``, if given, is called after each batch this process counts (the demo
+    times the first ones to print an estimate of the whole run).
     """
     from langloc import distributed
 
@@ -203,6 +206,8 @@ def collect(
             for mine, batch in distributed.my_batches(iter_batches(windows, batch_size), rank, world, done):
                 counter.run(batch)
                 bar.update()
+                if on_batch is not None:
+                    on_batch(batch.numel())
                 if mine % checkpoint_every == 0:
                     with atomic_path(ckpt) as tmp:
                         save_file(counter.state(), str(tmp), metadata={"langloc_checkpoint": json.dumps(
