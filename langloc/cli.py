@@ -584,7 +584,9 @@ def share(
     items: int = typer.Option(50, help="Parallel items per task."),
     threshold: float = typer.Option(0.0, help="A neuron is activated in a language if its activation is above this."),
     position: str = typer.Option("last", help="last: the activation at the last prompt token (the paper's); all: over all prompt tokens, reduced by --reduce (attribution stays at the last token)."),
-    reduce: str = typer.Option("mean", help="With --position all: mean over the tokens, or max (= activated if any token is above the threshold)."),
+    reduce: str = typer.Option("any", help="With --position all: any (= max: activated if any token is above the threshold, the reference code's) or mean over the tokens."),
+    gold_tokens: str = typer.Option("joint", help="Gold token for the effective score and gradients: joint (the token at the prompt's length in the tokenisation of prompt + continuation, the reference code's) or separate (the continuation tokenised on its own)."),
+    top_k: int = typer.Option(800, help="top_contribution.csv: category make-up of the top_k neurons of largest contribution per layer (the reference code's 800)."),
     causal: bool = typer.Option(False, "--causal", help="Also deactivate all-shared / specific / random neurons (same count per layer) and boost all-shared ones; accuracy per language."),
     boost: str = typer.Option("1.5,2", help="Factors that --causal multiplies all-shared neurons by."),
     boost_controls: bool = typer.Option(True, help="With --causal: also boost random neurons of the same count."),
@@ -607,7 +609,7 @@ def share(
     Example: [bold]langloc share -m gemma-3-270m -l en,fr,es,zh,ru,ja --items 30 --causal -o share/[/]
     """
     from langloc.models import load_model
-    from langloc.share.capture import check_position
+    from langloc.share.capture import check_gold_tokens, check_position
     from langloc.share.categories import CATEGORIES, check_threshold
     from langloc.share.causal import check_boosts
     from langloc.share.study import share_study
@@ -624,6 +626,9 @@ def share(
         raise LanglocError(f"sharing categories need at least 2 languages, got {len(langs)} ({languages!r})")
     threshold = check_threshold(threshold)
     check_position(position, reduce)
+    check_gold_tokens(gold_tokens)
+    if top_k < 1:
+        raise LanglocError(f"--top-k must be at least 1, got {top_k}")
     boosts = check_boosts(_langs(boost))
     if causal and not boosts:
         raise LanglocError("--boost needs at least one factor, e.g. 1.5,2")
@@ -635,7 +640,7 @@ def share(
     task_items = {n: t.items(langs, items, split=split, seed=seed) for n, t in task_objs.items()}
     lm = load_model(model, dtype=dtype, device=device, neuron_site=neuron_site)
     meta = share_study(lm, task_objs, task_items, out=out_dir, threshold=threshold, position=position, reduce=reduce,
-                       causal=causal, boosts=boosts, boost_controls=boost_controls, seed=seed, batch_size=batch_size,
+                       gold_tokens=gold_tokens, top_k=top_k, causal=causal, boosts=boosts, boost_controls=boost_controls, seed=seed, batch_size=batch_size,
                        settings={"split": split, "command": "share"})
     t = Table("task", "items", *[c.replace("_", "-") for c in CATEGORIES], "stability",
               title=f"category shares (mean over layers and items), {lm.name}, threshold {threshold:g}, {position} token")
@@ -655,7 +660,8 @@ def share(
                 count = next(r["n_neurons"] for r in rows if r["task"] == n and r["condition"] == cond)
                 ct.add_row(cond, count, *[f"{cells[x]:.3f}" for x in langs], f"{sum(cells.values()) / len(cells):.3f}")
             out.print(ct)
-    out.print(f"-> {out_dir}/categories.csv, stability.csv, attribution.csv{', causal.csv' if causal else ''}, "
+    out.print(f"-> {out_dir}/categories.csv, stability.csv, attribution.csv, attribution_reference.csv, "
+              f"top_contribution.csv{', causal.csv' if causal else ''}, "
               f"share.json, plots/ ({time.time() - start:.0f} s)")
 
 
