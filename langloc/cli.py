@@ -338,12 +338,13 @@ def regions(
     rate: float = typer.Option(0.01, help="Share of each weight matrix in the Top / Bottom / Random regions."),
     languages: Optional[str] = typer.Option(None, "--languages", "-l", help="Languages to sum (default: all scored)."),
     seed: int = typer.Option(0, help="Seed of the Random region."),
+    rounding: str = typer.Option("floor", help="Entries per region: floor = int(rate * entries), the reference code's; nearest = round(rate * entries)."),
     probe_tokens: int = typer.Option(1024, help="Held-out tokens per language to find the residual stream's largest activations."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model (default: the folder's)."),
     dtype: str = DtypeOpt,
     device: Optional[str] = DeviceOpt,
 ):
-    """Core (Top / Bottom / Random) and monolingual regions per weight matrix, and where they sit.
+    """Core (Top / Bottom / Random) and monolingual (top and bottom) regions per weight matrix, and where they sit.
 
     The core score of an entry is the sum of its importance over the languages. Where the Top
     region sits: its entries per hidden dimension, against the residual stream's largest
@@ -353,14 +354,15 @@ def regions(
 
     Example: [bold]langloc regions runs/regions --rate 0.01[/]
     """
-    from langloc.regions.regions import check_rate
+    from langloc.regions.regions import check_rate, check_rounding
     from langloc.regions.study import folder_info, regions_step
 
     check_rate(rate)
+    check_rounding(rounding)
     folder_info(folder)
     lm = _folder_model(folder, model, dtype, device)
     s = regions_step(folder, lm, languages=_langs(languages) if languages else None, rate=rate, seed=seed,
-                     probe_tokens=probe_tokens)
+                     probe_tokens=probe_tokens, rounding=rounding)
     t = Table("region", "entries", title=f"regions of {s['model']} ({rate:.1%} of each matrix)")
     for name, n in s["sizes"].items():
         t.add_row(name, f"{n:,}")
