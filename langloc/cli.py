@@ -487,6 +487,7 @@ def train(
     from langloc.regions.study import folder_corpus, folder_info
     from langloc.train.trainer import MODES, forgetting
 
+    settings = preset_settings(preset, r=r, alpha=alpha)
     mode_list = _langs(modes)
     bad = [m for m in mode_list if m not in MODES]
     if bad or not mode_list:
@@ -529,8 +530,9 @@ def transfer(
     target: str = typer.Option("en", help="Language of the answer choices (the Bible translation task)."),
     train_items: int = typer.Option(200, help="Training items (stats split)."),
     eval_items: int = typer.Option(100, help="Evaluation items per language (eval split, disjoint verses)."),
-    r: int = typer.Option(8, help="LoRA rank."),
-    alpha: int = typer.Option(16, help="LoRA alpha."),
+    preset: str = typer.Option("langloc", help="Adapter settings: langloc (r 8, alpha 16, gate and up projections) or mondal (the reference code's: r 8, alpha 16, gate projection only, weight decay 0.1). --r / --alpha override it."),
+    r: Optional[int] = typer.Option(None, help="LoRA rank (default: the preset's, 8)."),
+    alpha: Optional[int] = typer.Option(None, help="LoRA alpha (default: the preset's, 16)."),
     attention: bool = typer.Option(True, help="Also plain LoRA on the attention projections (Mondal et al.)."),
     down: bool = typer.Option(False, help="Also adapt the MLP output projection (its neuron columns)."),
     lr: float = typer.Option(1e-5, help="AdamW learning rate."),
@@ -550,11 +552,12 @@ def transfer(
     """
     from langloc.adapters.bible_task import bible_choice_items
     from langloc.adapters.masked_lora import MODES
-    from langloc.adapters.transfer import transfer_study
+    from langloc.adapters.transfer import preset_settings, transfer_study
     from langloc.artefacts import write_csv
     from langloc.identify import NeuronSet
     from langloc.workflows import _load_model_of
 
+    settings = preset_settings(preset, r=r, alpha=alpha)
     mode_list = _langs(modes)
     bad = [m for m in mode_list if m not in MODES]
     if bad or not mode_list:
@@ -566,7 +569,7 @@ def transfer(
     lm = _load_model_of(ns.meta, model, "float32", device, str(neurons))
     ns.check_model(lm)
     rows = transfer_study(lm, ns.layers(language), train_items=train_set, eval_items=evals, modes=mode_list,
-                          r=r, alpha=alpha, attention=attention, down=down, lr=lr, epochs=epochs,
+                          **settings, attention=attention, down=down, lr=lr, epochs=epochs,
                           batch_size=batch_size, seed=seed)
     write_csv(out_path, rows, list(dict.fromkeys(k for row in rows for k in row)))
     t = Table("condition", *evals, title=f"choice accuracy after training on {language} items")
