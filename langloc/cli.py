@@ -107,7 +107,7 @@ def identify(
     filter_rate: float = typer.Option(0.95, help="lape: exclude neurons whose largest activation probability is not above this quantile of all probabilities."),
     activation_bar_ratio: float = typer.Option(0.95, help="lape: assign a kept neuron to every language whose probability is above this quantile."),
     rate: float = typer.Option(0.00125, help="thresholding: share of L*I neurons per language (highest activation probability)."),
-    other_max: Optional[float] = typer.Option(None, help="thresholding: keep only neurons whose activation probability in every other language is at most this (e.g. 0.5)."),
+    other_max: Optional[float] = typer.Option(None, help="thresholding: keep only neurons whose activation probability in every other language is at most this (e.g. 0.5); a langloc addition, not in the reference code."),
     units: int = typer.Option(2000, "--units", help="expert_units: units per language (top half and bottom half by average precision)."),
     output: Optional[Path] = typer.Option(None, "--output", help="Neuron set file (default RUN/neurons/<method>.json)."),
 ):
