@@ -107,7 +107,7 @@ def identify(
     filter_rate: float = typer.Option(0.95, help="lape: exclude neurons whose largest activation probability is not above this quantile of all probabilities."),
     activation_bar_ratio: float = typer.Option(0.95, help="lape: assign a kept neuron to every language whose probability is above this quantile."),
     rate: float = typer.Option(0.00125, help="thresholding: share of L*I neurons per language (highest activation probability)."),
-    other_max: Optional[float] = typer.Option(None, help="thresholding: keep only neurons whose activation probability in every other language is at most this (e.g. 0.5)."),
+    other_max: Optional[float] = typer.Option(None, help="thresholding: keep only neurons whose activation probability in every other language is at most this (e.g. 0.5); a langloc addition, not in the reference code."),
     units: int = typer.Option(2000, "--units", help="expert_units: units per language (top half and bottom half by average precision)."),
     output: Optional[Path] = typer.Option(None, "--output", help="Neuron set file (default RUN/neurons/<method>.json)."),
 ):
@@ -338,12 +338,13 @@ def regions(
     rate: float = typer.Option(0.01, help="Share of each weight matrix in the Top / Bottom / Random regions."),
     languages: Optional[str] = typer.Option(None, "--languages", "-l", help="Languages to sum (default: all scored)."),
     seed: int = typer.Option(0, help="Seed of the Random region."),
+    rounding: str = typer.Option("floor", help="Entries per region: floor = int(rate * entries), the reference code's; nearest = round(rate * entries)."),
     probe_tokens: int = typer.Option(1024, help="Held-out tokens per language to find the residual stream's largest activations."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model (default: the folder's)."),
     dtype: str = DtypeOpt,
     device: Optional[str] = DeviceOpt,
 ):
-    """Core (Top / Bottom / Random) and monolingual regions per weight matrix, and where they sit.
+    """Core (Top / Bottom / Random) and monolingual (top and bottom) regions per weight matrix, and where they sit.
 
     The core score of an entry is the sum of its importance over the languages. Where the Top
     region sits: its entries per hidden dimension, against the residual stream's largest
@@ -353,14 +354,15 @@ def regions(
 
     Example: [bold]langloc regions runs/regions --rate 0.01[/]
     """
-    from langloc.regions.regions import check_rate
+    from langloc.regions.regions import check_rate, check_rounding
     from langloc.regions.study import folder_info, regions_step
 
     check_rate(rate)
+    check_rounding(rounding)
     folder_info(folder)
     lm = _folder_model(folder, model, dtype, device)
     s = regions_step(folder, lm, languages=_langs(languages) if languages else None, rate=rate, seed=seed,
-                     probe_tokens=probe_tokens)
+                     probe_tokens=probe_tokens, rounding=rounding)
     t = Table("region", "entries", title=f"regions of {s['model']} ({rate:.1%} of each matrix)")
     for name, n in s["sizes"].items():
         t.add_row(name, f"{n:,}")
@@ -485,6 +487,7 @@ def train(
     from langloc.regions.study import folder_corpus, folder_info
     from langloc.train.trainer import MODES, forgetting
 
+    settings = preset_settings(preset, r=r, alpha=alpha)
     mode_list = _langs(modes)
     bad = [m for m in mode_list if m not in MODES]
     if bad or not mode_list:
@@ -527,8 +530,9 @@ def transfer(
     target: str = typer.Option("en", help="Language of the answer choices (the Bible translation task)."),
     train_items: int = typer.Option(200, help="Training items (stats split)."),
     eval_items: int = typer.Option(100, help="Evaluation items per language (eval split, disjoint verses)."),
-    r: int = typer.Option(8, help="LoRA rank."),
-    alpha: int = typer.Option(16, help="LoRA alpha."),
+    preset: str = typer.Option("langloc", help="Adapter settings: langloc (r 8, alpha 16, gate and up projections) or mondal (the reference code's: r 8, alpha 16, gate projection only, weight decay 0.1). --r / --alpha override it."),
+    r: Optional[int] = typer.Option(None, help="LoRA rank (default: the preset's, 8)."),
+    alpha: Optional[int] = typer.Option(None, help="LoRA alpha (default: the preset's, 16)."),
     attention: bool = typer.Option(True, help="Also plain LoRA on the attention projections (Mondal et al.)."),
     down: bool = typer.Option(False, help="Also adapt the MLP output projection (its neuron columns)."),
     lr: float = typer.Option(1e-5, help="AdamW learning rate."),
@@ -548,11 +552,12 @@ def transfer(
     """
     from langloc.adapters.bible_task import bible_choice_items
     from langloc.adapters.masked_lora import MODES
-    from langloc.adapters.transfer import transfer_study
+    from langloc.adapters.transfer import preset_settings, transfer_study
     from langloc.artefacts import write_csv
     from langloc.identify import NeuronSet
     from langloc.workflows import _load_model_of
 
+    settings = preset_settings(preset, r=r, alpha=alpha)
     mode_list = _langs(modes)
     bad = [m for m in mode_list if m not in MODES]
     if bad or not mode_list:
@@ -564,7 +569,7 @@ def transfer(
     lm = _load_model_of(ns.meta, model, "float32", device, str(neurons))
     ns.check_model(lm)
     rows = transfer_study(lm, ns.layers(language), train_items=train_set, eval_items=evals, modes=mode_list,
-                          r=r, alpha=alpha, attention=attention, down=down, lr=lr, epochs=epochs,
+                          **settings, attention=attention, down=down, lr=lr, epochs=epochs,
                           batch_size=batch_size, seed=seed)
     write_csv(out_path, rows, list(dict.fromkeys(k for row in rows for k in row)))
     t = Table("condition", *evals, title=f"choice accuracy after training on {language} items")
@@ -584,7 +589,9 @@ def share(
     items: int = typer.Option(50, help="Parallel items per task."),
     threshold: float = typer.Option(0.0, help="A neuron is activated in a language if its activation is above this."),
     position: str = typer.Option("last", help="last: the activation at the last prompt token (the paper's); all: over all prompt tokens, reduced by --reduce (attribution stays at the last token)."),
-    reduce: str = typer.Option("mean", help="With --position all: mean over the tokens, or max (= activated if any token is above the threshold)."),
+    reduce: str = typer.Option("any", help="With --position all: any (= max: activated if any token is above the threshold, the reference code's) or mean over the tokens."),
+    gold_tokens: str = typer.Option("joint", help="Gold token for the effective score and gradients: joint (the token at the prompt's length in the tokenisation of prompt + continuation, the reference code's) or separate (the continuation tokenised on its own)."),
+    top_k: int = typer.Option(800, help="top_contribution.csv: category make-up of the top_k neurons of largest contribution per layer (the reference code's 800)."),
     causal: bool = typer.Option(False, "--causal", help="Also deactivate all-shared / specific / random neurons (same count per layer) and boost all-shared ones; accuracy per language."),
     boost: str = typer.Option("1.5,2", help="Factors that --causal multiplies all-shared neurons by."),
     boost_controls: bool = typer.Option(True, help="With --causal: also boost random neurons of the same count."),
@@ -607,7 +614,7 @@ def share(
     Example: [bold]langloc share -m gemma-3-270m -l en,fr,es,zh,ru,ja --items 30 --causal -o share/[/]
     """
     from langloc.models import load_model
-    from langloc.share.capture import check_position
+    from langloc.share.capture import check_gold_tokens, check_position
     from langloc.share.categories import CATEGORIES, check_threshold
     from langloc.share.causal import check_boosts
     from langloc.share.study import share_study
@@ -624,6 +631,9 @@ def share(
         raise LanglocError(f"sharing categories need at least 2 languages, got {len(langs)} ({languages!r})")
     threshold = check_threshold(threshold)
     check_position(position, reduce)
+    check_gold_tokens(gold_tokens)
+    if top_k < 1:
+        raise LanglocError(f"--top-k must be at least 1, got {top_k}")
     boosts = check_boosts(_langs(boost))
     if causal and not boosts:
         raise LanglocError("--boost needs at least one factor, e.g. 1.5,2")
@@ -635,7 +645,7 @@ def share(
     task_items = {n: t.items(langs, items, split=split, seed=seed) for n, t in task_objs.items()}
     lm = load_model(model, dtype=dtype, device=device, neuron_site=neuron_site)
     meta = share_study(lm, task_objs, task_items, out=out_dir, threshold=threshold, position=position, reduce=reduce,
-                       causal=causal, boosts=boosts, boost_controls=boost_controls, seed=seed, batch_size=batch_size,
+                       gold_tokens=gold_tokens, top_k=top_k, causal=causal, boosts=boosts, boost_controls=boost_controls, seed=seed, batch_size=batch_size,
                        settings={"split": split, "command": "share"})
     t = Table("task", "items", *[c.replace("_", "-") for c in CATEGORIES], "stability",
               title=f"category shares (mean over layers and items), {lm.name}, threshold {threshold:g}, {position} token")
@@ -655,7 +665,8 @@ def share(
                 count = next(r["n_neurons"] for r in rows if r["task"] == n and r["condition"] == cond)
                 ct.add_row(cond, count, *[f"{cells[x]:.3f}" for x in langs], f"{sum(cells.values()) / len(cells):.3f}")
             out.print(ct)
-    out.print(f"-> {out_dir}/categories.csv, stability.csv, attribution.csv{', causal.csv' if causal else ''}, "
+    out.print(f"-> {out_dir}/categories.csv, stability.csv, attribution.csv, attribution_reference.csv, "
+              f"top_contribution.csv{', causal.csv' if causal else ''}, "
               f"share.json, plots/ ({time.time() - start:.0f} s)")
 
 

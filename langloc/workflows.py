@@ -19,7 +19,7 @@ from langloc.evaluate.ablation import ablate, write_ablation_csv
 from langloc.models import load_model
 from langloc.report import plot_ablation, plot_neurons_per_layer, plot_overlap
 from langloc.identify import NeuronSet, export_lape, import_lape, lape_from_stats
-from langloc.identify.expert_units import expert_units
+from langloc.identify.expert_units import expert_units, percentile_median
 from langloc.identify.thresholding import threshold_from_stats
 from langloc.stats.responses import load_responses, responses_file, save_responses, segment_responses
 from langloc.stats import ActivationStats, read_run, save_run
@@ -74,7 +74,7 @@ def collect_responses_run(lm, corpus, languages: list[str], run: str | Path, *, 
 
 def median_responses(run: str | Path, languages: list[str]) -> dict:
     """Per language, the median segment response [L, I] of every neuron (where collected)."""
-    return {lang: load_responses(run, lang).median(0).values for lang in languages
+    return {lang: percentile_median(load_responses(run, lang)) for lang in languages
             if responses_file(run, lang).is_file()}
 
 

@@ -265,3 +265,14 @@ def test_transfer_with_a_neuron_masked_adapter(setup, tmp_path):
                                                             ("neurons", "ru"), ("none", "fr"), ("none", "ru")]
     assert all(0.0 <= float(r["accuracy"]) <= 1.0 for r in rows)
     assert float([r for r in rows if r["condition"] == "neurons"][0]["mask_leak"]) == 0.0
+    neurons = [r for r in rows if r["condition"] == "neurons"][0]
+    assert (neurons["lora_r"], neurons["lora_alpha"], neurons["gate_only"], neurons["weight_decay"]) == ("8", "16", "False", "0.0")
+    # The reference code's preset: the gate projection only, weight decay 0.1; --r overrides it.
+    out2 = tmp_path / "mondal.csv"
+    assert invoke("transfer", "-n", run / "neurons" / "lape.json", "--language", "fr", "-l", "ru", "-o", out2,
+                  "--modes", "neurons", "--preset", "mondal", "--r", "4", "--train-items", "4", "--eval-items", "4",
+                  "--batch-size", "2", "--device", "cpu") == 0
+    m = [r for r in csv.DictReader(out2.open()) if r["condition"] == "neurons"][0]
+    assert (m["lora_r"], m["lora_alpha"], m["gate_only"], m["weight_decay"]) == ("4", "16", "True", "0.1")
+    assert invoke("transfer", "-n", run / "neurons" / "lape.json", "--language", "fr", "-l", "ru", "-o", out2,
+                  "--preset", "qlora", "--device", "cpu") == 2

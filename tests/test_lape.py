@@ -1,4 +1,4 @@
-"""LAPE is exactly methods.md §1: a hand-computed example and an independent literal version."""
+"""LAPE is exactly docs/methods.md §1: a hand-computed example and an independent literal version."""
 
 import numpy as np
 import pytest
@@ -43,7 +43,7 @@ def test_top_rate_keeps_lowest_entropy_and_bar_is_separate_parameter():
 
 
 def literal_lape(over_zero, n, top_rate, filter_rate, bar_ratio):
-    """methods.md §1 written out with numpy loops, independently of langloc's tensor code."""
+    """docs/methods.md §1 written out with numpy loops, independently of langloc's tensor code."""
     K, L, I = over_zero.shape
     p = over_zero / n[:, None, None]
     flat = np.sort(p.flatten())

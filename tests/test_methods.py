@@ -43,23 +43,80 @@ def test_average_precision_hand_example():
     # Perfect and worst detectors.
     both = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
     ap = average_precision(both, pos)
-    assert ap[0].item() == 1.0 and ap[1].item() == pytest.approx((1 / 3 + 2 / 4) / 2)
+    # Worst: both negatives tie at 1, both positives at 0: one threshold with precision 2/4.
+    assert ap[0].item() == 1.0 and ap[1].item() == pytest.approx(2 / 4)
 
 
-@settings(max_examples=30, deadline=None)
-@given(st.lists(st.tuples(st.floats(-5, 5, allow_nan=False), st.booleans()), min_size=2, max_size=30))
-def test_average_precision_matches_its_definition(rows):
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([-1.0, 0.0, 0.0, 0.5, 2.0]) | st.floats(-5, 5, allow_nan=False),
+                          st.booleans()), min_size=2, max_size=30))
+def test_average_precision_matches_sklearn(rows):
+    # Many exact ties (zeros, as a ReLU gives): sklearn's average_precision_score, the
+    # reference code's, treats equal scores as one threshold.
+    from sklearn.metrics import average_precision_score
+
     scores = torch.tensor([[s] for s, _ in rows], dtype=torch.float64)
     pos = torch.tensor([p for _, p in rows])
     if pos.all() or not pos.any():
         return
-    order = sorted(range(len(rows)), key=lambda i: -rows[i][0])  # Python's sort is stable too
-    hits, total = 0, 0.0
-    for rank, i in enumerate(order, 1):
-        if rows[i][1]:
-            hits += 1
-            total += hits / rank
-    assert average_precision(scores, pos).item() == pytest.approx(total / int(pos.sum()))
+    expected = average_precision_score(pos.numpy().astype(int), scores[:, 0].numpy())
+    assert average_precision(scores, pos).item() == pytest.approx(expected, abs=1e-12)
+
+
+def test_average_precision_ties_share_one_threshold():
+    # A constant unit: every segment ties, so precision is the share of positives whatever the
+    # order (a rank-by-rank AP gave 1.0 / 0.31 / 0.19 for the first / second / third language).
+    labels = torch.arange(3).repeat_interleave(4)  # 3 languages x 4 segments, in language order
+    const = torch.zeros(12, 1)
+    for k in range(3):
+        assert average_precision(const, labels == k).item() == pytest.approx(1 / 3, abs=1e-15)
+    # Partly tied: scores 2,2,1,1 with labels +,-,-,+: thresholds 2 (P 1/2, R 1/2) and 1 (P 2/4, R 1).
+    s = torch.tensor([[2.0], [2.0], [1.0], [1.0]])
+    assert average_precision(s, torch.tensor([True, False, False, True])).item() == pytest.approx(0.5)
+    assert average_precision(s, torch.tensor([False, True, True, False])).item() == pytest.approx(0.5)
+
+
+def test_expert_units_do_not_depend_on_segment_or_language_order():
+    # Units with many exact ties (a ReLU-like zero floor, constant units, two-valued units):
+    # permuting the segments within each language and the order of the languages leaves every
+    # AP bit-identical and every set unchanged.
+    g = torch.Generator().manual_seed(3)
+    langs = ["a", "b", "c"]
+    resp = {}
+    for k, lang in enumerate(langs):
+        r = torch.relu(torch.randn(12, 2, 16, generator=g) - 0.3 + 0.5 * k * (torch.arange(16) % 3 == 0))
+        r[:, :, 0] = 1.0  # constant: ties everywhere
+        r[:, :, 1] = (torch.arange(12) % 2).float().view(12, 1)  # two values
+        resp[lang] = r
+    base, med = expert_units(resp, n=8)
+    for trial in range(3):
+        perm = torch.Generator().manual_seed(10 + trial)
+        order = [langs[i] for i in torch.randperm(3, generator=perm).tolist()]
+        shuffled = {lang: resp[lang][torch.randperm(12, generator=perm)] for lang in order}
+        ns, med2 = expert_units(shuffled, n=8)
+        for lang in langs:
+            assert [t.tolist() for t in ns.layers(lang)] == [t.tolist() for t in base.layers(lang)]
+            assert ns.params["ap"][lang] == base.params["ap"][lang]
+            assert torch.equal(med2[lang], med[lang])
+    # The constant unit's AP is 1/3 for every language (stable rank-by-rank AP gave 1.0 for "a").
+    flat = torch.cat([resp[x].reshape(12, -1) for x in langs])
+    labels = torch.arange(3).repeat_interleave(12)
+    for k in range(3):
+        assert average_precision(flat[:, :1], labels == k).item() == pytest.approx(1 / 3)
+
+
+def test_median_response_is_numpy_percentile_50():
+    import numpy as np
+
+    from langloc.identify.expert_units import percentile_median
+
+    g = torch.Generator().manual_seed(0)
+    for S in (1, 2, 5, 6):
+        x = torch.randn(S, 3, 7, generator=g)
+        expected = torch.from_numpy(np.percentile(x.double().numpy(), 50, axis=0)).float()
+        assert torch.allclose(percentile_median(x), expected, atol=1e-7)
+    x = torch.tensor([[0.0], [1.0], [3.0], [10.0]])
+    assert percentile_median(x).item() == 2.0  # torch.median would give 1.0
 
 
 def test_expert_units_take_top_and_bottom_by_ap():
@@ -72,7 +129,9 @@ def test_expert_units_take_top_and_bottom_by_ap():
     ns, medians = expert_units({"a": a, "b": b}, n=2)
     assert ns.layers("a")[0].tolist() == [0, 5]
     assert ns.layers("b")[0].tolist() == [0, 5]  # the mirror image: b lacks what a has
-    assert torch.equal(medians["a"], a.median(0).values)
+    # np.percentile's median: 20 segments, the mean of the 10th and 11th values.
+    srt = a.sort(0).values
+    assert torch.allclose(medians["a"], (srt[9] + srt[10]) / 2)
     with pytest.raises(LanglocError, match="even number"):
         expert_units({"a": a, "b": b}, n=3)
 

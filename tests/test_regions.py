@@ -14,7 +14,7 @@ from langloc.regions import region_parameters, zeroed
 from langloc.regions.ablation import region_ablation
 from langloc.regions.dimensions import dimension_counts, entry_on_dimension, hidden_axis, perturbed
 from langloc.regions.importance import compute_importance, load_importance
-from langloc.regions.regions import Regions, build_regions, regions_from_scores
+from langloc.regions.regions import Regions, build_regions, region_count, regions_from_scores
 from tiny import save_tiny_llama, write_folder_corpus
 
 
@@ -48,9 +48,31 @@ def test_top_bottom_and_monolingual_regions_on_a_hand_example():
 def test_an_entry_top_for_two_languages_is_monolingual_for_neither():
     en = torch.tensor([[5., 4., 0., 0.]])
     fr = torch.tensor([[5., 0., 4., 0.]])
-    r = regions_from_scores({"en": {"w": en}, "fr": {"w": fr}}, rate=0.5 - 1e-9)  # k = 2
+    r = regions_from_scores({"en": {"w": en}, "fr": {"w": fr}}, rate=0.5 - 1e-9, rounding="nearest")  # k = 2
     assert r["mono:en"]["w"].tolist() == [1]
     assert r["mono:fr"]["w"].tolist() == [2]
+
+
+def test_region_size_rounds_down_like_the_reference():
+    # 0.01 * 36 = 0.36 -> at least 1; 0.3 * 5 = 1.5 -> floor 1, nearest 2; 0.01 * 250 = 2.5 -> 2 / 2 (banker's)
+    assert region_count(36, 0.01) == 1 and region_count(5, 0.3) == 1 and region_count(5, 0.3, "nearest") == 2
+    assert region_count(1999, 0.01) == 19 and region_count(1999, 0.01, "nearest") == 20
+    s = {"en": {"w": torch.arange(20.0).view(4, 5)}}
+    assert len(regions_from_scores(s, rate=0.19)["top"]["w"]) == 3  # int(3.8)
+    assert len(regions_from_scores(s, rate=0.19, rounding="nearest")["top"]["w"]) == 4
+    with pytest.raises(LanglocError, match="rounding"):
+        regions_from_scores(s, rounding="ceil")
+
+
+def test_monolingual_bottom_regions():
+    # Bottom 2 of en = {2, 3} (zeros, lower index first); of fr = {0, 3}; shared entry 3 drops out.
+    en = torch.tensor([[5., 4., 0., 0.]])
+    fr = torch.tensor([[0., 1., 2., 0.]])
+    r = regions_from_scores({"en": {"w": en}, "fr": {"w": fr}}, rate=0.5 - 1e-9, rounding="nearest")
+    assert r["mono-bottom:en"]["w"].tolist() == [2]
+    assert r["mono-bottom:fr"]["w"].tolist() == [0]
+    assert r["mono:en"]["w"].tolist() == [0] and r["mono:fr"]["w"].tolist() == [2]  # top 2: {0, 1} and {1, 2}
+    assert not regions_from_scores({"en": {"w": en}, "fr": {"w": fr}}, monolingual=False).keys() & {"mono-bottom:en"}
 
 
 def test_random_region_depends_on_the_seed_only():
@@ -133,10 +155,10 @@ def test_importance_refuses_a_folder_of_another_model(lm, corpus, tmp_path):
 def test_region_file_roundtrip_and_refusal(lm, corpus, tmp_path):
     out = compute_importance(lm, corpus, ["en", "fr"], tmp_path / "imp", tokens=128, window=64, progress=False)
     regions = build_regions(out, rate=0.05, lm=lm)
-    assert regions.names == ["top", "bottom", "random", "mono:en", "mono:fr"]
+    assert regions.names == ["top", "bottom", "random", "mono:en", "mono:fr", "mono-bottom:en", "mono-bottom:fr"]
     params = region_parameters(lm)
     for name in ("top", "bottom", "random"):
-        assert {n: len(i) for n, i in regions[name].items()} == {n: round(0.05 * p.numel()) for n, p in params.items()}
+        assert {n: len(i) for n, i in regions[name].items()} == {n: int(0.05 * p.numel()) for n, p in params.items()}
     path = regions.save(tmp_path / "regions.safetensors")
     back = Regions.load(path)
     assert back.meta["rate"] == 0.05 and back.names == regions.names

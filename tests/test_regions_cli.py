@@ -28,7 +28,13 @@ def test_regions_ablation_and_perturbation_end_to_end(folder, capsys):
     assert sorted(p.name for p in (out / "importance").glob("*.safetensors")) == ["en.safetensors", "fr.safetensors",
                                                                                   "ru.safetensors"]
     regions = Regions.load(out / "regions.safetensors")
-    assert regions.names == ["top", "bottom", "random", "mono:en", "mono:fr", "mono:ru"]
+    assert regions.names == ["top", "bottom", "random", "mono:en", "mono:fr", "mono:ru", "mono-bottom:en", "mono-bottom:fr", "mono-bottom:ru"]
+    assert regions.meta["rounding"] == "floor"
+    # Sizes round down as the reference code's int(rate * numel): 0.05 of a 64 x 32 matrix is 102.4 -> 102.
+    sizes = {p: len(i) for p, i in regions["top"].items()}
+    assert all(len(i) == max(1, int(0.05 * regions.meta["shapes"][p][0] * (regions.meta["shapes"][p] + [1])[1]))
+               for p, i in regions["top"].items()), sizes
+    assert invoke("regions", out, "--rounding", "ceil", "--device", "cpu") == 2
     summary = json.loads((out / "regions.json").read_text())
     assert len(summary["densest_dimensions"]) == 5 and summary["rate"] == 0.05
     dims = list(csv.DictReader((out / "dimensions.csv").open()))

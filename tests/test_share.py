@@ -13,7 +13,7 @@ from langloc.errors import LanglocError
 from langloc.intervene import Edit, Intervention
 from langloc.models.loading import bind
 from langloc.share import (
-    CATEGORIES, CategoryAttribution, capture, category_shares, causal_sets, classify, column_norms, conditions,
+    CATEGORIES, CategoryAttribution, ReferenceAggregation, TopContribution, capture, category_shares, causal_sets, classify, column_norms, conditions,
     gold_directions, neuron_scores, stability,
 )
 from langloc.tasks import get_task
@@ -151,6 +151,74 @@ def test_capture_sees_set_activations_and_scores_are_exact(arch):
     assert expected[1].tolist() == [S, S, P, S, P, P, A, N]  # (i + 1) % 8 = 1..7, 0: bits set 1,1,2,1,2,2,3,0
 
 
+def test_reference_aggregation_max_mean_min_sum_with_empty_as_zero():
+    # One layer, 5 neurons: codes all-shared, all-shared, specific, non, non; partial-shared empty.
+    codes = torch.tensor([[A, A, S, N, N]], dtype=torch.int8)
+    v = torch.tensor([[1.0, 3.0, 5.0, -2.0, 4.0]])
+    agg = ReferenceAggregation.aggregate(codes, v)
+    assert agg[0, A].tolist() == [3.0, 2.0, 1.0, 4.0]
+    assert agg[0, P].tolist() == [0.0, 0.0, 0.0, 0.0]  # empty: 0, not NaN
+    assert agg[0, S].tolist() == [5.0, 5.0, 5.0, 5.0]
+    assert agg[0, N].tolist() == [4.0, 1.0, -2.0, 2.0]
+    # Two items of one language: the second has no all-shared neuron. The reference averages the
+    # per-item aggregates (with 0 for the empty one); langloc's pooled mean averages neurons.
+    ref, pooled = ReferenceAggregation(1, 1), CategoryAttribution(1)
+    codes2 = torch.tensor([[S, S, S, N, N]], dtype=torch.int8)
+    v2 = torch.tensor([[10.0, 0.0, 2.0, 1.0, 1.0]])
+    for c, x in ((codes, v), (codes2, v2)):
+        ref.add(0, c, x, x)
+        pooled.add(c, x, x)
+    m = ref.means()["effective"][0, 0]
+    assert m[A].tolist() == [1.5, 1.0, 0.5, 2.0]  # (3+0)/2, (2+0)/2, (1+0)/2, (4+0)/2
+    assert m[S].tolist() == [7.5, 4.5, 2.5, 8.5]  # (5+10)/2, (5+4)/2, (5+0)/2, (5+12)/2
+    pm = pooled.means()["effective"][0]
+    assert pm[A].item() == 2.0 and pm[S].item() == pytest.approx(17 / 4) and math.isnan(pm[P].item())
+
+
+def test_top_contribution_make_up():
+    codes = torch.tensor([[A, S, N, P, A], [N, N, N, N, A]], dtype=torch.int8)
+    contrib = torch.tensor([[5.0, 4.0, 0.0, 1.0, 3.0], [1.0, 2.0, 3.0, 4.0, 0.0]])
+    top = TopContribution(2, 2, top_k=3)
+    top.add(0, codes, contrib)  # layer 0's top 3: neurons 0 (A), 1 (S), 4 (A); layer 1's: 3, 2, 1 (all N)
+    s = top.shares()
+    assert s[0, 0].tolist() == pytest.approx([2 / 3, 0, 1 / 3, 0]) and s[0, 1].tolist() == pytest.approx([0, 0, 0, 1])
+    assert s[1].sum().item() == 0  # no instance of language 1 yet
+    big = TopContribution(1, 2, top_k=800)  # fewer neurons than top_k: all of them
+    big.add(0, codes, contrib)
+    assert big.shares()[0, 1].tolist() == pytest.approx([0.2, 0, 0, 0.8])
+
+
+class _MergingTokenizer:
+    """Greedy longest match over a tiny vocabulary in which "ab" is one token."""
+    vocab = {"ab": 10, "a": 1, "b": 2, "c": 3, "bc": 11}
+    bos_token_id = 0
+
+    def __call__(self, text, add_special_tokens=False):
+        ids, i = [], 0
+        while i < len(text):
+            piece = text[i:i + 2] if text[i:i + 2] in self.vocab else text[i]
+            ids.append(self.vocab[piece])
+            i += len(piece)
+        return {"input_ids": ids}
+
+
+@pytest.mark.parametrize("add_bos", [False, True])
+def test_gold_token_joint_versus_separate(add_bos):
+    from types import SimpleNamespace
+
+    from langloc.share.capture import encode_prompts
+
+    lm = SimpleNamespace(tokenizer=_MergingTokenizer(), add_bos=add_bos)
+    # Prompt "a", gold "bc": on its own the gold starts with "bc" (11); in "abc" the prompt's
+    # length lands on "c" (3), because "ab" is one token: the reference code's gold token.
+    ctx, gold = encode_prompts(lm, ["a", "c"], ["bc", "a"], "joint")
+    assert gold == [3, 1] and ctx == [[0, 1] if add_bos else [1], [0, 3] if add_bos else [3]]
+    _, sep = encode_prompts(lm, ["a", "c"], ["bc", "a"], "separate")
+    assert sep == [11, 1]
+    with pytest.raises(LanglocError, match="gold-token rule"):
+        encode_prompts(lm, ["a"], ["b"], "both")
+
+
 def test_gradient_x_activation_matches_finite_differences():
     # GPT-2 computes everything in float64 here (Llama's RMSNorm works in float32), so central
     # differences are exact to ~1e-9; the gradient reaches layer 0 through layer 1's neurons too.
@@ -188,13 +256,16 @@ def test_position_all_reduces_over_prompt_tokens_without_bos():
 
     h = lm.neuron_modules[1].register_forward_hook(hook)
     try:
-        mean = capture(lm, ["abc"], [" d"], position="all", gradients=False)
+        mean = capture(lm, ["abc"], [" d"], position="all", reduce="mean", gradients=False)
     finally:
         h.remove()
     a = seen["a"][0, 1:]  # tokens after BOS
     assert torch.allclose(mean.stat[0, 1], a.mean(0), atol=1e-6)
     top = capture(lm, ["abc"], [" d"], position="all", reduce="max", gradients=False)
     assert torch.allclose(top.stat[0, 1], a.max(0).values)
+    # The default is the reference code's "any token": the maximum (above 0 iff any token is).
+    default = capture(lm, ["abc"], [" d"], position="all", gradients=False)
+    assert torch.equal(default.stat, top.stat) and not torch.allclose(default.stat, mean.stat)
     assert torch.equal(top.last[0, 1], a[-1])
 
 
@@ -293,6 +364,22 @@ def test_cli_share_end_to_end(tiny_folder, tmp_path):
         attr = list(csv.DictReader(fh))
     assert len(attr) == 2 * 2 * 4
     assert sum(int(r["n"]) for r in attr if r["task"] == "bible-lm") == 2 * 3 * 2 * 64  # items x langs x neurons
+    with open(out / "attribution_reference.csv") as fh:
+        ref = list(csv.DictReader(fh))
+    assert list(ref[0]) == ["task", "language", "layer", "category", "score", "items", "max", "mean", "min", "sum"]
+    assert len(ref) == 2 * 3 * 2 * 4 * len(CategoryAttribution.FIELDS)  # tasks x langs x layers x categories x scores
+    assert {r["items"] for r in ref} == {"2"}
+    for r in ref:
+        if r["score"] == "contribution":  # contributions are >= 0: max >= mean >= min >= 0, sum >= max
+            assert float(r["max"]) >= float(r["mean"]) - 1e-12 >= float(r["min"]) - 2e-12 >= -2e-12
+            assert float(r["sum"]) >= float(r["max"]) - 1e-12
+    with open(out / "top_contribution.csv") as fh:
+        top = list(csv.DictReader(fh))
+    assert len(top) == 2 * 3 * 2 * 4 and {r["top_k"] for r in top} == {"800"}
+    for task in ("bible-lm", "bible-choice"):
+        for lang in ("en", "fr", "ru"):
+            assert sum(float(r["share"]) for r in top if r["task"] == task and r["language"] == lang
+                       and r["layer"] == "1") == pytest.approx(1, abs=1e-5)
     with open(out / "causal.csv") as fh:
         causal = list(csv.DictReader(fh))
     assert list(causal[0])[:5] == ["task", "condition", "language", "accuracy", "n_neurons"]
@@ -303,6 +390,7 @@ def test_cli_share_end_to_end(tiny_folder, tmp_path):
     assert counts["zero:specific"] == counts["zero:random(specific)"]
     meta = json.loads((out / "share.json").read_text())
     assert meta["languages"] == ["en", "fr", "ru"] and meta["threshold"] == 0.0 and meta["position"] == "last"
+    assert meta["gold_tokens"] == "joint" and meta["top_k"] == 800
     assert meta["tasks"]["bible-choice"]["target"] == "de" and meta["model"]["intermediate_size"] == 64
     stab_lm = [r for r in stab if r["task"] == "bible-lm"]
     assert counts["zero:all_shared"] == sum(r["modal_category"] == "all_shared" for r in stab_lm)
@@ -316,6 +404,9 @@ def test_cli_share_end_to_end(tiny_folder, tmp_path):
     (["--threshold", "nan"], "threshold must be finite"),
     (["--threshold", "inf"], "threshold must be finite"),
     (["--position", "first"], "unknown position 'first'"),
+    (["--position", "all", "--reduce", "median"], "unknown reduction 'median'"),
+    (["--gold-tokens", "both"], "unknown gold-token rule 'both'"),
+    (["--top-k", "0"], "--top-k must be at least 1"),
     (["--causal", "--boost", "2,x"], "boost factors must be numbers"),
     (["--causal", "--boost", "-1"], "finite and positive"),
     (["-l", "en,xx"], "unknown language(s) xx"),

@@ -1,4 +1,4 @@
-"""Neuron-masked LoRA (Mondal et al. 2025, methods.md §5) on top of PEFT.
+"""Neuron-masked LoRA (Mondal et al. 2025, docs/methods.md §6) on top of PEFT.
 
 A LoRA adapter on a layer's MLP *input* projections (``gate_proj`` and ``up_proj`` of gated
 MLPs; ``c_fc``/``fc1``/``dense_h_to_4h`` otherwise) whose update touches only the rows of

@@ -10,6 +10,27 @@ from langloc.adapters.masked_lora import MODES, mask_leak, masked_lora, remove_a
 from langloc.adapters.train import train_adapter
 from langloc.errors import LanglocError
 
+# Adapter settings by name (docs/methods.md §6). "mondal" is soumenkm/LangSpecificNeurons'
+# code/lora_cls_finetune.py: LoRA r 8, alpha 16 on the gate projection only (not up), AdamW
+# with weight decay 0.1, lr 1e-5. Its 4-bit base model and linear classification head over the
+# last hidden state are not reproduced: langloc trains the LM itself on the answer tokens.
+PRESETS = {
+    "langloc": {"r": 8, "alpha": 16, "gate_only": False, "weight_decay": 0.0},
+    "mondal": {"r": 8, "alpha": 16, "gate_only": True, "weight_decay": 0.1},
+}
+
+
+def preset_settings(preset: str, *, r: int | None = None, alpha: int | None = None) -> dict:
+    """The preset's adapter settings, with ``r`` / ``alpha`` overriding it where given."""
+    if preset not in PRESETS:
+        raise LanglocError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
+    out = dict(PRESETS[preset])
+    if r is not None:
+        out["r"] = r
+    if alpha is not None:
+        out["alpha"] = alpha
+    return out
+
 
 def _evaluate(model, eval_items, batch_size, progress) -> dict[str, dict]:
     out = {}
@@ -62,7 +83,8 @@ def transfer_study(
             trained = train_adapter(lm, pairs, lr=lr, weight_decay=weight_decay, epochs=epochs,
                                     batch_size=batch_size, seed=seed, progress=progress)
             spec = peft_model.langloc_spec
-            info = {"train_loss_first": trained.losses[0], "train_loss_last": trained.final_loss,
+            info = {"lora_r": r, "lora_alpha": alpha, "gate_only": gate_only, "weight_decay": weight_decay,
+                    "train_loss_first": trained.losses[0], "train_loss_last": trained.final_loss,
                     "train_steps": trained.steps, "train_seconds": round(trained.seconds, 2),
                     "trainable": trainable_parameters(peft_model),
                     "neurons": None if spec.neurons is None else sum(len(i) for i in spec.neurons),

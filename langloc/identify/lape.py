@@ -1,4 +1,4 @@
-"""LAPE: language activation probability entropy (Tang et al., ACL 2024), methods.md §1.
+"""LAPE: language activation probability entropy (Tang et al., ACL 2024), docs/methods.md §1.
 
 Given per-language counts ``over_zero[k, l, j]`` and token counts ``n[k]``:
 

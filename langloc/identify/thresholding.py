@@ -1,11 +1,15 @@
-"""Activation-probability thresholding (Mondal et al. 2025), methods.md §2.
+"""Activation-probability thresholding (Mondal et al. 2025), docs/methods.md §2.
 
 Per language k, the ``round(rate · L · I)`` neurons with the highest activation probability
 ``p[k, l, j]`` (ties: lower layer, then lower index). With ``other_max`` set, only neurons
-whose probability in every *other* language is at most ``other_max`` are candidates (the
-paper's optional "rarely active elsewhere" filter). Without it, in models whose gates are
-open most of the time (Gemma: the 95th percentile of p is 0.90), the top neurons are the
-ones active in every language, so the filter is what makes the sets language-specific.
+whose probability in every *other* language is at most ``other_max`` are candidates: a
+langloc addition, not in the reference code (soumenkm/LangSpecificNeurons takes the plain
+per-language top-k). Without it, in models whose gates are open most of the time (Gemma: the
+95th percentile of p is 0.90), the top neurons are the ones active in every language, so the
+filter is what makes the sets language-specific.
+
+The reference code also ranks by the probability of exceeding the language's own per-neuron
+75th / 90th / 95th percentile; langloc does not offer those scores (why: docs/methods.md §2).
 """
 
 from __future__ import annotations

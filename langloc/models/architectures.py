@@ -1,7 +1,7 @@
 """The one table of architecture facts: where a decoder layer's MLP neuron lives.
 
 A *neuron* is one intermediate unit of a layer's MLP, read at the output of the activation
-module (methods.md): ``act_fn(gate_proj(x))[j]`` for gated MLPs, ``act(fc(x))[j]`` otherwise.
+module (docs/methods.md): ``act_fn(gate_proj(x))[j]`` for gated MLPs, ``act(fc(x))[j]`` otherwise.
 Paths are relative to ``model.base_model`` (the decoder body that ``collect`` runs without the
 LM head). ``down`` is the projection that reads the neurons back into the residual stream
 (its input dimension is the number of neurons, and its column j is neuron j's output weight).

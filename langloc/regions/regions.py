@@ -1,12 +1,18 @@
 """Core and monolingual linguistic regions from importance scores (Zhang et al.).
 
-Within *each* decoder-layer weight matrix, with ``k = max(1, round(rate · entries))``:
+Within *each* decoder-layer weight matrix, with ``k = max(1, int(rate · entries))`` (rounded
+down, as the reference code's ``int(k * numel)``; ``rounding="nearest"`` rounds to nearest,
+langloc's earlier rule):
 
 - ``top``: the k entries with the largest core score, the sum of I_lang over the languages;
 - ``bottom``: the k entries with the smallest core score;
 - ``random``: k entries drawn uniformly (seeded per matrix) — the control;
 - ``mono:<lang>``: entries in the top k of ``lang``'s own score and in the top k of no other
-  language's (so its size varies by language).
+  language's (so its size varies by language);
+- ``mono-bottom:<lang>``: entries in the bottom k of ``lang``'s own score and in the bottom k
+  of no other language's (the reference code's monolingual *bottom* region, a control).
+
+See docs/methods.md §5.
 
 Ties (bfloat16 scores make them common at the boundary) are broken by the lower flat index, so
 a region is a deterministic function of the scores. The artefact is one safetensors file with a
@@ -95,8 +101,19 @@ def _bottom(scores: torch.Tensor, k: int) -> torch.Tensor:
     return order[:k].sort().values
 
 
-def region_count(numel: int, rate: float) -> int:
-    return max(1, round(rate * numel))
+ROUNDINGS = ("floor", "nearest")
+
+
+def region_count(numel: int, rate: float, rounding: str = "floor") -> int:
+    """Entries per region of a matrix: ``int(rate · numel)`` (the reference code's) or, with
+    ``rounding="nearest"``, ``round(rate · numel)``; at least 1."""
+    check_rounding(rounding)
+    return max(1, int(rate * numel) if rounding == "floor" else round(rate * numel))
+
+
+def check_rounding(rounding: str) -> None:
+    if rounding not in ROUNDINGS:
+        raise LanglocError(f"unknown rounding {rounding!r}; use one of {', '.join(ROUNDINGS)}")
 
 
 def check_rate(rate: float) -> None:
@@ -104,10 +121,19 @@ def check_rate(rate: float) -> None:
         raise LanglocError(f"rate must be in (0, 0.5), got {rate}")
 
 
+def _only_mine(picks: dict[str, torch.Tensor], numel: int) -> dict[str, torch.Tensor]:
+    """Per language, its picked entries that no other language picked."""
+    hits = torch.zeros(numel, dtype=torch.int16)
+    for idx in picks.values():
+        hits[idx] += 1
+    return {lang: idx[hits[idx] == 1] for lang, idx in picks.items()}
+
+
 def regions_from_scores(scores: dict[str, dict[str, torch.Tensor]], *, rate: float = 0.01, seed: int = 0,
-                        monolingual: bool = True) -> dict[str, Region]:
-    """Top / Bottom / Random (and monolingual) regions from ``scores[lang][param]``."""
+                        monolingual: bool = True, rounding: str = "floor") -> dict[str, Region]:
+    """Top / Bottom / Random (and monolingual top and bottom) regions from ``scores[lang][param]``."""
     check_rate(rate)
+    check_rounding(rounding)
     if not scores:
         raise LanglocError("no importance scores given")
     langs = list(scores)
@@ -115,31 +141,30 @@ def regions_from_scores(scores: dict[str, dict[str, torch.Tensor]], *, rate: flo
     out: dict[str, Region] = {"top": {}, "bottom": {}, "random": {}}
     if monolingual:
         out.update({f"mono:{lang}": {} for lang in langs})
+        out.update({f"mono-bottom:{lang}": {} for lang in langs})
     for p, name in enumerate(params):
         shape = scores[langs[0]][name].shape
-        k = region_count(shape.numel(), rate)
+        k = region_count(shape.numel(), rate, rounding)
         core = torch.stack([scores[lang][name].float() for lang in langs]).sum(0)
         out["top"][name] = _top(core, k)
         out["bottom"][name] = _bottom(core, k)
         g = torch.Generator().manual_seed(seed * 1_000_003 + p)
         out["random"][name] = torch.randperm(shape.numel(), generator=g)[:k].sort().values
         if monolingual:
-            tops = {lang: _top(scores[lang][name], k) for lang in langs}
-            hits = torch.zeros(shape.numel(), dtype=torch.int16)
-            for idx in tops.values():
-                hits[idx] += 1
-            for lang, idx in tops.items():
-                out[f"mono:{lang}"][name] = idx[hits[idx] == 1]
+            for lang, idx in _only_mine({lang: _top(scores[lang][name], k) for lang in langs}, shape.numel()).items():
+                out[f"mono:{lang}"][name] = idx
+            for lang, idx in _only_mine({lang: _bottom(scores[lang][name], k) for lang in langs}, shape.numel()).items():
+                out[f"mono-bottom:{lang}"][name] = idx
     return out
 
 
 def build_regions(folder: str | Path, *, languages: list[str] | None = None, rate: float = 0.01, seed: int = 0,
-                  lm=None) -> Regions:
+                  lm=None, rounding: str = "floor") -> Regions:
     """Regions from the importance scores in ``folder`` (see :mod:`langloc.regions.importance`)."""
     scores, info = load_importance(folder, languages, lm=lm)
-    regions = regions_from_scores(scores, rate=rate, seed=seed)
+    regions = regions_from_scores(scores, rate=rate, seed=seed, rounding=rounding)
     shapes = {name: list(t.shape) for name, t in scores[next(iter(scores))].items()}
-    meta = {"model": info["model"], "languages": list(scores), "rate": rate, "seed": seed,
+    meta = {"model": info["model"], "languages": list(scores), "rate": rate, "seed": seed, "rounding": rounding,
             "importance": {k: info[k] for k in ("corpus", "tokens", "window", "precision")}, "shapes": shapes}
     return Regions(regions, meta)
 

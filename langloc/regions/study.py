@@ -50,11 +50,11 @@ def _matrix_kind(name: str) -> str:
 
 
 def regions_step(folder: str | Path, lm, *, languages: list[str] | None = None, rate: float = 0.01, seed: int = 0,
-                 probe_tokens: int = 1024, top_dims: int = 5, progress: bool = True) -> dict:
+                 probe_tokens: int = 1024, top_dims: int = 5, progress: bool = True, rounding: str = "floor") -> dict:
     """Build the regions, locate the Top region on hidden dimensions, write files; returns the summary."""
     folder = Path(folder)
     info = folder_info(folder)
-    regions = build_regions(folder, languages=languages, rate=rate, seed=seed, lm=lm)
+    regions = build_regions(folder, languages=languages, rate=rate, seed=seed, lm=lm, rounding=rounding)
     regions.save(default_regions_file(folder))
     top = regions["top"]
     counts = dimension_counts(lm, top).numpy()

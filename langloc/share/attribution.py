@@ -1,4 +1,4 @@
-"""Per-neuron attribution at the last prompt token (methods.md §3), aggregated by category.
+"""Per-neuron attribution at the last prompt token (docs/methods.md §4), aggregated by category.
 
 For neuron i of a layer with output weight column ``W_out[:, i]`` (the column of the MLP's
 down projection that neuron i's coefficient multiplies) and coefficient ``m_i`` at the last
@@ -92,3 +92,95 @@ class CategoryAttribution:
                 row.update({f: float(means[f][layer, c]) for f in self.FIELDS})
                 out.append(row)
         return out
+
+
+AGGREGATES = ("max", "mean", "min", "sum")
+
+
+class ReferenceAggregation:
+    """The Sharing-Matters code's aggregation (docs/methods.md §4): for every (item, language)
+    instance and layer, the max, mean, min and sum of a score over each category's neurons (0
+    for all four when the category is empty in that item), then the mean over items, per
+    language. The paper's effective-score figure plots the max; its contribution figures the
+    mean and the sum."""
+
+    FIELDS = CategoryAttribution.FIELDS
+
+    def __init__(self, num_languages: int, num_layers: int):
+        self.items = torch.zeros(num_languages, dtype=torch.float64)
+        self.sums = {f: torch.zeros(num_languages, num_layers, len(CATEGORIES), len(AGGREGATES), dtype=torch.float64)
+                     for f in self.FIELDS}
+
+    @staticmethod
+    def aggregate(codes: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """``[L, 4 categories, 4 aggregates]`` of scores ``v [L, I]`` over ``codes [L, I]``."""
+        v = v.double()
+        out = torch.zeros(v.shape[0], len(CATEGORIES), len(AGGREGATES), dtype=torch.float64)
+        for c in range(len(CATEGORIES)):
+            mask = codes == c
+            n = mask.sum(-1)
+            some = n > 0
+            total = torch.where(mask, v, torch.zeros_like(v)).sum(-1)
+            out[:, c, 0] = torch.where(some, torch.where(mask, v, torch.full_like(v, -torch.inf)).amax(-1), 0.0)
+            out[:, c, 1] = torch.where(some, total / n.clamp(min=1), 0.0)
+            out[:, c, 2] = torch.where(some, torch.where(mask, v, torch.full_like(v, torch.inf)).amin(-1), 0.0)
+            out[:, c, 3] = total
+        return out
+
+    def add(self, language: int, codes: torch.Tensor, contribution: torch.Tensor, effective: torch.Tensor,
+            grad_x_act: torch.Tensor | None = None) -> None:
+        values = {"contribution": contribution, "effective": effective, "effective_abs": effective.abs()}
+        if grad_x_act is not None:
+            values.update(grad_x_act=grad_x_act, grad_x_act_abs=grad_x_act.abs())
+        self.items[language] += 1
+        for f, v in values.items():
+            self.sums[f][language] += self.aggregate(codes, v)
+
+    def means(self) -> dict[str, torch.Tensor]:
+        """Per field ``[K, L, 4 categories, 4 aggregates]``: the mean over items."""
+        return {f: s / self.items.clamp(min=1).view(-1, 1, 1, 1) for f, s in self.sums.items()}
+
+    def rows(self, task: str, languages: list[str]) -> list[dict]:
+        means = self.means()
+        out = []
+        for k, lang in enumerate(languages):
+            for layer in range(means["contribution"].shape[1]):
+                for c, name in enumerate(CATEGORIES):
+                    for f in self.FIELDS:
+                        row = {"task": task, "language": lang, "layer": layer, "category": name, "score": f,
+                               "items": int(self.items[k])}
+                        row.update({a: float(means[f][k, layer, c, i]) for i, a in enumerate(AGGREGATES)})
+                        out.append(row)
+        return out
+
+
+class TopContribution:
+    """The Sharing-Matters code's make-up of the ``top_k`` (800) neurons of largest contribution
+    in every layer: per (item, language) instance the share of them in each category, then the
+    mean over items, per language (with fewer than ``top_k`` neurons per layer, all of them)."""
+
+    def __init__(self, num_languages: int, num_layers: int, top_k: int = 800):
+        if top_k < 1:
+            raise ValueError(f"top_k must be at least 1, got {top_k}")
+        self.top_k = top_k
+        self.items = torch.zeros(num_languages, dtype=torch.float64)
+        self.sums = torch.zeros(num_languages, num_layers, len(CATEGORIES), dtype=torch.float64)
+
+    def add(self, language: int, codes: torch.Tensor, contribution: torch.Tensor) -> None:
+        k = min(self.top_k, contribution.shape[-1])
+        # Ties at the cut go to the lower index (a stable sort), so the result is deterministic.
+        top = torch.sort(contribution.double(), dim=-1, descending=True, stable=True).indices[:, :k]
+        picked = codes.gather(-1, top)
+        self.items[language] += 1
+        for c in range(len(CATEGORIES)):
+            self.sums[language, :, c] += (picked == c).double().sum(-1) / k
+
+    def shares(self) -> torch.Tensor:
+        """``[K, L, 4]``: mean share of each category among the layer's top neurons."""
+        return self.sums / self.items.clamp(min=1).view(-1, 1, 1)
+
+    def rows(self, task: str, languages: list[str]) -> list[dict]:
+        s = self.shares()
+        return [{"task": task, "language": lang, "layer": layer, "category": name, "top_k": self.top_k,
+                 "share": float(s[k, layer, c])}
+                for k, lang in enumerate(languages) for layer in range(s.shape[1]) for c, name in enumerate(CATEGORIES)]

@@ -5,9 +5,17 @@ Forward hooks on ``lm.neuron_modules`` (the neuron: the MLP activation's output,
 langloc statistic) and forward pre-hooks on ``lm.down_modules`` (their input is what
 multiplies ``W_out``: the activation itself for plain MLPs, activation x up for gated ones).
 Each hook keeps only a ``[batch, I]`` vector per layer: the last prompt token's values, or
-for ``position="all"`` the mean (``reduce="mean"``) or maximum (``reduce="max"``: some
-token's activation exceeds a threshold exactly when the maximum does) over the prompt's
-tokens, the BOS position excluded. Full activation tensors are never kept.
+for ``position="all"`` the maximum (``reduce="any"``, the default, or its synonym ``"max"``:
+some token's activation exceeds a threshold exactly when the maximum does, so a neuron counts
+as activated if it is on *any* token, as in the Sharing-Matters code) or the mean
+(``reduce="mean"``) over the prompt's tokens, the BOS position excluded. Full activation
+tensors are never kept.
+
+The gold token (the attribution target) is, by default (``gold_tokens="joint"``, the
+reference code's), the token at the prompt's length in the *joint* tokenisation of prompt +
+gold continuation; ``gold_tokens="separate"`` takes the first token of the continuation
+tokenised on its own (as choice scoring and lm-evaluation-harness do). They differ when a
+token straddles the boundary.
 
 With ``gradients=True`` a zero float32 leaf is added to the last-token activation of every
 layer, so ``d log p(gold | prompt) / d m`` comes out per neuron, through all later layers
@@ -26,7 +34,8 @@ from langloc.errors import LanglocError
 from langloc.models.calls import logits_at
 
 POSITIONS = ("last", "all")
-REDUCTIONS = ("mean", "max")
+REDUCTIONS = ("any", "max", "mean")  # any = max: activated on some token
+GOLD_TOKENS = ("joint", "separate")
 
 
 @dataclass
@@ -41,36 +50,52 @@ class Capture:
     logp: torch.Tensor | None  # [B] log p(gold first token | prompt)
 
 
-def check_position(position: str, reduce: str = "mean") -> None:
+def check_position(position: str, reduce: str = "any") -> None:
     if position not in POSITIONS:
         raise LanglocError(f"unknown position {position!r}; use one of {', '.join(POSITIONS)}")
     if reduce not in REDUCTIONS:
         raise LanglocError(f"unknown reduction {reduce!r}; use one of {', '.join(REDUCTIONS)}")
 
 
-def encode_prompts(lm, prompts: Sequence[str], golds: Sequence[str]) -> tuple[list[list[int]], list[int]]:
-    """Prompt token ids (with BOS where the model adds one) and the first token of each gold
-    continuation, tokenised separately exactly as choice scoring does."""
+def check_gold_tokens(gold_tokens: str) -> None:
+    if gold_tokens not in GOLD_TOKENS:
+        raise LanglocError(f"unknown gold-token rule {gold_tokens!r}; use one of {', '.join(GOLD_TOKENS)}")
+
+
+def encode_prompts(lm, prompts: Sequence[str], golds: Sequence[str], gold_tokens: str = "joint"
+                   ) -> tuple[list[list[int]], list[int]]:
+    """Prompt token ids (with BOS where the model adds one) and each item's gold token: with
+    ``"joint"`` the token at the prompt's length in the tokenisation of prompt + continuation
+    (the reference code's rule), with ``"separate"`` the first token of the continuation
+    tokenised on its own (as choice scoring does)."""
     from langloc.adapters.train import encode_pair
 
+    check_gold_tokens(gold_tokens)
     ctx, gold = [], []
     for p, g in zip(prompts, golds):
         ex = encode_pair(lm.tokenizer, p, g, lm.add_bos)
         n = ex.target.index(True)
         ctx.append(list(ex.input_ids[:n]))
-        gold.append(ex.input_ids[n])
+        if gold_tokens == "separate":
+            gold.append(ex.input_ids[n])
+            continue
+        joint = lm.tokenizer(p + g, add_special_tokens=False)["input_ids"]
+        at = n - (1 if lm.add_bos else 0)
+        # A continuation swallowed into the prompt's last token leaves nothing at that index:
+        # fall back to the separate rule (the reference code would fail there).
+        gold.append(joint[at] if at < len(joint) else ex.input_ids[n])
     return ctx, gold
 
 
-def capture(lm, prompts: Sequence[str], golds: Sequence[str], *, position: str = "last", reduce: str = "mean",
-            gradients: bool = True) -> Capture:
+def capture(lm, prompts: Sequence[str], golds: Sequence[str], *, position: str = "last", reduce: str = "any",
+            gradients: bool = True, gold_tokens: str = "joint") -> Capture:
     """Run ``lm`` on the prompts (one right-padded batch) and capture per neuron (see module doc)."""
     from langloc.adapters.train import _pad_id
 
     check_position(position, reduce)
     if len(prompts) != len(golds) or not prompts:
         raise LanglocError("capture needs one gold continuation per prompt, and at least one prompt")
-    ctx, gold = encode_prompts(lm, prompts, golds)
+    ctx, gold = encode_prompts(lm, prompts, golds, gold_tokens)
     B, T = len(ctx), max(len(c) for c in ctx)
     dev = lm.device
     ids = torch.full((B, T), _pad_id(lm.tokenizer), dtype=torch.long)

@@ -10,8 +10,12 @@ Then optionally the causal tests (:mod:`langloc.share.causal`).
 
 Files in ``out``: ``categories.csv`` (task, layer, category, share), ``stability.csv`` (per
 neuron: modal category, stability, counts per category), ``attribution.csv`` (mean scores
-per task, layer and category), ``causal.csv`` (task, condition, language, accuracy,
-n_neurons, ...), ``share.json`` (settings, model, items, summary) and ``plots/``.
+per task, layer and category, pooled over instances), ``attribution_reference.csv`` (the
+Sharing-Matters code's aggregation: per task, language, layer, category and score, the max,
+mean, min and sum over the category's neurons in each (item, language), 0 if empty, averaged
+over items), ``top_contribution.csv`` (per task, language, layer: the category make-up of the
+``top_k`` neurons of largest contribution), ``causal.csv`` (task, condition, language,
+accuracy, n_neurons, ...), ``share.json`` (settings, model, items, summary) and ``plots/``.
 """
 
 from __future__ import annotations
@@ -27,8 +31,9 @@ from tqdm.auto import tqdm
 import langloc
 from langloc.artefacts import write_csv, write_json
 from langloc.errors import LanglocError
-from langloc.share.attribution import CategoryAttribution, column_norms, gold_directions, neuron_scores
-from langloc.share.capture import capture, check_position
+from langloc.share.attribution import (AGGREGATES, CategoryAttribution, ReferenceAggregation, TopContribution,
+                                      column_norms, gold_directions, neuron_scores)
+from langloc.share.capture import capture, check_gold_tokens, check_position
 from langloc.share.categories import CATEGORIES, category_shares, check_threshold, classify, stability
 from langloc.share.causal import causal_study, check_boosts
 
@@ -44,14 +49,18 @@ class TaskSharing:
     stability: torch.Tensor  # [L, I] float64
     counts: torch.Tensor  # [L, I, 4]
     attribution: CategoryAttribution
+    reference: ReferenceAggregation | None = None
+    top: TopContribution | None = None
     gold_logp: dict = field(default_factory=dict)  # language -> mean log p(gold first token)
 
 
 def analyse_task(lm, name: str, items: dict[str, list], *, threshold: float = 0.0, position: str = "last",
-                 reduce: str = "mean", batch_size: int = 8, progress: bool = True) -> TaskSharing:
+                 reduce: str = "any", gold_tokens: str = "joint", top_k: int = 800, batch_size: int = 8,
+                 progress: bool = True) -> TaskSharing:
     """Categories, stability and attribution of one task's parallel items."""
     threshold = check_threshold(threshold)
     check_position(position, reduce)
+    check_gold_tokens(gold_tokens)
     langs = list(items)
     if len(langs) < 2:
         raise LanglocError(f"sharing categories need at least 2 languages, got {len(langs)}")
@@ -59,13 +68,16 @@ def analyse_task(lm, name: str, items: dict[str, list], *, threshold: float = 0.
     per_batch = max(1, batch_size // K)
     norms = column_norms(lm)
     attribution = CategoryAttribution(lm.num_layers)
+    reference = ReferenceAggregation(K, lm.num_layers)
+    top = TopContribution(K, lm.num_layers, top_k)
     codes = torch.empty(N, lm.num_layers, lm.intermediate_size, dtype=torch.int8)
     logp = torch.zeros(K, dtype=torch.float64)
     for start in tqdm(range(0, N, per_batch), desc=f"share {name}", unit="item", disable=not progress,
                       total=-(-N // per_batch)):
         idx = list(range(start, min(N, start + per_batch)))
         batch = [items[lang][i] for i in idx for lang in langs]  # item-major: K rows per item
-        cap = capture(lm, [it.prompt for it in batch], [it.gold for it in batch], position=position, reduce=reduce)
+        cap = capture(lm, [it.prompt for it in batch], [it.gold for it in batch], position=position, reduce=reduce,
+                      gold_tokens=gold_tokens)
         contribution, effective = neuron_scores(cap.coef, norms, gold_directions(lm, cap.gold))
         gxa = cap.grad * cap.last
         logp += cap.logp.double().view(len(idx), K).sum(0)
@@ -74,13 +86,16 @@ def analyse_task(lm, name: str, items: dict[str, list], *, threshold: float = 0.
             codes[i] = classify(cap.stat[rows], threshold)
             for r in range(j * K, (j + 1) * K):
                 attribution.add(codes[i], contribution[r], effective[r], gxa[r])
+                reference.add(r - j * K, codes[i], contribution[r], effective[r], gxa[r])
+                top.add(r - j * K, codes[i], contribution[r])
     modal, frac, counts = stability(codes)
-    return TaskSharing(name, codes, category_shares(codes), modal, frac, counts, attribution,
+    return TaskSharing(name, codes, category_shares(codes), modal, frac, counts, attribution, reference, top,
                        {lang: float(logp[k] / N) for k, lang in enumerate(langs)})
 
 
 def share_study(lm, tasks: dict, items: dict[str, dict[str, list]], *, out: str | Path, threshold: float = 0.0,
-                position: str = "last", reduce: str = "mean", causal: bool = False,
+                position: str = "last", reduce: str = "any", gold_tokens: str = "joint", top_k: int = 800,
+                causal: bool = False,
                 boosts: Sequence[float] = (1.5, 2.0), boost_controls: bool = True, seed: int = 0,
                 batch_size: int = 8, progress: bool = True, settings: dict | None = None) -> dict:
     """Run the analysis for ``tasks`` (name -> Task) on ``items`` (name -> language -> items),
@@ -89,15 +104,17 @@ def share_study(lm, tasks: dict, items: dict[str, dict[str, list]], *, out: str 
 
     threshold = check_threshold(threshold)
     check_position(position, reduce)
+    check_gold_tokens(gold_tokens)
     boosts = check_boosts(boosts)
     out = Path(out)
     started = time.time()
     cat_rows, stab_rows, attr_rows, causal_rows, summary, timings, shares = [], [], [], [], {}, {}, {}
+    ref_rows, top_rows = [], []
     languages = None
     for name, task in tasks.items():
         t0 = time.time()
         res = analyse_task(lm, name, items[name], threshold=threshold, position=position, reduce=reduce,
-                           batch_size=batch_size, progress=progress)
+                           gold_tokens=gold_tokens, top_k=top_k, batch_size=batch_size, progress=progress)
         languages = list(items[name])
         shares[name] = res.shares.numpy()
         for layer in range(lm.num_layers):
@@ -110,7 +127,11 @@ def share_study(lm, tasks: dict, items: dict[str, dict[str, list]], *, out: str 
                                   "modal_category": CATEGORIES[int(res.modal[layer, i])],
                                   "stability": float(res.stability[layer, i]), **dict(zip(CATEGORIES, cnt))})
         attr_rows += res.attribution.rows(name)
+        ref_rows += res.reference.rows(name, languages)
+        top_rows += res.top.rows(name, languages)
         means = res.attribution.means()
+        ref_means = res.reference.means()  # [K, L, 4, 4] per field
+        top_shares = res.top.shares()  # [K, L, 4]
         summary[name] = {
             "items": len(items[name][languages[0]]),
             "share_overall": {cat: float(res.shares[:, c].mean()) for c, cat in enumerate(CATEGORIES)},
@@ -121,6 +142,10 @@ def share_study(lm, tasks: dict, items: dict[str, dict[str, list]], *, out: str 
                                         for c, cat in enumerate(CATEGORIES)},
             "attribution_mean": {f: {cat: _nanmean_weighted(means[f][:, c], res.attribution.n[:, c])
                                      for c, cat in enumerate(CATEGORIES)} for f in CategoryAttribution.FIELDS},
+            # The reference code's aggregation, averaged over languages and layers.
+            "attribution_reference": {f: {a: {cat: float(ref_means[f][:, :, c, i].mean()) for c, cat in enumerate(CATEGORIES)}
+                                           for i, a in enumerate(AGGREGATES)} for f in ReferenceAggregation.FIELDS},
+            "top_contribution_share": {cat: float(top_shares[:, :, c].mean()) for c, cat in enumerate(CATEGORIES)},
             "gold_logp": res.gold_logp,
         }
         timings[f"analyse:{name}"] = round(time.time() - t0, 1)
@@ -135,6 +160,10 @@ def share_study(lm, tasks: dict, items: dict[str, dict[str, list]], *, out: str 
               ["task", "layer", "neuron", "modal_category", "stability", *CATEGORIES], float_digits=4)
     # Scores span many orders of magnitude (and depend on the model's scale): full precision.
     write_csv(out / "attribution.csv", attr_rows, ["task", "layer", "category", "n", *CategoryAttribution.FIELDS])
+    write_csv(out / "attribution_reference.csv", ref_rows,
+              ["task", "language", "layer", "category", "score", "items", *AGGREGATES])
+    write_csv(out / "top_contribution.csv", top_rows, ["task", "language", "layer", "category", "top_k", "share"],
+              float_digits=6)
     plot_categories(shares, out / "plots" / "categories.png", model_name=lm.name, threshold=threshold, position=position)
     if causal:
         extra = [k for k in dict.fromkeys(k for r in causal_rows for k in r)
@@ -149,7 +178,7 @@ def share_study(lm, tasks: dict, items: dict[str, dict[str, list]], *, out: str 
                          **({"target": t.resolve_target(languages)} if hasattr(t, "resolve_target") else {})}
                   for name, t in tasks.items()},
         "languages": languages, "threshold": threshold, "position": position,
-        "reduce": reduce if position == "all" else None, "seed": seed,
+        "reduce": reduce if position == "all" else None, "gold_tokens": gold_tokens, "top_k": top_k, "seed": seed,
         "causal": ({"boosts": boosts, "boost_controls": boost_controls,
                     "sets": "neurons whose modal category over the task's items is all_shared / specific; "
                             "random = same count per layer"} if causal else None),
