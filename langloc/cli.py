@@ -806,7 +806,7 @@ def demo(
     languages: str = typer.Option(",".join(DEMO_LANGUAGES), "--languages", "-l"),
     tokens: int = typer.Option(16_384, help="Statistics tokens per language (LAPE sets measured stable from 16,384 on: docs/performance.md)."),
     eval_tokens: int = typer.Option(512, help="Held-out tokens per language for perplexity."),
-    eval_window: int = typer.Option(256, help="Tokens per held-out window."),
+    eval_window: int = typer.Option(128, help="Tokens per held-out window (the bootstrap resamples windows)."),
     dtype: str = typer.Option("fast", help="fast (default here: bfloat16 where the CPU computes it natively, else float32), auto, float32, bfloat16, float16."),
 ):
     """collect -> identify -> ablate -> plots on the Bible corpus in 10 languages, then a summary.

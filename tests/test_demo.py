@@ -20,7 +20,7 @@ def test_estimate_from_the_second_batch_counts_every_condition(monkeypatch):
     said = []
     clock = iter([0.0, 10.0, 11.0, 12.0])
     monkeypatch.setattr("langloc.demo.time.time", lambda: next(clock))
-    cfg = DemoConfig(languages=("en", "fr", "zh"), tokens=4096, eval_tokens=512, eval_window=256, window=512)
+    cfg = DemoConfig(languages=("en", "fr", "zh"), tokens=4096, eval_tokens=512, eval_window=128, window=512)
     est = Estimate(lm, cfg, said.append)  # started at t=0
     est(2048)  # first batch ends at t=10
     est(2048)  # second at t=11: 2048 tokens/s
