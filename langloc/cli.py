@@ -243,21 +243,32 @@ def ablate(
     window: Optional[int] = typer.Option(None, help="Tokens per evaluation window (default: the run's window, else 512)."),
     batch_size: int = typer.Option(2, help="Windows per forward pass."),
     controls: bool = typer.Option(True, help="Also zero random neurons of the same count per layer."),
-    seed: int = typer.Option(0, help="Seed for the random control sets."),
+    control_draws: int = typer.Option(3, help="Independent draws of each random control; the control is reported as their mean and range (ratio_min, ratio_max)."),
+    seed: int = typer.Option(0, help="Run seed: each control's draws and the bootstrap resamples are derived from it and their names (docs/statistics.md)."),
     dtype: str = DtypeOpt,
     device: Optional[str] = DeviceOpt,
 ):
     """Zero each language's neurons and measure every language's perplexity (exp of mean NLL).
 
-    Writes RUN/ablation.csv (deactivated,evaluated,base_ppl,ppl,ratio) and RUN/plots/ablation.png.
+    Writes RUN/ablation.csv (deactivated,evaluated,base_ppl,ppl,ratio,ratio_lo,ratio_hi,
+    ratio_min,ratio_max,draws: ratio_lo/hi is the 95% bootstrap interval over held-out windows)
+    and RUN/plots/ablation.png. Runs its conditions in parallel under torchrun (e.g.
+    [bold]torchrun --nproc-per-node 2 $(which langloc) ablate ...[/]); the CSV is the one
+    process's.
 
     Example: [bold]langloc ablate runs/gemma --eval-tokens 4096[/]
     """
+    from langloc import distributed
+    from langloc.controls import check_draws
     from langloc.workflows import ablate_run
 
-    rows, path = ablate_run(run, neurons=neurons, model=model, dtype=dtype, device=device,
+    check_draws(control_draws)
+    rows, path = ablate_run(run, neurons=neurons, model=model, dtype=dtype, device=device or distributed.local_device(),
                             languages=_langs(languages) if languages else None, eval_tokens=eval_tokens,
-                            batch_size=batch_size, controls=controls, seed=seed, corpus=corpus, window=window)
+                            batch_size=batch_size, controls=controls, seed=seed, corpus=corpus, window=window,
+                            control_draws=control_draws)
+    if not distributed.is_main():
+        return
     _print_ablation(rows)
     out.print(f"-> {path}, {run}/plots/ablation.png")
 
@@ -268,21 +279,58 @@ def _ratio(v: float) -> str:
     return format_ratio(v)
 
 
+NO_EFFECT = "~"  # printed after a ratio whose 95% interval includes 1
+
+
+def _own(name: str, evald: list[str]) -> str | None:
+    """The evaluated language a zeroed set belongs to (``fr``, ``random:fr``, ``mono:fr``)."""
+    lang = name.split(":", 1)[-1]
+    return lang if lang in evald else None
+
+
 def _print_ablation(rows) -> None:
     from rich import box
 
+    from langloc.evaluate.bootstrap import includes
+
     evald = list(dict.fromkeys(r.evaluated for r in rows))
     names = list(dict.fromkeys(r.deactivated for r in rows))
+    interval = lambda r: (getattr(r, "ratio_lo", float("nan")), getattr(r, "ratio_hi", float("nan")))  # noqa: E731
+    marked = any(includes(*interval(r)) for r in rows)
     # The title makes rich widen the table to the terminal; without a minimum width the label
     # column is the one it squeezes ("random:…").
     t = Table(Column("zeroed", no_wrap=True, min_width=max(map(len, names + ["zeroed"]))),
               *[Column(e, justify="right") for e in evald],
-              box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, collapse_padding=True,
-              title="perplexity ratio (zeroed / base) on each language's held-out text")
+              box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, collapse_padding=True, show_edge=False,
+              title="perplexity ratio (zeroed / base) on each language's held-out text",
+              caption=f"{NO_EFFECT}: the 95% interval includes 1 (no effect)" if marked else None)
     for name in names:
-        cells = {r.evaluated: r.ratio for r in rows if r.deactivated == name}
-        t.add_row(name, *[(f"[bold]{_ratio(cells[e])}[/]" if name in (e, f"mono:{e}") else _ratio(cells[e])) for e in evald])
+        cells = {r.evaluated: r for r in rows if r.deactivated == name}
+
+        def cell(e):
+            r = cells[e]
+            text = _ratio(r.ratio) + (NO_EFFECT if includes(*interval(r)) else "")
+            return f"[bold]{text}[/]" if name in (e, f"mono:{e}") else text
+
+        t.add_row(name, *[cell(e) for e in evald])
     out.print(t)
+    if not any(interval(r)[0] == interval(r)[0] for r in rows):
+        return
+    # The intervals of each set's own language (or, without one, its largest ratio); every
+    # cell's interval is in the CSV.
+    s = Table(Column("zeroed", no_wrap=True), "on", Column("ratio", justify="right"),
+              Column("95% interval", justify="right"), Column("range over draws", justify="right"),
+              box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, collapse_padding=True,
+              title="95% bootstrap intervals (held-out windows)", caption="every cell's interval is in the CSV")
+    for name in names:
+        cells = {r.evaluated: r for r in rows if r.deactivated == name}
+        own = _own(name, evald)
+        r = cells[own] if own else max(cells.values(), key=lambda x: x.ratio)
+        lo, hi = interval(r)
+        draws = getattr(r, "draws", None)
+        spread = f"{_ratio(r.ratio_min)}-{_ratio(r.ratio_max)} ({draws} draws)" if draws else ""
+        s.add_row(name, r.evaluated, _ratio(r.ratio), f"[{_ratio(lo)}, {_ratio(hi)}]" if lo == lo else "-", spread)
+    out.print(s)
 
 
 @app.command()
@@ -825,7 +873,8 @@ def demo(
     worst = max((r for r in rows if r.deactivated.startswith("random:")), key=lambda r: r.ratio)
     out.print(f"\n{ns.unique_count()} language-specific neurons ({', '.join(f'{l} {ns.count(l)}' for l in ns.languages)})")
     out.print(f"zeroing a language's neurons hurts that language most for {own_language_most(rows, langs)}/{len(langs)} "
-              f"languages; the largest change from a random control is x{worst.ratio:.3f} ({worst.deactivated} on {worst.evaluated})")
+              f"languages; the largest change from a random control is x{worst.ratio:.3f} "
+              f"(95% interval {worst.ratio_lo:.3f}-{worst.ratio_hi:.3f}; {worst.deactivated} on {worst.evaluated})")
     out.print(f"files: {csv_path}, {out_dir}/neurons/lape.json, {out_dir}/plots/*.png ({seconds:.0f} s)")
 
 

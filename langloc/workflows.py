@@ -119,7 +119,11 @@ def ablate_run(run: str | Path, *, neurons: str | Path | None = None, model: str
                dtype: str = "auto", device: str | None = None, languages: list[str] | None = None,
                eval_tokens: int = 2048, window: int | None = None, batch_size: int = 2,
                controls: bool = True, seed: int = 0, out: str | Path | None = None, lm=None,
-               corpus: str | None = None, progress: bool = True):
+               corpus: str | None = None, progress: bool = True, control_draws: int = 3):
+    """Under torchrun every process evaluates its share of the conditions; the first writes
+    the CSV and the plot (the others return the same rows and ``None``)."""
+    from langloc import distributed
+
     run = Path(run)
     meta = read_run(run)
     ns = NeuronSet.load(neurons or default_neurons(run))
@@ -128,7 +132,9 @@ def ablate_run(run: str | Path, *, neurons: str | Path | None = None, model: str
     spec = _run_corpus_spec(meta, corpus)
     rows = ablate(lm, ns, load_corpus(spec, seed=meta.get("seed", 0)), languages=languages, eval_tokens=eval_tokens,
                   window=window or meta.get("window", 512), batch_size=batch_size, seed=seed,
-                  controls=controls, progress=progress)
+                  controls=controls, control_draws=control_draws, progress=progress)
+    if not distributed.is_main():
+        return rows, None
     csv_path = write_ablation_csv(rows, out or run / "ablation.csv")
     plot_ablation(rows, run / "plots" / "ablation.png")
     return rows, csv_path
