@@ -177,11 +177,12 @@ def steer(
     top_p: float = typer.Option(1.0, help="Nucleus sampling mass (with --sample)."),
     no_repeat_ngram_size: int = typer.Option(3, help="Never repeat an n-gram of this size (Hugging Face generate; 0: off). Plain greedy decoding of small models loops: gemma-3-270m repeats itself in 16 of 36 unsteered English continuations, which the fluency rule would count as failures."),
     repetition_penalty: float = typer.Option(1.0, help="Hugging Face generate's repetition penalty (1.0: off). Forcing neurons to a constant drives small models into loops; the README's steering table uses 1.3."),
-    seed: int = typer.Option(0, help="Seed for sampling and the random control sets."),
+    seed: int = typer.Option(0, help="Seed for sampling; the random controls' and the bootstrap's seeds are derived from it (docs/statistics.md)."),
     batch_size: int = typer.Option(16, help="Prompts per generate call."),
     max_ppl: float = typer.Option(200.0, help="Fluent only if the unsteered model's perplexity of the output is at most this."),
     min_distinct: float = typer.Option(0.5, help="Fluent only if at least this share of the output's tokens are distinct."),
     controls: bool = typer.Option(True, help="Also steer with random neurons of the same count per layer."),
+    control_draws: int = typer.Option(3, help="Independent draws of each random control; its rates are their mean (range of the success rate in summary.csv)."),
     dtype: str = DtypeOpt,
     device: Optional[str] = DeviceOpt,
 ):
@@ -193,6 +194,7 @@ def steer(
 
     Example: [bold]langloc steer -n runs/gemma/neurons/lape.json -t fr,zh --run runs/gemma -o steer/lape[/]
     """
+    from langloc.controls import check_draws
     from langloc.steer.judge import FluencyRule
     from langloc.steer.steering import Generation, SteerSetting
     from langloc.steer.study import format_table
@@ -221,11 +223,13 @@ def steer(
     result = steer_run(neurons, _langs(targets), source=source or None, run=run, model=model, dtype=dtype,
                        device=device, prompts=prompts, tune_prompts=tune_prompts, search=search, setting=setting,
                        strengths=strength_list, gen=gen, fluency=FluencyRule(max_ppl=max_ppl, min_distinct=min_distinct),
-                       controls=controls, seed=seed, out=out_dir, positions=position_list, value=value)
+                       controls=controls, seed=seed, out=out_dir, positions=position_list, value=value,
+                       control_draws=check_draws(control_draws))
     from rich import box
 
     t = Table("method", "target", "setting", "fluent in target", "in target", "random control", "fluent",
-              "median ppl", "distinct", box=box.SIMPLE_HEAD, title=f"steering {result['prompts']['eval']} held-out prompts")
+              "median ppl", "distinct", box=box.SIMPLE_HEAD, title=f"steering {result['prompts']['eval']} held-out prompts",
+              caption="in brackets: 95% bootstrap interval over prompts")
     for row in format_table(result["rows"]):
         t.add_row(*row)
     out.print(t)

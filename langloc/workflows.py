@@ -173,7 +173,8 @@ def steer_run(neurons: list[Path], targets: list[str], *, source: str | None = "
               prompts: str = "builtin:en", tune_prompts: str | None = None, search: bool = True,
               setting=None, strengths=None, gen=None, fluency=None, candidates=None, controls: bool = True,
               seed: int = 0, quantile_tokens: int = 16384, out: str | Path | None = None, lm=None,
-              value: str = "auto", positions: str | tuple[str, ...] = "all", progress: bool = True) -> dict:
+              value: str = "auto", positions: str | tuple[str, ...] = "all", progress: bool = True,
+              control_draws: int = 3) -> dict:
     """Steer into each of ``targets`` with each neuron set; see :func:`langloc.steer.study.steer_study`.
 
     ``positions``: the position mode(s) the search tries (one or several of all, prompt, generated).
@@ -224,6 +225,7 @@ def steer_run(neurons: list[Path], targets: list[str], *, source: str | None = "
         grid = search_grid(value, tuple(strengths or DEFAULT_STRENGTHS), with_source=source is not None,
                            positions=positions)
         return steer_study(steerer, sets, targets, source=source, eval_prompts=eval_p, tune_prompts=tune_p,
-                           settings=grid, controls=controls, seed=seed, out=out, progress=progress)
+                           settings=grid, controls=controls, seed=seed, out=out, progress=progress,
+                           control_draws=control_draws)
     return steer_study(steerer, sets, targets, source=source, eval_prompts=eval_p, setting=setting,
-                       controls=controls, seed=seed, out=out, progress=progress)
+                       controls=controls, seed=seed, out=out, progress=progress, control_draws=control_draws)

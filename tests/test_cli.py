@@ -236,7 +236,15 @@ def test_methods_compare_and_steer_end_to_end(setup, tmp_path):
     assert len(result["details"][0]["search"]) == 2 + 2 + 1  # on x 2, on+off x 2, off
     assert result["details"][2]["chosen"]["value"] == "median_response"  # expert units' own value
     gens = (out / "generations.jsonl").read_text().splitlines()
-    assert len(gens) == 3 + 4 * 3 * 2  # unsteered + (steered + control) per row
+    assert len(gens) == 3 + 4 * 3 * (1 + 3)  # unsteered + (steered + 3 control draws) per row
+    summary = list(csv.DictReader((out / "summary.csv").open()))
+    for r in summary:  # rates with 95% intervals over prompts; the control over its 3 draws
+        for k in ("fluent_target_rate", "target_rate", "fluent_rate", "control_fluent_target_rate",
+                  "unsteered_target_rate"):
+            assert float(r[f"{k}_lo"]) <= float(r[k]) <= float(r[f"{k}_hi"])
+        assert r["control_draws"] == "3"
+        assert float(r["control_fluent_target_rate_min"]) <= float(r["control_fluent_target_rate"]) \
+            <= float(r["control_fluent_target_rate_max"])
     assert (out / "interventions" / "expert_units-ru.json").is_file() and (out / "steering.png").is_file()
 
     # A fixed setting without search, a quantile value, generated positions only.
