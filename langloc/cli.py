@@ -624,10 +624,12 @@ def transfer(
                           **settings, attention=attention, down=down, lr=lr, epochs=epochs,
                           batch_size=batch_size, seed=seed)
     write_csv(out_path, rows, list(dict.fromkeys(k for row in rows for k in row)))
-    t = Table("condition", *evals, title=f"choice accuracy after training on {language} items")
+    t = Table("condition", *evals, title=f"choice accuracy after training on {language} items",
+              caption="in brackets: 95% bootstrap interval over items")
     for cond in dict.fromkeys(r_["condition"] for r_ in rows):
-        cells = {r_["lang"]: r_["accuracy"] for r_ in rows if r_["condition"] == cond}
-        t.add_row(cond, *[f"{cells[x]:.2f}" for x in evals])
+        cells = {r_["lang"]: r_ for r_ in rows if r_["condition"] == cond}
+        t.add_row(cond, *[f"{cells[x]['accuracy']:.2f} [{cells[x]['accuracy_lo']:.2f}, {cells[x]['accuracy_hi']:.2f}]"
+                          for x in evals])
     out.print(t)
     out.print(f"-> {out_path}")
 
@@ -711,11 +713,18 @@ def share(
         with open(out_dir / "causal.csv", encoding="utf-8") as fh:
             rows = list(csv.DictReader(fh))
         for n in names:
-            ct = Table("condition", "neurons", *langs, "mean", title=f"{n}: accuracy ({task_objs[n].accuracy_means})")
+            ct = Table("condition", "neurons", *langs, "mean", title=f"{n}: accuracy ({task_objs[n].accuracy_means})",
+                       caption="below each accuracy: its 95% bootstrap interval over items")
             for cond in dict.fromkeys(r["condition"] for r in rows if r["task"] == n):
-                cells = {r["language"]: float(r["accuracy"]) for r in rows if r["task"] == n and r["condition"] == cond}
+                got = {r["language"]: r for r in rows if r["task"] == n and r["condition"] == cond}
+                cells = {x: float(r["accuracy"]) for x, r in got.items()}
                 count = next(r["n_neurons"] for r in rows if r["task"] == n and r["condition"] == cond)
-                ct.add_row(cond, count, *[f"{cells[x]:.3f}" for x in langs], f"{sum(cells.values()) / len(cells):.3f}")
+
+                def cell(x):
+                    lo, hi = got[x].get("accuracy_lo"), got[x].get("accuracy_hi")
+                    return f"{cells[x]:.3f}" + (f"\n[{float(lo):.2f}, {float(hi):.2f}]" if lo else "")
+
+                ct.add_row(cond, count, *[cell(x) for x in langs], f"{sum(cells.values()) / len(cells):.3f}")
             out.print(ct)
     out.print(f"-> {out_dir}/categories.csv, stability.csv, attribution.csv, attribution_reference.csv, "
               f"top_contribution.csv{', causal.csv' if causal else ''}, "
@@ -799,7 +808,9 @@ def harness(
     for lang in zero_langs:
         conditions[f"zero:{lang}"] = Intervention([Edit.uniform("zero", ns.layers(lang))])
         if random_controls:
-            conditions[f"zero:random({lang})"] = Intervention([Edit.uniform("zero", ns.random_like(lang, seed))])
+            # Its own draw, from the seed derived from --seed and the condition's name (docs/statistics.md).
+            conditions[f"zero:random({lang})"] = Intervention([Edit.uniform(
+                "zero", ns.random_like(lang, seed, condition=f"zero:random({lang})"))])
     conditions.update(ivs)
     if choice_items:
         include_path = out_dir / "tasks"
