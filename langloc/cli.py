@@ -177,11 +177,12 @@ def steer(
     top_p: float = typer.Option(1.0, help="Nucleus sampling mass (with --sample)."),
     no_repeat_ngram_size: int = typer.Option(3, help="Never repeat an n-gram of this size (Hugging Face generate; 0: off). Plain greedy decoding of small models loops: gemma-3-270m repeats itself in 16 of 36 unsteered English continuations, which the fluency rule would count as failures."),
     repetition_penalty: float = typer.Option(1.0, help="Hugging Face generate's repetition penalty (1.0: off). Forcing neurons to a constant drives small models into loops; the README's steering table uses 1.3."),
-    seed: int = typer.Option(0, help="Seed for sampling and the random control sets."),
+    seed: int = typer.Option(0, help="Seed for sampling; the random controls' and the bootstrap's seeds are derived from it (docs/statistics.md)."),
     batch_size: int = typer.Option(16, help="Prompts per generate call."),
     max_ppl: float = typer.Option(200.0, help="Fluent only if the unsteered model's perplexity of the output is at most this."),
     min_distinct: float = typer.Option(0.5, help="Fluent only if at least this share of the output's tokens are distinct."),
     controls: bool = typer.Option(True, help="Also steer with random neurons of the same count per layer."),
+    control_draws: int = typer.Option(3, help="Independent draws of each random control; its rates are their mean (range of the success rate in summary.csv)."),
     dtype: str = DtypeOpt,
     device: Optional[str] = DeviceOpt,
 ):
@@ -193,6 +194,7 @@ def steer(
 
     Example: [bold]langloc steer -n runs/gemma/neurons/lape.json -t fr,zh --run runs/gemma -o steer/lape[/]
     """
+    from langloc.controls import check_draws
     from langloc.steer.judge import FluencyRule
     from langloc.steer.steering import Generation, SteerSetting
     from langloc.steer.study import format_table
@@ -221,11 +223,13 @@ def steer(
     result = steer_run(neurons, _langs(targets), source=source or None, run=run, model=model, dtype=dtype,
                        device=device, prompts=prompts, tune_prompts=tune_prompts, search=search, setting=setting,
                        strengths=strength_list, gen=gen, fluency=FluencyRule(max_ppl=max_ppl, min_distinct=min_distinct),
-                       controls=controls, seed=seed, out=out_dir, positions=position_list, value=value)
+                       controls=controls, seed=seed, out=out_dir, positions=position_list, value=value,
+                       control_draws=check_draws(control_draws))
     from rich import box
 
     t = Table("method", "target", "setting", "fluent in target", "in target", "random control", "fluent",
-              "median ppl", "distinct", box=box.SIMPLE_HEAD, title=f"steering {result['prompts']['eval']} held-out prompts")
+              "median ppl", "distinct", box=box.SIMPLE_HEAD, title=f"steering {result['prompts']['eval']} held-out prompts",
+              caption="in brackets: 95% bootstrap interval over prompts")
     for row in format_table(result["rows"]):
         t.add_row(*row)
     out.print(t)
@@ -243,21 +247,32 @@ def ablate(
     window: Optional[int] = typer.Option(None, help="Tokens per evaluation window (default: the run's window, else 512)."),
     batch_size: int = typer.Option(2, help="Windows per forward pass."),
     controls: bool = typer.Option(True, help="Also zero random neurons of the same count per layer."),
-    seed: int = typer.Option(0, help="Seed for the random control sets."),
+    control_draws: int = typer.Option(3, help="Independent draws of each random control; the control is reported as their mean and range (ratio_min, ratio_max)."),
+    seed: int = typer.Option(0, help="Run seed: each control's draws and the bootstrap resamples are derived from it and their names (docs/statistics.md)."),
     dtype: str = DtypeOpt,
     device: Optional[str] = DeviceOpt,
 ):
     """Zero each language's neurons and measure every language's perplexity (exp of mean NLL).
 
-    Writes RUN/ablation.csv (deactivated,evaluated,base_ppl,ppl,ratio) and RUN/plots/ablation.png.
+    Writes RUN/ablation.csv (deactivated,evaluated,base_ppl,ppl,ratio,ratio_lo,ratio_hi,
+    ratio_min,ratio_max,draws: ratio_lo/hi is the 95% bootstrap interval over held-out windows)
+    and RUN/plots/ablation.png. Runs its conditions in parallel under torchrun (e.g.
+    [bold]torchrun --nproc-per-node 2 $(which langloc) ablate ...[/]); the CSV is the one
+    process's.
 
     Example: [bold]langloc ablate runs/gemma --eval-tokens 4096[/]
     """
+    from langloc import distributed
+    from langloc.controls import check_draws
     from langloc.workflows import ablate_run
 
-    rows, path = ablate_run(run, neurons=neurons, model=model, dtype=dtype, device=device,
+    check_draws(control_draws)
+    rows, path = ablate_run(run, neurons=neurons, model=model, dtype=dtype, device=device or distributed.local_device(),
                             languages=_langs(languages) if languages else None, eval_tokens=eval_tokens,
-                            batch_size=batch_size, controls=controls, seed=seed, corpus=corpus, window=window)
+                            batch_size=batch_size, controls=controls, seed=seed, corpus=corpus, window=window,
+                            control_draws=control_draws)
+    if not distributed.is_main():
+        return
     _print_ablation(rows)
     out.print(f"-> {path}, {run}/plots/ablation.png")
 
@@ -268,21 +283,58 @@ def _ratio(v: float) -> str:
     return format_ratio(v)
 
 
+NO_EFFECT = "~"  # printed after a ratio whose 95% interval includes 1
+
+
+def _own(name: str, evald: list[str]) -> str | None:
+    """The evaluated language a zeroed set belongs to (``fr``, ``random:fr``, ``mono:fr``)."""
+    lang = name.split(":", 1)[-1]
+    return lang if lang in evald else None
+
+
 def _print_ablation(rows) -> None:
     from rich import box
 
+    from langloc.evaluate.bootstrap import includes
+
     evald = list(dict.fromkeys(r.evaluated for r in rows))
     names = list(dict.fromkeys(r.deactivated for r in rows))
+    interval = lambda r: (getattr(r, "ratio_lo", float("nan")), getattr(r, "ratio_hi", float("nan")))  # noqa: E731
+    marked = any(includes(*interval(r)) for r in rows)
     # The title makes rich widen the table to the terminal; without a minimum width the label
     # column is the one it squeezes ("random:…").
     t = Table(Column("zeroed", no_wrap=True, min_width=max(map(len, names + ["zeroed"]))),
               *[Column(e, justify="right") for e in evald],
-              box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, collapse_padding=True,
-              title="perplexity ratio (zeroed / base) on each language's held-out text")
+              box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, collapse_padding=True, show_edge=False,
+              title="perplexity ratio (zeroed / base) on each language's held-out text",
+              caption=f"{NO_EFFECT}: the 95% interval includes 1 (no effect)" if marked else None)
     for name in names:
-        cells = {r.evaluated: r.ratio for r in rows if r.deactivated == name}
-        t.add_row(name, *[(f"[bold]{_ratio(cells[e])}[/]" if name in (e, f"mono:{e}") else _ratio(cells[e])) for e in evald])
+        cells = {r.evaluated: r for r in rows if r.deactivated == name}
+
+        def cell(e):
+            r = cells[e]
+            text = _ratio(r.ratio) + (NO_EFFECT if includes(*interval(r)) else "")
+            return f"[bold]{text}[/]" if name in (e, f"mono:{e}") else text
+
+        t.add_row(name, *[cell(e) for e in evald])
     out.print(t)
+    if not any(interval(r)[0] == interval(r)[0] for r in rows):
+        return
+    # The intervals of each set's own language (or, without one, its largest ratio); every
+    # cell's interval is in the CSV.
+    s = Table(Column("zeroed", no_wrap=True), "on", Column("ratio", justify="right"),
+              Column("95% interval", justify="right"), Column("range over draws", justify="right"),
+              box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, collapse_padding=True,
+              title="95% bootstrap intervals (held-out windows)", caption="every cell's interval is in the CSV")
+    for name in names:
+        cells = {r.evaluated: r for r in rows if r.deactivated == name}
+        own = _own(name, evald)
+        r = cells[own] if own else max(cells.values(), key=lambda x: x.ratio)
+        lo, hi = interval(r)
+        draws = getattr(r, "draws", None)
+        spread = f"{_ratio(r.ratio_min)}-{_ratio(r.ratio_max)} ({draws} draws)" if draws else ""
+        s.add_row(name, r.evaluated, _ratio(r.ratio), f"[{_ratio(lo)}, {_ratio(hi)}]" if lo == lo else "-", spread)
+    out.print(s)
 
 
 @app.command()
@@ -572,10 +624,12 @@ def transfer(
                           **settings, attention=attention, down=down, lr=lr, epochs=epochs,
                           batch_size=batch_size, seed=seed)
     write_csv(out_path, rows, list(dict.fromkeys(k for row in rows for k in row)))
-    t = Table("condition", *evals, title=f"choice accuracy after training on {language} items")
+    t = Table("condition", *evals, title=f"choice accuracy after training on {language} items",
+              caption="in brackets: 95% bootstrap interval over items")
     for cond in dict.fromkeys(r_["condition"] for r_ in rows):
-        cells = {r_["lang"]: r_["accuracy"] for r_ in rows if r_["condition"] == cond}
-        t.add_row(cond, *[f"{cells[x]:.2f}" for x in evals])
+        cells = {r_["lang"]: r_ for r_ in rows if r_["condition"] == cond}
+        t.add_row(cond, *[f"{cells[x]['accuracy']:.2f} [{cells[x]['accuracy_lo']:.2f}, {cells[x]['accuracy_hi']:.2f}]"
+                          for x in evals])
     out.print(t)
     out.print(f"-> {out_path}")
 
@@ -659,11 +713,18 @@ def share(
         with open(out_dir / "causal.csv", encoding="utf-8") as fh:
             rows = list(csv.DictReader(fh))
         for n in names:
-            ct = Table("condition", "neurons", *langs, "mean", title=f"{n}: accuracy ({task_objs[n].accuracy_means})")
+            ct = Table("condition", "neurons", *langs, "mean", title=f"{n}: accuracy ({task_objs[n].accuracy_means})",
+                       caption="below each accuracy: its 95% bootstrap interval over items")
             for cond in dict.fromkeys(r["condition"] for r in rows if r["task"] == n):
-                cells = {r["language"]: float(r["accuracy"]) for r in rows if r["task"] == n and r["condition"] == cond}
+                got = {r["language"]: r for r in rows if r["task"] == n and r["condition"] == cond}
+                cells = {x: float(r["accuracy"]) for x, r in got.items()}
                 count = next(r["n_neurons"] for r in rows if r["task"] == n and r["condition"] == cond)
-                ct.add_row(cond, count, *[f"{cells[x]:.3f}" for x in langs], f"{sum(cells.values()) / len(cells):.3f}")
+
+                def cell(x):
+                    lo, hi = got[x].get("accuracy_lo"), got[x].get("accuracy_hi")
+                    return f"{cells[x]:.3f}" + (f"\n[{float(lo):.2f}, {float(hi):.2f}]" if lo else "")
+
+                ct.add_row(cond, count, *[cell(x) for x in langs], f"{sum(cells.values()) / len(cells):.3f}")
             out.print(ct)
     out.print(f"-> {out_dir}/categories.csv, stability.csv, attribution.csv, attribution_reference.csv, "
               f"top_contribution.csv{', causal.csv' if causal else ''}, "
@@ -747,7 +808,9 @@ def harness(
     for lang in zero_langs:
         conditions[f"zero:{lang}"] = Intervention([Edit.uniform("zero", ns.layers(lang))])
         if random_controls:
-            conditions[f"zero:random({lang})"] = Intervention([Edit.uniform("zero", ns.random_like(lang, seed))])
+            # Its own draw, from the seed derived from --seed and the condition's name (docs/statistics.md).
+            conditions[f"zero:random({lang})"] = Intervention([Edit.uniform(
+                "zero", ns.random_like(lang, seed, condition=f"zero:random({lang})"))])
     conditions.update(ivs)
     if choice_items:
         include_path = out_dir / "tasks"
@@ -825,7 +888,8 @@ def demo(
     worst = max((r for r in rows if r.deactivated.startswith("random:")), key=lambda r: r.ratio)
     out.print(f"\n{ns.unique_count()} language-specific neurons ({', '.join(f'{l} {ns.count(l)}' for l in ns.languages)})")
     out.print(f"zeroing a language's neurons hurts that language most for {own_language_most(rows, langs)}/{len(langs)} "
-              f"languages; the largest change from a random control is x{worst.ratio:.3f} ({worst.deactivated} on {worst.evaluated})")
+              f"languages; the largest change from a random control is x{worst.ratio:.3f} "
+              f"(95% interval {worst.ratio_lo:.3f}-{worst.ratio_hi:.3f}; {worst.deactivated} on {worst.evaluated})")
     out.print(f"files: {csv_path}, {out_dir}/neurons/lape.json, {out_dir}/plots/*.png ({seconds:.0f} s)")
 
 

@@ -119,7 +119,11 @@ def ablate_run(run: str | Path, *, neurons: str | Path | None = None, model: str
                dtype: str = "auto", device: str | None = None, languages: list[str] | None = None,
                eval_tokens: int = 2048, window: int | None = None, batch_size: int = 2,
                controls: bool = True, seed: int = 0, out: str | Path | None = None, lm=None,
-               corpus: str | None = None, progress: bool = True):
+               corpus: str | None = None, progress: bool = True, control_draws: int = 3):
+    """Under torchrun every process evaluates its share of the conditions; the first writes
+    the CSV and the plot (the others return the same rows and ``None``)."""
+    from langloc import distributed
+
     run = Path(run)
     meta = read_run(run)
     ns = NeuronSet.load(neurons or default_neurons(run))
@@ -128,7 +132,9 @@ def ablate_run(run: str | Path, *, neurons: str | Path | None = None, model: str
     spec = _run_corpus_spec(meta, corpus)
     rows = ablate(lm, ns, load_corpus(spec, seed=meta.get("seed", 0)), languages=languages, eval_tokens=eval_tokens,
                   window=window or meta.get("window", 512), batch_size=batch_size, seed=seed,
-                  controls=controls, progress=progress)
+                  controls=controls, control_draws=control_draws, progress=progress)
+    if not distributed.is_main():
+        return rows, None
     csv_path = write_ablation_csv(rows, out or run / "ablation.csv")
     plot_ablation(rows, run / "plots" / "ablation.png")
     return rows, csv_path
@@ -167,7 +173,8 @@ def steer_run(neurons: list[Path], targets: list[str], *, source: str | None = "
               prompts: str = "builtin:en", tune_prompts: str | None = None, search: bool = True,
               setting=None, strengths=None, gen=None, fluency=None, candidates=None, controls: bool = True,
               seed: int = 0, quantile_tokens: int = 16384, out: str | Path | None = None, lm=None,
-              value: str = "auto", positions: str | tuple[str, ...] = "all", progress: bool = True) -> dict:
+              value: str = "auto", positions: str | tuple[str, ...] = "all", progress: bool = True,
+              control_draws: int = 3) -> dict:
     """Steer into each of ``targets`` with each neuron set; see :func:`langloc.steer.study.steer_study`.
 
     ``positions``: the position mode(s) the search tries (one or several of all, prompt, generated).
@@ -218,6 +225,7 @@ def steer_run(neurons: list[Path], targets: list[str], *, source: str | None = "
         grid = search_grid(value, tuple(strengths or DEFAULT_STRENGTHS), with_source=source is not None,
                            positions=positions)
         return steer_study(steerer, sets, targets, source=source, eval_prompts=eval_p, tune_prompts=tune_p,
-                           settings=grid, controls=controls, seed=seed, out=out, progress=progress)
+                           settings=grid, controls=controls, seed=seed, out=out, progress=progress,
+                           control_draws=control_draws)
     return steer_study(steerer, sets, targets, source=source, eval_prompts=eval_p, setting=setting,
-                       controls=controls, seed=seed, out=out, progress=progress)
+                       controls=controls, seed=seed, out=out, progress=progress, control_draws=control_draws)

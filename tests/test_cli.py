@@ -52,9 +52,10 @@ def test_identify_ablate_export_import_roundtrip(setup, capsys):
 
     assert invoke("ablate", run, "--eval-tokens", "128", "--device", "cpu") == 0
     lines = (run / "ablation.csv").read_text().splitlines()
-    assert lines[0] == "deactivated,evaluated,base_ppl,ppl,ratio"
+    assert lines[0] == "deactivated,evaluated,base_ppl,ppl,ratio,ratio_lo,ratio_hi,ratio_min,ratio_max,draws"
     assert len(lines) == 1 + 2 * 3 * 3  # (3 sets + 3 random controls) x 3 evaluated languages
-    assert any(line.startswith("random:fr,") for line in lines)
+    assert any(line.startswith("random:fr,") and line.endswith(",3") for line in lines)  # 3 draws by default
+    assert all(line.endswith(",,,") for line in lines[1:] if not line.startswith("random:"))
     assert (run / "plots" / "ablation.png").stat().st_size > 0
 
     assert invoke("export-lape", run, root / "ref") == 0
@@ -86,16 +87,31 @@ def test_ablation_table_fits_an_80_column_terminal_without_cutting_labels_or_fig
     import langloc.cli as cli
 
     langs = ["en", "zh", "fr", "es", "ru", "ja", "ar", "hi", "vi", "id"]
-    rows = [SimpleNamespace(deactivated=d, evaluated=e, ratio=222.04 if d == e == "hi" else 1.0234)
-            for d in langs + [f"random:{x}" for x in langs] for e in langs]
+
+    def row(d, e):
+        hit = d == e == "hi"
+        control = d.startswith("random:")
+        return SimpleNamespace(deactivated=d, evaluated=e, ratio=222.04 if hit else 1.0234,
+                               ratio_lo=201.5 if hit else 0.9912, ratio_hi=240.7 if hit else 1.0571,
+                               ratio_min=1.0011 if control else None, ratio_max=1.0456 if control else None,
+                               draws=3 if control else None)
+
+    rows = [row(d, e) for d in langs + [f"random:{x}" for x in langs] for e in langs]
     console = Console(width=80, record=True, force_terminal=False)
     monkeypatch.setattr(cli, "out", console)
     cli._print_ablation(rows)
     text = console.export_text()
     assert "…" not in text
     assert max(map(len, text.splitlines())) <= 80
-    assert any(line.split()[:2] == ["random:id", "1.02"] for line in text.splitlines())
-    assert "222" in text
+    lines = text.splitlines()
+    # Ratios whose interval includes 1 carry the no-effect mark; the own-language "hi" does not.
+    assert any(line.split()[:2] == ["random:id", "1.02~"] for line in lines)
+    assert "222 " in text and "222~" not in text
+    assert "interval includes 1" in text
+    # The second table: own-language ratio, interval and a control's range over its draws.
+    assert any(line.split()[:3] == ["hi", "hi", "222"] and "[202, 241]" in line for line in lines)
+    assert any(line.split()[:2] == ["random:fr", "fr"] and "[0.99, 1.06]" in line and "1.00-1.05 (3 draws)" in line
+               for line in lines)
 
 
 def error_line(capsys):
@@ -220,7 +236,15 @@ def test_methods_compare_and_steer_end_to_end(setup, tmp_path):
     assert len(result["details"][0]["search"]) == 2 + 2 + 1  # on x 2, on+off x 2, off
     assert result["details"][2]["chosen"]["value"] == "median_response"  # expert units' own value
     gens = (out / "generations.jsonl").read_text().splitlines()
-    assert len(gens) == 3 + 4 * 3 * 2  # unsteered + (steered + control) per row
+    assert len(gens) == 3 + 4 * 3 * (1 + 3)  # unsteered + (steered + 3 control draws) per row
+    summary = list(csv.DictReader((out / "summary.csv").open()))
+    for r in summary:  # rates with 95% intervals over prompts; the control over its 3 draws
+        for k in ("fluent_target_rate", "target_rate", "fluent_rate", "control_fluent_target_rate",
+                  "unsteered_target_rate"):
+            assert float(r[f"{k}_lo"]) <= float(r[k]) <= float(r[f"{k}_hi"])
+        assert r["control_draws"] == "3"
+        assert float(r["control_fluent_target_rate_min"]) <= float(r["control_fluent_target_rate"]) \
+            <= float(r["control_fluent_target_rate_max"])
     assert (out / "interventions" / "expert_units-ru.json").is_file() and (out / "steering.png").is_file()
 
     # A fixed setting without search, a quantile value, generated positions only.

@@ -45,6 +45,7 @@ def test_regions_ablation_and_perturbation_end_to_end(folder, capsys):
     rows = list(csv.DictReader((out / "region_ablation.csv").open()))
     assert [(r["deactivated"], r["evaluated"]) for r in rows[:2]] == [("top", "en"), ("top", "fr")]
     assert len(rows) == 6 * 2
+    assert all(float(r["ratio_lo"]) <= float(r["ratio"]) <= float(r["ratio_hi"]) for r in rows)
     assert (out / "plots" / "region_ablation.png").stat().st_size > 0
 
     assert invoke("perturb", out, "-l", "en", "--eval-tokens", "128", "--device", "cpu") == 0

@@ -383,6 +383,8 @@ def test_cli_share_end_to_end(tiny_folder, tmp_path):
     with open(out / "causal.csv") as fh:
         causal = list(csv.DictReader(fh))
     assert list(causal[0])[:5] == ["task", "condition", "language", "accuracy", "n_neurons"]
+    assert list(causal[0])[5:7] == ["accuracy_lo", "accuracy_hi"]
+    assert all(float(r["accuracy_lo"]) <= float(r["accuracy"]) <= float(r["accuracy_hi"]) for r in causal)
     conds = ["base", "zero:all_shared", "zero:random(all_shared)", "zero:specific", "zero:random(specific)", "x2:all_shared"]
     assert [r["condition"] for r in causal if r["task"] == "bible-choice" and r["language"] == "fr"] == conds
     counts = {r["condition"]: int(r["n_neurons"]) for r in causal if r["task"] == "bible-lm"}

@@ -79,14 +79,21 @@ def choice_accuracy(items: Sequence[ChoiceItem], scores: Sequence[Sequence[float
     choice is the first of the tied). ``norm="chars"``: log-probability per character."""
     if norm not in ("sum", "chars"):
         raise LanglocError(f"unknown normalisation {norm!r}; use sum or chars")
+    return sum(choice_correct(items, scores, norm=norm)) / len(items)
+
+
+def choice_correct(items: Sequence[ChoiceItem], scores: Sequence[Sequence[float]], *, norm: str = "sum") -> list[int]:
+    """Per item, 1 if its right choice scores highest (as :func:`choice_accuracy` counts), else 0."""
+    if norm not in ("sum", "chars"):
+        raise LanglocError(f"unknown normalisation {norm!r}; use sum or chars")
     if not items:
         raise LanglocError("no items to evaluate")
-    right = 0
+    out = []
     for item, row in zip(items, scores):
         if norm == "chars":
             row = [s / max(1, len(c)) for s, c in zip(row, item.choices)]
-        right += int(max(range(len(row)), key=row.__getitem__) == item.label)
-    return right / len(items)
+        out.append(int(max(range(len(row)), key=row.__getitem__) == item.label))
+    return out
 
 
 def evaluate_choice_task(model, items: Sequence[ChoiceItem], *, tokenizer=None, batch_size: int = 8,

@@ -39,7 +39,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from langloc.errors import LanglocError
-from langloc.identify.neuron_set import NeuronSet, random_layers
+from langloc.controls import random_control
+from langloc.identify.neuron_set import NeuronSet
 
 MODES = ("neurons", "random", "all", "none")
 ADAPTER = "default"  # the PEFT adapter name
@@ -221,7 +222,8 @@ def masked_lora(
     or a :class:`NeuronSet` together with ``lang``. ``mode``:
 
     * ``"neurons"`` — LoRA on the MLP input projections, masked to the given neurons' rows;
-    * ``"random"`` — the same with random neurons of the same per-layer counts (``seed``);
+    * ``"random"`` — the same with random neurons of the same per-layer counts, drawn from the
+      seed derived from ``seed`` and the name ``lora:random`` (:mod:`langloc.controls`);
     * ``"all"`` — unmasked LoRA on the MLP input projections (every neuron); ``neurons`` unused;
     * ``"none"`` — no MLP adapter at all (only the attention LoRA); ``neurons`` unused.
 
@@ -259,7 +261,7 @@ def masked_lora(
             raise LanglocError(f"adapter mode {mode!r} needs neurons (per layer index lists or a neuron set)")
         chosen = _check_neurons(lm, neurons)
         if mode == "random":
-            chosen = random_layers(chosen, lm.intermediate_size, seed)
+            chosen = random_control(chosen, lm.intermediate_size, seed, "lora:random")
     else:
         chosen = None
     if mode == "none" and not attention:

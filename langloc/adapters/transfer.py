@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from langloc.adapters.choice import ChoiceItem, choice_accuracy, score_choices, training_pairs
+from langloc.adapters.choice import ChoiceItem, choice_accuracy, choice_correct, score_choices, training_pairs
 from langloc.adapters.masked_lora import MODES, mask_leak, masked_lora, remove_adapter, trainable_parameters
 from langloc.adapters.train import train_adapter
+from langloc.controls import derive_seed
 from langloc.errors import LanglocError
+from langloc.evaluate.bootstrap import mean_ci
 
 # Adapter settings by name (docs/methods.md §6). "mondal" is soumenkm/LangSpecificNeurons'
 # code/lora_cls_finetune.py: LoRA r 8, alpha 16 on the gate projection only (not up), AdamW
@@ -32,12 +34,15 @@ def preset_settings(preset: str, *, r: int | None = None, alpha: int | None = No
     return out
 
 
-def _evaluate(model, eval_items, batch_size, progress) -> dict[str, dict]:
+def _evaluate(model, eval_items, batch_size, progress, seed: int = 0) -> dict[str, dict]:
+    """Accuracy per language with its 95% bootstrap interval over items (the same item
+    resamples for every condition of a language)."""
     out = {}
     for lang, items in eval_items.items():
         scores = score_choices(model, items, batch_size=batch_size, progress=progress)
-        out[lang] = {"accuracy": choice_accuracy(items, scores), "acc_norm": choice_accuracy(items, scores, norm="chars"),
-                     "n": len(items)}
+        lo, hi = mean_ci(choice_correct(items, scores), seed=derive_seed(seed, f"bootstrap:{lang}"))
+        out[lang] = {"accuracy": choice_accuracy(items, scores), "accuracy_lo": lo, "accuracy_hi": hi,
+                     "acc_norm": choice_accuracy(items, scores, norm="chars"), "n": len(items)}
     return out
 
 
@@ -73,7 +78,7 @@ def transfer_study(
         raise LanglocError("no evaluation languages")
     rows = []
     if baseline:
-        for lang, res in _evaluate(lm, eval_items, eval_batch_size, progress).items():
+        for lang, res in _evaluate(lm, eval_items, eval_batch_size, progress, seed).items():
             rows.append({"condition": "base", "lang": lang, **res})
     pairs = training_pairs(train_items)
     for mode in modes:
@@ -89,7 +94,7 @@ def transfer_study(
                     "trainable": trainable_parameters(peft_model),
                     "neurons": None if spec.neurons is None else sum(len(i) for i in spec.neurons),
                     "mask_leak": mask_leak(peft_model)}
-            for lang, res in _evaluate(lm, eval_items, eval_batch_size, progress).items():
+            for lang, res in _evaluate(lm, eval_items, eval_batch_size, progress, seed).items():
                 rows.append({"condition": mode, "lang": lang, **res, **info})
         finally:
             remove_adapter(peft_model)

@@ -1,8 +1,15 @@
 """The deactivation experiment: zero one language's neurons, measure every language's perplexity.
 
 Rows of the result: for each language k, ``deactivated = k`` (its neuron set) and
-``deactivated = random:k`` (the control: random neurons, same count per layer, seeded).
-``ratio = ppl / base_ppl`` on each evaluated language's held-out windows.
+``deactivated = random:k`` (the control: random neurons, same count per layer, drawn
+``control_draws`` times from seeds derived from the run seed and the name ``random:k``,
+:mod:`langloc.controls`). ``ratio = ppl / base_ppl`` on each evaluated language's held-out
+windows; for a control, ``ppl`` and ``ratio`` are means over the draws and ``ratio_min``,
+``ratio_max`` their range. ``ratio_lo, ratio_hi`` is the 95% paired bootstrap interval over
+the windows (:mod:`langloc.evaluate.bootstrap`).
+
+Under torchrun the model evaluations (base, each set, each control draw) are shared out over
+the processes and gathered: the table is the one a single process computes.
 """
 
 from __future__ import annotations
@@ -12,15 +19,22 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
+import math
+
 import torch
 from tqdm.auto import tqdm
 
+from langloc import distributed
 from langloc.artefacts import write_text
+from langloc.controls import check_draws, derive_seed, random_control
 from langloc.data.packing import corpus_windows
+from langloc.evaluate.bootstrap import N_RESAMPLES, perplexity_ratio_ci
 from langloc.evaluate.perplexity import window_nll
 from langloc.intervene.hooks import deactivate
 
-COLUMNS = ("deactivated", "evaluated", "base_ppl", "ppl", "ratio")
+COLUMNS = ("deactivated", "evaluated", "base_ppl", "ppl", "ratio", "ratio_lo", "ratio_hi", "ratio_min", "ratio_max",
+           "draws")
+CONTROL_DRAWS = 3
 
 
 @dataclass
@@ -29,6 +43,11 @@ class AblationRow:
     evaluated: str
     base_ppl: float
     ppl: float
+    ratio_lo: float = math.nan  # 95% bootstrap interval of the ratio over windows
+    ratio_hi: float = math.nan
+    ratio_min: float | None = None  # a control's range over its draws
+    ratio_max: float | None = None
+    draws: int | None = None  # a control's number of draws (None: not a control)
 
     @property
     def ratio(self) -> float:
@@ -46,6 +65,7 @@ def ablate(
     batch_size: int = 2,
     seed: int = 0,
     controls: bool = True,
+    control_draws: int = CONTROL_DRAWS,
     progress: bool = True,
 ) -> list[AblationRow]:
     neuron_set.check_model(lm)
@@ -56,37 +76,77 @@ def ablate(
     evals = {lang: corpus_windows(lm, corpus, lang, "eval", window=window, max_tokens=eval_tokens) for lang in langs}
     conditions = [(lang, lambda layers=neuron_set.layers(lang): deactivate(lm, layers)) for lang in langs]
     if controls:
-        conditions += [(f"random:{lang}", lambda layers=neuron_set.random_like(lang, seed + i): deactivate(lm, layers))
-                       for i, lang in enumerate(langs)]
-    return perplexity_table(lm, evals, conditions, batch_size=batch_size, progress=progress)
+        draws = check_draws(control_draws)
+        for lang in langs:
+            name = f"random:{lang}"
+            conditions.append((name, [lambda layers=random_control(neuron_set.layers(lang), neuron_set.intermediate_size,
+                                                                   seed, name, d): deactivate(lm, layers)
+                                      for d in range(draws)]))
+    return perplexity_table(lm, evals, conditions, batch_size=batch_size, progress=progress, seed=seed)
 
 
 def perplexity_table(lm, evals: dict[str, torch.Tensor], conditions, *, batch_size: int = 2,
-                     progress: bool = True, desc: str = "ablate") -> list[AblationRow]:
+                     progress: bool = True, desc: str = "ablate", seed: int = 0,
+                     n_resamples: int = N_RESAMPLES) -> list[AblationRow]:
     """Perplexity of every language's windows unchanged, then under each ``(name, context)``
-    condition (``context()`` returns a context manager that changes the model and restores it)."""
+    condition (``context()`` returns a context manager that changes the model and restores it;
+    a list of them is a control's draws, reported as their mean and range).
+
+    Each row has the 95% paired bootstrap interval of its ratio over the language's windows;
+    the resamples of a language are drawn from ``derive_seed(seed, "bootstrap:<lang>")`` and
+    shared by all conditions. Under torchrun, evaluation ``j`` (0: base, then every condition's
+    draws in order) runs on rank ``j % world``; the per-window NLL are gathered on every rank.
+    """
     langs = list(evals)
     # All languages' windows go through the model together (fuller batches), then the per-window
     # NLL sums are added up per language.
     ids = torch.cat([evals[lang] for lang in langs])
     owner = torch.cat([torch.full((len(evals[lang]),), k) for k, lang in enumerate(langs)])
-    predicted = torch.tensor([evals[lang][:, 1:].numel() for lang in langs], dtype=torch.float64)
-
-    def ppl_per_language() -> torch.Tensor:
-        per_window = window_nll(lm, ids, batch_size)
-        sums = torch.zeros(len(langs), dtype=torch.float64).index_add_(0, owner, per_window)
+    tokens = torch.tensor([float(w.shape[0] - 1) for lang in langs for w in evals[lang]], dtype=torch.float64)
+    predicted = torch.zeros(len(langs), dtype=torch.float64).index_add_(0, owner, tokens)
+    groups = [(name, list(ctx) if isinstance(ctx, (list, tuple)) else [ctx], isinstance(ctx, (list, tuple)))
+              for name, ctx in conditions]
+    runs = [None] + [c for _, ctxs, _ in groups for c in ctxs]  # None: the base model
+    rank, world = distributed.rank_and_world()
+    mine = [j for j in range(len(runs)) if j % world == rank]
+    nll = torch.zeros(len(runs), len(ids), dtype=torch.float64)
+    bar = tqdm(total=len(mine), desc=desc, unit="condition", disable=not progress or rank != 0)
+    for j in mine:
+        if runs[j] is None:
+            nll[j] = window_nll(lm, ids, batch_size)
+        else:
+            with runs[j]():
+                nll[j] = window_nll(lm, ids, batch_size)
         bar.update()
-        return torch.exp(sums / predicted)
-
-    bar = tqdm(total=len(conditions) + 1, desc=desc, unit="condition", disable=not progress)
-    base = ppl_per_language()
-    rows = []
-    for name, context in conditions:
-        with context():
-            ppl = ppl_per_language()
-        rows += [AblationRow(name, lang, base[k].item(), ppl[k].item()) for k, lang in enumerate(langs)]
     bar.close()
+    if world > 1:
+        # Every other entry is 0: the sum is each evaluation's NLL exactly, on every rank.
+        nll = distributed.all_reduce_sum({"nll": nll}, getattr(lm, "device", None) or "cpu")["nll"]
+
+    def ppl(row: torch.Tensor) -> torch.Tensor:
+        return torch.exp(torch.zeros(len(langs), dtype=torch.float64).index_add_(0, owner, row) / predicted)
+
+    base = ppl(nll[0])
+    where = [(owner == k).nonzero().flatten() for k in range(len(langs))]
+    boot = {lang: derive_seed(seed, f"bootstrap:{lang}") for lang in langs}
+    rows, j = [], 1
+    for name, ctxs, control in groups:
+        block = nll[j:j + len(ctxs)]
+        j += len(ctxs)
+        per_draw = torch.stack([ppl(b) for b in block])  # [draws, langs]
+        for k, lang in enumerate(langs):
+            w = where[k]
+            lo, hi = perplexity_ratio_ci(nll[0, w], block[:, w], tokens[w], n_resamples=n_resamples, seed=boot[lang])
+            ratios = per_draw[:, k] / base[k]
+            rows.append(AblationRow(name, lang, base[k].item(), per_draw[:, k].mean().item(), lo, hi,
+                                    ratios.min().item() if control else None,
+                                    ratios.max().item() if control else None,
+                                    len(ctxs) if control else None))
     return rows
+
+
+def _g(v) -> str:
+    return "" if v is None or v != v else f"{v:.6g}"
 
 
 def rows_to_csv(rows: list[AblationRow]) -> str:
@@ -94,7 +154,9 @@ def rows_to_csv(rows: list[AblationRow]) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(COLUMNS)
     for r in rows:
-        w.writerow([r.deactivated, r.evaluated, f"{r.base_ppl:.6g}", f"{r.ppl:.6g}", f"{r.ratio:.6g}"])
+        w.writerow([r.deactivated, r.evaluated, f"{r.base_ppl:.6g}", f"{r.ppl:.6g}", f"{r.ratio:.6g}",
+                    _g(r.ratio_lo), _g(r.ratio_hi), _g(r.ratio_min), _g(r.ratio_max),
+                    "" if r.draws is None else r.draws])
     return buf.getvalue()
 
 
@@ -104,6 +166,13 @@ def write_ablation_csv(rows: list[AblationRow], path: str | Path) -> Path:
 
 
 def read_ablation_csv(path: str | Path) -> list[AblationRow]:
+    """Rows of an ``ablation.csv`` (files written before the interval columns read with none)."""
+    def num(r, k, default=None):
+        v = r.get(k) or ""
+        return float(v) if v else default
+
     with open(path, encoding="utf-8") as fh:
-        return [AblationRow(r["deactivated"], r["evaluated"], float(r["base_ppl"]), float(r["ppl"]))
+        return [AblationRow(r["deactivated"], r["evaluated"], float(r["base_ppl"]), float(r["ppl"]),
+                            num(r, "ratio_lo", math.nan), num(r, "ratio_hi", math.nan), num(r, "ratio_min"),
+                            num(r, "ratio_max"), int(r["draws"]) if r.get("draws") else None)
                 for r in csv.DictReader(fh)]

@@ -15,7 +15,10 @@ KIND = "langloc.neuron_set"
 
 
 def random_layers(like, num_neurons: int, seed: int) -> list[torch.Tensor]:
-    """Random neurons with the same count per layer as ``like`` (the control of every experiment)."""
+    """Random neurons with the same count per layer as ``like``, from one generator seeded with
+    ``seed`` (layer by layer: ``randperm(num_neurons)[:count]``). Two calls with the same seed
+    share neurons (prefixes of the same permutations): experiments draw their controls through
+    :func:`langloc.controls.random_control`, which gives every condition its own seed."""
     g = torch.Generator().manual_seed(seed)
     return [torch.randperm(num_neurons, generator=g)[: len(idx)].sort().values for idx in like]
 
@@ -69,9 +72,13 @@ class NeuronSet:
     def unique_count(self) -> int:
         return int(torch.stack([self.mask(lang) for lang in self.languages]).any(0).sum())
 
-    def random_like(self, lang: str, seed: int = 0) -> list[torch.Tensor]:
-        """Random neurons with the same count per layer as ``lang``'s set (the control)."""
-        return random_layers(self.layers(lang), self.intermediate_size, seed)
+    def random_like(self, lang: str, seed: int = 0, draw: int = 0, condition: str | None = None) -> list[torch.Tensor]:
+        """Random neurons with the same count per layer as ``lang``'s set: the control named
+        ``condition`` (default ``random:<lang>``, as in ``ablation.csv``), draw ``draw``, of the
+        run seed ``seed`` (:func:`langloc.controls.random_control`)."""
+        from langloc.controls import random_control
+
+        return random_control(self.layers(lang), self.intermediate_size, seed, condition or f"random:{lang}", draw)
 
     def check_model(self, lm) -> None:
         check_same_model(self.meta, lm.meta, f"neuron set ({self.method})")

@@ -182,7 +182,8 @@ def perturb_step(folder: str | Path, lm, *, languages: list[str], matrix: str | 
     table = [{"parameter": name, **{k: described[r.deactivated][k] for k in ("dimension", "kind", "top_entries",
                                                                               "index", "original")},
               "operation": op, "language": r.evaluated, "base_ppl": round(r.base_ppl, 4), "ppl": round(r.ppl, 4),
-              "ratio": round(r.ratio, 4)} for r in rows]
+              "ratio": round(r.ratio, 4),
+              "ratio_lo": round(r.ratio_lo, 4), "ratio_hi": round(r.ratio_hi, 4)} for r in rows]
     path = folder / "perturb.csv"
     write_csv(path, table, table[0].keys())
     return table, path

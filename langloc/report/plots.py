@@ -80,13 +80,22 @@ def plot_ablation(rows, path: str | Path, *, ylabel: str = "neurons zeroed",
     deact = list(dict.fromkeys(r.deactivated for r in rows))
     evald = list(dict.fromkeys(r.evaluated for r in rows))
     m = np.full((len(deact), len(evald)), np.nan)
+    no_effect = np.zeros(m.shape, dtype=bool)
     for r in rows:
-        m[deact.index(r.deactivated), evald.index(r.evaluated)] = r.ratio
+        i, j = deact.index(r.deactivated), evald.index(r.evaluated)
+        m[i, j] = r.ratio
+        lo, hi_ = getattr(r, "ratio_lo", np.nan), getattr(r, "ratio_hi", np.nan)
+        no_effect[i, j] = lo == lo and hi_ == hi_ and lo <= 1.0 <= hi_
     fig, ax = plt.subplots(figsize=(1.5 + 0.65 * len(evald), 1 + 0.4 * len(deact)))
     hi = max(2.0, float(np.nanmax(m)))
     im = _heatmap(ax, m, deact, evald, format_ratio, "Reds",
                   norm=LogNorm(vmin=1.0, vmax=hi))
     fig.colorbar(im, ax=ax, label="perplexity ratio (deactivated / base), log scale")
+    if no_effect.any():
+        # A small ring in the cell's corner: its 95% bootstrap interval includes 1 (no effect).
+        ii, jj = np.nonzero(no_effect)
+        ax.scatter(jj + 0.34, ii - 0.28, s=9, facecolors="none", edgecolors="0.35", linewidths=0.7)
+        title += "\n(o: 95% interval over windows includes 1, no effect)"
     ax.set_xlabel("evaluated language (held-out text)")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -109,13 +118,24 @@ def plot_steering(rows: list[dict], path: str | Path) -> Path:
         ctrl = [got[t]["control_fluent_target_rate"] if t in got else None for t in targets]
         ax.bar(x + width, [100 * (c or 0) for c in ctrl], width, color="white",
                edgecolor=colors[mi % len(colors)], hatch="//", label=f"random control ({m})")
+        for key, dx in (("fluent_target_rate", 0.0), ("control_fluent_target_rate", width)):
+            # 95% bootstrap intervals over prompts, where the rows have them.
+            pts = [(xi + dx, got[t][key], got[t].get(f"{key}_lo"), got[t].get(f"{key}_hi"))
+                   for xi, t in zip(x, targets) if t in got and got[t].get(key) is not None
+                   and got[t].get(f"{key}_lo") is not None]
+            if pts:
+                xs, v, lo, hi = (np.array(a, dtype=float) for a in zip(*pts))
+                ax.errorbar(xs, 100 * v, yerr=[100 * (v - lo), 100 * (hi - v)], fmt="none", ecolor="0.2",
+                            elinewidth=0.8, capsize=2)
     ax.set_xticks(range(len(targets)), targets)
     ax.set_ylim(0, 100)
     ax.set_ylabel("fluent outputs in target language (%)")
     ax.set_xlabel("target language")
     ax.axhline(80, color="grey", lw=0.8, ls="--")
     ax.legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    ax.set_title("Steering the output language (held-out prompts)")
+    ax.set_title("Steering the output language (held-out prompts; bars: 95% intervals over prompts)"
+                 if any(r.get("fluent_target_rate_lo") is not None for r in rows)
+                 else "Steering the output language (held-out prompts)")
     return _save(fig, path)
 
 

@@ -9,11 +9,14 @@ Conditions, each evaluated on every language's items:
 * ``base``: no intervention;
 * ``zero:all_shared`` / ``zero:specific``: those neurons set to 0 at every position;
 * ``zero:random(all_shared)`` / ``zero:random(specific)``: the same number of random neurons
-  in every layer (drawn among all neurons; :func:`langloc.identify.neuron_set.random_layers`);
+  in every layer (drawn among all neurons, each from its own seed derived from the run seed
+  and the name ``random(all_shared)`` / ``random(specific)``: :mod:`langloc.controls`);
 * ``xK:all_shared``: all-shared neurons' activations multiplied by K at every position
   ("boosting"), and with ``boost_controls`` ``xK:random(all_shared)`` the same on random ones.
 
 A condition whose set is empty is not run: its rows repeat ``base`` with ``n_neurons`` 0.
+Every accuracy has its 95% bootstrap interval over the items (``accuracy_lo``, ``accuracy_hi``;
+the same item resamples for every condition of a task and language).
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
+from langloc.controls import derive_seed, random_control
 from langloc.errors import LanglocError
-from langloc.identify.neuron_set import random_layers
+from langloc.evaluate.bootstrap import ratio_of_sums_ci
 from langloc.intervene import Edit, Intervention
 from langloc.share.categories import modal_neurons
 
@@ -48,8 +52,8 @@ def causal_sets(modal: torch.Tensor, *, seed: int = 0) -> dict[str, list[torch.T
     I = modal.shape[-1]
     shared = modal_neurons(modal, "all_shared")
     specific = modal_neurons(modal, "specific")
-    return {"all_shared": shared, "random(all_shared)": random_layers(shared, I, seed),
-            "specific": specific, "random(specific)": random_layers(specific, I, seed + 1)}
+    return {"all_shared": shared, "random(all_shared)": random_control(shared, I, seed, "random(all_shared)"),
+            "specific": specific, "random(specific)": random_control(specific, I, seed, "random(specific)")}
 
 
 def _fmt(k: float) -> str:
@@ -71,6 +75,14 @@ def conditions(sets: dict[str, list[torch.Tensor]], boosts: Sequence[float] = (1
     return out
 
 
+def accuracy_interval(score, seed: int) -> tuple[float | None, float | None]:
+    """95% bootstrap interval of a task score's accuracy over its items (None without units)."""
+    if not score.units:
+        return None, None
+    right, counted = zip(*score.units)
+    return ratio_of_sums_ci(right, counted, seed=seed)
+
+
 def causal_study(lm, task, items: dict[str, list], modal: torch.Tensor, *, boosts: Sequence[float] = (1.5, 2.0),
                  boost_controls: bool = True, seed: int = 0, batch_size: int = 8, progress: bool = True) -> list[dict]:
     """Rows ``task, condition, language, accuracy, n_neurons`` (+ the task's extra figures)."""
@@ -87,8 +99,10 @@ def causal_study(lm, task, items: dict[str, list], modal: torch.Tensor, *, boost
                 else:
                     with iv.apply(lm):
                         score = task.score(lm, lang_items, batch_size=batch_size)
+                lo, hi = accuracy_interval(score, derive_seed(seed, f"bootstrap:{task.name}:{lang}"))
                 rows.append({"task": task.name, "condition": name, "language": lang, "accuracy": score.accuracy,
-                             "n_neurons": count, **{k: v for k, v in score.extra.items() if k != "tokens"}})
+                             "n_neurons": count, "accuracy_lo": lo, "accuracy_hi": hi,
+                             **{k: v for k, v in score.extra.items() if k != "tokens"}})
                 bar.update(1)
     finally:
         bar.close()

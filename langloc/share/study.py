@@ -167,8 +167,9 @@ def share_study(lm, tasks: dict, items: dict[str, dict[str, list]], *, out: str 
     plot_categories(shares, out / "plots" / "categories.png", model_name=lm.name, threshold=threshold, position=position)
     if causal:
         extra = [k for k in dict.fromkeys(k for r in causal_rows for k in r)
-                 if k not in ("task", "condition", "language", "accuracy", "n_neurons")]
-        write_csv(out / "causal.csv", causal_rows, ["task", "condition", "language", "accuracy", "n_neurons", *extra],
+                 if k not in ("task", "condition", "language", "accuracy", "n_neurons", "accuracy_lo", "accuracy_hi")]
+        write_csv(out / "causal.csv", causal_rows,
+                  ["task", "condition", "language", "accuracy", "n_neurons", "accuracy_lo", "accuracy_hi", *extra],
                   float_digits=6)
         plot_causal(causal_rows, out / "plots" / "causal.png")
     meta = {

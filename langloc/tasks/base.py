@@ -37,11 +37,13 @@ class TaskItem:
 @dataclass
 class TaskScore:
     """One language's result: ``accuracy`` (the task's own definition) and, where the task
-    has them, extra figures (``nll``, ``ppl``, ``tokens``)."""
+    has them, extra figures (``nll``, ``ppl``, ``tokens``). ``units``: per item, (right,
+    counted) with ``accuracy = sum(right) / sum(counted)`` (the bootstrap resamples items)."""
 
     accuracy: float
     n: int
     extra: dict = field(default_factory=dict)
+    units: list = field(default_factory=list)
 
 
 class Task:

@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from langloc.adapters.bible_task import bible_choice_items
-from langloc.adapters.choice import ChoiceItem, choice_accuracy, score_choices
+from langloc.adapters.choice import ChoiceItem, choice_accuracy, choice_correct, score_choices
 from langloc.errors import LanglocError
 from langloc.tasks.base import Task, TaskItem, TaskScore
 from langloc.tasks.bible_lm import check_bible_languages
@@ -80,4 +80,5 @@ class BibleChoiceTask(Task):
         choice_items = [ChoiceItem(it.prompt, it.choices, it.label, it.id) for it in items]
         scores = score_choices(lm, choice_items, batch_size=batch_size, progress=progress)
         return TaskScore(choice_accuracy(choice_items, scores), len(items),
-                         {"acc_norm": choice_accuracy(choice_items, scores, norm="chars")})
+                         {"acc_norm": choice_accuracy(choice_items, scores, norm="chars")},
+                         [(c, 1) for c in choice_correct(choice_items, scores)])

@@ -79,7 +79,8 @@ class BibleLMTask(Task):
         tokens = sum(s[1] for s in stats)
         nll = -sum(s[0] for s in stats) / tokens
         return TaskScore(sum(s[2] for s in stats) / tokens, len(items),
-                         {"nll": nll, "ppl": math.exp(min(nll, 700.0)), "tokens": tokens})
+                         {"nll": nll, "ppl": math.exp(min(nll, 700.0)), "tokens": tokens},
+                         [(s[2], s[1]) for s in stats])
 
 
 @torch.no_grad()

@@ -131,10 +131,12 @@ class GSMSymbolicTask(Task):
     @torch.no_grad()
     def score(self, lm, items, *, batch_size=8, progress=False) -> TaskScore:
         tok = lm.tokenizer
-        right = 0
+        right, units = 0, []
         for it in items:
             ids = tok(it.prompt, return_tensors="pt")["input_ids"].to(lm.device)
             out = lm.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
                                     max_new_tokens=self.max_new_tokens, do_sample=False)
-            right += same_number(tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True), it.gold.strip())
-        return TaskScore(right / len(items), len(items))
+            ok = int(same_number(tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True), it.gold.strip()))
+            right += ok
+            units.append((ok, 1))
+        return TaskScore(right / len(items), len(items), units=units)
