@@ -870,6 +870,7 @@ def demo(
     tokens: int = typer.Option(16_384, help="Statistics tokens per language (LAPE sets measured stable from 16,384 on: docs/performance.md)."),
     eval_tokens: int = typer.Option(512, help="Held-out tokens per language for perplexity."),
     eval_window: int = typer.Option(128, help="Tokens per held-out window (the bootstrap resamples windows)."),
+    control_draws: int = typer.Option(1, help="Random controls per language (each costs as much as the language's set)."),
     dtype: str = typer.Option("fast", help="fast (default here: bfloat16 where the CPU computes it natively, else float32), auto, float32, bfloat16, float16."),
 ):
     """collect -> identify -> ablate -> plots on the Bible corpus in 10 languages, then a summary.
@@ -881,7 +882,8 @@ def demo(
     from langloc.demo import DemoConfig, own_language_most, run
 
     config = DemoConfig(out=out_dir, model=model, languages=tuple(_langs(languages)), tokens=tokens,
-                        eval_tokens=eval_tokens, eval_window=eval_window, dtype=dtype)
+                        eval_tokens=eval_tokens, eval_window=eval_window, dtype=dtype,
+                        control_draws=control_draws)
     rows, ns, csv_path, seconds = run(config, say=out.print)
     _print_ablation(rows)
     langs = list(config.languages)

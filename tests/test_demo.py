@@ -24,7 +24,7 @@ def test_estimate_from_the_second_batch_counts_every_condition(monkeypatch):
     est = Estimate(lm, cfg, said.append)  # started at t=0
     est(2048)  # first batch ends at t=10
     est(2048)  # second at t=11: 2048 tokens/s
-    assert est.stats_tokens == 3 * 4096 and est.eval_tokens == (1 + 2 * 3) * 3 * 512
+    assert est.stats_tokens == 3 * 4096 and est.eval_tokens == (1 + 3 + 3 * 1) * 3 * 512
     body, head = cost_per_token(lm)
     eval_s = est.eval_tokens * (body + head) / body / 2048
     assert len(said) == 1 and f"{eval_s / 60:.0f} min for the ablation" in said[0]
@@ -35,3 +35,9 @@ def test_own_language_most_counts_strict_diagonal_maxima():
     ratios = {("en", "en"): 1.0, ("en", "fr"): 1.0, ("fr", "en"): 1.1, ("fr", "fr"): 3.0}
     rows = [SimpleNamespace(deactivated=d, evaluated=e, ratio=r) for (d, e), r in ratios.items()]
     assert own_language_most(rows, ["en", "fr"]) == 1  # en's tie is not "most"
+
+
+def test_estimate_counts_every_control_draw():
+    lm = bind(tiny_model("llama", layers=3, width=48), CharTokenizer(), "tiny-llama")
+    cfg = DemoConfig(languages=("en", "fr"), tokens=1024, eval_tokens=256, eval_window=128, control_draws=3)
+    assert Estimate(lm, cfg, print).eval_tokens == (1 + 2 + 2 * 3) * 2 * 256
