@@ -487,7 +487,6 @@ def train(
     from langloc.regions.study import folder_corpus, folder_info
     from langloc.train.trainer import MODES, forgetting
 
-    settings = preset_settings(preset, r=r, alpha=alpha)
     mode_list = _langs(modes)
     bad = [m for m in mode_list if m not in MODES]
     if bad or not mode_list:
