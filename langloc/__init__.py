@@ -5,8 +5,7 @@ steering) -> report.
 The functions re-exported here are the library API that the CLI is a thin layer over.
 """
 
-__version__ = "0.1.0"
-
+from langloc._version import __version__
 from langloc.errors import LanglocError  # noqa: E402
 from langloc.models import load_model, LoadedModel, NeuronSite  # noqa: E402
 from langloc.data import load_corpus  # noqa: E402

@@ -18,8 +18,6 @@ from typing import Any, Iterator
 
 from langloc.errors import LanglocError
 
-FORMAT_VERSION = 1
-
 # A fixed multilingual probe: two tokenizers that split it identically and have the same
 # vocabulary size are treated as the same tokenizer.
 _TOKENIZER_PROBE = (
@@ -78,11 +76,11 @@ def write_csv(path: str | os.PathLike, rows: list[dict], fieldnames, float_digit
 
 
 def load_artefact(path: str | os.PathLike, kind: str, what: str, build):
-    """Read a langloc JSON artefact of ``kind`` and ``build`` it from its dict; a foreign or
-    damaged file gets one clear error."""
-    d = read_json(path, what)
-    if not isinstance(d, dict) or d.get("kind") != kind:
-        raise LanglocError(f"{path} is not a langloc {what}")
+    """Read a langloc JSON artefact of ``kind``, check its manifest (see :mod:`langloc.manifest`)
+    and ``build`` it from its dict; a foreign, older-format or damaged file gets one clear error."""
+    from langloc.manifest import read_manifest
+
+    d = read_manifest(path, kind)
     try:
         return build(d)
     except (KeyError, TypeError, ValueError) as exc:
@@ -127,18 +125,21 @@ def weights_fingerprint(model) -> str:
     return h.hexdigest()[:16]
 
 
+_REDO = "load the model it was made for (--model), or remake it with this one"
+
+
 def check_same_model(meta: dict, model_meta: dict, what: str) -> None:
     """Refuse an artefact whose model metadata does not match the loaded model."""
-    mine = meta.get("model", {})
+    mine = meta.get("model") or {}
     for key in ("num_layers", "intermediate_size"):
         if key in mine and mine[key] != model_meta[key]:
             raise LanglocError(
                 f"{what} was made for a model with {key}={mine[key]} ({mine.get('name', '?')}), "
-                f"but the loaded model {model_meta['name']} has {key}={model_meta[key]}"
+                f"but the loaded model {model_meta['name']} has {key}={model_meta[key]}; {_REDO}"
             )
     for key in ("weights_fingerprint", "tokenizer_fingerprint"):
         if mine.get(key) and mine[key] != model_meta[key]:
             raise LanglocError(
                 f"{what} was made for model {mine.get('name', '?')} ({key} {mine[key]}), not for the "
-                f"loaded model {model_meta['name']} ({model_meta[key]})"
+                f"loaded model {model_meta['name']} ({model_meta[key]}); {_REDO}"
             )

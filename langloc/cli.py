@@ -415,7 +415,7 @@ def regions(
     lm = _folder_model(folder, model, dtype, device)
     s = regions_step(folder, lm, languages=_langs(languages) if languages else None, rate=rate, seed=seed,
                      probe_tokens=probe_tokens, rounding=rounding)
-    t = Table("region", "entries", title=f"regions of {s['model']} ({rate:.1%} of each matrix)")
+    t = Table("region", "entries", title=f"regions of {s['model']['name']} ({rate:.1%} of each matrix)")
     for name, n in s["sizes"].items():
         t.add_row(name, f"{n:,}")
     out.print(t)
@@ -539,7 +539,6 @@ def train(
     from langloc.regions.study import folder_corpus, folder_info
     from langloc.train.trainer import MODES, forgetting
 
-    settings = preset_settings(preset, r=r, alpha=alpha)
     mode_list = _langs(modes)
     bad = [m for m in mode_list if m not in MODES]
     if bad or not mode_list:
@@ -609,6 +608,9 @@ def transfer(
     from langloc.identify import NeuronSet
     from langloc.workflows import _load_model_of
 
+    from langloc.manifest import make_manifest, write_manifest
+
+    started = time.time()
     settings = preset_settings(preset, r=r, alpha=alpha)
     mode_list = _langs(modes)
     bad = [m for m in mode_list if m not in MODES]
@@ -624,6 +626,13 @@ def transfer(
                           **settings, attention=attention, down=down, lr=lr, epochs=epochs,
                           batch_size=batch_size, seed=seed)
     write_csv(out_path, rows, list(dict.fromkeys(k for row in rows for k in row)))
+    write_manifest(out_path, make_manifest(
+        "langloc.transfer", model=lm.meta, corpus={"name": "bible", "task": "bible-choice", "target": target},
+        split={"train": "stats", "eval": "eval"}, started=started,
+        config={"neurons": str(neurons), "method": ns.method, "language": language, "eval_languages": list(evals),
+                "modes": mode_list, "preset": preset, **settings, "attention": attention, "down": down, "lr": lr,
+                "epochs": epochs, "batch_size": batch_size, "train_items": train_items, "eval_items": eval_items},
+        seeds={"items": seed, "random_neurons": seed, "training": seed}), [out_path])
     t = Table("condition", *evals, title=f"choice accuracy after training on {language} items",
               caption="in brackets: 95% bootstrap interval over items")
     for cond in dict.fromkeys(r_["condition"] for r_ in rows):

@@ -5,12 +5,13 @@ A run folder collects everything one analysis produces::
     RUN/run.json, RUN/stats/<lang>.safetensors   langloc collect
     RUN/responses/<lang>.safetensors              langloc collect --segments N (expert units)
     RUN/neurons/<method>.json, RUN/plots/*.png    langloc identify [--method]
-    RUN/ablation.csv, RUN/plots/ablation.png      langloc ablate
+    RUN/ablation.csv, RUN/plots/ablation.png      langloc ablate (manifest: RUN/ablation.manifest.json)
     OUT/steer.json, summary.csv, ...              langloc steer
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from langloc.data import load_corpus
@@ -21,6 +22,7 @@ from langloc.report import plot_ablation, plot_neurons_per_layer, plot_overlap
 from langloc.identify import NeuronSet, export_lape, import_lape, lape_from_stats
 from langloc.identify.expert_units import expert_units, percentile_median
 from langloc.identify.thresholding import threshold_from_stats
+from langloc.manifest import make_manifest, write_manifest
 from langloc.stats.responses import load_responses, responses_file, save_responses, segment_responses
 from langloc.stats import ActivationStats, read_run, save_run
 
@@ -36,6 +38,7 @@ def identify_run(run: str | Path, *, method: str = "lape", top_rate=0.01, filter
                  activation_bar_ratio=0.95, rate: float = 0.00125, other_max: float | None = None,
                  n_units: int = 2000, out: str | Path | None = None, plots: bool = True) -> tuple[NeuronSet, Path]:
     """Identify language neurons in a run folder with ``method`` (see METHODS)."""
+    started = time.time()
     run = Path(run)
     if method not in METHODS:
         raise LanglocError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
@@ -48,7 +51,7 @@ def identify_run(run: str | Path, *, method: str = "lape", top_rate=0.01, filter
         responses = {lang: load_responses(run, lang) for lang in stats.languages}
         ns, _ = expert_units(responses, n=n_units, meta={"model": stats.meta.get("model", {}),
                                                           "corpus": stats.meta.get("corpus")})
-    path = ns.save(out or default_neurons(run, method))
+    path = ns.save(out or default_neurons(run, method), started=started)
     if plots:
         name = stats.meta.get("model", {}).get("name", "")
         suffix = "" if method == "lape" else f"_{method}"
@@ -60,6 +63,7 @@ def identify_run(run: str | Path, *, method: str = "lape", top_rate=0.01, filter
 def collect_responses_run(lm, corpus, languages: list[str], run: str | Path, *, segments: int = 100,
                           segment_tokens: int = 32, progress: bool = True) -> list[Path]:
     """Segment responses for expert units, per language, skipping languages already there."""
+    started = time.time()
     run = Path(run)
     meta = {"model": lm.meta, "corpus": corpus.describe(), "segments": segments, "segment_tokens": segment_tokens}
     paths = []
@@ -67,7 +71,8 @@ def collect_responses_run(lm, corpus, languages: list[str], run: str | Path, *, 
         path = responses_file(run, lang)
         if not path.is_file():
             save_responses(run, lang, segment_responses(lm, corpus, lang, segments=segments,
-                                                        segment_tokens=segment_tokens, progress=progress), meta)
+                                                        segment_tokens=segment_tokens, progress=progress), meta,
+                           started)
         paths.append(path)
     return paths
 
@@ -83,6 +88,7 @@ def compare_run(neuron_files: list[Path], out: str | Path, names: list[str] | No
     from langloc.identify.compare import compare_sets
     from langloc.report import plot_comparison
 
+    started = time.time()
     sets = {}
     for i, f in enumerate(neuron_files):
         ns = NeuronSet.load(f)
@@ -94,6 +100,12 @@ def compare_run(neuron_files: list[Path], out: str | Path, names: list[str] | No
     out = Path(out)
     write_csv(out / "compare.csv", rows, rows[0].keys())
     plot_comparison(rows, out / "compare.png")
+    first = next(iter(sets.values()))
+    write_manifest(out / "compare.csv", make_manifest(
+        "langloc.compare", model=first.meta.get("model"), corpus=first.meta.get("corpus"), started=started,
+        config={"neuron_sets": {name: {"file": str(f), "method": ns.method, "params": ns.params}
+                                for (name, ns), f in zip(sets.items(), neuron_files)}}),
+        [out / "compare.csv", out / "compare.png"])
     return rows, out / "compare.csv"
 
 
@@ -124,19 +136,26 @@ def ablate_run(run: str | Path, *, neurons: str | Path | None = None, model: str
     the CSV and the plot (the others return the same rows and ``None``)."""
     from langloc import distributed
 
+    started = time.time()
     run = Path(run)
     meta = read_run(run)
     ns = NeuronSet.load(neurons or default_neurons(run))
     lm = lm or load_run_model(run, model, dtype, device)
     # Evaluate on the held-out split of the corpus the statistics came from, unless told otherwise.
-    spec = _run_corpus_spec(meta, corpus)
-    rows = ablate(lm, ns, load_corpus(spec, seed=meta.get("seed", 0)), languages=languages, eval_tokens=eval_tokens,
+    eval_corpus = load_corpus(_run_corpus_spec(meta, corpus), seed=meta.get("seed", 0))
+    rows = ablate(lm, ns, eval_corpus, languages=languages, eval_tokens=eval_tokens,
                   window=window or meta.get("window", 512), batch_size=batch_size, seed=seed,
                   controls=controls, control_draws=control_draws, progress=progress)
     if not distributed.is_main():
         return rows, None
     csv_path = write_ablation_csv(rows, out or run / "ablation.csv")
     plot_ablation(rows, run / "plots" / "ablation.png")
+    write_manifest(csv_path, make_manifest(
+        "langloc.ablation", model=lm.meta, corpus=eval_corpus.describe(), split="eval", started=started,
+        config={"neurons": str(neurons or default_neurons(run)), "method": ns.method, "languages": languages,
+                "eval_tokens": eval_tokens, "window": window or meta.get("window", 512), "batch_size": batch_size,
+                "controls": controls, "control_draws": control_draws}, seeds={"controls": seed}),
+        [csv_path, run / "plots" / "ablation.png"])
     return rows, csv_path
 
 

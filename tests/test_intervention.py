@@ -260,7 +260,7 @@ def test_save_load_roundtrip_and_refusals(tmp_path):
     with pytest.raises(LanglocError, match="made for"):
         with back.apply(other):
             pass
-    (tmp_path / "bad.json").write_text('{"kind": "langloc.intervention", "edits": [{"rule": "set"}]}')
+    (tmp_path / "bad.json").write_text('{"kind": "langloc.intervention", "format_version": 2, "edits": [{"rule": "set"}]}')
     with pytest.raises(LanglocError, match="damaged intervention"):
         Intervention.load(tmp_path / "bad.json")
 

@@ -130,9 +130,12 @@ def harness_study(lm, tasks: Sequence[str], conditions: dict, *, out: str | Path
     """Every harness task under every condition (name -> Intervention or None for the model
     as it is); writes ``out/results.json`` (the harness's results per condition, with metadata)
     and ``out/metrics.csv`` (condition, task, metric, value) and returns the rows."""
-    import langloc
-    from langloc.artefacts import write_csv
+    import time
 
+    from langloc.artefacts import write_csv
+    from langloc.manifest import make_manifest, stamp
+
+    started = time.time()
     out = Path(out)
     rows, results = [], {}
     for name, iv in conditions.items():
@@ -143,8 +146,10 @@ def harness_study(lm, tasks: Sequence[str], conditions: dict, *, out: str | Path
                          "neurons": iv.count() if iv is not None else 0}
         rows += metric_rows(res, name)
     write_csv(out / "metrics.csv", rows, ["condition", "task", "metric", "value"], float_digits=6)
-    write_json(out / "results.json", {"kind": "langloc.harness", "langloc_version": langloc.__version__,
-                                      "model": lm.meta, "tasks": list(tasks), "limit": limit,
-                                      "num_fewshot": num_fewshot, "seed": seed, **(settings or {}),
-                                      "conditions": results})
+    config = {"tasks": list(tasks), "limit": limit, "num_fewshot": num_fewshot, "batch_size": batch_size,
+              "conditions": list(conditions), **(settings or {})}
+    manifest = make_manifest("langloc.harness", model=lm.meta, corpus={"harness_tasks": list(tasks)}, config=config,
+                             seeds={"harness": seed}, started=started)
+    write_json(out / "results.json", stamp({"tasks": list(tasks), "limit": limit, "num_fewshot": num_fewshot,
+                                            "seed": seed, **(settings or {}), "conditions": results}, manifest))
     return rows

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import torch
 
-import langloc
 from langloc.artefacts import check_same_model, load_artefact, write_json
 from langloc.errors import LanglocError
+from langloc.manifest import content, make_manifest, stamp
 
 KIND = "langloc.neuron_set"
 
@@ -84,10 +84,10 @@ class NeuronSet:
         check_same_model(self.meta, lm.meta, f"neuron set ({self.method})")
 
     # -- files ---------------------------------------------------------------------------
-    def to_dict(self) -> dict:
-        return {
-            "kind": KIND,
-            "langloc_version": langloc.__version__,
+    def to_dict(self, started: float | None = None) -> dict:
+        manifest = make_manifest(KIND, model=self.meta.get("model"), corpus=self.meta.get("corpus"), split="stats",
+                                 config={"method": self.method, "params": self.params}, started=started)
+        return stamp({
             "method": self.method,
             "params": self.params,
             "num_layers": self.num_layers,
@@ -96,19 +96,19 @@ class NeuronSet:
             "languages": self.languages,
             "counts": {lang: self.count(lang) for lang in self.languages},
             "neurons": {lang: [idx.tolist() for idx in layers] for lang, layers in self.neurons.items()},
-        }
+        }, manifest)
 
-    def save(self, path: str | Path) -> Path:
-        write_json(path, self.to_dict())
+    def save(self, path: str | Path, started: float | None = None) -> Path:
+        """Write the set as JSON with its manifest; ``started``: when making it began (time.time())."""
+        write_json(path, self.to_dict(started))
         return Path(path)
 
     @classmethod
     def load(cls, path: str | Path) -> "NeuronSet":
         def build(d):
             neurons = {lang: [torch.tensor(i, dtype=torch.long) for i in layers] for lang, layers in d["neurons"].items()}
-            meta = {k: v for k, v in d.items() if k not in
-                    {"kind", "langloc_version", "method", "params", "num_layers", "intermediate_size",
-                     "languages", "counts", "neurons"}}
+            meta = {k: v for k, v in content(d).items() if k not in
+                    {"method", "params", "num_layers", "intermediate_size", "languages", "counts", "neurons"}}
             return cls(neurons, d["num_layers"], d["intermediate_size"], d["method"], d.get("params", {}), meta)
 
         return load_artefact(path, KIND, "neuron set", build)

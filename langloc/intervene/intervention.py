@@ -36,9 +36,9 @@ from typing import Iterator, Sequence
 
 import torch
 
-import langloc
 from langloc.artefacts import check_same_model, load_artefact, write_json
 from langloc.errors import LanglocError
+from langloc.manifest import content, make_manifest, stamp
 
 KIND = "langloc.intervention"
 RULES = ("zero", "set", "scale", "add")
@@ -272,8 +272,9 @@ class Intervention:
 
     # -- files ---------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return {"kind": KIND, "langloc_version": langloc.__version__, "positions": self.positions,
-                **self.meta, "edits": [e.to_dict() for e in self.edits]}
+        manifest = make_manifest(KIND, model=self.meta.get("model"), corpus=self.meta.get("corpus"),
+                                 config={k: v for k, v in self.meta.items() if k not in ("model", "corpus")})
+        return stamp({"positions": self.positions, **self.meta, "edits": [e.to_dict() for e in self.edits]}, manifest)
 
     def save(self, path: str | Path) -> Path:
         write_json(path, self.to_dict())
@@ -285,7 +286,7 @@ class Intervention:
             edits = [Edit(e["rule"], [torch.tensor(i, dtype=torch.long) for i in e["neurons"]],
                           [torch.tensor(v) for v in e["values"]] if "values" in e else None, e.get("source", {}))
                      for e in d["edits"]]
-            meta = {k: v for k, v in d.items() if k not in {"kind", "langloc_version", "positions", "edits"}}
+            meta = {k: v for k, v in content(d).items() if k not in {"positions", "edits"}}
             return cls(edits, d.get("positions", "all"), meta)
 
         return load_artefact(path, KIND, "intervention", build)

@@ -27,6 +27,7 @@ to a single-process run up to rounding order, unlike the integer activation coun
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import torch
@@ -35,10 +36,10 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-import langloc
-from langloc.artefacts import atomic_path, check_same_model, read_json, write_json
+from langloc.artefacts import atomic_path, check_same_model, write_json
 from langloc.data.packing import corpus_windows, iter_batches
 from langloc.errors import LanglocError
+from langloc.manifest import make_manifest, read_manifest, read_safetensors_manifest, stamp
 from langloc.regions.params import region_parameters
 
 INFO_FILE = "importance.json"
@@ -75,6 +76,7 @@ def compute_importance(
     """Score every decoder-layer weight entry for each language; returns ``out``."""
     from langloc import distributed
 
+    started = time.time()
     if tokens < window or window < 2 or batch_size < 1 or checkpoint_every < 1:
         raise LanglocError("tokens must be at least one window, window at least 2, batch_size and "
                            "checkpoint_every positive")
@@ -86,15 +88,19 @@ def compute_importance(
     settings = {"corpus": corpus.describe(), "tokens": tokens, "window": window, "precision": precision}
     info_path = out / INFO_FILE
     if info_path.is_file():
-        info = read_json(info_path, "importance folder description")
+        info = read_manifest(info_path, "langloc.importance")
         check_same_model(info, lm.meta, f"importance folder {out}")
         for key, value in settings.items():
             if info.get(key) != value:
                 raise LanglocError(f"{out} holds importance scores computed with {key}={info.get(key)!r}, not "
                                    f"{value!r}; use another --out")
     else:
-        info = {"kind": "langloc.importance", "langloc_version": langloc.__version__, "model": lm.meta,
-                **settings, "languages": []}
+        info = {"model": lm.meta, **settings, "languages": []}
+
+    def manifest(kind: str) -> dict:
+        return make_manifest(kind, model=lm.meta, corpus=settings["corpus"], split="stats",
+                             config={k: v for k, v in settings.items() if k != "corpus"},
+                             seeds={"data": settings["corpus"].get("seed")}, started=started)
     todo = [lang for lang in languages if not importance_file(out, lang).is_file()]
     partial = [lang for lang in todo if _checkpoint_file(out, lang, rank, world).is_file()]
     if partial and not resume:
@@ -137,13 +143,13 @@ def compute_importance(
                 dtype = PRECISIONS[precision]
                 scores = {name: (p.detach().float().cpu() * (grads[name].cpu() / total)).abs().to(dtype).contiguous()
                           for name, p in params.items()}
-                meta = {"kind": "langloc.importance", "language": lang, "model": lm.meta, **settings,
-                        "predicted_tokens": int(total), "score": "|theta * dL/dtheta| (mean token NLL)"}
+                meta = stamp({"language": lang, **settings, "predicted_tokens": int(total),
+                              "score": "|theta * dL/dtheta| (mean token NLL)"}, manifest("langloc.importance_scores"))
                 with atomic_path(importance_file(out, lang)) as tmp:
                     save_file(scores, str(tmp), metadata={"langloc": json.dumps(meta, ensure_ascii=False)})
                 if lang not in info["languages"]:
                     info["languages"].append(lang)
-                write_json(info_path, info)
+                write_json(info_path, stamp(info, manifest("langloc.importance")))
             distributed.barrier()
             ckpt.unlink(missing_ok=True)
     finally:
@@ -156,7 +162,7 @@ def compute_importance(
         for lang in languages:
             if lang not in info["languages"]:
                 info["languages"].append(lang)
-        write_json(info_path, info)
+        write_json(info_path, stamp(info, manifest("langloc.importance")))
     distributed.barrier()
     return out
 
@@ -186,9 +192,7 @@ def _load_checkpoint(path: Path, settings: dict, params: dict) -> tuple[int, int
 def load_importance(out: str | Path, languages: list[str] | None = None, lm=None) -> tuple[dict, dict]:
     """``(scores, info)``: ``scores[lang][param] -> float32 tensor``; refused for another model."""
     out = Path(out)
-    info = read_json(out / INFO_FILE, "importance folder description")
-    if info.get("kind") != "langloc.importance":
-        raise LanglocError(f"{out} is not a langloc importance folder")
+    info = read_manifest(out / INFO_FILE, "langloc.importance")
     if lm is not None:
         check_same_model(info, lm.meta, f"importance scores in {out}")
     langs = languages or info["languages"]
@@ -198,6 +202,7 @@ def load_importance(out: str | Path, languages: list[str] | None = None, lm=None
     scores = {}
     for lang in langs:
         path = importance_file(out, lang)
+        read_safetensors_manifest(path, "langloc.importance_scores")
         try:
             scores[lang] = {k: v.float() for k, v in load_file(str(path)).items()}
         except Exception as exc:  # noqa: BLE001

@@ -30,9 +30,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-import langloc
 from langloc.artefacts import atomic_path, check_same_model
 from langloc.errors import LanglocError
+from langloc.manifest import content, make_manifest, read_manifest, stamp
 from langloc.regions.importance import importance_file, load_importance
 from langloc.regions.params import Region, check_region, region_size
 
@@ -63,10 +63,15 @@ class Regions:
         for name, region in self.regions.items():
             check_region(lm, region, f"region {name!r}")
 
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, started: float | None = None) -> Path:
+        """One safetensors file, the manifest in its metadata; ``started``: when building began."""
         tensors = {f"{name}{SEP}{param}": idx.contiguous() for name, region in self.regions.items()
                    for param, idx in region.items()}
-        meta = {"kind": KIND, "langloc_version": langloc.__version__, **self.meta, "regions": self.names}
+        config = {k: v for k, v in self.meta.items() if k in ("languages", "rate", "rounding", "importance")}
+        corpus = self.meta.get("corpus") or (self.meta.get("importance") or {}).get("corpus")
+        manifest = make_manifest(KIND, model=self.meta.get("model"), corpus=corpus, split="stats",
+                                 config=config, seeds={"random_region": self.meta.get("seed")}, started=started)
+        meta = stamp({**self.meta, "regions": self.names}, manifest)
         with atomic_path(path) as tmp:
             save_file(tensors, str(tmp), metadata={"langloc": json.dumps(meta, ensure_ascii=False)})
         return Path(path)
@@ -82,13 +87,12 @@ class Regions:
                 tensors = {k: f.get_tensor(k) for k in f.keys()}
         except Exception as exc:  # noqa: BLE001 - any damage means the same thing to the user
             raise LanglocError(f"region file {path} is unreadable (truncated or not safetensors): {exc}") from None
-        if meta.get("kind") != KIND:
-            raise LanglocError(f"{path} is not a langloc region file")
+        read_manifest(meta, KIND, where=path)
         regions: dict[str, Region] = {name: {} for name in meta["regions"]}
         for key, idx in tensors.items():
             name, param = key.split(SEP, 1)
             regions[name][param] = idx
-        return cls(regions, {k: v for k, v in meta.items() if k not in ("kind", "langloc_version", "regions")})
+        return cls(regions, {k: v for k, v in content(meta).items() if k != "regions"})
 
 
 def _top(scores: torch.Tensor, k: int) -> torch.Tensor:

@@ -13,6 +13,7 @@ budget) and ``importance/<lang>.safetensors``. Later steps add to it:
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from langloc.artefacts import read_json, write_csv, write_json
 from langloc.data import load_corpus
 from langloc.data.packing import corpus_windows
 from langloc.errors import LanglocError
+from langloc.manifest import make_manifest, read_manifest, stamp, write_manifest
 from langloc.evaluate.ablation import AblationRow, perplexity_table, write_ablation_csv
 from langloc.regions.ablation import region_ablation
 from langloc.regions.dimensions import dimension_counts, entry_on_dimension, hidden_axis, massive_activations, perturbed
@@ -32,10 +34,9 @@ from langloc.report.plots import plot_ablation, plot_region_location
 
 
 def folder_info(folder: str | Path) -> dict:
-    info = read_json(Path(folder) / INFO_FILE, "importance folder description (run `langloc importance` first)")
-    if info.get("kind") != "langloc.importance":
-        raise LanglocError(f"{folder} is not a langloc importance folder")
-    return info
+    path = Path(folder) / INFO_FILE
+    info = read_json(path, "importance folder description (run `langloc importance` first)")
+    return read_manifest(info, "langloc.importance", where=path)
 
 
 def folder_corpus(info: dict, corpus: str | None = None):
@@ -52,10 +53,11 @@ def _matrix_kind(name: str) -> str:
 def regions_step(folder: str | Path, lm, *, languages: list[str] | None = None, rate: float = 0.01, seed: int = 0,
                  probe_tokens: int = 1024, top_dims: int = 5, progress: bool = True, rounding: str = "floor") -> dict:
     """Build the regions, locate the Top region on hidden dimensions, write files; returns the summary."""
+    started = time.time()
     folder = Path(folder)
     info = folder_info(folder)
     regions = build_regions(folder, languages=languages, rate=rate, seed=seed, lm=lm, rounding=rounding)
-    regions.save(default_regions_file(folder))
+    regions.save(default_regions_file(folder), started=started)
     top = regions["top"]
     counts = dimension_counts(lm, top).numpy()
     # The residual stream's largest activations, on held-out text of every scored language.
@@ -82,8 +84,6 @@ def regions_step(folder: str | Path, lm, *, languages: list[str] | None = None, 
             share[layers[name], kinds.index(_matrix_kind(name))] = single[dense].sum() / single.sum()
     plot_region_location(kinds, share, counts, massive, folder / "plots" / "regions.png", top_dims=top_dims)
     summary = {
-        "kind": "langloc.regions_summary",
-        "model": regions.meta["model"]["name"],
         "rate": rate,
         "languages": regions.meta["languages"],
         "sizes": regions.sizes(),
@@ -95,6 +95,10 @@ def regions_step(folder: str | Path, lm, *, languages: list[str] | None = None, 
         "overlap": sorted(set(dense) & set(loud)),
         "median_abs_activation": round(float(np.median(massive)), 2),
     }
+    summary = stamp(summary, make_manifest(
+        "langloc.regions_summary", model=regions.meta["model"], corpus=info.get("corpus"), split="stats+eval",
+        config={"languages": regions.meta["languages"], "rate": rate, "rounding": rounding,
+                "probe_tokens": probe_tokens, "top_dims": top_dims}, seeds={"random_region": seed}, started=started))
     write_json(folder / "regions.json", summary)
     return summary
 
@@ -102,6 +106,7 @@ def regions_step(folder: str | Path, lm, *, languages: list[str] | None = None, 
 def region_ablate_step(folder: str | Path, lm, *, languages: list[str], names: list[str] | None = None,
                        eval_tokens: int = 1024, batch_size: int = 2, corpus: str | None = None,
                        progress: bool = True) -> tuple[list[AblationRow], Path]:
+    started = time.time()
     folder = Path(folder)
     info = folder_info(folder)
     regions = Regions.load(default_regions_file(folder))
@@ -112,6 +117,11 @@ def region_ablate_step(folder: str | Path, lm, *, languages: list[str], names: l
     plot_ablation(rows, folder / "plots" / "region_ablation.png", ylabel="region zeroed",
                   title=f"Zeroing {regions.meta['rate']:.1%} regions of every decoder matrix "
                        f"({regions.meta['model'].get('name', '')})")
+    write_manifest(path, make_manifest(
+        "langloc.region_ablation", model=lm.meta, corpus=folder_corpus(info, corpus).describe(), split="eval",
+        config={"languages": languages, "regions": names, "eval_tokens": eval_tokens, "window": info.get("window", 512),
+                "batch_size": batch_size, "rate": regions.meta.get("rate")}, started=started),
+        [path, folder / "plots" / "region_ablation.png"])
     return rows, path
 
 
@@ -136,6 +146,7 @@ def perturb_step(folder: str | Path, lm, *, languages: list[str], matrix: str | 
     perplexity. Without ``dims``: the Top region's densest dimension and an ordinary one (the
     dimension with the median Top-region count). Without ``matrix``: the lowest layer's matrix
     that writes the residual stream and holds the most Top entries on the densest dimension."""
+    started = time.time()
     folder = Path(folder)
     info = folder_info(folder)
     regions = Regions.load(default_regions_file(folder))
@@ -186,4 +197,8 @@ def perturb_step(folder: str | Path, lm, *, languages: list[str], matrix: str | 
               "ratio_lo": round(r.ratio_lo, 4), "ratio_hi": round(r.ratio_hi, 4)} for r in rows]
     path = folder / "perturb.csv"
     write_csv(path, table, table[0].keys())
+    write_manifest(path, make_manifest(
+        "langloc.perturb", model=lm.meta, corpus=corpus_.describe(), split="eval",
+        config={"languages": languages, "matrix": name, "dims": dims, "scale": scale, "value": value, "whole": whole,
+                "eval_tokens": eval_tokens, "batch_size": batch_size}, started=started), [path])
     return table, path

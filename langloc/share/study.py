@@ -28,9 +28,9 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
-import langloc
 from langloc.artefacts import write_csv, write_json
 from langloc.errors import LanglocError
+from langloc.manifest import make_manifest, stamp
 from langloc.share.attribution import (AGGREGATES, CategoryAttribution, ReferenceAggregation, TopContribution,
                                       column_norms, gold_directions, neuron_scores)
 from langloc.share.capture import capture, check_gold_tokens, check_position
@@ -173,7 +173,6 @@ def share_study(lm, tasks: dict, items: dict[str, dict[str, list]], *, out: str 
                   float_digits=6)
         plot_causal(causal_rows, out / "plots" / "causal.png")
     meta = {
-        "kind": KIND, "langloc_version": langloc.__version__, "model": lm.meta,
         "tasks": {name: {"options": t.options(), "accuracy": t.accuracy_means,
                          "item_ids": [it.id for it in items[name][languages[0]]],
                          **({"target": t.resolve_target(languages)} if hasattr(t, "resolve_target") else {})}
@@ -186,6 +185,11 @@ def share_study(lm, tasks: dict, items: dict[str, dict[str, list]], *, out: str 
         **(settings or {}),
         "summary": summary, "seconds": {**timings, "total": round(time.time() - started, 1)},
     }
+    config = {k: meta[k] for k in ("languages", "threshold", "position", "reduce", "gold_tokens", "top_k", "causal")}
+    config.update({"tasks": list(tasks), **(settings or {})})
+    meta = stamp(meta, make_manifest(KIND, model=lm.meta, corpus={"tasks": list(tasks)},
+                                     split=(settings or {}).get("split"), config=config, seeds={"items": seed,
+                                     "random_neurons": seed}, started=started))
     write_json(out / "share.json", meta)
     return meta
 

@@ -2,8 +2,10 @@
 
 A run folder::
 
-    RUN/run.json                 model, corpus, window, token budget, seed, langloc version
-    RUN/stats/<lang>.safetensors over_zero [L, I] int64, active_sum / act_sum [L, I] float64, n [1]
+    RUN/run.json                 the manifest (model, corpus, window, token budget, seed, ...: see
+                                 langloc.manifest) and the languages
+    RUN/stats/<lang>.safetensors over_zero [L, I] int64, active_sum / act_sum [L, I] float64, n [1];
+                                 the manifest in its metadata
 
 Each language is its own file, written atomically when that language is done, so adding a
 language to a run computes only that language, and a killed run keeps the finished ones.
@@ -12,6 +14,7 @@ language to a run computes only that language, and a killed run keeps the finish
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,10 +23,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-import langloc
-from langloc.artefacts import atomic_path, check_same_model, read_json, write_json
+from langloc.artefacts import atomic_path, check_same_model, write_json
 from langloc.data.packing import corpus_windows, iter_batches
 from langloc.errors import LanglocError
+from langloc.manifest import content, make_manifest, read_manifest, read_safetensors_manifest, stamp
 from langloc.stats.counters import ActivationCounter, totals_from_state
 
 RUN_FILE = "run.json"
@@ -86,9 +89,10 @@ class ActivationStats:
 def read_run(run: Path) -> dict:
     if not Path(run).is_dir():
         raise LanglocError(f"run folder not found: {run} (make one with `langloc collect --out {run}`)")
-    meta = read_json(Path(run) / RUN_FILE, "run metadata")
-    if not isinstance(meta, dict) or "model" not in meta or "languages" not in meta:
-        raise LanglocError(f"{Path(run) / RUN_FILE} is not a langloc run file")
+    meta = read_manifest(Path(run) / RUN_FILE, "langloc.run")
+    if "model" not in meta or "languages" not in meta:
+        raise LanglocError(f"{Path(run) / RUN_FILE} is a damaged langloc run file (no model or languages); "
+                           "remake it with `langloc collect`")
     return meta
 
 
@@ -100,6 +104,7 @@ def load_language(run: Path, lang: str) -> dict[str, torch.Tensor]:
     path = language_file(run, lang)
     if not path.is_file():
         raise LanglocError(f"no statistics for language {lang!r} in {run} (run `langloc collect` for it)")
+    read_safetensors_manifest(path, "langloc.stats")
     try:
         tensors = load_file(path)
     except (SafetensorError, OSError, ValueError) as exc:
@@ -110,11 +115,23 @@ def load_language(run: Path, lang: str) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def _save_language(run: Path, lang: str, totals: dict[str, torch.Tensor], meta: dict) -> None:
+def _run_manifest(kind: str, meta: dict, started: float | None) -> dict:
+    return make_manifest(kind, model=meta.get("model"), corpus=meta.get("corpus"), split="stats",
+                         config={k: meta[k] for k in ("window", "tokens", "imported") if k in meta},
+                         seeds={"data": meta["seed"]} if "seed" in meta else {}, started=started)
+
+
+def _save_language(run: Path, lang: str, totals: dict[str, torch.Tensor], meta: dict,
+                   started: float | None = None) -> None:
     path = language_file(run, lang)
+    doc = stamp({**content(meta), "language": lang}, _run_manifest("langloc.stats", meta, started))
     with atomic_path(path) as tmp:
         save_file({k: v.contiguous() for k, v in totals.items()}, str(tmp),
-                  metadata={"langloc": json.dumps({**meta, "language": lang}, ensure_ascii=False)})
+                  metadata={"langloc": json.dumps(doc, ensure_ascii=False)})
+
+
+def _write_run(out: Path, meta: dict, started: float | None) -> None:
+    write_json(Path(out) / RUN_FILE, stamp(meta, _run_manifest("langloc.run", meta, started)))
 
 
 def _checkpoint_file(run: Path, lang: str, rank: int, world: int) -> Path:
@@ -161,6 +178,7 @@ def collect(
     """
     from langloc import distributed
 
+    started = time.time()
     if tokens < 1 or window < 2 or batch_size < 1 or checkpoint_every < 1:
         raise LanglocError("tokens, batch_size and checkpoint_every must be positive and window at least 2")
     corpus.check_languages(languages)
@@ -178,7 +196,7 @@ def collect(
                     "use another --out to collect with different settings"
                 )
     else:
-        meta = {"langloc_version": langloc.__version__, "model": lm.meta, **settings, "languages": []}
+        meta = {"model": lm.meta, **settings, "languages": []}
     todo = [lang for lang in languages if not language_file(out, lang).is_file()]
     partial = [lang for lang in todo if _checkpoint_file(out, lang, rank, world).is_file()]
     if partial and not resume:
@@ -215,29 +233,30 @@ def collect(
             bar.close()
             state = distributed.all_reduce_sum(counter.state(), lm.device)
             if rank == 0:
-                _save_language(out, lang, totals_from_state(state), {"model": lm.meta, **settings})
+                _save_language(out, lang, totals_from_state(state), {"model": lm.meta, **settings}, started)
                 if lang not in meta["languages"]:
                     meta["languages"].append(lang)
-                write_json(run_path, meta)
+                _write_run(out, meta, started)
             distributed.barrier()
             ckpt.unlink(missing_ok=True)
     if rank == 0:
         for lang in languages:
             if lang not in meta["languages"]:
                 meta["languages"].append(lang)
-        write_json(run_path, meta)
+        _write_run(out, meta, started)
     distributed.barrier()
     return ActivationStats.load(out, languages)
 
 
 def save_run(out: str | Path, stats: ActivationStats) -> Path:
     """Write ``stats`` as a run folder (used by ``import-lape``; ``collect`` writes as it goes)."""
+    started = time.time()
     out = Path(out)
     if (out / RUN_FILE).exists():
         raise LanglocError(f"{out} already holds a run; choose another --out")
     for k, lang in enumerate(stats.languages):
         totals = {"n": stats.n[k:k + 1].clone(), "over_zero": stats.over_zero[k].clone(),
                   "active_sum": stats.active_sum[k].clone(), "act_sum": stats.act_sum[k].clone()}
-        _save_language(out, lang, totals, stats.meta)
-    write_json(out / RUN_FILE, {"langloc_version": langloc.__version__, **stats.meta, "languages": stats.languages})
+        _save_language(out, lang, totals, stats.meta, started)
+    _write_run(out, {**content(stats.meta), "languages": stats.languages}, started)
     return out

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from langloc.artefacts import atomic_path
 from langloc.data.packing import corpus_windows
 from langloc.errors import LanglocError
+from langloc.manifest import content, make_manifest, read_safetensors_manifest, stamp
 
 
 def responses_file(run: str | Path, lang: str) -> Path:
@@ -58,11 +59,17 @@ def segment_responses(lm, corpus, lang: str, *, segments: int = 100, segment_tok
     return out
 
 
-def save_responses(run: str | Path, lang: str, responses: torch.Tensor, meta: dict) -> Path:
+def save_responses(run: str | Path, lang: str, responses: torch.Tensor, meta: dict,
+                   started: float | None = None) -> Path:
+    """``meta``: model, corpus, segments, segment_tokens (stamped as the file's manifest)."""
     path = responses_file(run, lang)
+    manifest = make_manifest("langloc.responses", model=meta.get("model"), corpus=meta.get("corpus"), split="stats",
+                             config={k: meta[k] for k in ("segments", "segment_tokens") if k in meta},
+                             started=started)
+    doc = stamp({**content(meta), "language": lang}, manifest)
     with atomic_path(path) as tmp:
         save_file({"responses": responses.contiguous()}, str(tmp),
-                  metadata={"langloc": json.dumps({**meta, "language": lang}, ensure_ascii=False)})
+                  metadata={"langloc": json.dumps(doc, ensure_ascii=False)})
     return path
 
 
@@ -71,6 +78,7 @@ def load_responses(run: str | Path, lang: str) -> torch.Tensor:
     if not path.is_file():
         raise LanglocError(f"no segment responses for {lang!r} in {run}; collect them with "
                            f"`langloc collect --segments 100` (expert units need them)")
+    read_safetensors_manifest(path, "langloc.responses")
     try:
         return load_file(path)["responses"]
     except (SafetensorError, OSError, ValueError, KeyError) as exc:

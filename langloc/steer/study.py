@@ -11,6 +11,7 @@ their intervals are over prompts (a prompt's value: its mean over the draws), an
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from langloc.artefacts import atomic_path, write_csv, write_json
 from langloc.controls import check_draws, derive_seed, random_control
 from langloc.errors import LanglocError
 from langloc.evaluate.bootstrap import mean_ci
+from langloc.manifest import make_manifest, stamp
 from langloc.steer.judge import summarise
 from langloc.steer.steering import SteerSetting, Steerer
 
@@ -78,6 +80,7 @@ def steer_study(steerer: Steerer, sets: dict, targets: list[str], *, source: str
     if settings is not None and not tune_prompts:
         raise LanglocError("the strength search needs tuning prompts")
     draws = check_draws(control_draws)
+    started = time.time()
     lm = steerer.lm
     check_targets(sets, targets)
     for ns in sets.values():
@@ -155,6 +158,14 @@ def steer_study(steerer: Steerer, sets: dict, targets: list[str], *, source: str
               "language_candidates": steerer.identify.candidates,
               "prompts": {"tune": len(tune_prompts or []), "eval": len(eval_prompts)},
               "rows": rows, "details": details}
+    config = {"source": source, "targets": targets, "controls": controls, "search": settings is not None,
+              "setting": asdict(setting) if setting is not None else None,
+              "grid": [asdict(s) for s in settings] if settings is not None else None,
+              "generation": result["generation"], "fluency": result["fluency"],
+              "language_candidates": result["language_candidates"], "prompts": result["prompts"],
+              "neuron_sets": {name: {"method": ns.method, "params": ns.params} for name, ns in sets.items()}}
+    result = stamp(result, make_manifest("langloc.steer", model=lm.meta, config=config,
+                                         seeds={"controls": seed, "generation": steerer.gen.seed}, started=started))
     if out is not None:
         write_outputs(Path(out), result, gens)
     return result

@@ -9,7 +9,8 @@ and nothing frozen.
 
 An output folder of :func:`train`::
 
-    OUT/train.json         settings, model, frozen region (size, digest), final summary
+    OUT/train.json         the manifest (langloc.manifest), settings, frozen region (size, digest),
+                           final summary
     OUT/perplexity.csv     step, language, ppl   (held-out "eval" split; step 0 = before training)
     OUT/loss.csv           step, loss, lr        (training loss of every step)
     OUT/plots/training.png perplexity / perplexity at step 0 against step, per language
@@ -17,7 +18,7 @@ An output folder of :func:`train`::
 
 :func:`forgetting` writes one such folder per mode (``OUT/core``, ``OUT/random``,
 ``OUT/none``) plus ``OUT/forgetting.csv`` (mode, step, language, ppl, ratio),
-``OUT/summary.csv`` and ``OUT/plots/forgetting.png``.
+``OUT/summary.csv``, ``OUT/plots/forgetting.png`` and ``OUT/forgetting.manifest.json``.
 
 Training keeps the parameters in float32 (they are the master weights) and runs the forward
 pass under ``torch.autocast`` (``precision="bf16"``, or ``"fp16"`` with a GradScaler);
@@ -40,11 +41,11 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-import langloc
-from langloc.artefacts import atomic_path, check_same_model, read_json, weights_fingerprint, write_csv, write_json
+from langloc.artefacts import atomic_path, check_same_model, weights_fingerprint, write_csv, write_json
 from langloc.data.packing import corpus_windows
 from langloc.errors import LanglocError
 from langloc.evaluate.perplexity import perplexity
+from langloc.manifest import make_manifest, read_manifest, stamp, write_manifest
 from langloc.regions import Region, check_region, region_size
 from langloc.train.freezing import RegionFreezer, check_region_tensors, optimizer_step
 from langloc.train.plots import plot_forgetting, plot_training
@@ -267,6 +268,7 @@ def train(
     ``region_meta``: the metadata of the region's artefact (``{"model": ...}``), checked
     against the model. ``label`` names the run in the progress bar and the plot title.
     """
+    started = time.time()
     _validate(steps=steps, batch_size=batch_size, window=window, lr=lr, weight_decay=weight_decay, warmup=warmup,
               eval_tokens=eval_tokens, eval_every=eval_every, checkpoint_every=checkpoint_every,
               max_grad_norm=max_grad_norm, precision=precision)
@@ -294,8 +296,8 @@ def train(
     }
 
     if (out / RESULT).is_file():
-        done = read_json(out / RESULT, "training result")
-        if not isinstance(done, dict) or "settings" not in done:
+        done = read_manifest(out / RESULT, "langloc.train")
+        if "settings" not in done:
             raise LanglocError(f"{out / RESULT} is not a langloc training result")
         if done["settings"] != json.loads(json.dumps(settings)):
             raise LanglocError(f"{out} already holds a finished training run with other settings "
@@ -393,9 +395,12 @@ def train(
         first = next(r["ppl"] for r in rows if r["language"] == lg and r["step"] == 0)
         last = next(r["ppl"] for r in rows if r["language"] == lg and r["step"] == steps)
         summary[lg] = {"ppl_start": first, "ppl_end": last, "ratio": last / first}
-    meta = {
-        "langloc_version": langloc.__version__, "kind": "training",
-        "model": {**lm.meta, "weights_fingerprint": settings["model_weights"]},  # the weights trained from
+    trained_from = {**lm.meta, "weights_fingerprint": settings["model_weights"]}  # the weights trained from
+    manifest = make_manifest("langloc.train", model=trained_from, corpus=settings["corpus"],
+                             split={"train": "stats", "eval": "eval"},
+                             config={k: v for k, v in settings.items() if k not in ("corpus", "seed")},
+                             seeds={"data": seed}, started=started)
+    meta = stamp({
         "settings": settings,
         # Checked bit for bit after the last step (None: nothing was frozen).
         "frozen_verified_identical": True if freezer is not None else None,
@@ -404,7 +409,7 @@ def train(
         "seconds_per_step": seconds,  # of this call's steps (None if it only finished evaluating)
         "tokens_trained": steps * batch_size * window,
         "passes_over_data": steps * batch_size / len(windows), "perplexity": summary,
-    }
+    }, manifest)
     plot_training(rows, out / "plots" / "training.png", lang,
                   f"Further pre-training on {lang}" + (f" ({label})" if label else "") + ": held-out perplexity")
     write_json(out / RESULT, meta)  # last: its presence marks the run as finished
@@ -443,6 +448,7 @@ def forgetting(
     batch_size, window, lr, ...). The model is left at its original weights. Returns the rows
     of forgetting.csv.
     """
+    started = time.time()
     modes = list(modes)
     bad = [m for m in modes if m not in MODES]
     if not modes or bad:
@@ -491,4 +497,12 @@ def forgetting(
                 "ppl_end": r["ppl"], "ratio": r["ratio"]} for r in combined if r["step"] == last]
     write_csv(out / "summary.csv", summary, ["mode", "language", "trained", "ppl_start", "ppl_end", "ratio"])
     plot_forgetting(combined, out / "plots" / "forgetting.png", lang)
+    config = {"language": lang, "modes": modes, "frozen_entries": {m: region_size(r) if r is not None else 0
+                                                                   for m, r in regions.items() if m in modes},
+              **{k: v for k, v in train_kwargs.items() if k != "corpus"}}
+    write_manifest(out / "forgetting.csv", make_manifest(
+        "langloc.forgetting", model=lm.meta, corpus=corpus.describe(), split={"train": "stats", "eval": "eval"},
+        config=config, seeds={"data": seed, "random_region": seed}, started=started),
+        [out / "forgetting.csv", out / "summary.csv", out / "plots" / "forgetting.png",
+         *[out / m / RESULT for m in modes]])
     return combined

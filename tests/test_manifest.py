@@ -1,0 +1,244 @@
+"""One manifest: every artefact kind is written on a tiny model, loaded back through the one
+loader and its manifest fields checked; foreign, older-format, newer-format and other-model
+artefacts are refused with one line that says what to do; no module imports the top-level
+package."""
+
+import ast
+import datetime
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+import langloc
+from langloc.errors import LanglocError
+from langloc.identify import NeuronSet
+from langloc.manifest import FIELDS, FORMAT_VERSION, KINDS, read_manifest, read_safetensors_manifest
+from langloc.models import load_model
+from test_cli import error_line, invoke
+from tiny import save_tiny_llama, write_folder_corpus
+
+DEV = ("--device", "cpu")
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    """Every CLI command that writes an artefact, once, on a tiny model."""
+    root = tmp_path_factory.mktemp("manifest")
+    model = save_tiny_llama(root / "tiny")
+    corpus = write_folder_corpus(root / "corpus")
+    run, cmp_, steer, reg, forget = (root / n for n in ("run", "cmp", "steer", "regions", "forget"))
+    prompts = root / "prompts.txt"
+    prompts.write_text("In the beginning\nThe word was\n", encoding="utf-8")
+    commands = [
+        ["collect", "-m", model, "--corpus", corpus, "-l", "en,fr", "--tokens", "256", "--window", "64", "-o", run,
+         "--segments", "4", "--segment-tokens", "16", "--seed", "3", *DEV],
+        ["identify", run, "--top-rate", "0.05"],
+        ["identify", run, "--method", "thresholding", "--rate", "0.05"],
+        ["ablate", run, "--eval-tokens", "128", "--seed", "5", *DEV],
+        ["compare", run / "neurons" / "lape.json", run / "neurons" / "thresholding.json", "-o", cmp_],
+        ["steer", "-n", run / "neurons" / "thresholding.json", "-t", "fr", "--run", run, "-o", steer,
+         "--prompts", prompts, "--no-search", "--max-new-tokens", "3", "--no-controls", *DEV],
+        ["transfer", "-n", run / "neurons" / "lape.json", "--language", "fr", "-l", "ru", "-o", root / "transfer.csv",
+         "--modes", "none", "--train-items", "2", "--eval-items", "2", "--batch-size", "2", *DEV],
+        ["importance", "-m", model, "--corpus", corpus, "-l", "en,fr", "--tokens", "64", "--window", "64", "-o", reg,
+         *DEV],
+        ["regions", reg, "--rate", "0.05", "--probe-tokens", "64", *DEV],
+        ["region-ablate", reg, "-l", "en", "--regions", "top", "--eval-tokens", "64", *DEV],
+        ["perturb", reg, "-l", "en", "--eval-tokens", "64", *DEV],
+        ["train", reg, "--language", "fr", "-l", "en", "-o", forget, "--modes", "none", "--steps", "1",
+         "--batch-size", "1", "--eval-every", "1", "--eval-tokens", "64", "--warmup", "0", "--no-train-embeddings",
+         *DEV],
+        ["share", "-m", model, "--tasks", "bible-lm", "-l", "en,fr", "--items", "2", "--max-chars", "40",
+         "-o", root / "share", *DEV],
+    ]
+    for args in commands:
+        assert invoke(*args) == 0, args
+    return root, model
+
+
+def _harness(tmp_path, lm, monkeypatch):
+    """results.json of the harness study, with the harness itself replaced (no lm_eval needed)."""
+    import langloc.evaluate.harness as h
+
+    monkeypatch.setattr(h, "harness_evaluate", lambda lm, tasks, **kw: {
+        "results": {t: {"acc,none": 0.5} for t in tasks}, "n-samples": {}})
+    h.harness_study(lm, ["xnli_fr"], {"base": None}, out=tmp_path / "harness", seed=4, settings={"command": "harness"})
+    return tmp_path / "harness" / "results.json"
+
+
+# kind -> (file under the fixture's root, the subcommand that wrote it, whether it names a corpus)
+WRITTEN = {
+    "langloc.run": ("run/run.json", "collect", True),
+    "langloc.stats": ("run/stats/fr.safetensors", "collect", True),
+    "langloc.responses": ("run/responses/en.safetensors", "collect", True),
+    "langloc.neuron_set": ("run/neurons/lape.json", "identify", True),
+    "langloc.ablation": ("run/ablation.manifest.json", "ablate", True),
+    "langloc.compare": ("cmp/compare.manifest.json", "compare", True),
+    "langloc.intervention": ("steer/interventions/thresholding-fr.json", "steer", False),
+    "langloc.steer": ("steer/steer.json", "steer", False),
+    "langloc.transfer": ("transfer.manifest.json", "transfer", True),
+    "langloc.importance": ("regions/importance.json", "importance", True),
+    "langloc.importance_scores": ("regions/importance/en.safetensors", "importance", True),
+    "langloc.regions": ("regions/regions.safetensors", "regions", True),
+    "langloc.regions_summary": ("regions/regions.json", "regions", True),
+    "langloc.region_ablation": ("regions/region_ablation.manifest.json", "region-ablate", True),
+    "langloc.perturb": ("regions/perturb.manifest.json", "perturb", True),
+    "langloc.train": ("forget/none/train.json", "train", True),
+    "langloc.forgetting": ("forget/forgetting.manifest.json", "train", True),
+    "langloc.share": ("share/share.json", "share", True),
+    "langloc.harness": (None, None, True),
+}
+
+
+def test_every_kind_is_covered():
+    assert set(WRITTEN) == set(KINDS)
+
+
+@pytest.mark.parametrize("kind", list(WRITTEN))
+def test_every_artefact_kind_carries_the_manifest(made, kind, tmp_path, monkeypatch):
+    root, model = made
+    lm = load_model(str(model), device="cpu")
+    rel, command, has_corpus = WRITTEN[kind]
+    path = _harness(tmp_path, lm, monkeypatch) if rel is None else root / rel
+    if path.suffix == ".safetensors":
+        doc = read_safetensors_manifest(path, kind, model_meta=lm.meta)
+    else:
+        doc = read_manifest(path, kind, model_meta=lm.meta)
+    assert list(doc)[:len(FIELDS)] == list(FIELDS)  # the manifest first, in one order
+    assert doc["kind"] == kind and doc["format_version"] == FORMAT_VERSION
+    assert doc["langloc_version"] == langloc.__version__
+    for key in ("name", "revision", "weights_fingerprint", "tokenizer_fingerprint", "neuron_site", "num_layers"):
+        assert doc["model"][key] == lm.meta[key], key
+    assert (doc["corpus"] is not None) == has_corpus
+    assert isinstance(doc["config"], dict) and doc["config"]
+    assert isinstance(doc["seeds"], dict)
+    if command is not None:
+        assert doc["command"][:2] == ["langloc", command]
+    assert datetime.datetime.fromisoformat(doc["created"]).tzinfo is not None
+    if kind != "langloc.intervention":  # written inside the steering study, no time of its own
+        assert isinstance(doc["wall_seconds"], float) and doc["wall_seconds"] >= 0
+    assert {"cpu", "cpu_class", "threads", "torch", "transformers"} <= set(doc["machine"])
+    if path.name.endswith(".manifest.json"):  # a study's CSV outputs, listed beside them
+        assert doc["outputs"] and all((path.parent / p).is_file() for p in doc["outputs"])
+
+
+def test_seeds_and_config_are_those_given(made):
+    root, _ = made
+    run = json.loads((root / "run" / "run.json").read_text())
+    assert run["seeds"] == {"data": 3} and run["config"] == {"window": 64, "tokens": 256} and run["split"] == "stats"
+    assert run["languages"] == ["en", "fr"] and run["seed"] == 3  # the run's own fields stay
+    ablation = json.loads((root / "run" / "ablation.manifest.json").read_text())
+    assert ablation["seeds"] == {"controls": 5} and ablation["split"] == "eval"
+    assert ablation["outputs"] == ["ablation.csv", "plots/ablation.png"]
+    ns = NeuronSet.load(root / "run" / "neurons" / "lape.json")
+    assert ns.meta["model"]["name"] == str(root / "tiny") and "command" not in ns.meta
+
+
+# -- refusals: one line that says what to do ---------------------------------------------------
+
+def _one_line(exc_info) -> str:
+    msg = str(exc_info.value)
+    assert "\n" not in msg and msg
+    return msg
+
+
+def test_a_foreign_file_is_refused(tmp_path, made):
+    root, _ = made
+    (tmp_path / "x.json").write_text('{"hello": 1}')
+    with pytest.raises(LanglocError) as e:
+        NeuronSet.load(tmp_path / "x.json")
+    msg = _one_line(e)
+    assert "is not a langloc neuron set (it has no langloc manifest)" in msg and "`langloc identify`" in msg
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(LanglocError, match="not a JSON object"):
+        NeuronSet.load(tmp_path / "list.json")
+    # Another kind of langloc artefact is named for what it is.
+    with pytest.raises(LanglocError) as e:
+        NeuronSet.load(root / "run" / "run.json")
+    assert "is not a langloc neuron set (it is a langloc run file)" in _one_line(e)
+
+
+def _as_format_1(doc: dict, kind) -> dict:
+    """What the same artefact looked like before the manifest."""
+    old = {k: v for k, v in doc.items() if k not in ("format_version", "split", "config", "seeds", "command",
+                                                     "created", "wall_seconds", "machine")}
+    if kind is None:
+        old.pop("kind")
+    else:
+        old["kind"] = kind
+    return old
+
+
+@pytest.mark.parametrize("rel, old_kind, load, remake", [
+    ("run/neurons/lape.json", "langloc.neuron_set", lambda p: NeuronSet.load(p), "langloc identify"),
+    ("run/run.json", None, lambda p: read_manifest(p, "langloc.run"), "langloc collect"),  # run.json had no kind
+    ("forget/none/train.json", "training", lambda p: read_manifest(p, "langloc.train"), "langloc train"),
+    ("steer/steer.json", None, lambda p: read_manifest(p, "langloc.steer"), "langloc steer"),
+])
+def test_an_older_format_artefact_is_refused(made, tmp_path, rel, old_kind, load, remake):
+    root, _ = made
+    path = tmp_path / Path(rel).name
+    path.write_text(json.dumps(_as_format_1(json.loads((root / rel).read_text()), old_kind)))
+    with pytest.raises(LanglocError) as e:
+        load(path)
+    msg = _one_line(e)
+    assert "was written by an older langloc (format 1, this langloc reads 2)" in msg
+    assert f"remake it with `{remake}`" in msg
+
+
+def test_an_older_run_folder_is_refused_by_the_cli(made, tmp_path, capsys):
+    root, _ = made
+    run = tmp_path / "old"
+    shutil.copytree(root / "run", run)
+    (run / "run.json").write_text(json.dumps(_as_format_1(json.loads((run / "run.json").read_text()), None)))
+    assert invoke("identify", run) == 2
+    assert "older langloc" in error_line(capsys)
+
+
+def test_a_newer_format_artefact_is_refused(made, tmp_path):
+    root, _ = made
+    doc = json.loads((root / "run" / "neurons" / "lape.json").read_text())
+    (tmp_path / "new.json").write_text(json.dumps({**doc, "format_version": FORMAT_VERSION + 1}))
+    with pytest.raises(LanglocError) as e:
+        NeuronSet.load(tmp_path / "new.json")
+    assert "written by a newer langloc" in _one_line(e) and "upgrade langloc" in str(e.value)
+
+
+def test_an_artefact_of_another_model_is_refused(made, tmp_path, capsys):
+    root, _ = made
+    other = load_model(str(save_tiny_llama(tmp_path / "other", seed=7)), device="cpu")
+    for rel, kind in [("run/run.json", "langloc.run"), ("run/neurons/lape.json", "langloc.neuron_set"),
+                      ("steer/steer.json", "langloc.steer"), ("forget/none/train.json", "langloc.train")]:
+        with pytest.raises(LanglocError) as e:
+            read_manifest(root / rel, kind, model_meta=other.meta)
+        msg = _one_line(e)
+        assert "was made for model" in msg and "weights_fingerprint" in msg and "remake it" in msg
+    with pytest.raises(LanglocError) as e:
+        read_safetensors_manifest(root / "regions" / "regions.safetensors", "langloc.regions", model_meta=other.meta)
+    assert "was made for model" in _one_line(e)
+    # Through the CLI: one line, exit status 2, nothing written.
+    run = shutil.copytree(root / "run", tmp_path / "run", ignore=shutil.ignore_patterns("ablation*"))
+    assert invoke("ablate", run, "--model", tmp_path / "other", "--eval-tokens", "64", *DEV) == 2
+    assert "was made for model" in error_line(capsys)
+    assert not list(run.glob("ablation*"))
+
+
+# -- no back-imports -------------------------------------------------------------------------
+
+def test_no_module_imports_the_top_level_package():
+    pkg = Path(langloc.__file__).parent
+    submodules = {p.stem for p in pkg.glob("*.py")} | {p.name for p in pkg.iterdir() if (p / "__init__.py").is_file()}
+    offenders = []
+    for path in pkg.rglob("*.py"):
+        if path == pkg / "__init__.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import) and any(a.name == "langloc" for a in node.names):
+                offenders.append(f"{path.relative_to(pkg)}:{node.lineno} import langloc")
+            if isinstance(node, ast.ImportFrom) and node.module == "langloc" and node.level == 0:
+                names = [a.name for a in node.names if a.name not in submodules]
+                if names:  # `from langloc import distributed` (a submodule) is fine; a package name is not
+                    offenders.append(f"{path.relative_to(pkg)}:{node.lineno} from langloc import {', '.join(names)}")
+    assert not offenders, offenders
