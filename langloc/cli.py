@@ -332,7 +332,7 @@ def _print_ablation(rows) -> None:
         r = cells[own] if own else max(cells.values(), key=lambda x: x.ratio)
         lo, hi = interval(r)
         draws = getattr(r, "draws", None)
-        spread = f"{_ratio(r.ratio_min)}-{_ratio(r.ratio_max)} ({draws} draws)" if draws else ""
+        spread = f"{_ratio(r.ratio_min)}-{_ratio(r.ratio_max)} ({draws} draws)" if draws and draws > 1 else ""
         s.add_row(name, r.evaluated, _ratio(r.ratio), f"[{_ratio(lo)}, {_ratio(hi)}]" if lo == lo else "-", spread)
     out.print(s)
 
@@ -877,8 +877,8 @@ def demo(
     model: str = ModelOpt,
     languages: str = typer.Option(",".join(DEMO_LANGUAGES), "--languages", "-l"),
     tokens: int = typer.Option(16_384, help="Statistics tokens per language (LAPE sets measured stable from 16,384 on: docs/performance.md)."),
-    eval_tokens: int = typer.Option(512, help="Held-out tokens per language for perplexity."),
-    eval_window: int = typer.Option(128, help="Tokens per held-out window (the bootstrap resamples windows)."),
+    eval_tokens: int = typer.Option(384, help="Held-out tokens per language for perplexity."),
+    eval_window: int = typer.Option(96, help="Tokens per held-out window (the bootstrap resamples windows)."),
     control_draws: int = typer.Option(1, help="Random controls per language (each costs as much as the language's set)."),
     dtype: str = typer.Option("fast", help="fast (default here: bfloat16 where the CPU computes it natively, else float32), auto, float32, bfloat16, float16."),
 ):
