@@ -95,11 +95,3 @@ def choice_correct(items: Sequence[ChoiceItem], scores: Sequence[Sequence[float]
         out.append(int(max(range(len(row)), key=row.__getitem__) == item.label))
     return out
 
-
-def evaluate_choice_task(model, items: Sequence[ChoiceItem], *, tokenizer=None, batch_size: int = 8,
-                         norm: str = "sum", progress: bool = True) -> float:
-    """Accuracy of ``model`` on ``items`` (see :func:`score_choices`)."""
-    if not items:
-        raise LanglocError("no items to evaluate")
-    scores = score_choices(model, items, tokenizer=tokenizer, batch_size=batch_size, progress=progress)
-    return choice_accuracy(items, scores, norm=norm)

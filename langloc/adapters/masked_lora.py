@@ -42,7 +42,7 @@ from langloc.errors import LanglocError
 from langloc.controls import random_control
 from langloc.identify.neuron_set import NeuronSet
 
-MODES = ("neurons", "random", "all", "none")
+ADAPTER_MODES = ("neurons", "random", "all", "none")
 ADAPTER = "default"  # the PEFT adapter name
 
 
@@ -240,8 +240,8 @@ def masked_lora(
         from peft import LoraConfig, get_peft_model
     except ImportError:
         raise LanglocError("masked LoRA needs the package peft: pip install 'langloc[adapters]'") from None
-    if mode not in MODES:
-        raise LanglocError(f"unknown adapter mode {mode!r}; use one of {', '.join(MODES)}")
+    if mode not in ADAPTER_MODES:
+        raise LanglocError(f"unknown adapter mode {mode!r}; use one of {', '.join(ADAPTER_MODES)}")
     if r < 1:
         raise LanglocError(f"LoRA rank r must be at least 1, got {r}")
     if alpha <= 0:

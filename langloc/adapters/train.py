@@ -28,7 +28,7 @@ class Example:
 
 
 @dataclass
-class TrainResult:
+class AdapterTrainResult:
     steps: int
     examples: int
     tokens: int  # target tokens seen
@@ -145,7 +145,7 @@ def train_adapter(
     max_grad_norm: float | None = 1.0,
     seed: int = 0,
     progress: bool = True,
-) -> TrainResult:
+) -> AdapterTrainResult:
     """Train the trainable parameters of ``model`` (a LoadedModel whose model carries an
     adapter, or the PeftModel itself with ``tokenizer=``) with AdamW on the causal-LM loss.
 
@@ -186,7 +186,7 @@ def train_adapter(
     device = next(hf.parameters()).device
     pad = _pad_id(tok)
     was_training = hf.training
-    result = TrainResult(0, 0, 0, 0.0)
+    result = AdapterTrainResult(0, 0, 0, 0.0)
     start = time.perf_counter()
     bar = tqdm(total=total, desc="train adapter", unit="step", disable=not progress)
     hf.train()

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from langloc.adapters.choice import ChoiceItem, choice_accuracy, choice_correct, score_choices, training_pairs
-from langloc.adapters.masked_lora import MODES, mask_leak, masked_lora, remove_adapter, trainable_parameters
+from langloc.adapters.masked_lora import ADAPTER_MODES as MODES, mask_leak, masked_lora, remove_adapter, trainable_parameters
 from langloc.adapters.train import train_adapter
 from langloc.controls import derive_seed
 from langloc.errors import LanglocError
