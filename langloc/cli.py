@@ -601,7 +601,7 @@ def transfer(
 
     Example: [bold]langloc transfer -n runs/gemma/neurons/lape.json --language fr -l es,vi,id -o transfer.csv[/]
     """
-    from langloc.adapters.bible_task import bible_choice_items
+    from langloc.tasks.bible_choice import bible_choice_items
     from langloc.adapters.masked_lora import ADAPTER_MODES as MODES
     from langloc.adapters.transfer import preset_settings, transfer_study
     from langloc.artefacts import write_csv
@@ -791,7 +791,7 @@ def harness(
         raise LanglocError("--bible-choice writes its own task folder; use it or --include-path, not both")
     choice_items = {}
     if choice_langs:
-        from langloc.adapters.bible_task import bible_choice_items
+        from langloc.tasks.bible_choice import bible_choice_items
 
         # Items first (bad languages fail before the model loads); files once all is checked.
         choice_items = {f"langloc_bible_choice_{lang}": bible_choice_items(lang, "eval", items, target=choice_target,

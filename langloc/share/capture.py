@@ -69,7 +69,7 @@ def encode_prompts(lm, prompts: Sequence[str], golds: Sequence[str], gold_tokens
     ``"joint"`` the token at the prompt's length in the tokenisation of prompt + continuation
     (the reference code's rule), with ``"separate"`` the first token of the continuation
     tokenised on its own (as choice scoring does)."""
-    from langloc.adapters.train import encode_pair
+    from langloc.tasks.scoring import encode_pair
 
     check_gold_tokens(gold_tokens)
     ctx, gold = [], []
@@ -91,7 +91,7 @@ def encode_prompts(lm, prompts: Sequence[str], golds: Sequence[str], gold_tokens
 def capture(lm, prompts: Sequence[str], golds: Sequence[str], *, position: str = "last", reduce: str = "any",
             gradients: bool = True, gold_tokens: str = "joint") -> Capture:
     """Run ``lm`` on the prompts (one right-padded batch) and capture per neuron (see module doc)."""
-    from langloc.adapters.train import _pad_id
+    from langloc.tasks.scoring import pad_id
 
     check_position(position, reduce)
     if len(prompts) != len(golds) or not prompts:
@@ -99,7 +99,7 @@ def capture(lm, prompts: Sequence[str], golds: Sequence[str], *, position: str =
     ctx, gold = encode_prompts(lm, prompts, golds, gold_tokens)
     B, T = len(ctx), max(len(c) for c in ctx)
     dev = lm.device
-    ids = torch.full((B, T), _pad_id(lm.tokenizer), dtype=torch.long)
+    ids = torch.full((B, T), pad_id(lm.tokenizer), dtype=torch.long)
     att = torch.zeros((B, T), dtype=torch.long)
     for i, c in enumerate(ctx):
         ids[i, :len(c)] = torch.tensor(c)
