@@ -537,7 +537,7 @@ def train(
     """
     from langloc.regions.regions import Regions, default_regions_file
     from langloc.regions.study import folder_corpus, folder_info
-    from langloc.train.trainer import MODES, forgetting
+    from langloc.train.trainer import FREEZE_MODES as MODES, forgetting
 
     mode_list = _langs(modes)
     bad = [m for m in mode_list if m not in MODES]
@@ -601,8 +601,8 @@ def transfer(
 
     Example: [bold]langloc transfer -n runs/gemma/neurons/lape.json --language fr -l es,vi,id -o transfer.csv[/]
     """
-    from langloc.adapters.bible_task import bible_choice_items
-    from langloc.adapters.masked_lora import MODES
+    from langloc.tasks.bible_choice import bible_choice_items
+    from langloc.adapters.masked_lora import ADAPTER_MODES as MODES
     from langloc.adapters.transfer import preset_settings, transfer_study
     from langloc.artefacts import write_csv
     from langloc.identify import NeuronSet
@@ -791,7 +791,7 @@ def harness(
         raise LanglocError("--bible-choice writes its own task folder; use it or --include-path, not both")
     choice_items = {}
     if choice_langs:
-        from langloc.adapters.bible_task import bible_choice_items
+        from langloc.tasks.bible_choice import bible_choice_items
 
         # Items first (bad languages fail before the model loads); files once all is checked.
         choice_items = {f"langloc_bible_choice_{lang}": bible_choice_items(lang, "eval", items, target=choice_target,

@@ -88,6 +88,56 @@ def test_neuron_hooks_fire_once_per_layer_per_forward_with_last_dim_I(model_type
 
 
 @pytest.mark.parametrize("model_type", TYPES)
+def test_table_quirks_are_what_the_model_of_that_type_has(model_type):
+    """flat, conv1d and writes in the table match the modules a tiny model of the type builds,
+    so the table cannot drift from transformers."""
+    lm = _bound(model_type)
+    site = ARCHITECTURES[model_type]
+    assert lm.site == site
+    dims: list[int] = []
+    _run(lm, forward_hooks=lambda k, mod, inp, out: dims.append(out.dim()))
+    assert set(dims) == {2 if site.flat else 3}, f"{model_type}: flat={site.flat} but the neurons have {dims} dims"
+    hidden = lm.model.get_input_embeddings().weight.shape[1]
+    for layer in lm.layers:
+        matrices = [(name, m) for name, m in layer.named_modules()
+                    if isinstance(getattr(m, "weight", None), torch.Tensor) and m.weight.dim() == 2]
+        assert matrices
+        writers = 0
+        for name, m in matrices:
+            assert (type(m).__name__ == "Conv1D") == site.conv1d, f"{model_type}: {name} is {type(m).__name__}"
+            out_axis, in_axis = (1, 0) if site.conv1d else (0, 1)
+            if site.writes_residual(name):
+                writers += 1
+                assert m.weight.shape[out_axis] == hidden, f"{model_type}: {name} is said to write the residual stream"
+            else:
+                assert m.weight.shape[in_axis] == hidden, f"{model_type}: {name} is said to read the residual stream"
+        assert writers == 2, f"{model_type}: expected the attention output and the down projection to write"
+        assert site.writes_residual(site.down)
+
+
+@pytest.mark.parametrize("model_type", TYPES)
+def test_neuron_hooks_see_batch_positions_neurons_and_can_replace_them(model_type):
+    from langloc.models.hooks import neuron_hooks
+
+    lm = _bound(model_type)
+    shapes: list[tuple] = []
+    down_inputs: list[torch.Tensor] = []
+
+    def zero(a):
+        shapes.append(tuple(a.shape))
+        return torch.zeros_like(a)
+
+    fns = {k: zero for k in range(LAYERS)}
+    with neuron_hooks(lm, fns), neuron_hooks(lm, {k: down_inputs.append for k in range(LAYERS)}, at="down"):
+        with torch.no_grad():
+            lm.body(input_ids=_ids())
+    assert shapes == [(BATCH, SEQ, lm.intermediate_size)] * LAYERS
+    assert [tuple(x.shape) for x in down_inputs] == [(BATCH, SEQ, lm.intermediate_size)] * LAYERS
+    assert all(not x.any() for x in down_inputs), "zeroed neurons feed W_out zeros (gated: act(gate) * up = 0)"
+    assert lm.down_weight(0).shape == (lm.model.get_input_embeddings().weight.shape[1], lm.intermediate_size)
+
+
+@pytest.mark.parametrize("model_type", TYPES)
 def test_zeroed_neurons_zero_exactly_their_columns_of_the_down_projection_input(model_type):
     """The hooked module is what feeds W_out, and neuron j is column j of its input.
 

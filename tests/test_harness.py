@@ -16,8 +16,9 @@ from langloc.errors import LanglocError
 
 lm_eval = pytest.importorskip("lm_eval")
 
-from langloc.adapters.bible_task import bible_choice_items  # noqa: E402
-from langloc.adapters.choice import ChoiceItem, choice_accuracy, score_choices  # noqa: E402
+from langloc.tasks.base import TaskItem  # noqa: E402
+from langloc.tasks.bible_choice import bible_choice_items  # noqa: E402
+from langloc.tasks.scoring import choice_accuracy, score_choices  # noqa: E402
 from langloc.evaluate.harness import choice_task_yaml, harness_evaluate, harness_study, metric_rows  # noqa: E402
 from langloc.identify.neuron_set import random_layers  # noqa: E402
 from langloc.intervene import Edit, Intervention  # noqa: E402
@@ -44,7 +45,7 @@ def _harness_logliks(res: dict, task: str) -> list[list[float]]:
 @pytest.mark.slow
 def test_harness_scores_equal_langlocs_own_with_and_without_an_intervention(gemma, fr_items, tmp_path):
     choice_task_yaml(tmp_path, "bible_fr", fr_items)
-    items = [ChoiceItem(it.prompt, it.choices, it.label) for it in fr_items]
+    items = [TaskItem.multiple_choice(it.prompt, it.choices, it.label) for it in fr_items]
     # Zero a quarter of every layer's neurons: large enough to move every score.
     iv = Intervention([Edit.uniform("zero", random_layers([torch.arange(512)] * gemma.num_layers,
                                                           gemma.intermediate_size, 0))])

@@ -12,9 +12,11 @@ from conftest import CharTokenizer, tiny_model
 pytest.importorskip("peft")
 
 from langloc.adapters import (  # noqa: E402
-    ChoiceItem, bible_choice_items, choice_accuracy, examples_from_pairs, mask_leak, masked_lora, merged_delta,
-    remove_adapter, save_adapter, score_choices, train_adapter, training_pairs,
+    examples_from_pairs, mask_leak, masked_lora, merged_delta, remove_adapter, save_adapter, train_adapter,
 )
+from langloc.tasks.base import TaskItem  # noqa: E402
+from langloc.tasks.bible_choice import bible_choice_items  # noqa: E402
+from langloc.tasks.scoring import choice_accuracy, score_choices, training_pairs  # noqa: E402
 from langloc.errors import LanglocError  # noqa: E402
 from langloc.models.loading import bind  # noqa: E402
 
@@ -205,7 +207,8 @@ def test_pair_examples_target_only_the_answer():
 
 def test_choice_scores_match_a_hand_computation():
     lm = make_lm("llama")
-    items = [ChoiceItem("The cat ", (" sat", " ran far away"), 1), ChoiceItem("Q: ", ("ok", "no!", "x"), 0)]
+    items = [TaskItem.multiple_choice("The cat ", (" sat", " ran far away"), 1),
+             TaskItem.multiple_choice("Q: ", ("ok", "no!", "x"), 0)]
     scores = score_choices(lm, items, batch_size=3, progress=False)  # mixed lengths in one batch
     for item, row in zip(items, scores):
         for choice, got in zip(item.choices, row):
@@ -221,7 +224,7 @@ def test_choice_scores_match_a_hand_computation():
     # Per character: item 0 " sat" -5/4 = -1.25 vs -2/13; item 1 "ok" -1.5, "no!" -0.33: wrong.
     assert choice_accuracy(items, hand, norm="chars") == 0.5
     with pytest.raises(LanglocError):
-        ChoiceItem("p", ("a", "b"), 2)
+        TaskItem.multiple_choice("p", ("a", "b"), 2)
 
 
 def test_bible_items_are_aligned_disjoint_and_deterministic():
@@ -231,11 +234,11 @@ def test_bible_items_are_aligned_disjoint_and_deterministic():
     train_items = bible_choice_items("fr", "stats", 20, seed=1)
     assert fr == bible_choice_items("fr", "eval", 20, seed=1)
     assert len(fr) == 20 and all(len(i.choices) == 4 and len(set(i.choices)) == 4 for i in fr)
-    from langloc.adapters import bible_verses
+    from langloc.data.bible import bible_verses
 
     en = bible_verses("en", "eval")
     for item in fr:
-        assert item.answer == " " + en[item.meta["verse"]]
+        assert item.gold == " " + en[item.meta["verse"]]
         assert item.prompt.startswith("French: ") and item.prompt.endswith("\nEnglish:")
     shared = {i.meta["verse"]: i for i in de}
     both = [i for i in fr if i.meta["verse"] in shared]
@@ -243,6 +246,6 @@ def test_bible_items_are_aligned_disjoint_and_deterministic():
     assert all(i.choices == shared[i.meta["verse"]].choices and i.label == shared[i.meta["verse"]].label for i in both)
     assert not {i.meta["verse"] for i in fr} & {i.meta["verse"] for i in train_items}
     assert len({i.label for i in fr}) > 1
-    assert training_pairs(train_items)[0] == (train_items[0].prompt, train_items[0].answer)
+    assert training_pairs(train_items)[0] == (train_items[0].prompt, train_items[0].gold)
     with pytest.raises(LanglocError):
         bible_choice_items("en", "eval", 5)

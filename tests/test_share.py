@@ -272,7 +272,8 @@ def test_position_all_reduces_over_prompt_tokens_without_bos():
 # -- tasks -----------------------------------------------------------------------------------------
 
 def test_bible_tasks_are_parallel_and_wrap_the_choice_task():
-    from langloc.adapters.bible_task import bible_choice_items, bible_verses
+    from langloc.data.bible import bible_verses
+    from langloc.tasks.bible_choice import bible_choice_items
 
     langs = ["en", "fr", "zh"]
     lm_items = get_task("bible-lm", max_chars=150).items(langs, 5)
@@ -292,7 +293,7 @@ def test_bible_tasks_are_parallel_and_wrap_the_choice_task():
         assert len({it.label for it in row}) == 1
         same = ref[row[1].meta["verse"]]
         assert (row[1].prompt, row[1].choices, row[1].label) == (same.prompt, same.choices, same.label)
-        assert row[1].gold == same.answer
+        assert row[1].gold == same.gold
     with pytest.raises(LanglocError, match="also an analysed language"):
         get_task("bible-choice", target="fr").items(langs, 2)
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from langloc.controls import control_seed, derive_seed, random_control
-from langloc.evaluate.ablation import AblationRow, read_ablation_csv, rows_to_csv
+from langloc.evaluate.ablation import AblationRow, rows_to_csv
 from langloc.evaluate.bootstrap import (mean_ci, percentile_interval, perplexity_ratio_ci, ratio_of_sums_ci,
                                         resample_indices)
 from langloc.identify import NeuronSet
@@ -116,12 +116,6 @@ def test_ablation_csv_carries_intervals_and_reads_back():
     assert text.splitlines() == ["deactivated,evaluated,base_ppl,ppl,ratio,ratio_lo,ratio_hi,ratio_min,ratio_max,draws",
                                  "fr,fr,10,20,2,1.8,2.2,,,", "random:fr,fr,10,10.1,1.01,0.99,1.03,1,1.02,3"]
 
-
-def test_an_old_ablation_csv_reads_without_intervals(tmp_path):
-    p = tmp_path / "ablation.csv"
-    p.write_text("deactivated,evaluated,base_ppl,ppl,ratio\nfr,fr,10,20,2\n")
-    (r,) = read_ablation_csv(p)
-    assert r.ratio == 2 and math.isnan(r.ratio_lo) and r.draws is None
 
 
 # -- ablate: the tiny model, one process and two --------------------------------------------

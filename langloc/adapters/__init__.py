@@ -1,21 +1,20 @@
-"""Neuron-masked LoRA adapters (Mondal et al. 2025), their trainer, and a cross-lingual
-multiple-choice task from the aligned Bible. Needs ``peft`` (``pip install 'langloc[adapters]'``)."""
+"""Neuron-masked LoRA adapters (Mondal et al. 2025) and their trainer. Needs ``peft``
+(``pip install 'langloc[adapters]'``).
 
-from langloc.adapters.bible_task import LANGUAGE_NAMES, bible_choice_items, bible_verses
-from langloc.adapters.choice import ChoiceItem, choice_accuracy, evaluate_choice_task, score_choices, training_pairs
+The cross-lingual multiple-choice task they are tested on lives in :mod:`langloc.tasks`
+(items: :class:`langloc.tasks.TaskItem`, scoring: :mod:`langloc.tasks.scoring`, Bible items:
+:func:`langloc.tasks.bible_choice.bible_choice_items`, verses: :mod:`langloc.data.bible`).
+"""
+
 from langloc.adapters.masked_lora import (
-    MODES, AdapterSpec, AdapterTarget, adapter_spec, attention_modules, mask_leak, masked_lora, merged_delta,
+    ADAPTER_MODES, AdapterSpec, AdapterTarget, adapter_spec, attention_modules, mask_leak, masked_lora, merged_delta,
     mlp_modules, remove_adapter, save_adapter, trainable_parameters,
 )
-from langloc.adapters.train import (
-    Example, TrainResult, examples_from_pairs, examples_from_windows, token_logprobs, train_adapter,
-)
+from langloc.adapters.train import AdapterTrainResult, examples_from_pairs, examples_from_windows, train_adapter
 from langloc.adapters.transfer import transfer_study
 
 __all__ = [
-    "LANGUAGE_NAMES", "bible_choice_items", "bible_verses", "ChoiceItem", "choice_accuracy", "evaluate_choice_task",
-    "score_choices", "training_pairs", "MODES", "AdapterSpec", "AdapterTarget", "adapter_spec", "attention_modules",
-    "mask_leak", "masked_lora", "merged_delta", "mlp_modules", "remove_adapter", "save_adapter",
-    "trainable_parameters", "Example", "TrainResult", "examples_from_pairs", "examples_from_windows",
-    "token_logprobs", "train_adapter", "transfer_study",
+    "ADAPTER_MODES", "AdapterSpec", "AdapterTarget", "adapter_spec", "attention_modules", "mask_leak", "masked_lora",
+    "merged_delta", "mlp_modules", "remove_adapter", "save_adapter", "trainable_parameters", "AdapterTrainResult",
+    "examples_from_pairs", "examples_from_windows", "train_adapter", "transfer_study",
 ]

@@ -42,7 +42,7 @@ from langloc.errors import LanglocError
 from langloc.controls import random_control
 from langloc.identify.neuron_set import NeuronSet
 
-MODES = ("neurons", "random", "all", "none")
+ADAPTER_MODES = ("neurons", "random", "all", "none")
 ADAPTER = "default"  # the PEFT adapter name
 
 
@@ -80,13 +80,14 @@ class AdapterSpec:
 
 # -- architecture ---------------------------------------------------------------------------
 
-def _projection(module: nn.Module) -> tuple[int, int, bool] | None:
-    """(out_features, in_features, transposed) of a linear layer PEFT can wrap, else None."""
+def _projection(lm, module: nn.Module) -> tuple[int, int] | None:
+    """(out_features, in_features) of a linear layer PEFT can wrap, else None: an nn.Linear, or
+    where the architecture table says so (``site.conv1d``, GPT-2) a Conv1D, stored [in, out]."""
     if isinstance(module, nn.Linear):
-        return module.out_features, module.in_features, False
+        return module.out_features, module.in_features
     weight = getattr(module, "weight", None)
-    if type(module).__name__ == "Conv1D" and isinstance(weight, torch.Tensor) and weight.dim() == 2:
-        return weight.shape[1], weight.shape[0], True  # transformers' Conv1D stores [in, out]
+    if lm.site.conv1d and type(module).__name__ == "Conv1D" and isinstance(weight, torch.Tensor) and weight.dim() == 2:
+        return weight.shape[1], weight.shape[0]
     return None
 
 
@@ -110,10 +111,10 @@ def mlp_modules(lm, layer: int, *, gate_only: bool = False) -> tuple[dict[str, n
     width = lm.intermediate_size
     inputs = {}
     for child_name, child in parent.named_children():
-        shape = _projection(child)
+        shape = _projection(lm, child)
         if child is down or shape is None:
             continue
-        out, _, _ = shape
+        out, _ = shape
         if out % width == 0:
             inputs[f"{parent_path}.{child_name}" if parent_path else child_name] = child
     if gate_only:
@@ -135,7 +136,7 @@ def attention_modules(lm, layer: int) -> dict[str, nn.Module]:
     skip = {id(m) for m in inputs.values()} | {id(down)}
     out = {}
     for name, module in block.named_modules():
-        if not name or id(module) in skip or _projection(module) is None:
+        if not name or id(module) in skip or _projection(lm, module) is None:
             continue
         if mlp_path and (name == mlp_path or name.startswith(mlp_path + ".")):
             continue
@@ -240,8 +241,8 @@ def masked_lora(
         from peft import LoraConfig, get_peft_model
     except ImportError:
         raise LanglocError("masked LoRA needs the package peft: pip install 'langloc[adapters]'") from None
-    if mode not in MODES:
-        raise LanglocError(f"unknown adapter mode {mode!r}; use one of {', '.join(MODES)}")
+    if mode not in ADAPTER_MODES:
+        raise LanglocError(f"unknown adapter mode {mode!r}; use one of {', '.join(ADAPTER_MODES)}")
     if r < 1:
         raise LanglocError(f"LoRA rank r must be at least 1, got {r}")
     if alpha <= 0:
@@ -271,19 +272,19 @@ def masked_lora(
     spec = AdapterSpec(mode, r, alpha, attention, down, gate_only, seed, lm.num_layers, lm.intermediate_size,
                        None if chosen is None else [idx.tolist() for idx in chosen])
     width = lm.intermediate_size
+    transposed = lm.site.conv1d  # weights stored [in, out]: the neurons index columns of W_in, rows of W_out
     for layer in range(lm.num_layers):
         if mode != "none" and (chosen is None or chosen[layer].numel()):
             idx = None if chosen is None else chosen[layer].tolist()
             inputs, _, down_module = mlp_modules(lm, layer, gate_only=gate_only)
             for module in inputs.values():
-                out, _, transposed = _projection(module)
+                out, _ = _projection(lm, module)
                 blocks, rows = out // width, idx
                 if gate_only and blocks > 1:
                     # A fused gate_up_proj: the gate half comes first; the up half stays as is.
                     blocks, rows = 1, list(range(width)) if idx is None else idx
                 spec.targets.append(AdapterTarget(names[id(module)], layer, "in", 1 if transposed else 0, blocks, rows))
             if down:
-                transposed = _projection(down_module)[2]
                 spec.targets.append(AdapterTarget(names[id(down_module)], layer, "out", 0 if transposed else 1, 1, idx))
         if attention:
             for module in attention_modules(lm, layer).values():
@@ -291,11 +292,10 @@ def masked_lora(
     if not spec.targets:
         raise LanglocError("no module to adapt: every layer has an empty neuron list and attention LoRA is off")
 
-    transposed = [_projection(lm.model.get_submodule(t.name))[2] for t in spec.targets]
     config = LoraConfig(
         r=r, lora_alpha=alpha, lora_dropout=dropout, bias="none", task_type="CAUSAL_LM",
         target_modules=[t.name for t in spec.targets],
-        fan_in_fan_out=sum(transposed) * 2 > len(transposed),
+        fan_in_fan_out=transposed,
     )
     requires_grad = {name: p.requires_grad for name, p in lm.model.named_parameters()}
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():

@@ -2,8 +2,8 @@
 
 Training data are :class:`Example` s: token ids plus a per-token loss mask. Build them from
 fixed-length token windows (loss on every token after the first) or from (prompt, answer)
-pairs (loss on the answer tokens only). The same log-probability code scores multiple-choice
-answers in :mod:`langloc.adapters.choice`.
+pairs (loss on the answer tokens only), encoded as :mod:`langloc.tasks.scoring` encodes
+continuations to score them.
 """
 
 from __future__ import annotations
@@ -18,17 +18,11 @@ import torch
 from tqdm.auto import tqdm
 
 from langloc.errors import LanglocError
-from langloc.models.calls import logits_at
-
-
-@dataclass(frozen=True)
-class Example:
-    input_ids: tuple[int, ...]
-    target: tuple[bool, ...]  # True where the token is predicted (its log-probability counts)
+from langloc.tasks.scoring import Example, collate, encode_pair, pad_id, token_logprobs, unwrap
 
 
 @dataclass
-class TrainResult:
+class AdapterTrainResult:
     steps: int
     examples: int
     tokens: int  # target tokens seen
@@ -41,37 +35,6 @@ class TrainResult:
 
 
 # -- models and tokenizers ------------------------------------------------------------------
-
-def unwrap(model, tokenizer=None):
-    """``(hf_model, tokenizer, add_bos)`` from a LoadedModel, a PeftModel or a Hugging Face model.
-
-    A PeftModel or plain model needs ``tokenizer``; the adapter (injected in place by PEFT) is
-    active in the returned model unless disabled.
-    """
-    from langloc.models.loading import LoadedModel
-
-    if isinstance(model, LoadedModel):
-        return model.model, tokenizer or model.tokenizer, model.add_bos
-    if tokenizer is None:
-        raise LanglocError("pass tokenizer= with a model that is not a LoadedModel")
-    hf = model.get_base_model() if hasattr(model, "get_base_model") else model
-    bos = getattr(tokenizer, "bos_token_id", None)
-    probe = tokenizer("a")["input_ids"]
-    return hf, tokenizer, bool(bos is not None and probe and probe[0] == bos)
-
-
-def encode_pair(tokenizer, prompt: str, answer: str, add_bos: bool) -> Example:
-    """Prompt and answer tokenised separately (as lm-evaluation-harness does), answer targeted."""
-    ctx = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    cont = tokenizer(answer, add_special_tokens=False)["input_ids"]
-    if add_bos:
-        ctx = [tokenizer.bos_token_id] + list(ctx)
-    if not cont:
-        raise LanglocError(f"the answer {answer!r} has no tokens")
-    if not ctx:
-        raise LanglocError("an empty prompt needs a model with a BOS token")
-    return Example(tuple(ctx) + tuple(cont), (False,) * len(ctx) + (True,) * len(cont))
-
 
 def examples_from_pairs(model, pairs: Iterable[tuple[str, str]], *, tokenizer=None) -> list[Example]:
     _, tok, add_bos = unwrap(model, tokenizer)
@@ -90,46 +53,6 @@ def examples_from_windows(windows: torch.Tensor | Sequence[Sequence[int]]) -> li
     return out
 
 
-def _collate(examples: Sequence[Example], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-padded ``input_ids``, ``attention_mask`` and target mask ``[B, T]``."""
-    T = max(len(e.input_ids) for e in examples)
-    ids = torch.full((len(examples), T), pad_id, dtype=torch.long)
-    att = torch.zeros((len(examples), T), dtype=torch.long)
-    tgt = torch.zeros((len(examples), T), dtype=torch.bool)
-    for i, e in enumerate(examples):
-        n = len(e.input_ids)
-        ids[i, :n] = torch.tensor(e.input_ids)
-        att[i, :n] = 1
-        tgt[i, :n] = torch.tensor(e.target)
-    tgt[:, 0] = False  # nothing predicts the first token
-    return ids.to(device), att.to(device), tgt.to(device)
-
-
-def token_logprobs(hf_model, input_ids: torch.Tensor, attention_mask: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``[B, T]`` log-probability of each target token given the tokens before it (0 where
-    ``target`` is False). Only the logits of the positions that predict targets are computed
-    (``logits_to_keep``), so large vocabularies cost little memory."""
-    pred = target[:, 1:]  # position t-1 predicts token t
-    keep = pred.any(0).nonzero().flatten()
-    if keep.numel() == 0:
-        return torch.zeros(input_ids.shape, device=input_ids.device)
-    logits = logits_at(hf_model, keep, input_ids=input_ids, attention_mask=attention_mask)
-    logp = torch.log_softmax(logits.float(), dim=-1)  # [B, K, V]
-    nxt = input_ids[:, keep + 1]  # [B, K]
-    picked = logp.gather(-1, nxt.unsqueeze(-1)).squeeze(-1) * pred[:, keep]
-    full = torch.zeros(input_ids.shape, dtype=picked.dtype, device=input_ids.device)
-    full[:, keep + 1] = picked
-    return full
-
-
-def _pad_id(tokenizer) -> int:
-    for attr in ("pad_token_id", "eos_token_id"):
-        value = getattr(tokenizer, attr, None)
-        if value is not None:
-            return int(value)
-    return 0
-
-
 # -- training -------------------------------------------------------------------------------
 
 def train_adapter(
@@ -145,7 +68,7 @@ def train_adapter(
     max_grad_norm: float | None = 1.0,
     seed: int = 0,
     progress: bool = True,
-) -> TrainResult:
+) -> AdapterTrainResult:
     """Train the trainable parameters of ``model`` (a LoadedModel whose model carries an
     adapter, or the PeftModel itself with ``tokenizer=``) with AdamW on the causal-LM loss.
 
@@ -184,9 +107,9 @@ def train_adapter(
     per_epoch = math.ceil(len(examples) / batch_size)
     total = per_epoch * epochs if max_steps is None else min(max_steps, per_epoch * epochs)
     device = next(hf.parameters()).device
-    pad = _pad_id(tok)
+    pad = pad_id(tok)
     was_training = hf.training
-    result = TrainResult(0, 0, 0, 0.0)
+    result = AdapterTrainResult(0, 0, 0, 0.0)
     start = time.perf_counter()
     bar = tqdm(total=total, desc="train adapter", unit="step", disable=not progress)
     hf.train()
@@ -198,7 +121,7 @@ def train_adapter(
                 if result.steps >= total:
                     break
                 batch = [examples[i] for i in order[b:b + batch_size]]
-                ids, att, tgt = _collate(batch, pad, device)
+                ids, att, tgt = collate(batch, pad, device)
                 n = int(tgt.sum())
                 if n == 0:
                     continue

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from langloc.adapters.choice import ChoiceItem, choice_accuracy, choice_correct, score_choices, training_pairs
-from langloc.adapters.masked_lora import MODES, mask_leak, masked_lora, remove_adapter, trainable_parameters
+from langloc.adapters.masked_lora import ADAPTER_MODES as MODES, mask_leak, masked_lora, remove_adapter, trainable_parameters
 from langloc.adapters.train import train_adapter
 from langloc.controls import derive_seed
 from langloc.errors import LanglocError
 from langloc.evaluate.bootstrap import mean_ci
+from langloc.tasks.base import TaskItem as ChoiceItem
+from langloc.tasks.scoring import choice_accuracy, choice_correct, score_choices, training_pairs
 
 # Adapter settings by name (docs/methods.md §6). "mondal" is soumenkm/LangSpecificNeurons'
 # code/lora_cls_finetune.py: LoRA r 8, alpha 16 on the gate projection only (not up), AdamW

@@ -164,15 +164,3 @@ def write_ablation_csv(rows: list[AblationRow], path: str | Path) -> Path:
     write_text(path, rows_to_csv(rows))
     return Path(path)
 
-
-def read_ablation_csv(path: str | Path) -> list[AblationRow]:
-    """Rows of an ``ablation.csv`` (files written before the interval columns read with none)."""
-    def num(r, k, default=None):
-        v = r.get(k) or ""
-        return float(v) if v else default
-
-    with open(path, encoding="utf-8") as fh:
-        return [AblationRow(r["deactivated"], r["evaluated"], float(r["base_ppl"]), float(r["ppl"]),
-                            num(r, "ratio_lo", math.nan), num(r, "ratio_hi", math.nan), num(r, "ratio_min"),
-                            num(r, "ratio_max"), int(r["draws"]) if r.get("draws") else None)
-                for r in csv.DictReader(fh)]

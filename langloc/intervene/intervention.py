@@ -38,6 +38,7 @@ import torch
 
 from langloc.artefacts import check_same_model, load_artefact, write_json
 from langloc.errors import LanglocError
+from langloc.models.hooks import neuron_hooks
 from langloc.manifest import content, make_manifest, stamp
 
 KIND = "langloc.intervention"
@@ -241,11 +242,13 @@ class Intervention:
                 # the body (called directly by statistics code); both see the same input.
                 for m in (lm.model, lm.body):
                     handles.append(m.register_forward_pre_hook(tracker.pre_hook, with_kwargs=True))
-            for layer, module in enumerate(lm.neuron_modules):
+            fns = {}
+            for layer in range(lm.num_layers):
                 edits = [e for e in self.edits if len(e.layers[layer])]
                 if edits:
-                    handles.append(module.register_forward_hook(self._hook(layer, edits, tracker)))
-            yield self
+                    fns[layer] = self._hook(layer, edits, tracker)
+            with neuron_hooks(lm, fns):
+                yield self
         finally:
             for h in handles:
                 h.remove()
@@ -253,20 +256,13 @@ class Intervention:
     def _hook(self, layer: int, edits: list[Edit], tracker: _Positions):
         mode = self.positions
 
-        def hook(module, args, output):
-            a = output
+        def hook(a):
             new = a
             for e in edits:
                 new = e.apply_to(layer, new)
             if mode == "all":
                 return new
-            flat = a.dim() == 2  # OPT runs its MLP on [batch * positions, I]
-            B, T = tracker.shape
-            m = tracker.mask(mode, a.device)
-            if flat:
-                m = m.repeat(B)
-                return torch.where(m[:, None], new, a)
-            return torch.where(m[None, :, None], new, a)
+            return torch.where(tracker.mask(mode, a.device)[None, :, None], new, a)
 
         return hook
 

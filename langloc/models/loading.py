@@ -12,7 +12,7 @@ import importlib.util
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -170,6 +170,11 @@ class LoadedModel:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def down_weight(self, layer: int) -> torch.Tensor:
+        """``W_out`` of ``layer`` as ``[hidden, I]`` (a view; column j is neuron j's output weight)."""
+        w = self.down_modules[layer].weight
+        return w.T if self.site.conv1d else w
+
     @property
     def add_bos(self) -> bool:
         """Whether the model expects a BOS token at the start of a sequence."""
@@ -183,13 +188,16 @@ def _get(module: torch.nn.Module, path: str, what: str) -> torch.nn.Module:
         raise LanglocError(f"the model has no {what} module at {path!r} (relative to model.base_model)") from None
 
 
-def _width(down: torch.nn.Module) -> int:
+def _is_conv1d(module: torch.nn.Module) -> bool:
+    return type(module).__name__ == "Conv1D"
+
+
+def _width(down: torch.nn.Module, site: NeuronSite) -> int:
     if isinstance(down, torch.nn.Linear):
         return down.in_features
     weight = getattr(down, "weight", None)
     if weight is not None and weight.dim() == 2:
-        # transformers' Conv1D (GPT-2) stores the weight as [in, out].
-        return weight.shape[0] if type(down).__name__ == "Conv1D" else weight.shape[1]
+        return weight.shape[0] if site.conv1d else weight.shape[1]  # Conv1D stores [in, out]
     raise LanglocError(f"cannot tell the number of neurons from the output projection {type(down).__name__}")
 
 
@@ -203,7 +211,16 @@ def bind(model, tokenizer, name: str, neuron_site: str | NeuronSite | None = Non
     downs = [_get(layer, site.down, "output projection") for layer in layers]
     if len({id(m) for m in neurons}) != len(neurons):
         raise LanglocError(f"the neuron module {site.neuron!r} is shared between layers; name a per-layer module")
-    widths = {_width(d) for d in downs}
+    if neuron_site is not None:
+        # An explicit site names paths; the layout facts come from the table, or for an
+        # architecture missing from it, from the module type of its projections.
+        known = ARCHITECTURES.get(model_type)
+        site = replace(site, flat=known.flat if known else site.flat,
+                       conv1d=known.conv1d if known else _is_conv1d(downs[0]))
+    if any(_is_conv1d(d) != site.conv1d for d in downs):
+        raise LanglocError(f"the architecture table says the projections of {model_type!r} are "
+                           f"{'' if site.conv1d else 'not '}Conv1D, but {site.down!r} is {type(downs[0]).__name__}")
+    widths = {_width(d, site) for d in downs}
     if len(widths) != 1:
         raise LanglocError(f"layers have different MLP widths {sorted(widths)}; not supported")
     bos = getattr(tokenizer, "bos_token_id", None)

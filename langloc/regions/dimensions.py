@@ -8,24 +8,20 @@ counting a region's entries per hidden dimension over all matrices shows whether
 concentrates on a few dimensions (Zhang et al. report it does, on the dimensions of the
 "massive activations" of the residual stream, Sun et al. 2024).
 
-Which matrices write the residual stream is told by name (``o_proj``, ``out_proj``,
-``down_proj``, ``c_proj``, ``fc2``, ``dense`` of attention/MLP output, ``dense_4h_to_h``, ``wo``);
-a matrix with no axis of the hidden size is not counted.
+Which matrices write the residual stream, and which store their weight ``[in, out]`` (GPT-2's
+``Conv1D``), is in the architecture table (``NeuronSite.writes``, ``NeuronSite.conv1d``); a
+matrix with no axis of the hidden size is not counted.
 """
 
 from __future__ import annotations
 
 import contextlib
-import re
 from typing import Iterator
 
 import torch
 
 from langloc.errors import LanglocError
 from langloc.regions.params import Region, region_parameters
-
-_WRITES = re.compile(r"(^|\.)(o_proj|out_proj|down_proj|c_proj|fc2|dense|dense_4h_to_h|wo)\.weight$")
-
 
 def hidden_size(lm) -> int:
     cfg = lm.model.config
@@ -38,10 +34,8 @@ def hidden_size(lm) -> int:
 
 def hidden_axis(lm, name: str, shape) -> int | None:
     """The axis of parameter ``name`` that indexes hidden (residual-stream) dimensions, or None."""
-    module = lm.model.get_submodule(name.rsplit(".", 1)[0])
-    conv1d = type(module).__name__ == "Conv1D"  # GPT-2 stores [in, out]
-    in_axis, out_axis = (0, 1) if conv1d else (1, 0)
-    axis = out_axis if _WRITES.search(name) else in_axis
+    in_axis, out_axis = (0, 1) if lm.site.conv1d else (1, 0)
+    axis = out_axis if name.endswith(".weight") and lm.site.writes_residual(name) else in_axis
     return axis if shape[axis] == hidden_size(lm) else None
 
 

@@ -33,7 +33,7 @@ from safetensors.torch import save_file
 from langloc.artefacts import atomic_path, check_same_model
 from langloc.errors import LanglocError
 from langloc.manifest import content, make_manifest, read_manifest, stamp
-from langloc.regions.importance import importance_file, load_importance
+from langloc.regions.importance import load_importance
 from langloc.regions.params import Region, check_region, region_size
 
 KIND = "langloc.regions"
@@ -176,6 +176,3 @@ def build_regions(folder: str | Path, *, languages: list[str] | None = None, rat
 def default_regions_file(folder: str | Path) -> Path:
     return Path(folder) / "regions.safetensors"
 
-
-def has_scores(folder: str | Path, lang: str) -> bool:
-    return importance_file(Path(folder), lang).is_file()

@@ -18,7 +18,8 @@ the number that actually multiplies ``W_out[:, i]``, so the effective scores of 
 the gold logit's direct share of the MLP output. Gradient x activation is the same whether
 taken at ``act(gate)_i`` or at ``act(gate)_i * up_i`` (the product is linear in the activation).
 
-GPT-2's ``Conv1D`` stores the weight as ``[in, out]``; its columns are rows there.
+``W_out`` is taken as ``[hidden, neurons]`` (:meth:`LoadedModel.down_weight`, which reads GPT-2's
+``Conv1D`` layout from the architecture table).
 """
 
 from __future__ import annotations
@@ -28,16 +29,10 @@ import torch
 from langloc.share.categories import CATEGORIES
 
 
-def _down_weight(module) -> torch.Tensor:
-    """``W_out`` as ``[hidden, neurons]`` (a view; transposed for Conv1D)."""
-    w = module.weight
-    return w.T if type(module).__name__ == "Conv1D" else w
-
-
 @torch.no_grad()
 def column_norms(lm) -> torch.Tensor:
     """``[L, I]`` float32: ``||W_out[:, i]||_2`` for every neuron."""
-    return torch.stack([_down_weight(m).float().norm(dim=0).cpu() for m in lm.down_modules])
+    return torch.stack([lm.down_weight(layer).float().norm(dim=0).cpu() for layer in range(lm.num_layers)])
 
 
 @torch.no_grad()
@@ -45,8 +40,8 @@ def gold_directions(lm, token_ids: torch.Tensor) -> torch.Tensor:
     """``[B, L, I]`` float32: ``E[y_b]^T W_out[:, i]`` for each gold token ``y_b`` and neuron."""
     E = lm.model.get_output_embeddings().weight  # [V, H]
     out = []
-    for m in lm.down_modules:
-        W = _down_weight(m)
+    for layer in range(lm.num_layers):
+        W = lm.down_weight(layer)
         rows = E[token_ids.to(E.device)].to(W.device, torch.float32)  # [B, H]
         out.append((rows @ W.float()).cpu())  # [B, I]
     return torch.stack(out, 1)

@@ -32,6 +32,7 @@ import torch
 
 from langloc.errors import LanglocError
 from langloc.models.calls import logits_at
+from langloc.models.hooks import neuron_hooks
 
 POSITIONS = ("last", "all")
 REDUCTIONS = ("any", "max", "mean")  # any = max: activated on some token
@@ -68,7 +69,7 @@ def encode_prompts(lm, prompts: Sequence[str], golds: Sequence[str], gold_tokens
     ``"joint"`` the token at the prompt's length in the tokenisation of prompt + continuation
     (the reference code's rule), with ``"separate"`` the first token of the continuation
     tokenised on its own (as choice scoring does)."""
-    from langloc.adapters.train import encode_pair
+    from langloc.tasks.scoring import encode_pair
 
     check_gold_tokens(gold_tokens)
     ctx, gold = [], []
@@ -90,7 +91,7 @@ def encode_prompts(lm, prompts: Sequence[str], golds: Sequence[str], gold_tokens
 def capture(lm, prompts: Sequence[str], golds: Sequence[str], *, position: str = "last", reduce: str = "any",
             gradients: bool = True, gold_tokens: str = "joint") -> Capture:
     """Run ``lm`` on the prompts (one right-padded batch) and capture per neuron (see module doc)."""
-    from langloc.adapters.train import _pad_id
+    from langloc.tasks.scoring import pad_id
 
     check_position(position, reduce)
     if len(prompts) != len(golds) or not prompts:
@@ -98,7 +99,7 @@ def capture(lm, prompts: Sequence[str], golds: Sequence[str], *, position: str =
     ctx, gold = encode_prompts(lm, prompts, golds, gold_tokens)
     B, T = len(ctx), max(len(c) for c in ctx)
     dev = lm.device
-    ids = torch.full((B, T), _pad_id(lm.tokenizer), dtype=torch.long)
+    ids = torch.full((B, T), pad_id(lm.tokenizer), dtype=torch.long)
     att = torch.zeros((B, T), dtype=torch.long)
     for i, c in enumerate(ctx):
         ids[i, :len(c)] = torch.tensor(c)
@@ -115,9 +116,7 @@ def capture(lm, prompts: Sequence[str], golds: Sequence[str], *, position: str =
     stat, lastv, coef, leaves = [None] * L, [None] * L, [None] * L, [None] * L
 
     def neuron_hook(layer):
-        def hook(module, args, output):
-            flat = output.dim() == 2  # OPT runs its MLP on [batch * positions, I]
-            a = output.view(B, T, -1) if flat else output
+        def hook(a):
             r, t, v = rows.to(a.device), last.to(a.device), valid.to(a.device)[..., None]  # device_map="auto"
             m = a[r, t]
             lastv[layer] = m.detach().float().cpu()
@@ -133,24 +132,18 @@ def capture(lm, prompts: Sequence[str], golds: Sequence[str], *, position: str =
             leaf = torch.zeros(m.shape, dtype=torch.promote_types(m.dtype, torch.float32), device=m.device,
                                requires_grad=True)
             leaves[layer] = leaf
-            new = a.index_put((r, t), leaf.to(a.dtype), accumulate=True)
-            return new.view_as(output) if flat else new
+            return a.index_put((r, t), leaf.to(a.dtype), accumulate=True)
 
         return hook
 
     def down_hook(layer):
-        def pre(module, args):
-            x = args[0]
-            x = x.view(B, T, -1) if x.dim() == 2 else x
+        def pre(x):
             coef[layer] = x[rows.to(x.device), last.to(x.device)].detach().float().cpu()
 
         return pre
 
-    handles = []
-    try:
-        for layer, (nm, dm) in enumerate(zip(lm.neuron_modules, lm.down_modules)):
-            handles.append(nm.register_forward_hook(neuron_hook(layer)))
-            handles.append(dm.register_forward_pre_hook(down_hook(layer)))
+    with neuron_hooks(lm, {layer: neuron_hook(layer) for layer in range(L)}), \
+            neuron_hooks(lm, {layer: down_hook(layer) for layer in range(L)}, at="down"):
         gold_t = torch.tensor(gold, device=dev)
         grad = logp = None
         if gradients:
@@ -166,9 +159,6 @@ def capture(lm, prompts: Sequence[str], golds: Sequence[str], *, position: str =
         else:
             with torch.inference_mode():
                 lm.body(input_ids=ids, attention_mask=att, use_cache=False)
-    finally:
-        for h in handles:
-            h.remove()
     lastt = torch.stack(lastv, 1)
     return Capture(stat=torch.stack(stat, 1) if position == "all" else lastt, last=lastt,
                    coef=torch.stack(coef, 1), grad=grad, gold=gold_t.cpu(),

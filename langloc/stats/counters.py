@@ -18,10 +18,13 @@ gives bit for bit the totals of one uninterrupted process. Fixed point holds sum
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
 import torch
+
+from langloc.models.hooks import neuron_hooks
 
 _EXACT_FLOAT32 = 2**24
 FIXED_POINT = 2.0**24  # active_sum / act_sum totals are stored as round(sum * FIXED_POINT)
@@ -33,8 +36,7 @@ class ActivationCounter:
     def __init__(self, lm, *, skip_first_position: bool):
         self.lm = lm
         self.skip_first = skip_first_position
-        self.batch_shape: tuple[int, int] | None = None
-        self._handles = []
+        self._hooks = contextlib.ExitStack()
         self._cpu = lm.device.type == "cpu"
         # The token-embedding table is read a few rows per batch; if it is mapped from the
         # weights file, its pages are handed back right after each lookup (see MappedPages).
@@ -54,11 +56,7 @@ class ActivationCounter:
             self.act_sum.append(torch.zeros(I, dtype=torch.int64, device=dev))
 
     def _hook(self, layer: int):
-        def hook(module, args, output):
-            a = output
-            B, T = self.batch_shape
-            if a.dim() == 2:  # OPT runs its MLP on [batch * positions, I]
-                a = a.view(B, T, -1)
+        def hook(a):
             if self.skip_first:
                 a = a[:, 1:]
             a = a.reshape(-1, a.shape[-1])
@@ -69,21 +67,18 @@ class ActivationCounter:
         return hook
 
     def __enter__(self):
-        for i, module in enumerate(self.lm.neuron_modules):
-            self._handles.append(module.register_forward_hook(self._hook(i)))
+        self._hooks.enter_context(neuron_hooks(self.lm, {i: self._hook(i) for i in range(self.lm.num_layers)}))
         if self._embedding_pages is not None:
             pages = self._embedding_pages
 
             def release_rows(module, args, output):
                 pages.release()  # returns None: a forward hook's return value would replace the output
 
-            self._handles.append(self._embeddings.register_forward_hook(release_rows))
+            self._hooks.callback(self._embeddings.register_forward_hook(release_rows).remove)
         return self
 
     def __exit__(self, *exc):
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
+        self._hooks.close()
 
     def run(self, input_ids: torch.Tensor) -> None:
         """Run the decoder body (no LM head) on one batch of full windows and count."""
@@ -91,7 +86,6 @@ class ActivationCounter:
         counted = B * (T - 1 if self.skip_first else T)
         if counted > _EXACT_FLOAT32:
             raise ValueError(f"a batch of {counted} tokens would overflow exact float32 counting")
-        self.batch_shape = (B, T)
         self.lm.body(input_ids=input_ids.to(self.lm.device), use_cache=False)
         self.n_tokens += counted
         if self._cpu:

@@ -14,10 +14,13 @@ large model would not fit (Llama-2-7B: 352k neurons × 4096 bins).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Iterable, Sequence
 
 import torch
+
+from langloc.models.hooks import neuron_hooks
 
 LO, HI, BINS = -6.0, 14.0, 4096
 
@@ -30,18 +33,14 @@ class QuantileSketch:
         self.layers = [torch.as_tensor(i, dtype=torch.long) for i in layers]
         self.hist = [torch.zeros(len(i), bins, dtype=torch.int64, device=m.weight.device)
                      for i, m in zip(self.layers, lm.down_modules)]
-        self.shape: tuple[int, int] | None = None
-        self._handles = []
+        self._hooks = contextlib.ExitStack()
 
     def _hook(self, layer: int):
         dev = self.hist[layer].device
         idx = self.layers[layer].to(dev)
         offsets = torch.arange(len(idx), device=dev) * self.bins  # row of each neuron in the flat histogram
 
-        def hook(module, args, output):
-            a = output
-            if a.dim() == 2:
-                a = a.view(*self.shape, -1)
+        def hook(a):
             if self.skip_first:
                 a = a[:, 1:]
             a = a.reshape(-1, a.shape[-1])[:, idx].float()  # [tokens, n]
@@ -52,19 +51,15 @@ class QuantileSketch:
         return hook
 
     def __enter__(self):
-        for layer, module in enumerate(self.lm.neuron_modules):
-            if len(self.layers[layer]):
-                self._handles.append(module.register_forward_hook(self._hook(layer)))
+        fns = {layer: self._hook(layer) for layer in range(self.lm.num_layers) if len(self.layers[layer])}
+        self._hooks.enter_context(neuron_hooks(self.lm, fns))
         return self
 
     def __exit__(self, *exc):
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
+        self._hooks.close()
 
     @torch.inference_mode()
     def run(self, input_ids: torch.Tensor) -> None:
-        self.shape = tuple(input_ids.shape)
         self.lm.body(input_ids=input_ids.to(self.lm.device), use_cache=False)
 
     def quantile(self, q: float) -> list[torch.Tensor]:

@@ -22,6 +22,7 @@ from langloc.artefacts import atomic_path
 from langloc.data.packing import corpus_windows
 from langloc.errors import LanglocError
 from langloc.manifest import content, make_manifest, read_safetensors_manifest, stamp
+from langloc.models.hooks import neuron_hooks
 
 
 def responses_file(run: str | Path, lang: str) -> Path:
@@ -38,24 +39,19 @@ def segment_responses(lm, corpus, lang: str, *, segments: int = 100, segment_tok
     windows = corpus_windows(lm, corpus, lang, "stats", window=window, max_tokens=window * segments)
     skip = 1 if lm.add_bos else 0
     out = torch.empty(len(windows), lm.num_layers, lm.intermediate_size, dtype=torch.float32)
-    shape = {}
+    start = {}
 
     def make_hook(layer):
-        def hook(module, args, output):
-            a = output if output.dim() == 3 else output.view(*shape["bt"], -1)
-            out[shape["s"]:shape["s"] + a.shape[0], layer] = a[:, skip:].float().mean(1).cpu()
+        def hook(a):
+            out[start["s"]:start["s"] + a.shape[0], layer] = a[:, skip:].float().mean(1).cpu()
         return hook
 
-    handles = [m.register_forward_hook(make_hook(i)) for i, m in enumerate(lm.neuron_modules)]
-    try:
+    with neuron_hooks(lm, {i: make_hook(i) for i in range(lm.num_layers)}):
         for s in tqdm(range(0, len(windows), batch_size), desc=f"responses {lang}", unit="batch",
                       disable=not progress, leave=False):
             ids = windows[s:s + batch_size]
-            shape.update(s=s, bt=tuple(ids.shape))
+            start["s"] = s
             lm.body(input_ids=ids.to(lm.device), use_cache=False)
-    finally:
-        for h in handles:
-            h.remove()
     return out
 
 

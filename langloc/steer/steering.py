@@ -19,7 +19,7 @@ from langloc.intervene.intervention import Edit, Intervention
 from langloc.intervene.values import neuron_values
 from langloc.steer.judge import FluencyRule, LanguageIdentifier, judge, summarise
 
-MODES = ("on", "off", "on+off")
+STEER_MODES = ("on", "off", "on+off")
 DEFAULT_STRENGTHS = (1.0, 1.5, 2.0, 3.0, 4.0)
 
 
@@ -31,8 +31,8 @@ class SteerSetting:
     positions: str = "all"
 
     def __post_init__(self):
-        if self.mode not in MODES:
-            raise LanglocError(f"steering mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.mode not in STEER_MODES:
+            raise LanglocError(f"steering mode must be one of {', '.join(STEER_MODES)}, got {self.mode!r}")
 
     def label(self) -> str:
         on = f"{self.value}x{self.strength:g}" if "on" in self.mode else ""

@@ -10,7 +10,7 @@ through :mod:`langloc.evaluate.harness` (``langloc harness``; optional extra ``h
 
 from langloc.errors import LanglocError
 from langloc.tasks.base import Task, TaskItem, TaskScore, check_parallel
-from langloc.tasks.bible_choice import BibleChoiceTask
+from langloc.tasks.bible_choice import BibleChoiceTask, bible_choice_items
 from langloc.tasks.bible_lm import BibleLMTask, continuation_stats
 from langloc.tasks.gsm_symbolic import GSMSymbolicTask
 
@@ -24,5 +24,5 @@ def get_task(name: str, **options) -> Task:
     return TASKS[name](**options)
 
 
-__all__ = ["TASKS", "get_task", "Task", "TaskItem", "TaskScore", "check_parallel", "BibleChoiceTask",
+__all__ = ["TASKS", "get_task", "Task", "TaskItem", "TaskScore", "check_parallel", "BibleChoiceTask", "bible_choice_items",
            "BibleLMTask", "GSMSymbolicTask", "continuation_stats"]

@@ -4,9 +4,10 @@ A task yields, for each language, a list of :class:`TaskItem` s with the *same i
 order* in every language (item ``i`` of French is item ``i`` of Chinese, translated), and
 scores a model on one language's items. Every item has a prompt and a gold continuation; the
 first token of the gold continuation (tokenised on its own, as the prompt and answer are in
-:func:`langloc.adapters.train.encode_pair`) is the target of attribution, and the prompt's
+:func:`langloc.tasks.scoring.encode_pair`) is the target of attribution, and the prompt's
 last token is where neurons are classified. Multiple-choice items also carry their choices
-and the index of the right one.
+and the index of the right one (their gold continuation is the right choice); they are the
+items of the masked-LoRA transfer study as well (:func:`TaskItem.multiple_choice`).
 """
 
 from __future__ import annotations
@@ -30,8 +31,24 @@ class TaskItem:
     def __post_init__(self):
         if not self.gold:
             raise LanglocError(f"item {self.id!r} ({self.lang}) has an empty gold continuation")
-        if self.choices and (self.label is None or not 0 <= self.label < len(self.choices)):
-            raise LanglocError(f"item {self.id!r} ({self.lang}): label {self.label} is not a choice index")
+        if self.choices:
+            if len(self.choices) < 2:
+                raise LanglocError(f"item {self.id!r} needs at least 2 choices, has {len(self.choices)}")
+            if self.label is None or not 0 <= self.label < len(self.choices):
+                raise LanglocError(f"item {self.id!r} ({self.lang}): label {self.label} is not a choice index")
+            if self.gold != self.choices[self.label]:
+                raise LanglocError(f"item {self.id!r} ({self.lang}): the gold continuation is not the right choice")
+
+    @classmethod
+    def multiple_choice(cls, prompt: str, choices: Sequence[str], label: int, *, id: str = "", lang: str = "",
+                        meta: dict | None = None) -> "TaskItem":
+        """A multiple-choice item; its gold continuation is ``choices[label]``."""
+        choices = tuple(choices)
+        if len(choices) < 2:
+            raise LanglocError(f"item {id!r} needs at least 2 choices, has {len(choices)}")
+        if not 0 <= label < len(choices):
+            raise LanglocError(f"item {id!r}: label {label} is not a choice index")
+        return cls(id, lang, prompt, choices[label], choices, label, dict(meta or {}))
 
 
 @dataclass

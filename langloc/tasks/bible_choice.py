@@ -1,10 +1,21 @@
-"""The cross-lingual verse-translation choice task as a parallel task.
+"""The cross-lingual verse-translation choice task: items, and the task over parallel items.
 
-A thin wrapper over :func:`langloc.adapters.bible_task.bible_choice_items` (given a verse in
-language X, pick its translation into the *target* language among four candidates, by
-log-likelihood; :mod:`langloc.adapters.choice` scores it). For a fixed split, seed and
-target, every source language gets the same verses, distractors and answer positions, so
-the items are parallel; only verses usable in every requested language are kept.
+:func:`bible_choice_items`: a verse in the source language and four candidate verses in the
+target language (English by default): its translation and three distractors. The model
+answers by log-likelihood (:func:`langloc.tasks.scoring.score_choices`). Items are built per
+split of the Bible corpus (:class:`langloc.data.corpora.BibleCorpus`: ``stats`` chapters for
+training items, held-out ``eval`` chapters for evaluation), so training and evaluation verses
+are disjoint. Everything but the source text is independent of the source language: for a
+given split, ``n`` and ``seed``, every source language gets the same verses (as far as its
+translation has them), the same distractors and the same position of the right answer, so
+accuracies of different languages are paired comparisons. Distractors are drawn at random
+among the target verses closest in length to the right one, so that a candidate's length
+alone (which dominates a summed log-probability) gives little away.
+
+:class:`BibleChoiceTask` (``bible-choice``): given a verse in language X, pick its translation
+into the *target* language among four candidates. For a fixed split, seed and target, every
+source language gets the same verses, distractors and answer positions, so the items are
+parallel; only verses usable in every requested language are kept.
 
 The target language must not be one of the analysed languages (a verse "translated" into
 its own language is a copying task). ``target="auto"`` takes English, or, if English is
@@ -18,15 +29,82 @@ largest summed log-probability (lm-evaluation-harness's ``acc``).
 
 from __future__ import annotations
 
+import bisect
+import random
 from typing import Sequence
 
-from langloc.adapters.bible_task import bible_choice_items
-from langloc.adapters.choice import ChoiceItem, choice_accuracy, choice_correct, score_choices
+from langloc.data.bible import LANGUAGE_NAMES, bible_verses, check_bible_languages
 from langloc.errors import LanglocError
 from langloc.tasks.base import Task, TaskItem, TaskScore
-from langloc.tasks.bible_lm import check_bible_languages
+from langloc.tasks.scoring import choice_accuracy, choice_correct, score_choices
 
 TARGET_FALLBACKS = ("en", "de", "pt", "it", "pl", "ro", "tr", "sw", "tl")
+TEMPLATE = "{source_name}: {source}\n{target_name}:"
+
+
+def bible_choice_items(
+    source: str,
+    split: str = "eval",
+    n: int = 100,
+    *,
+    target: str = "en",
+    choices: int = 4,
+    seed: int = 0,
+    max_chars: int = 300,
+    neighbours: int = 20,
+    template: str = TEMPLATE,
+) -> list[TaskItem]:
+    """``n`` items "which ``target`` verse translates this ``source`` verse?" from ``split``.
+
+    Verses longer than ``max_chars`` characters (in either language) are left out to bound
+    the cost; distractors come from the ``neighbours`` target verses of the split closest in
+    length. ``template`` formats the prompt from ``source``, ``source_name``, ``target_name``;
+    each candidate is the target verse after a space. Fewer than ``n`` items come back only if
+    the split has fewer usable verses.
+    """
+    if source == target:
+        raise LanglocError(f"source and target language are both {source!r}")
+    if n < 1:
+        raise LanglocError(f"number of items must be at least 1, got {n}")
+    if choices < 2:
+        raise LanglocError(f"need at least 2 choices, got {choices}")
+    if neighbours < choices - 1:
+        raise LanglocError(f"neighbours ({neighbours}) must be at least choices - 1 ({choices - 1})")
+    src = bible_verses(source, split)
+    tgt = {k: v for k, v in bible_verses(target, split).items() if len(v) <= max_chars}
+    keys = sorted(tgt)
+    if len(keys) < choices:
+        raise LanglocError(f"the {split} split has too few {target} verses of at most {max_chars} characters")
+    by_len = sorted(keys, key=lambda k: (len(tgt[k]), k))
+    lengths = [len(tgt[k]) for k in by_len]
+    random.Random(seed).shuffle(keys)
+    names = {"source_name": LANGUAGE_NAMES.get(source, source), "target_name": LANGUAGE_NAMES.get(target, target)}
+    items = []
+    for key in keys:
+        text = src.get(key)
+        if text is None or len(text) > max_chars:
+            continue
+        right = tgt[key]
+        # The same distractors and answer position for every source language.
+        rng = random.Random(f"{seed}:{key}")
+        centre = bisect.bisect_left(lengths, len(right))
+        lo = max(0, centre - neighbours)
+        near = sorted(by_len[lo:centre + neighbours + 1], key=lambda k: (abs(len(tgt[k]) - len(right)), k))
+        pool = list(dict.fromkeys(tgt[k] for k in near if tgt[k] != right))[:neighbours]  # distinct texts
+        if len(pool) < choices - 1:
+            continue
+        cands = rng.sample(pool, choices - 1)
+        label = rng.randrange(choices)
+        cands.insert(label, right)
+        prompt = template.format(source=text, **names)
+        items.append(TaskItem.multiple_choice(prompt, tuple(" " + c for c in cands), label,
+                                              id=f"{source}:{split}:{key[0]}.{key[1]}.{key[2]}", lang=source,
+                                              meta={"verse": key, "source": source, "target": target, "split": split}))
+        if len(items) == n:
+            break
+    if not items:
+        raise LanglocError(f"no {source} verses of at most {max_chars} characters in the {split} split")
+    return items
 
 
 class BibleChoiceTask(Task):
@@ -71,14 +149,13 @@ class BibleChoiceTask(Task):
         out = {}
         for lang in languages:
             by_key = {it.meta["verse"]: it for it in pool[lang]}
-            out[lang] = [TaskItem("{}.{}.{}".format(*k), lang, by_key[k].prompt, by_key[k].answer, by_key[k].choices,
+            out[lang] = [TaskItem("{}.{}.{}".format(*k), lang, by_key[k].prompt, by_key[k].gold, by_key[k].choices,
                                   by_key[k].label, {"verse": k, "split": split, "target": target})
                          for k in chosen]
         return out
 
     def score(self, lm, items, *, batch_size=8, progress=False) -> TaskScore:
-        choice_items = [ChoiceItem(it.prompt, it.choices, it.label, it.id) for it in items]
-        scores = score_choices(lm, choice_items, batch_size=batch_size, progress=progress)
-        return TaskScore(choice_accuracy(choice_items, scores), len(items),
-                         {"acc_norm": choice_accuracy(choice_items, scores, norm="chars")},
-                         [(c, 1) for c in choice_correct(choice_items, scores)])
+        scores = score_choices(lm, items, batch_size=batch_size, progress=progress)
+        return TaskScore(choice_accuracy(items, scores), len(items),
+                         {"acc_norm": choice_accuracy(items, scores, norm="chars")},
+                         [(c, 1) for c in choice_correct(items, scores)])

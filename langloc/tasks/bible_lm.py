@@ -24,18 +24,11 @@ from typing import Sequence
 
 import torch
 
-from langloc.adapters.bible_task import bible_verses
-from langloc.data.corpora import _NO_SPACE, BIBLE_TRANSLATIONS, SPLITS
+from langloc.data.bible import bible_verses, check_bible_languages
+from langloc.data.corpora import _NO_SPACE, SPLITS
 from langloc.errors import LanglocError
 from langloc.tasks.base import Task, TaskItem, TaskScore
 from langloc.models.calls import logits_at
-
-
-def check_bible_languages(languages: Sequence[str]) -> None:
-    missing = [lang for lang in languages if lang not in BIBLE_TRANSLATIONS]
-    if missing:
-        raise LanglocError(f"unknown language(s) {', '.join(missing)} for corpus bible; "
-                           f"available: {', '.join(sorted(BIBLE_TRANSLATIONS))}")
 
 
 class BibleLMTask(Task):
@@ -88,7 +81,7 @@ def continuation_stats(lm, pairs: Sequence[tuple[str, str]], *, batch_size: int 
     """For each (prompt, continuation): summed log-probability of the continuation's tokens,
     their number, and how many of them are the model's top-1 prediction. Prompt and
     continuation are tokenised separately (:func:`langloc.adapters.train.encode_pair`)."""
-    from langloc.adapters.train import _collate, _pad_id, encode_pair
+    from langloc.tasks.scoring import collate, encode_pair, pad_id
 
     if batch_size < 1:
         raise LanglocError(f"batch size must be at least 1, got {batch_size}")
@@ -96,10 +89,10 @@ def continuation_stats(lm, pairs: Sequence[tuple[str, str]], *, batch_size: int 
     examples = [encode_pair(tok, p, c, lm.add_bos) for p, c in pairs]
     order = sorted(range(len(examples)), key=lambda i: -len(examples[i].input_ids))
     out: list = [None] * len(examples)
-    pad = _pad_id(tok)
+    pad = pad_id(tok)
     for b in range(0, len(order), batch_size):
         chunk = order[b:b + batch_size]
-        ids, att, tgt = _collate([examples[i] for i in chunk], pad, lm.device)
+        ids, att, tgt = collate([examples[i] for i in chunk], pad, lm.device)
         pred = tgt[:, 1:]  # position t-1 predicts token t
         keep = pred.any(0).nonzero().flatten()
         logits = logits_at(hf, keep, input_ids=ids, attention_mask=att)  # [B, K, V]

@@ -51,7 +51,8 @@ from langloc.train.freezing import RegionFreezer, check_region_tensors, optimize
 from langloc.train.plots import plot_forgetting, plot_training
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-MODES = ("core", "random", "none")
+FREEZE_MODES = ("core", "random", "none")  # what is frozen: the core region, a random one, nothing
+MODES = FREEZE_MODES  # the old name, still used by forgetting (being moved into a study); use FREEZE_MODES
 CHECKPOINT = "checkpoint.pt"
 RESULT = "train.json"
 PPL_CSV = "perplexity.csv"
