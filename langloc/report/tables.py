@@ -170,9 +170,9 @@ def share(meta) -> list:
     return shown
 
 
-def harness(rows: list[dict], conditions: list[str], model_name: str) -> list:
+def harness(rows: list[dict], conditions: list[str], model: str) -> list:
     t = Table(Column("task", overflow="fold"), "metric", *[Column(c, overflow="fold") for c in conditions],
-              title=f"lm-evaluation-harness on {model_name}")
+              title=f"lm-evaluation-harness on {model}")
     for task, metric in dict.fromkeys((r["task"], r["metric"]) for r in rows):
         cells = {r["condition"]: r["value"] for r in rows if r["task"] == task and r["metric"] == metric}
         t.add_row(task, metric, *[f"{cells[c]:.3f}" if c in cells else "-" for c in conditions])
