@@ -1,4 +1,6 @@
-"""langloc command line: a thin layer over :mod:`langloc.workflows`.
+"""langloc command line: a thin layer over :mod:`langloc.workflows` (the steps that make a run
+folder) and :mod:`langloc.studies` (the experiments). Every command parses its options, builds
+the config, runs and prints (:mod:`langloc.report.tables`).
 
 Every failure the user can fix is a LanglocError, printed as one line ``error: ...`` with exit
 status 2; nothing is left half-written because every artefact is written atomically.
@@ -14,10 +16,13 @@ from typing import Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Column, Table
 
 from langloc.demo import DEMO_LANGUAGES
 from langloc.errors import LanglocError
+from langloc.identify.methods import METHODS
+from langloc.report import tables
+from langloc.studies import STUDIES
+from langloc.studies.base import split_list
 
 
 app = typer.Typer(
@@ -42,7 +47,20 @@ SiteOpt = typer.Option(None, "--neuron-site", help="For architectures not in lan
 
 
 def _langs(spec: str) -> list[str]:
-    return [s.strip() for s in spec.split(",") if s.strip()]
+    return split_list(spec)
+
+
+def _show(*items) -> None:
+    """Print tables and lines (lists of them are flattened)."""
+    for item in items:
+        for x in item if isinstance(item, list) else [item]:
+            out.print(x)
+
+
+def _run(name: str, lm, options: dict, where: Path, **renamed):
+    """Run the study ``name`` with the config built from a command's options."""
+    study = STUDIES[name]
+    return study.run(lm, study.Config.from_options(options, **renamed), where)
 
 
 @app.command()
@@ -72,37 +90,24 @@ def collect(
 
     Example: [bold]langloc collect -m gemma-3-270m -l en,fr,zh --tokens 50000 -o runs/gemma[/]
     """
-    from langloc.data import load_corpus
-    from langloc.models import load_model
-    from langloc.stats import collect as do_collect
-
-    c = load_corpus(corpus, seed=seed)
-    c.require_text(_langs(languages), "stats")
     from langloc import distributed
+    from langloc.workflows import collect_run
 
-    lm = load_model(model, dtype=dtype, device=device or distributed.local_device(), neuron_site=neuron_site)
-    stats = do_collect(lm, c, _langs(languages), out=out_dir, tokens=tokens, window=window,
-                       batch_size=batch_size, seed=seed, resume=resume, checkpoint_every=checkpoint_every)
+    stats, c = collect_run(out_dir, _langs(languages), model=model, corpus=corpus, tokens=tokens, window=window,
+                           batch_size=batch_size, seed=seed, dtype=dtype, device=device, neuron_site=neuron_site,
+                           resume=resume, checkpoint_every=checkpoint_every, segments=segments,
+                           segment_tokens=segment_tokens)
     if not distributed.is_main():
         return
-    if segments:
-        from langloc.workflows import collect_responses_run
-
-        collect_responses_run(lm, c, _langs(languages), out_dir, segments=segments, segment_tokens=segment_tokens)
     for name, lines in getattr(c, "skipped", {}).items():
         err.print(f"[yellow]warning:[/] skipped {len(lines)} line(s) of {name} that are not UTF-8 text")
-    t = Table("language", "tokens", "mean P(active)")
-    p = stats.activation_probability()
-    for k, lang in enumerate(stats.languages):
-        t.add_row(lang, str(int(stats.n[k])), f"{p[k].mean():.3f}")
-    out.print(t)
-    out.print(f"statistics in {out_dir}/stats; next: langloc identify {out_dir}")
+    _show(tables.collect(stats), f"statistics in {out_dir}/stats; next: langloc identify {out_dir}")
 
 
 @app.command()
 def identify(
     run: Path = typer.Argument(..., help="Run folder made by collect."),
-    method: str = typer.Option("lape", help="lape (Tang et al. 2024), thresholding (Mondal et al. 2025) or expert_units (Kojima et al. 2024; needs collect --segments)."),
+    method: str = typer.Option("lape", help="One of: " + ", ".join(f"{k} ({m.about})" for k, m in METHODS.items()) + "."),
     top_rate: float = typer.Option(0.01, help="lape: share of all L*I neurons kept (lowest entropy)."),
     filter_rate: float = typer.Option(0.95, help="lape: exclude neurons whose largest activation probability is not above this quantile of all probabilities."),
     activation_bar_ratio: float = typer.Option(0.95, help="lape: assign a kept neuron to every language whose probability is above this quantile."),
@@ -122,11 +127,7 @@ def identify(
     ns, path = identify_run(run, method=method, top_rate=top_rate, filter_rate=filter_rate,
                             activation_bar_ratio=activation_bar_ratio, rate=rate, other_max=other_max,
                             n_units=units, out=output)
-    t = Table("language", "neurons", "per layer")
-    for lang, row in zip(ns.languages, ns.per_layer_counts().tolist()):
-        t.add_row(lang, str(sum(row)), " ".join(map(str, row)))
-    out.print(t)
-    out.print(f"{ns.unique_count()} distinct neurons ({method}) -> {path}; plots in {run}/plots")
+    _show(tables.identify(ns), f"{ns.unique_count()} distinct neurons ({method}) -> {path}; plots in {run}/plots")
 
 
 @app.command()
@@ -140,19 +141,8 @@ def compare(
 
     Example: [bold]langloc compare runs/gemma/neurons/lape.json runs/gemma/neurons/thresholding.json -o runs/gemma/compare[/]
     """
-    from rich import box
-
-    from langloc.workflows import compare_run
-
-    rows, path = compare_run(neurons, out_dir)
-    t = Table("a", "b", "language", "size a", "size b", "shared", "Jaccard", box=box.SIMPLE_HEAD,
-              title="all layers together (per-layer rows in the CSV)")
-    for r in rows:
-        if r["layer"] == "all":
-            t.add_row(r["a"], r["b"], r["language"], str(r["size_a"]), str(r["size_b"]), str(r["shared"]),
-                      "-" if r["jaccard"] is None else f"{r['jaccard']:.3f}")
-    out.print(t)
-    out.print(f"-> {path}, {out_dir}/compare.png")
+    m = _run("compare", None, locals(), out_dir)
+    _show(tables.compare(m.result), f"-> {m.path}, {out_dir}/compare.png")
 
 
 @app.command()
@@ -194,46 +184,8 @@ def steer(
 
     Example: [bold]langloc steer -n runs/gemma/neurons/lape.json -t fr,zh --run runs/gemma -o steer/lape[/]
     """
-    from langloc.controls import check_draws
-    from langloc.steer.judge import FluencyRule
-    from langloc.steer.steering import Generation, SteerSetting
-    from langloc.steer.study import format_table
-    from langloc.workflows import steer_run
-
-    try:
-        strength_list = tuple(float(x) for x in strengths.split(",") if x.strip())
-    except ValueError:
-        raise LanglocError(f"--strengths must be comma-separated numbers, got {strengths!r}") from None
-    from langloc.intervene.intervention import POSITIONS
-
-    positions = positions or ("all,generated" if search else "all")
-    position_list = tuple(p.strip() for p in positions.split(",") if p.strip())
-    if not position_list or any(p not in POSITIONS for p in position_list):
-        raise LanglocError(f"--positions must be one or more of {', '.join(POSITIONS)}, got {positions!r}")
-    if not search and len(position_list) > 1:
-        raise LanglocError(f"--positions: without --search give one position mode, got {positions!r}")
-    if value != "auto":
-        from langloc.intervene.values import parse_source
-
-        parse_source(value)
-    setting = SteerSetting(mode, strength, value, position_list[0])
-    gen = Generation(max_new_tokens=max_new_tokens, do_sample=sample, temperature=temperature, top_p=top_p,
-                     seed=seed, batch_size=batch_size, repetition_penalty=repetition_penalty,
-                     no_repeat_ngram_size=no_repeat_ngram_size)
-    result = steer_run(neurons, _langs(targets), source=source or None, run=run, model=model, dtype=dtype,
-                       device=device, prompts=prompts, tune_prompts=tune_prompts, search=search, setting=setting,
-                       strengths=strength_list, gen=gen, fluency=FluencyRule(max_ppl=max_ppl, min_distinct=min_distinct),
-                       controls=controls, seed=seed, out=out_dir, positions=position_list, value=value,
-                       control_draws=check_draws(control_draws))
-    from rich import box
-
-    t = Table("method", "target", "setting", "fluent in target", "in target", "random control", "fluent",
-              "median ppl", "distinct", box=box.SIMPLE_HEAD, title=f"steering {result['prompts']['eval']} held-out prompts",
-              caption="in brackets: 95% bootstrap interval over prompts")
-    for row in format_table(result["rows"]):
-        t.add_row(*row)
-    out.print(t)
-    out.print(f"-> {out_dir}/summary.csv, generations.jsonl, steering.png")
+    m = _run("steer", None, locals(), out_dir)
+    _show(tables.steer(m.result), f"-> {out_dir}/summary.csv, generations.jsonl, steering.png")
 
 
 @app.command()
@@ -263,78 +215,14 @@ def ablate(
     Example: [bold]langloc ablate runs/gemma --eval-tokens 4096[/]
     """
     from langloc import distributed
-    from langloc.controls import check_draws
-    from langloc.workflows import ablate_run
 
-    check_draws(control_draws)
-    rows, path = ablate_run(run, neurons=neurons, model=model, dtype=dtype, device=device or distributed.local_device(),
-                            languages=_langs(languages) if languages else None, eval_tokens=eval_tokens,
-                            batch_size=batch_size, controls=controls, seed=seed, corpus=corpus, window=window,
-                            control_draws=control_draws)
-    if not distributed.is_main():
-        return
-    _print_ablation(rows)
-    out.print(f"-> {path}, {run}/plots/ablation.png")
-
-
-def _ratio(v: float) -> str:
-    from langloc.report.plots import format_ratio
-
-    return format_ratio(v)
-
-
-NO_EFFECT = "~"  # printed after a ratio whose 95% interval includes 1
-
-
-def _own(name: str, evald: list[str]) -> str | None:
-    """The evaluated language a zeroed set belongs to (``fr``, ``random:fr``, ``mono:fr``)."""
-    lang = name.split(":", 1)[-1]
-    return lang if lang in evald else None
+    m = _run("ablate", None, locals(), run)
+    if distributed.is_main():
+        _show(tables.ablation(m.result), f"-> {m.path}, {run}/plots/ablation.png")
 
 
 def _print_ablation(rows) -> None:
-    from rich import box
-
-    from langloc.evaluate.bootstrap import includes
-
-    evald = list(dict.fromkeys(r.evaluated for r in rows))
-    names = list(dict.fromkeys(r.deactivated for r in rows))
-    interval = lambda r: (getattr(r, "ratio_lo", float("nan")), getattr(r, "ratio_hi", float("nan")))  # noqa: E731
-    marked = any(includes(*interval(r)) for r in rows)
-    # The title makes rich widen the table to the terminal; without a minimum width the label
-    # column is the one it squeezes ("random:…").
-    t = Table(Column("zeroed", no_wrap=True, min_width=max(map(len, names + ["zeroed"]))),
-              *[Column(e, justify="right") for e in evald],
-              box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, collapse_padding=True, show_edge=False,
-              title="perplexity ratio (zeroed / base) on each language's held-out text",
-              caption=f"{NO_EFFECT}: the 95% interval includes 1 (no effect)" if marked else None)
-    for name in names:
-        cells = {r.evaluated: r for r in rows if r.deactivated == name}
-
-        def cell(e):
-            r = cells[e]
-            text = _ratio(r.ratio) + (NO_EFFECT if includes(*interval(r)) else "")
-            return f"[bold]{text}[/]" if name in (e, f"mono:{e}") else text
-
-        t.add_row(name, *[cell(e) for e in evald])
-    out.print(t)
-    if not any(interval(r)[0] == interval(r)[0] for r in rows):
-        return
-    # The intervals of each set's own language (or, without one, its largest ratio); every
-    # cell's interval is in the CSV.
-    s = Table(Column("zeroed", no_wrap=True), "on", Column("ratio", justify="right"),
-              Column("95% interval", justify="right"), Column("range over draws", justify="right"),
-              box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, collapse_padding=True,
-              title="95% bootstrap intervals (held-out windows)", caption="every cell's interval is in the CSV")
-    for name in names:
-        cells = {r.evaluated: r for r in rows if r.deactivated == name}
-        own = _own(name, evald)
-        r = cells[own] if own else max(cells.values(), key=lambda x: x.ratio)
-        lo, hi = interval(r)
-        draws = getattr(r, "draws", None)
-        spread = f"{_ratio(r.ratio_min)}-{_ratio(r.ratio_max)} ({draws} draws)" if draws and draws > 1 else ""
-        s.add_row(name, r.evaluated, _ratio(r.ratio), f"[{_ratio(lo)}, {_ratio(hi)}]" if lo == lo else "-", spread)
-    out.print(s)
+    _show(tables.ablation(rows))
 
 
 @app.command()
@@ -377,13 +265,6 @@ def importance(
         out.print(f"scores in {out_dir}/importance; next: langloc regions {out_dir}")
 
 
-def _folder_model(folder: Path, model: Optional[str], dtype: str, device: Optional[str]):
-    from langloc.regions.study import folder_info
-    from langloc.workflows import _load_model_of
-
-    return _load_model_of(folder_info(folder), model, dtype, device, str(folder))
-
-
 @app.command()
 def regions(
     folder: Path = typer.Argument(..., help="Region folder made by langloc importance."),
@@ -407,23 +288,15 @@ def regions(
     Example: [bold]langloc regions runs/regions --rate 0.01[/]
     """
     from langloc.regions.regions import check_rate, check_rounding
-    from langloc.regions.study import folder_info, regions_step
+    from langloc.regions.study import folder_info, folder_model, regions_step
 
     check_rate(rate)
     check_rounding(rounding)
     folder_info(folder)
-    lm = _folder_model(folder, model, dtype, device)
+    lm = folder_model(folder, model, dtype, device)
     s = regions_step(folder, lm, languages=_langs(languages) if languages else None, rate=rate, seed=seed,
                      probe_tokens=probe_tokens, rounding=rounding)
-    t = Table("region", "entries", title=f"regions of {s['model']['name']} ({rate:.1%} of each matrix)")
-    for name, n in s["sizes"].items():
-        t.add_row(name, f"{n:,}")
-    out.print(t)
-    dense = ", ".join(f"{d['dimension']} ({d['concentration']}x)" for d in s["densest_dimensions"])
-    loud = ", ".join(f"{d['dimension']} ({d['max_abs_activation']:g})" for d in s["massive_activation_dimensions"])
-    out.print(f"Top region densest on dimensions {dense}; largest residual activations on {loud} "
-              f"(median {s['median_abs_activation']:g}); shared: {s['overlap'] or 'none'}")
-    out.print(f"-> {folder}/regions.safetensors, dimensions.csv, plots/regions.png")
+    _show(tables.regions(s, rate), f"-> {folder}/regions.safetensors, dimensions.csv, plots/regions.png")
 
 
 @app.command("region-ablate")
@@ -444,14 +317,11 @@ def region_ablate(
 
     Example: [bold]langloc region-ablate runs/regions -l en,zh,fr,es,ru,ja,ar,ko,vi,hi[/]
     """
-    from langloc.regions.study import region_ablate_step
+    from langloc import distributed
 
-    lm = _folder_model(folder, model, dtype, device)
-    rows, path = region_ablate_step(folder, lm, languages=_langs(languages),
-                                    names=_langs(regions_) if regions_ else None, eval_tokens=eval_tokens,
-                                    batch_size=batch_size, corpus=corpus)
-    _print_ablation(rows)
-    out.print(f"-> {path}, {folder}/plots/region_ablation.png")
+    m = _run("region-ablate", None, locals(), folder, regions=regions_)
+    if distributed.is_main():
+        _show(tables.ablation(m.result), f"-> {m.path}, {folder}/plots/region_ablation.png")
 
 
 @app.command()
@@ -479,26 +349,11 @@ def perturb(
 
     Example: [bold]langloc perturb runs/regions -l en,fr,zh --scale 4[/]
     """
-    from langloc.regions.study import perturb_step
+    from langloc import distributed
 
-    if scale is not None and value is not None:
-        raise LanglocError("give --scale or --value, not both")
-    try:
-        dim_list = [int(d) for d in _langs(dims)] if dims else None
-    except ValueError:
-        raise LanglocError(f"--dims must be comma-separated integers, got {dims!r}") from None
-    lm = _folder_model(folder, model, dtype, device)
-    table, path = perturb_step(folder, lm, languages=_langs(languages), matrix=matrix, dims=dim_list,
-                               scale=4.0 if scale is None and value is None else scale, value=value, whole=whole,
-                               eval_tokens=eval_tokens, batch_size=batch_size)
-    t = Table("dimension", "kind", "entry", "operation", *_langs(languages),
-              title=f"perplexity ratio after perturbing {table[0]['parameter']}")
-    for dim in dict.fromkeys(r["dimension"] for r in table):
-        cells = [r for r in table if r["dimension"] == dim]
-        t.add_row(str(dim), cells[0]["kind"], str(cells[0]["index"]), cells[0]["operation"],
-                  *[_ratio(r["ratio"]) for r in cells])
-    out.print(t)
-    out.print(f"-> {path}")
+    m = _run("perturb", None, locals(), folder)
+    if distributed.is_main():
+        _show(tables.perturb(m.result), f"-> {m.path}")
 
 
 @app.command()
@@ -535,40 +390,8 @@ def train(
 
     Example: [bold]langloc train runs/regions --language fr -l en,es,ru,zh --steps 200 -o runs/forget-fr[/]
     """
-    from langloc.regions.regions import Regions, default_regions_file
-    from langloc.regions.study import folder_corpus, folder_info
-    from langloc.train.trainer import FREEZE_MODES as MODES, forgetting
-
-    mode_list = _langs(modes)
-    bad = [m for m in mode_list if m not in MODES]
-    if bad or not mode_list:
-        raise LanglocError(f"unknown mode(s) {', '.join(bad) or '(none)'}; choose from {', '.join(MODES)}")
-    info = folder_info(folder)
-    regs = Regions.load(default_regions_file(folder))
-    core, control = regs[region], regs["random"] if region == "top" else None
-    c = folder_corpus(info, corpus)
-    c.require_text([language], "stats")
-    c.require_text(_langs(eval_languages), "eval")
-    from langloc.workflows import _load_model_of
-
-    lm = _load_model_of(info, model, "float32", device, str(folder))
-    if not train_embeddings:
-        for p in lm.model.get_input_embeddings().parameters():
-            p.requires_grad_(False)
-    rows = forgetting(lm, c, language, core, out=out_dir, modes=mode_list, seed=seed, resume=resume,
-                      control=control, region_meta=regs.meta, steps=steps, batch_size=batch_size,
-                      window=window or info.get("window", 512), lr=lr, weight_decay=weight_decay, warmup=warmup,
-                      max_grad_norm=max_grad_norm or None, precision=precision,
-                      eval_languages=[x for x in _langs(eval_languages) if x != language], eval_tokens=eval_tokens,
-                      eval_every=eval_every, checkpoint_every=checkpoint_every)
-    last = max(r["step"] for r in rows)
-    langs = list(dict.fromkeys(r["language"] for r in rows))
-    t = Table("frozen", *langs, title=f"perplexity ratio to step 0 after {last} steps on {language}")
-    for mode in mode_list:
-        cells = {r["language"]: r["ratio"] for r in rows if r["mode"] == mode and r["step"] == last}
-        t.add_row(mode, *[f"{cells[x]:.3f}" for x in langs])
-    out.print(t)
-    out.print(f"-> {out_dir}/forgetting.csv, summary.csv, plots/forgetting.png")
+    m = _run("train", None, locals(), out_dir)
+    _show(tables.forgetting(m.result, language), f"-> {out_dir}/forgetting.csv, summary.csv, plots/forgetting.png")
 
 
 @app.command()
@@ -601,46 +424,8 @@ def transfer(
 
     Example: [bold]langloc transfer -n runs/gemma/neurons/lape.json --language fr -l es,vi,id -o transfer.csv[/]
     """
-    from langloc.tasks.bible_choice import bible_choice_items
-    from langloc.adapters.masked_lora import ADAPTER_MODES as MODES
-    from langloc.adapters.transfer import preset_settings, transfer_study
-    from langloc.artefacts import write_csv
-    from langloc.identify import NeuronSet
-    from langloc.workflows import _load_model_of
-
-    from langloc.manifest import make_manifest, write_manifest
-
-    started = time.time()
-    settings = preset_settings(preset, r=r, alpha=alpha)
-    mode_list = _langs(modes)
-    bad = [m for m in mode_list if m not in MODES]
-    if bad or not mode_list:
-        raise LanglocError(f"unknown mode(s) {', '.join(bad) or '(none)'}; choose from {', '.join(MODES)}")
-    ns = NeuronSet.load(neurons)
-    train_set = bible_choice_items(language, "stats", train_items, target=target, seed=seed)
-    evals = {lang: bible_choice_items(lang, "eval", eval_items, target=target, seed=seed)
-             for lang in [language, *[x for x in _langs(eval_languages) if x != language]]}
-    lm = _load_model_of(ns.meta, model, "float32", device, str(neurons))
-    ns.check_model(lm)
-    rows = transfer_study(lm, ns.layers(language), train_items=train_set, eval_items=evals, modes=mode_list,
-                          **settings, attention=attention, down=down, lr=lr, epochs=epochs,
-                          batch_size=batch_size, seed=seed)
-    write_csv(out_path, rows, list(dict.fromkeys(k for row in rows for k in row)))
-    write_manifest(out_path, make_manifest(
-        "langloc.transfer", model=lm.meta, corpus={"name": "bible", "task": "bible-choice", "target": target},
-        split={"train": "stats", "eval": "eval"}, started=started,
-        config={"neurons": str(neurons), "method": ns.method, "language": language, "eval_languages": list(evals),
-                "modes": mode_list, "preset": preset, **settings, "attention": attention, "down": down, "lr": lr,
-                "epochs": epochs, "batch_size": batch_size, "train_items": train_items, "eval_items": eval_items},
-        seeds={"items": seed, "random_neurons": seed, "training": seed}), [out_path])
-    t = Table("condition", *evals, title=f"choice accuracy after training on {language} items",
-              caption="in brackets: 95% bootstrap interval over items")
-    for cond in dict.fromkeys(r_["condition"] for r_ in rows):
-        cells = {r_["lang"]: r_ for r_ in rows if r_["condition"] == cond}
-        t.add_row(cond, *[f"{cells[x]['accuracy']:.2f} [{cells[x]['accuracy_lo']:.2f}, {cells[x]['accuracy_hi']:.2f}]"
-                          for x in evals])
-    out.print(t)
-    out.print(f"-> {out_path}")
+    m = _run("transfer", None, locals(), out_path)
+    _show(tables.transfer(m.result, language), f"-> {out_path}")
 
 
 @app.command()
@@ -676,68 +461,11 @@ def share(
 
     Example: [bold]langloc share -m gemma-3-270m -l en,fr,es,zh,ru,ja --items 30 --causal -o share/[/]
     """
-    from langloc.models import load_model
-    from langloc.share.capture import check_gold_tokens, check_position
-    from langloc.share.categories import CATEGORIES, check_threshold
-    from langloc.share.causal import check_boosts
-    from langloc.share.study import share_study
-    from langloc.tasks import TASKS, get_task
-
     start = time.time()
-    names, langs = _langs(tasks), _langs(languages)
-    bad = [t for t in names if t not in TASKS]
-    if bad or not names:
-        raise LanglocError(f"unknown task(s) {', '.join(bad) or '(none)'}; choose from {', '.join(TASKS)}")
-    if len(set(names)) != len(names):
-        raise LanglocError("a task is listed twice in --tasks")
-    if len(langs) < 2:
-        raise LanglocError(f"sharing categories need at least 2 languages, got {len(langs)} ({languages!r})")
-    threshold = check_threshold(threshold)
-    check_position(position, reduce)
-    check_gold_tokens(gold_tokens)
-    if top_k < 1:
-        raise LanglocError(f"--top-k must be at least 1, got {top_k}")
-    boosts = check_boosts(_langs(boost))
-    if causal and not boosts:
-        raise LanglocError("--boost needs at least one factor, e.g. 1.5,2")
-    if items < 1 or batch_size < 1:
-        raise LanglocError(f"--items and --batch-size must be at least 1, got {items} and {batch_size}")
-    options = {"bible-lm": {"max_chars": max_chars}, "bible-choice": {"max_chars": max_chars, "target": choice_target}}
-    task_objs = {n: get_task(n, **options.get(n, {})) for n in names}
-    # Items are built before the model loads: unknown languages or missing data fail first.
-    task_items = {n: t.items(langs, items, split=split, seed=seed) for n, t in task_objs.items()}
-    lm = load_model(model, dtype=dtype, device=device, neuron_site=neuron_site)
-    meta = share_study(lm, task_objs, task_items, out=out_dir, threshold=threshold, position=position, reduce=reduce,
-                       gold_tokens=gold_tokens, top_k=top_k, causal=causal, boosts=boosts, boost_controls=boost_controls, seed=seed, batch_size=batch_size,
-                       settings={"split": split, "command": "share"})
-    t = Table("task", "items", *[c.replace("_", "-") for c in CATEGORIES], "stability",
-              title=f"category shares (mean over layers and items), {lm.name}, threshold {threshold:g}, {position} token")
-    for n, s in meta["summary"].items():
-        t.add_row(n, str(s["items"]), *[f"{100 * s['share_overall'][c]:.1f}%" for c in CATEGORIES],
-                  f"{s['mean_stability']:.2f}")
-    out.print(t)
-    if causal:
-        import csv
-
-        with open(out_dir / "causal.csv", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-        for n in names:
-            ct = Table("condition", "neurons", *langs, "mean", title=f"{n}: accuracy ({task_objs[n].accuracy_means})",
-                       caption="below each accuracy: its 95% bootstrap interval over items")
-            for cond in dict.fromkeys(r["condition"] for r in rows if r["task"] == n):
-                got = {r["language"]: r for r in rows if r["task"] == n and r["condition"] == cond}
-                cells = {x: float(r["accuracy"]) for x, r in got.items()}
-                count = next(r["n_neurons"] for r in rows if r["task"] == n and r["condition"] == cond)
-
-                def cell(x):
-                    lo, hi = got[x].get("accuracy_lo"), got[x].get("accuracy_hi")
-                    return f"{cells[x]:.3f}" + (f"\n[{float(lo):.2f}, {float(hi):.2f}]" if lo else "")
-
-                ct.add_row(cond, count, *[cell(x) for x in langs], f"{sum(cells.values()) / len(cells):.3f}")
-            out.print(ct)
-    out.print(f"-> {out_dir}/categories.csv, stability.csv, attribution.csv, attribution_reference.csv, "
-              f"top_contribution.csv{', causal.csv' if causal else ''}, "
-              f"share.json, plots/ ({time.time() - start:.0f} s)")
+    m = _run("share", None, locals(), out_dir)
+    _show(*tables.share(m),
+          f"-> {out_dir}/categories.csv, stability.csv, attribution.csv, attribution_reference.csv, "
+          f"top_contribution.csv{', causal.csv' if causal else ''}, share.json, plots/ ({time.time() - start:.0f} s)")
 
 
 @app.command()
@@ -772,69 +500,8 @@ def harness(
     Example: [bold]langloc harness -n runs/gemma/neurons/lape.json --zero fr,zh -t xnli_fr,xnli_zh --limit 200 -o harness/[/]
     Offline: [bold]langloc harness -n runs/gemma/neurons/lape.json --zero fr --bible-choice fr,es --items 50 -o harness/[/]
     """
-    from langloc.evaluate.harness import _lm_eval, choice_task_yaml, harness_study
-    from langloc.intervene import Edit, Intervention
-
-    _lm_eval()  # a missing extra fails before anything loads
-    task_list, choice_langs, zero_langs = _langs(tasks), _langs(bible_choice), _langs(zero)
-    if not task_list and not choice_langs:
-        raise LanglocError("give harness tasks with --tasks and/or --bible-choice LANGS")
-    if zero_langs and neurons is None:
-        raise LanglocError("--zero needs a neuron set (--neurons)")
-    if limit is not None and (limit <= 0 or (limit >= 1 and limit != int(limit))):
-        raise LanglocError(f"--limit must be a whole number of documents or a fraction in (0, 1), got {limit:g}")
-    limit = int(limit) if limit is not None and limit >= 1 else limit
-    ivs = {p.stem: Intervention.load(p) for p in intervention}
-    if not (base or zero_langs or ivs):
-        raise LanglocError("no condition to evaluate: --no-base with no --zero or --intervention")
-    if choice_langs and include_path is not None:
-        raise LanglocError("--bible-choice writes its own task folder; use it or --include-path, not both")
-    choice_items = {}
-    if choice_langs:
-        from langloc.tasks.bible_choice import bible_choice_items
-
-        # Items first (bad languages fail before the model loads); files once all is checked.
-        choice_items = {f"langloc_bible_choice_{lang}": bible_choice_items(lang, "eval", items, target=choice_target,
-                                                                           seed=seed, max_chars=max_chars)
-                        for lang in choice_langs}
-        task_list += list(choice_items)
-    ns = None
-    if neurons is not None:
-        from langloc.identify import NeuronSet
-        from langloc.workflows import _load_model_of
-
-        ns = NeuronSet.load(neurons)
-        missing = [x for x in zero_langs if x not in ns.languages]
-        if missing:
-            raise LanglocError(f"the neuron set has no neurons for {', '.join(missing)}; it has {', '.join(ns.languages)}")
-        lm = _load_model_of(ns.meta, model, dtype, device, str(neurons))
-        ns.check_model(lm)
-    else:
-        from langloc.models import load_model
-
-        lm = load_model(model or "gemma-3-270m", dtype=dtype, device=device, neuron_site=neuron_site)
-    conditions = {"base": None} if base else {}
-    for lang in zero_langs:
-        conditions[f"zero:{lang}"] = Intervention([Edit.uniform("zero", ns.layers(lang))])
-        if random_controls:
-            # Its own draw, from the seed derived from --seed and the condition's name (docs/statistics.md).
-            conditions[f"zero:random({lang})"] = Intervention([Edit.uniform(
-                "zero", ns.random_like(lang, seed, condition=f"zero:random({lang})"))])
-    conditions.update(ivs)
-    if choice_items:
-        include_path = out_dir / "tasks"
-        for name, task_items in choice_items.items():
-            choice_task_yaml(include_path, name, task_items)
-    rows = harness_study(lm, task_list, conditions, out=out_dir, limit=limit, num_fewshot=num_fewshot,
-                         batch_size=batch_size, include_path=include_path, seed=seed,
-                         settings={"command": "harness", "neurons": str(neurons) if neurons else None})
-    t = Table(Column("task", overflow="fold"), "metric", *[Column(c, overflow="fold") for c in conditions],
-              title=f"lm-evaluation-harness on {lm.name}")
-    for task, metric in dict.fromkeys((r["task"], r["metric"]) for r in rows):
-        cells = {r["condition"]: r["value"] for r in rows if r["task"] == task and r["metric"] == metric}
-        t.add_row(task, metric, *[f"{cells[c]:.3f}" if c in cells else "-" for c in conditions])
-    out.print(t)
-    out.print(f"-> {out_dir}/metrics.csv, results.json")
+    m = _run("harness", None, locals(), out_dir)
+    _show(tables.harness(**m.result), f"-> {out_dir}/metrics.csv, results.json")
 
 
 @app.command("export-lape")

@@ -97,7 +97,7 @@ def choice_task_yaml(folder: str | Path, name: str, items: Sequence) -> Path:
 
     ``items``: anything with ``prompt``, ``choices`` and ``label`` (langloc's ``TaskItem`` or
     ``ChoiceItem``). The choices are appended to the prompt as they are (no delimiter), as
-    langloc's own :func:`langloc.adapters.choice.score_choices` scores them.
+    langloc's own :func:`langloc.tasks.scoring.score_choices` scores them.
     """
     folder = Path(folder)
     if not name.replace("_", "").isalnum():

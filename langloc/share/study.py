@@ -99,7 +99,8 @@ def share_study(lm, tasks: dict, items: dict[str, dict[str, list]], *, out: str 
                 boosts: Sequence[float] = (1.5, 2.0), boost_controls: bool = True, seed: int = 0,
                 batch_size: int = 8, progress: bool = True, settings: dict | None = None) -> dict:
     """Run the analysis for ``tasks`` (name -> Task) on ``items`` (name -> language -> items),
-    write the files into ``out`` and return the metadata written to ``share.json``."""
+    write the files into ``out`` and return the metadata written to ``share.json`` (its
+    ``result["causal"]``: the rows of causal.csv)."""
     from langloc.share.plots import plot_categories, plot_causal
 
     threshold = check_threshold(threshold)
@@ -191,7 +192,9 @@ def share_study(lm, tasks: dict, items: dict[str, dict[str, list]], *, out: str 
                                      split=(settings or {}).get("split"), config=config, seeds={"items": seed,
                                      "random_neurons": seed}, started=started))
     write_json(out / "share.json", meta)
-    return meta
+    from langloc.studies.base import Manifest
+
+    return Manifest(meta, result={"causal": causal_rows}, path=out / "share.json")
 
 
 def _nanmean_weighted(values: torch.Tensor, weights: torch.Tensor) -> float | None:

@@ -52,7 +52,7 @@ from langloc.train.plots import plot_forgetting, plot_training
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 FREEZE_MODES = ("core", "random", "none")  # what is frozen: the core region, a random one, nothing
-MODES = FREEZE_MODES  # the old name, still used by forgetting (being moved into a study); use FREEZE_MODES
+
 CHECKPOINT = "checkpoint.pt"
 RESULT = "train.json"
 PPL_CSV = "perplexity.csv"
@@ -430,7 +430,7 @@ def forgetting(
     core: Region,
     *,
     out: str | Path,
-    modes: list[str] | tuple = MODES,
+    modes: list[str] | tuple = FREEZE_MODES,
     seed: int = 0,
     resume: bool = False,
     progress: bool = True,
@@ -451,9 +451,9 @@ def forgetting(
     """
     started = time.time()
     modes = list(modes)
-    bad = [m for m in modes if m not in MODES]
+    bad = [m for m in modes if m not in FREEZE_MODES]
     if not modes or bad:
-        raise LanglocError(f"unknown mode(s) {', '.join(bad) or '(none given)'}; use {', '.join(MODES)}")
+        raise LanglocError(f"unknown mode(s) {', '.join(bad) or '(none given)'}; use {', '.join(FREEZE_MODES)}")
     if len(set(modes)) != len(modes):
         raise LanglocError(f"mode listed twice: {', '.join(modes)}")
     if "frozen" in train_kwargs or "label" in train_kwargs:

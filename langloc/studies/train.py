@@ -1,0 +1,84 @@
+"""train (forgetting): further pre-train on one language with the core region frozen, a random
+region frozen, or nothing, and measure forgetting on other languages.
+
+:func:`langloc.train.trainer.forgetting` runs each mode into ``OUT/<mode>`` and writes
+``OUT/forgetting.csv`` (mode, step, language, ppl, ratio to step 0), ``OUT/summary.csv``,
+``OUT/plots/forgetting.png`` and ``OUT/forgetting.manifest.json``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from langloc.studies.base import Manifest, StudyConfig, check_choices
+
+KIND = "langloc.forgetting"
+
+
+@dataclass
+class Config(StudyConfig):
+    """folder: region folder with regions.safetensors; language: the language trained on (its
+    stats split); eval_languages: languages whose held-out perplexity shows forgetting; region:
+    the region frozen in mode core (top, or e.g. mono:fr); when it is top, mode random freezes
+    the file's random region (else a fresh random region of the same size); modes: core,
+    random, none; steps, batch_size, window (default the folder's), lr, weight_decay, warmup,
+    max_grad_norm (0: none), precision (bf16, fp16, fp32): training; train_embeddings: also
+    train the token embeddings; eval_tokens, eval_every: perplexity; checkpoint_every, resume:
+    checkpoints; seed: data order; corpus, model, device: default the folder's; progress: bars."""
+
+    folder: Path
+    language: str
+    eval_languages: tuple[str, ...]
+    region: str = "top"
+    modes: tuple[str, ...] = ("core", "random", "none")
+    steps: int = 200
+    batch_size: int = 8
+    window: Optional[int] = None
+    lr: float = 2e-5
+    weight_decay: float = 0.1
+    warmup: int = 20
+    max_grad_norm: float = 1.0
+    precision: str = "bf16"
+    train_embeddings: bool = True
+    eval_tokens: int = 8192
+    eval_every: int = 50
+    checkpoint_every: int = 100
+    seed: int = 0
+    resume: bool = False
+    corpus: Optional[str] = None
+    model: Optional[str] = None
+    device: Optional[str] = None
+    progress: bool = True
+
+
+def run(lm, config: Config, out: str | Path) -> Manifest:
+    from langloc.manifest import manifest_file, read_manifest
+    from langloc.regions.regions import Regions, default_regions_file
+    from langloc.regions.study import folder_corpus, folder_info, folder_model
+    from langloc.train.trainer import FREEZE_MODES, forgetting
+
+    c = config
+    check_choices("mode", c.modes, FREEZE_MODES)
+    info = folder_info(c.folder)
+    regs = Regions.load(default_regions_file(c.folder))
+    # The control frozen in mode random: the region file's own random region, drawn with the
+    # same rate as Top; for another region, forgetting draws one of the same size.
+    core, control = regs[c.region], regs["random"] if c.region == "top" else None
+    corpus = folder_corpus(info, c.corpus)
+    corpus.require_text([c.language], "stats")
+    corpus.require_text(list(c.eval_languages), "eval")
+    lm = lm or folder_model(c.folder, c.model, "float32", c.device)
+    if not c.train_embeddings:
+        for p in lm.model.get_input_embeddings().parameters():
+            p.requires_grad_(False)
+    rows = forgetting(lm, corpus, c.language, core, out=out, modes=list(c.modes), seed=c.seed, resume=c.resume,
+                      control=control, region_meta=regs.meta, steps=c.steps, batch_size=c.batch_size,
+                      window=c.window or info.get("window", 512), lr=c.lr, weight_decay=c.weight_decay,
+                      warmup=c.warmup, max_grad_norm=c.max_grad_norm or None, precision=c.precision,
+                      eval_languages=[x for x in c.eval_languages if x != c.language], eval_tokens=c.eval_tokens,
+                      eval_every=c.eval_every, checkpoint_every=c.checkpoint_every, progress=c.progress)
+    path = Path(out) / "forgetting.csv"
+    doc = read_manifest(manifest_file(path), KIND) if manifest_file(path).is_file() else {}
+    return Manifest(doc, result=rows, path=path)

@@ -1,0 +1,111 @@
+"""The study shape: every study's config round-trips through JSON, the registry covers the nine
+studies, and the CLI stays thin (short command functions, no private imports)."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from langloc.errors import LanglocError
+from langloc.manifest import KINDS
+from langloc.studies import STUDIES
+
+CLI = Path(__file__).resolve().parents[1] / "langloc" / "cli.py"
+NINE = {"ablate", "steer", "compare", "region-ablate", "perturb", "train", "transfer", "share", "harness"}
+
+# The fewest settings each Config needs (its required fields), plus a few non-defaults.
+EXAMPLES = {
+    "ablate": {"run": "runs/x", "languages": "en,fr", "neurons": "runs/x/neurons/lape.json", "window": 64},
+    "steer": {"neurons": ["a.json", "b.json"], "targets": "fr,zh", "strengths": "1,1.5", "positions": "all",
+              "candidates": ["en", "fr", "zh"]},
+    "compare": {"neurons": ["a.json", "b.json"], "names": ["a", "b"]},
+    "region-ablate": {"folder": "runs/r", "languages": ("en", "fr"), "regions": "top,mono:fr"},
+    "perturb": {"folder": "runs/r", "languages": "en", "dims": "3,7", "value": 0.0},
+    "train": {"folder": "runs/r", "language": "fr", "eval_languages": "en,es", "modes": "core,none"},
+    "transfer": {"neurons": "a.json", "language": "fr", "eval_languages": ["es"], "r": 4},
+    "share": {"languages": "en,fr", "boost": "1.5,2", "causal": True},
+    "harness": {"bible_choice": "fr", "intervention": ["iv/half.json"], "limit": 0.5, "include_path": None},
+}
+
+
+def test_the_registry_covers_the_nine_studies_each_of_the_same_shape():
+    assert set(STUDIES) == NINE == set(EXAMPLES)
+    for name, study in STUDIES.items():
+        assert dataclasses.is_dataclass(study.Config), name
+        assert study.KIND in KINDS, name
+        assert callable(study.run) and list(study.run.__code__.co_varnames[:3]) == ["lm", "config", "out"], name
+        assert study.Config.__doc__ and study.__doc__, name
+
+
+@pytest.mark.parametrize("name", sorted(NINE))
+def test_config_round_trips_through_json(name):
+    Config = STUDIES[name].Config
+    config = Config.from_dict(EXAMPLES[name])
+    text = config.to_json()
+    assert json.loads(text) == config.to_dict()
+    again = Config.from_json(text)
+    assert again == config
+    assert again.to_json() == text
+    for f in dataclasses.fields(config):  # list options arrive as tuples, paths as Paths
+        value = getattr(config, f.name)
+        assert not isinstance(value, list), (name, f.name)
+
+
+def test_config_types_from_strings_and_json():
+    from langloc.studies import perturb, steer
+
+    c = steer.Config(neurons=["a.json"], targets="fr, zh", strengths="1,2.5")
+    assert c.neurons == (Path("a.json"),) and c.targets == ("fr", "zh") and c.strengths == (1.0, 2.5)
+    assert perturb.Config(folder="f", languages="en", dims="3,7").dims == (3, 7)
+    with pytest.raises(LanglocError, match="unknown setting"):
+        steer.Config.from_dict({"neurons": [], "targets": [], "no_such_field": 1})
+
+
+def _commands():
+    for node in ast.parse(CLI.read_text()).body:
+        if isinstance(node, ast.FunctionDef) and any(
+                isinstance(d, ast.Call) and getattr(d.func, "attr", "") == "command" for d in node.decorator_list):
+            yield node
+
+
+def test_no_command_function_is_longer_than_40_lines():
+    lengths = {f.name: f.end_lineno - f.lineno + 1 for f in _commands()}
+    assert len(lengths) >= 16
+    assert {k: v for k, v in lengths.items() if v > 40} == {}
+
+
+def test_the_cli_imports_no_private_name():
+    private = []
+    for node in ast.walk(ast.parse(CLI.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            private += [f"{node.module}.{a.name}" for a in node.names if a.name.startswith("_")]
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.attr.startswith("_") \
+                and node.value.id not in ("self", "cls"):
+            private.append(f"{node.value.id}.{node.attr}")
+    assert private == []
+
+
+def test_every_study_command_runs_its_study():
+    """The nine study commands build their study's config and call its run (through _run)."""
+    calls = {}
+    for f in _commands():
+        for node in ast.walk(f):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "_run":
+                calls[f.name] = node.args[0].value
+    assert set(calls.values()) == NINE
+
+
+def test_identification_methods_are_one_table():
+    from langloc.identify.methods import METHODS
+
+    assert set(METHODS) == {"lape", "thresholding", "expert_units"}
+    from typer.testing import CliRunner
+
+    from langloc.cli import app
+
+    help_text = CliRunner().invoke(app, ["identify", "--help"], env={"COLUMNS": "200"}).output
+    assert all(name in help_text for name in METHODS)
