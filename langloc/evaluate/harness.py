@@ -96,7 +96,7 @@ def choice_task_yaml(folder: str | Path, name: str, items: Sequence) -> Path:
     (one document per item: ``prompt``, ``choices``, ``label``) and ``<folder>/<name>.yaml``.
 
     ``items``: anything with ``prompt``, ``choices`` and ``label`` (langloc's ``TaskItem`` or
-    ``ChoiceItem``). The choices are appended to the prompt as they are (no delimiter), as
+    ``TaskItem``). The choices are appended to the prompt as they are (no delimiter), as
     langloc's own :func:`langloc.tasks.scoring.score_choices` scores them.
     """
     folder = Path(folder)
