@@ -10,7 +10,7 @@ from langloc.adapters.train import train_adapter
 from langloc.controls import derive_seed
 from langloc.errors import LanglocError
 from langloc.evaluate.bootstrap import mean_ci
-from langloc.tasks.base import TaskItem as ChoiceItem
+from langloc.tasks.base import TaskItem
 from langloc.tasks.scoring import choice_accuracy, choice_correct, score_choices, training_pairs
 
 # Adapter settings by name (docs/methods.md §6). "mondal" is soumenkm/LangSpecificNeurons'
@@ -51,8 +51,8 @@ def transfer_study(
     lm,
     neurons: Sequence | None,
     *,
-    train_items: Sequence[ChoiceItem],
-    eval_items: dict[str, Sequence[ChoiceItem]],
+    train_items: Sequence[TaskItem],
+    eval_items: dict[str, Sequence[TaskItem]],
     modes: Sequence[str] = MODES,
     baseline: bool = True,
     r: int = 8,
