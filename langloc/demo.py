@@ -72,21 +72,19 @@ class Estimate:
         self.eval_tokens = (1 + k + k * config.control_draws) * k * eval_windows * config.eval_window
         self.slowdown = (body + head) / body
         self.say, self.batches, self.seen, self.t0 = say, 0, 0, None
-        self.started = time.time()
 
     def __call__(self, tokens: int) -> None:
         self.batches += 1
         self.seen += tokens
         if self.batches == 1:
-            self.t0, self.first = time.time(), tokens
+            self.t0 = time.time()
         elif self.batches == 2:
             rate = tokens / (time.time() - self.t0)
             left = self.stats_tokens - self.seen
             stats_s, eval_s = left / rate, self.eval_tokens * self.slowdown / rate
-            total = time.time() - self.started + stats_s + eval_s
             self.say(f"    measured {rate:.0f} tokens/s: about {stats_s / 60:.0f} min more for statistics, "
                      f"{eval_s / 60:.0f} min for the ablation ({self.eval_tokens} tokens, head included), "
-                     f"about {total / 60:.0f} min from here in all")
+                     f"about {(stats_s + eval_s) / 60:.0f} min more in all")
 
 
 def run(config: DemoConfig, say: Callable[[str], None] = print):
