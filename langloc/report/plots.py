@@ -20,9 +20,10 @@ def format_ratio(v: float) -> str:
 
 
 def _save(fig, path: str | Path) -> Path:
+    """Save as PNG, or as SVG where ``path`` ends in .svg (the HTML report inlines those)."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+        fig.savefig(tmp, format="svg" if path.suffix.lower() == ".svg" else "png", dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
 

@@ -1,0 +1,423 @@
+"""The sections of the HTML report: one small function per manifest kind.
+
+``SECTIONS`` maps a kind (a key of :data:`langloc.manifest.KINDS`) to a function that turns one
+output of that kind into the body of its section. A study adds its section with
+``@section("langloc.my_kind", "Title")``. An output of a kind without one gets the generic
+section: its settings, the tables of its CSV files and the plots it wrote.
+
+Every figure carries the command that reproduces it (the manifest's ``command``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from langloc.manifest import FIELDS, KINDS
+from langloc.report import html as h
+from langloc.report.discover import Output, discover
+
+
+@dataclass
+class Section:
+    id: str
+    title: str
+    kind: str
+    body: str
+    path: str = ""
+    note: str | None = None
+
+    def html(self) -> str:
+        kind = f"<span class=kind>{h.esc(self.kind)}</span>" if self.kind.startswith("langloc.") else ""
+        path = f"<p class=path>{h.esc(self.path)}</p>" if self.path else ""
+        note = f"<p class=note>{h.esc(self.note)}</p>" if self.note else ""
+        return (f'<section id="{h.esc(self.id)}" data-kind="{h.esc(self.kind)}">'
+                f"<h2>{h.esc(self.title)}{kind}</h2>{path}{note}{self.body}</section>")
+
+
+Render = Callable[[Output, list[Output]], str]
+SECTIONS: dict[str, tuple[str, Render]] = {}
+
+
+def section(kind: str, title: str):
+    """Register the section of ``kind``: ``fn(output, all_outputs) -> body HTML``."""
+    def register(fn: Render) -> Render:
+        SECTIONS[kind] = (title, fn)
+        return fn
+    return register
+
+
+# Outputs shown inside the section of another output in the same folder or above it.
+PART_OF = {"langloc.intervention": "langloc.steer", "langloc.train": "langloc.forgetting",
+           "langloc.importance": "langloc.regions_summary", "langloc.regions": "langloc.regions_summary"}
+
+# Section order: the order of a typical analysis; kinds not listed come last.
+ORDER = ["langloc.run", "langloc.neuron_set", "langloc.compare", "langloc.ablation", "langloc.steer",
+         "langloc.importance", "langloc.regions_summary", "langloc.region_ablation", "langloc.perturb",
+         "langloc.forgetting", "langloc.train", "langloc.transfer", "langloc.share", "langloc.harness"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def made_by(o: Output) -> str:
+    return KINDS[o.kind].made_by if o.kind in KINDS else o.kind
+
+
+def fig(o: Output, image: str, caption: str) -> str:
+    return h.figure(image, caption, o.command, made_by(o))
+
+
+def own_fields(doc: dict) -> dict:
+    return {k: v for k, v in doc.items() if k not in FIELDS and k != "outputs"}
+
+
+def scalars(d: dict) -> dict:
+    """The entries of ``d`` that read well in one cell (numbers, strings, short lists)."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, (str, int, float, bool)) or v is None:
+            out[k] = v
+        elif isinstance(v, list) and len(v) <= 30 and all(isinstance(x, (str, int, float)) for x in v):
+            out[k] = v
+        elif isinstance(v, dict) and len(v) <= 12 and all(isinstance(x, (str, int, float, bool)) or x is None
+                                                        for x in v.values()):
+            out[k] = v
+    return out
+
+
+def settings(o: Output) -> str:
+    """The manifest's config, seeds, split, time and machine class, folded away."""
+    d = o.doc
+    machine = d.get("machine") or {}
+    items = {**scalars(d.get("config") or {}), "seeds": d.get("seeds") or None, "split": d.get("split"),
+             "created": d.get("created"),
+             "wall time (s)": d.get("wall_seconds"),
+             "machine": ", ".join(str(machine[k]) for k in ("cpu_class", "cpu", "gpu") if machine.get(k)) or None,
+             "langloc": d.get("langloc_version")}
+    body = h.facts(items)
+    return h.details("settings", body) if body else ""
+
+
+def plots_listed(o: Output, skip: set[str] = frozenset()) -> list[Path]:
+    """The PNGs an output wrote: those its manifest lists, else those in its folder and plots/."""
+    listed = o.listed(".png")
+    if not listed and "outputs" not in o.doc:
+        listed = sorted(o.folder.glob("*.png")) + sorted((o.folder / "plots").glob("*.png"))
+    return [p for p in listed if p.name not in skip]
+
+
+def csvs_listed(o: Output) -> list[Path]:
+    listed = o.listed(".csv")
+    if not listed and "outputs" not in o.doc:
+        listed = sorted(o.folder.glob("*.csv"))
+    return listed
+
+
+def pct_ci(row: dict, key: str) -> str:
+    v, lo, hi = (h.number(row.get(k)) for k in (key, f"{key}_lo", f"{key}_hi"))
+    if v is None or math.isnan(v):
+        return "–"
+    ci = f" [{100 * lo:.0f}–{100 * hi:.0f}]" if lo is not None and hi is not None and not math.isnan(lo) else ""
+    return f"{100 * v:.0f}%{ci}"
+
+
+def ratio_ci(row: dict) -> str:
+    v, lo, hi = (h.number(row.get(k)) for k in ("ratio", "ratio_lo", "ratio_hi"))
+    if v is None:
+        return "–"
+    ci = f" [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None and not math.isnan(lo) else ""
+    return f"{v:.3f}{ci}"
+
+
+# ---------------------------------------------------------------------------------------------
+# The overview: models, corpora, outputs
+
+
+def overview(outputs: list[Output], paths: list[str]) -> Section:
+    models, corpora = {}, {}
+    for o in outputs:
+        m = o.doc.get("model")
+        if isinstance(m, dict) and m.get("name"):
+            key = (m.get("name"), m.get("weights_fingerprint"))
+            models.setdefault(key, {"model": m.get("name"), "source": m.get("source"), "type": m.get("model_type"),
+                                    "layers": m.get("num_layers"), "neurons per layer": m.get("intermediate_size"),
+                                    "dtype": m.get("dtype"), "weights fingerprint": m.get("weights_fingerprint"),
+                                    "tokenizer fingerprint": m.get("tokenizer_fingerprint")})
+        c = o.doc.get("corpus")
+        if isinstance(c, dict) and c.get("name"):
+            corpora.setdefault((c.get("name"), c.get("seed")), {
+                "corpus": c.get("name"), "seed": c.get("seed"),
+                "held-out split": c.get("eval_split") or c.get("eval"),
+                "languages available": len(c["translations"]) if isinstance(c.get("translations"), dict) else None})
+    rows = [{"output": KINDS[o.kind].what if o.kind in KINDS else o.kind, "kind": o.kind,
+             "file": str(o.path), "created": o.doc.get("created"), "wall s": o.doc.get("wall_seconds"),
+             "note": o.note} for o in outputs]
+    machines = sorted({str((o.doc.get("machine") or {}).get("cpu_class")) for o in outputs
+                       if (o.doc.get("machine") or {}).get("cpu_class")})
+    body = ("<h3>Model</h3>" + h.table(list(models.values()))
+            + ("<h3>Corpus</h3>" + h.table(list(corpora.values())) if corpora else "")
+            + f"<h3>Outputs found ({len(outputs)})</h3>" + h.table(rows)
+            + (f"<p class=muted>machine (CPU class): {h.esc(', '.join(machines))}</p>" if machines else ""))
+    return Section("overview", "Model and corpus", "overview", body, path=", ".join(paths))
+
+
+# ---------------------------------------------------------------------------------------------
+# One section per kind
+
+
+@section("langloc.run", "Statistics")
+def run_section(o: Output, _all) -> str:
+    d = o.doc
+    langs = d.get("languages") or []
+    stats = [lang for lang in langs if (o.folder / "stats" / f"{lang}.safetensors").is_file()]
+    items = {"languages": langs, "tokens per language": d.get("tokens"), "window": d.get("window"),
+             "seed": d.get("seed"), "statistics files": f"{len(stats)} of {len(langs)} in stats/",
+             "segment responses": "yes" if (o.folder / "responses").is_dir() else None}
+    return h.facts(items) + h.command_line(o.command, made_by(o)) + settings(o)
+
+
+def _neuron_set(doc: dict):
+    import torch
+
+    from langloc.identify.neuron_set import NeuronSet
+
+    neurons = {lang: [torch.tensor(i, dtype=torch.long) for i in layers] for lang, layers in doc["neurons"].items()}
+    return NeuronSet(neurons, doc["num_layers"], doc["intermediate_size"], doc.get("method", "?"), doc.get("params", {}))
+
+
+@section("langloc.neuron_set", "Neuron set")
+def neuron_set_section(o: Output, _all) -> str:
+    from langloc.report.plots import plot_neurons_per_layer, plot_overlap
+
+    ns = _neuron_set(o.doc)
+    counts = ns.per_layer_counts().tolist()
+    name = (o.doc.get("model") or {}).get("name", "")
+    rows = [{"language": lang, "neurons": sum(c), **{f"L{i}": n for i, n in enumerate(c)}}
+            for lang, c in zip(ns.languages, counts)]
+    params = h.facts({"method": ns.method, **scalars(ns.params)})
+    return (params + f"<p>{ns.unique_count()} distinct neurons over {len(ns.languages)} languages "
+            f"({ns.num_layers} layers × {ns.intermediate_size} neurons).</p>"
+            + fig(o, h.svg(plot_neurons_per_layer, ns, model_name=name), "Language-specific neurons per layer.")
+            + fig(o, h.svg(plot_overlap, ns), "Shared neurons between languages' sets (diagonal: set size).")
+            + h.details("neurons per language and layer", h.table(rows)) + settings(o))
+
+
+def _ablation_rows(path: Path):
+    from langloc.evaluate.ablation import AblationRow
+
+    def num(v):
+        return float(v) if v not in ("", None) else math.nan
+
+    rows = []
+    for r in read_csv(path):
+        rows.append(AblationRow(r["deactivated"], r["evaluated"], float(r["base_ppl"]), float(r["ppl"]),
+                                num(r.get("ratio_lo")), num(r.get("ratio_hi")),
+                                float(r["ratio_min"]) if r.get("ratio_min") else None,
+                                float(r["ratio_max"]) if r.get("ratio_max") else None,
+                                int(r["draws"]) if r.get("draws") else None))
+    return rows
+
+
+def _ablation_body(o: Output, csv_path: Path, ylabel: str, title: str, caption: str) -> str:
+    from langloc.report.plots import plot_ablation
+
+    rows = _ablation_rows(csv_path)
+    if not rows:
+        return "<p class=muted>(empty table)</p>"
+    ratio = {(r.deactivated, r.evaluated): r for r in rows}
+    evald = list(dict.fromkeys(r.evaluated for r in rows))
+    # Per language: its own set on its own text against the same-size random control there.
+    own = []
+    for lang in evald:
+        mine, ctrl = ratio.get((lang, lang)), ratio.get((f"random:{lang}", lang))
+        if mine is None:
+            continue
+        others = [ratio[(lang, e)] for e in evald if e != lang and (lang, e) in ratio]
+        worst = max(others, key=lambda r: r.ratio, default=None)
+        own.append({"language": lang, "own set on own text": ratio_ci(vars(mine) | {"ratio": mine.ratio}),
+                    "random control on own text": ratio_ci(vars(ctrl) | {"ratio": ctrl.ratio}) if ctrl else None,
+                    "largest on another language": f"{worst.ratio:.3f} ({worst.evaluated})" if worst else None,
+                    "hurts own language most": all(mine.ratio > r.ratio for r in others) if others else None})
+    full = [{"zeroed": r.deactivated, "evaluated": r.evaluated, "base ppl": r.base_ppl, "ppl": r.ppl,
+             "ratio": r.ratio, "95% lo": r.ratio_lo, "95% hi": r.ratio_hi,
+             "control min": r.ratio_min, "control max": r.ratio_max, "draws": r.draws} for r in rows]
+    body = fig(o, h.svg(plot_ablation, rows, ylabel=ylabel, title=title), caption)
+    if own:
+        body += ("<h3>Each language's own set against its random control</h3>"
+                 "<p class=muted>perplexity ratio (zeroed / base) with its 95% bootstrap interval over held-out windows</p>"
+                 + h.table(own))
+    return body + h.details(f"all {len(full)} rows of {csv_path.name}", h.table(full)) + settings(o)
+
+
+@section("langloc.ablation", "Ablation")
+def ablation_section(o: Output, _all) -> str:
+    csv_path = o.folder / "ablation.csv"
+    return _ablation_body(o, csv_path, "neurons zeroed",
+                          "Deactivating language-specific neurons (random:* = same-size random control)",
+                          "Perplexity ratio after zeroing each language's neurons (rows) on each language's "
+                          "held-out text (columns); random:* rows are same-size random controls.")
+
+
+@section("langloc.region_ablation", "Region ablation")
+def region_ablation_section(o: Output, _all) -> str:
+    return _ablation_body(o, o.folder / "region_ablation.csv", "region zeroed", "Zeroing parameter regions",
+                          "Perplexity ratio after zeroing each region (rows) on each language's held-out text.")
+
+
+def _read_jsonl(path: Path, limit: int = 100_000) -> list[dict]:
+    out = []
+    if path.is_file():
+        with open(path, encoding="utf-8") as f:
+            for i, line in enumerate(f):
+                if i >= limit:
+                    break
+                if line.strip():
+                    out.append(json.loads(line))
+    return out
+
+
+def _generation(r: dict | None) -> str:
+    if r is None:
+        return "<td>–</td>"
+    mark = "<span class=ok>✓</span>" if r.get("success") else "<span class=bad>✗</span>"
+    lang = r.get("lang", "?")
+    why = "fluent" if r.get("fluent") else "not fluent"
+    return f"<td>{mark} <b>{h.esc(lang)}</b> <span class=muted>({why})</span><br>{h.esc(r.get('text', ''))}</td>"
+
+
+@section("langloc.steer", "Steering")
+def steer_section(o: Output, _all, examples: int = 3) -> str:
+    from langloc.report.plots import plot_steering
+
+    d = o.doc
+    rows = d.get("rows") or []
+    cfg = d.get("config") or {}
+    items = {"source language": d.get("source"), "targets": d.get("targets"), "methods": d.get("methods"),
+             "prompts (tuning, held-out)": d.get("prompts"), "strength search": cfg.get("search")}
+    table_rows = [{"method": r["method"], "target": r["target"], "setting": r.get("setting"), "neurons": r.get("neurons"),
+                   "fluent in target": pct_ci(r, "fluent_target_rate"),
+                   "random control": pct_ci(r, "control_fluent_target_rate"),
+                   "in target (any fluency)": pct_ci(r, "target_rate"), "fluent": pct_ci(r, "fluent_rate"),
+                   "unsteered in target": pct_ci(r, "unsteered_target_rate"),
+                   "median ppl": r.get("median_ppl")} for r in rows]
+    body = h.facts(items)
+    if rows:
+        body += fig(o, h.svg(plot_steering, rows), "Share of held-out prompts whose continuation is fluent and in "
+                    "the target language, steered (solid) and with random neurons of the same count (hatched).")
+        body += ("<p class=muted>rates over held-out prompts with 95% bootstrap intervals; success = in the target "
+                 "language (py3langid) and fluent</p>" + h.table(table_rows))
+    gens = _read_jsonl(o.folder / "generations.jsonl")
+    if gens:
+        unsteered = {g["prompt"]: g for g in gens if g.get("method") == "unsteered"}
+        parts = []
+        for r in rows:
+            mine = [g for g in gens if g.get("method") == r["method"] and g.get("target") == r["target"]][:examples]
+            ctrl = {g["prompt"]: g for g in gens if g.get("method") == f"random:{r['method']}"
+                    and g.get("target") == r["target"] and g.get("draw", 0) == 0}
+            trs = "".join(f"<tr><td>{h.esc(g['prompt'])}</td>{_generation(g)}{_generation(ctrl.get(g['prompt']))}"
+                          f"{_generation(unsteered.get(g['prompt']))}</tr>" for g in mine)
+            parts.append(f"<h3>{h.esc(r['method'])} → {h.esc(r['target'])} <span class=muted>({h.esc(r.get('setting', ''))})</span></h3>"
+                         "<div class=scroll><table class=gen><thead><tr><th>prompt</th><th>steered</th>"
+                         "<th>random control</th><th>unsteered</th></tr></thead>"
+                         f"<tbody>{trs}</tbody></table></div>")
+        body += (f"<h3>Example outputs (first {examples} held-out prompts per cell)</h3>"
+                 "<p class=muted>✓: fluent and in the target language; the language is py3langid's label</p>" + "".join(parts))
+    return body + settings(o)
+
+
+@section("langloc.regions_summary", "Parameter regions")
+def regions_section(o: Output, outputs: list[Output]) -> str:
+    d = o.doc
+    info = next((x for x in outputs if x.kind == "langloc.importance" and x.folder == o.folder), None)
+    items = {"languages": d.get("languages"), "rate": d.get("rate"),
+             "importance tokens per language": ((info.doc.get("config") or {}).get("tokens") if info else None),
+             "dimensions both dense and massive": d.get("overlap") if d.get("overlap") else "none",
+             "median max |activation|": d.get("median_abs_activation")}
+    sizes = d.get("sizes") or {}
+    size_rows = [{"region": k, "entries": v} for k, v in sizes.items()] if isinstance(sizes, dict) else []
+    body = h.facts(items)
+    for p in plots_listed(o) or [o.folder / "plots" / "regions.png"]:
+        if p.is_file():
+            body += fig(o, h.png(p, "where the Top region sits"), "Where the Top region sits: its entries per hidden "
+                        "dimension against the residual stream's largest activations, and per layer and matrix the "
+                        "share on its densest dimensions.")
+    body += ("<h3>Densest hidden dimensions of the Top region</h3>" + h.table(d.get("densest_dimensions") or [])
+             + "<h3>Dimensions with the largest residual activations</h3>" + h.table(d.get("massive_activation_dimensions") or []))
+    dims = o.folder / "dimensions.csv"
+    if dims.is_file():
+        body += h.details("dimensions.csv (first 30 by Top-region entries)", h.table(read_csv(dims), limit=30))
+    if size_rows:
+        body += h.details("region sizes", h.table(size_rows))
+    if info:
+        body += h.details("importance scores: " + (info.command or ""), h.facts(scalars(info.doc.get("config") or {})))
+    return body + settings(o)
+
+
+def generic(o: Output, _all) -> str:
+    """Any output without a section of its own: its settings, its tables and its plots."""
+    body = h.facts(scalars(own_fields(o.doc)))
+    for p in csvs_listed(o):
+        rows = read_csv(p)
+        body += f"<h3>{h.esc(p.name)}</h3>" + h.table(rows, limit=200)
+    for p in plots_listed(o):
+        body += fig(o, h.png(p, p.stem), p.name)
+    if not o.listed(".png"):
+        body += h.command_line(o.command, made_by(o))
+    return body + settings(o)
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole report
+
+
+def _slug(kind: str) -> str:
+    return kind.removeprefix("langloc.").replace("_", "-").replace(".", "-")
+
+
+def _part_of_another(o: Output, outputs: list[Output]) -> bool:
+    parent = PART_OF.get(o.kind)
+    return parent is not None and any(x.kind == parent and o.folder.is_relative_to(x.folder) for x in outputs)
+
+
+def sections_for(outputs: list[Output]) -> list[Section]:
+    order = {k: i for i, k in enumerate(ORDER)}
+    shown = [o for o in outputs if not _part_of_another(o, outputs)]
+    shown.sort(key=lambda o: (order.get(o.kind, len(order)), str(o.path)))
+    out, used = [], {}
+    for o in shown:
+        title, fn = SECTIONS.get(o.kind, (KINDS[o.kind].what.capitalize() if o.kind in KINDS else o.kind, generic))
+        if o.kind == "langloc.neuron_set":
+            title = f"{title}: {o.doc.get('method', o.path.stem)}"
+        slug = _slug(o.kind)
+        used[slug] = used.get(slug, 0) + 1
+        sid = slug if used[slug] == 1 else f"{slug}-{used[slug]}"
+        out.append(Section(sid, title, o.kind, fn(o, outputs), path=str(o.path), note=o.note))
+    return out
+
+
+def build(paths: list[str | Path], title: str | None = None) -> str:
+    """The report's HTML for every output under ``paths``."""
+    from langloc.errors import LanglocError
+
+    paths = [str(p) for p in paths]
+    outputs = discover(paths)
+    if not outputs:
+        raise LanglocError(f"no langloc outputs under {', '.join(paths)} (no JSON file with a langloc manifest); "
+                           "give a run folder or a study's output folder")
+    sections = [overview(outputs, paths), *sections_for(outputs)]
+    models = sorted({(o.doc.get("model") or {}).get("name") for o in outputs if isinstance(o.doc.get("model"), dict)} - {None})
+    title = title or f"langloc report: {', '.join(Path(p).name or p for p in paths)}"
+    sub = [f"model: {', '.join(models)}" if models else "",
+           f"{len(outputs)} outputs; " + ", ".join(s.title for s in sections[1:])]
+    return h.page(title, [s for s in sub if s], sections)
