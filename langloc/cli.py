@@ -555,7 +555,7 @@ def demo(
     one-time model conversion; about 6 minutes with AVX512-BF16. It prints its own estimate
     after the first batches.
     """
-    from langloc.demo import DemoConfig, own_language_most, run
+    from langloc.demo import DemoConfig, own_language_most, report_path, run
 
     config = DemoConfig(out=out_dir, model=model, languages=tuple(_langs(languages)), tokens=tokens,
                         eval_tokens=eval_tokens, eval_window=eval_window, dtype=dtype,
@@ -569,6 +569,28 @@ def demo(
               f"languages; the largest change from a random control is x{worst.ratio:.3f} "
               f"(95% interval {worst.ratio_lo:.3f}-{worst.ratio_hi:.3f}; {worst.deactivated} on {worst.evaluated})")
     out.print(f"files: {csv_path}, {out_dir}/neurons/lape.json, {out_dir}/plots/*.png ({seconds:.0f} s)")
+    out.print(f"report: {report_path(config)} (one self-contained page; open it in a browser)")
+
+
+@app.command()
+def report(
+    paths: list[Path] = typer.Argument(..., help="Run folders and study output folders (or their JSON files); every output under them is found by its manifest."),
+    out_file: Path = typer.Option(Path("report.html"), "--out", "-o", help="The HTML file to write."),
+    title: Optional[str] = typer.Option(None, help="Page title (default: the folders' names)."),
+):
+    """One self-contained HTML page of everything under the folders: model and corpus, neuron
+    sets per layer and their overlap, the ablation matrix with intervals and controls, steering
+    with example outputs, regions, sharing, forgetting, transfer, ...
+
+    Plots are inline SVG, styling inline, no URL that would load anything: the file opens
+    anywhere, offline, and can be sent as it is. Every figure says the command that reproduces it.
+
+    Example: [bold]langloc report runs/gemma steer/lape runs/regions -o report.html[/]
+    """
+    from langloc.report.html import write_report
+
+    path = write_report(paths, out_file, title=title)
+    out.print(f"-> {path} ({path.stat().st_size / 1e6:.2f} MB)")
 
 
 class Interrupted(Exception):

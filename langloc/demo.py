@@ -1,4 +1,5 @@
-"""``langloc demo``: collect -> identify (LAPE) -> ablate with random controls, on the Bible.
+"""``langloc demo``: collect -> identify (LAPE) -> ablate with random controls, on the Bible,
+then the HTML report of the run (``RUN/report.html``, :mod:`langloc.report.html`).
 
 The defaults are sized so that the whole demo, the one-time model conversion included, takes
 at most 15 minutes on the slowest CPU class of this project's machines (2 cores, AVX2 only, so
@@ -100,18 +101,27 @@ def run(config: DemoConfig, say: Callable[[str], None] = print):
     corpus = load_corpus("bible")
     corpus.require_text(langs, "stats")
     lm = load_model(config.model, dtype=config.dtype)
-    say(f"[bold]1/3 collect[/] {len(langs)} languages x {config.tokens} tokens on {config.model} "
+    say(f"[bold]1/4 collect[/] {len(langs)} languages x {config.tokens} tokens on {config.model} "
         f"({lm.meta['dtype']}; CPU class {machine.cpu_class()}, {torch.get_num_threads()} threads)")
     collect(lm, corpus, langs, out=config.out, tokens=config.tokens, window=config.window,
             batch_size=config.batch_size, seed=config.seed, on_batch=Estimate(lm, config, say))
-    say("[bold]2/3 identify[/] LAPE neurons")
+    say("[bold]2/4 identify[/] LAPE neurons")
     ns, _ = identify_run(config.out)
-    say(f"[bold]3/3 ablate[/] {2 * len(langs)} neuron sets x {len(langs)} languages "
+    say(f"[bold]3/4 ablate[/] {2 * len(langs)} neuron sets x {len(langs)} languages "
         f"({config.eval_tokens} held-out tokens each)")
     rows, csv_path = ablate_run(config.out, lm=lm, eval_tokens=config.eval_tokens, window=config.eval_window,
                                 batch_size=config.eval_batch_size, seed=config.seed,
                                 control_draws=config.control_draws)
+    from langloc.report.html import write_report
+
+    say(f"[bold]4/4 report[/] {report_path(config)}")
+    write_report([config.out], report_path(config))
     return rows, ns, csv_path, time.time() - start
+
+
+def report_path(config: DemoConfig) -> Path:
+    """Where the demo writes its HTML report."""
+    return Path(config.out) / "report.html"
 
 
 def own_language_most(rows, langs) -> int:
