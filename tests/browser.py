@@ -119,7 +119,7 @@ class Browser:
 _INSPECT = """
 (() => {
   const sections = [...document.querySelectorAll('main > section')].map(s => ({
-    id: s.id, kind: s.dataset.kind, title: (s.querySelector('h2') || {}).textContent || '',
+    id: s.id, kind: s.dataset.kind, title: ((s.querySelector('h2') || {}).firstChild || {}).textContent || '',
     text: s.textContent.trim().length,
     figures: [...s.querySelectorAll('figure')].map(f => {
       const img = f.querySelector('img'), svg = f.querySelector('svg');

@@ -69,10 +69,16 @@ def test_an_unknown_kind_gets_the_generic_section(analysis):
     assert "verdicts.csv" in s and "own language most" in s and "holds" in s
 
 
+def test_the_same_folders_give_the_same_page(analysis, tmp_path):
+    paths, page = analysis
+    assert invoke("report", paths["run"], paths["steer"], paths["other"], "-o", tmp_path / "again.html") == 0
+    assert (tmp_path / "again.html").read_text(encoding="utf-8") == page
+
+
 def test_no_external_urls(analysis):
     _, page = analysis
     assert external_references(page) == []
-    assert "http" not in page.lower()
+    assert re.search(r"https?:", page, flags=re.I) is None  # not even as text
 
 
 @pytest.mark.parametrize("snippet", [
@@ -81,6 +87,13 @@ def test_no_external_urls(analysis):
     '<script src="app.js"></script>', '<use xlink:href="other.svg#a"/>'])
 def test_the_url_check_finds_every_kind_of_reference(snippet):
     assert external_references(f"<html><body>{snippet}</body></html>")
+
+
+def test_a_url_in_text_is_shown_but_not_written_as_a_url():
+    from langloc.report.html import esc
+
+    assert esc("see https://example.org/x") == "see https:&#47;&#47;example.org/x"
+    assert external_references(f"<p>{esc('see https://example.org/x')}</p>") == []
 
 
 def test_inline_references_are_not_external():

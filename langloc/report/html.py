@@ -26,7 +26,9 @@ from langloc.artefacts import atomic_path
 
 
 def esc(value) -> str:
-    return html.escape(str(value), quote=True)
+    """Text for the page. A URL in the text (a model's output, a corpus spec) is written with
+    its slashes as entities: it reads the same, and the file holds no URL at all."""
+    return html.escape(str(value), quote=True).replace("://", ":&#47;&#47;")
 
 
 def fmt(value) -> str:
@@ -117,7 +119,11 @@ def figure(image: str, caption: str, command: str | None, made_by: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # Plots: inline SVG from the plot functions of langloc.report.plots, or a PNG as a data URI
 
-_counter = {"n": 0}
+_counter = {"n": 0}  # figures drawn so far in this page: prefixes their SVG ids
+
+
+def reset_ids() -> None:
+    _counter["n"] = 0
 
 
 def clean_svg(text: str, prefix: str) -> str:

@@ -347,7 +347,7 @@ def regions_section(o: Output, outputs: list[Output]) -> str:
     sizes = d.get("sizes") or {}
     size_rows = [{"region": k, "entries": v} for k, v in sizes.items()] if isinstance(sizes, dict) else []
     body = h.facts(items)
-    for p in plots_listed(o) or [o.folder / "plots" / "regions.png"]:
+    for p in [o.folder / "plots" / "regions.png"]:  # the folder's other plots belong to other studies
         if p.is_file():
             body += fig(o, h.png(p, "where the Top region sits"), "Where the Top region sits: its entries per hidden "
                         "dimension against the residual stream's largest activations, and per layer and matrix the "
@@ -367,9 +367,12 @@ def regions_section(o: Output, outputs: list[Output]) -> str:
 def generic(o: Output, _all) -> str:
     """Any output without a section of its own: its settings, its tables and its plots."""
     body = h.facts(scalars(own_fields(o.doc)))
-    for p in csvs_listed(o):
+    # A study's summary first; long tables folded away.
+    for p in sorted(csvs_listed(o), key=lambda p: p.name != "summary.csv"):
         rows = read_csv(p)
-        body += f"<h3>{h.esc(p.name)}</h3>" + h.table(rows, limit=200)
+        tbl = h.table(rows, limit=200)
+        body += (f"<h3>{h.esc(p.name)}</h3>{tbl}" if len(rows) <= 30
+                 else f"<h3>{h.esc(p.name)}</h3>" + h.details(f"{len(rows)} rows", tbl))
     for p in plots_listed(o):
         body += fig(o, h.png(p, p.stem), p.name)
     if not o.listed(".png"):
@@ -411,6 +414,7 @@ def build(paths: list[str | Path], title: str | None = None) -> str:
     from langloc.errors import LanglocError
 
     paths = [str(p) for p in paths]
+    h.reset_ids()  # the same folders give the same page
     outputs = discover(paths)
     if not outputs:
         raise LanglocError(f"no langloc outputs under {', '.join(paths)} (no JSON file with a langloc manifest); "
