@@ -582,8 +582,9 @@ def report(
     sets per layer and their overlap, the ablation matrix with intervals and controls, steering
     with example outputs, regions, sharing, forgetting, transfer, ...
 
-    Plots are inline SVG, styling inline, no URL that would load anything: the file opens
-    anywhere, offline, and can be sent as it is. Every figure says the command that reproduces it.
+    Plots are inline SVG, styling inline, no URL that would load anything: it opens offline.
+
+    Every figure says the command that reproduces it. Details: docs/report.md.
 
     Example: [bold]langloc report runs/gemma steer/lape runs/regions -o report.html[/]
     """

@@ -210,7 +210,7 @@ def check_report(page: str | Path, expect: list[str], screenshot: str | Path | N
         for i, f in enumerate(x["figures"]):
             if not f["loaded"] or f["width"] < 50 or f["height"] < 50:
                 result.problems.append(f"figure {i + 1} of section {x['id']!r} did not render ({f})")
-            if "langloc" not in f["command"]:
+            if not f["command"].strip():
                 result.problems.append(f"figure {i + 1} of section {x['id']!r} does not say its command")
     for im in info["imgs"]:
         if not im["ok"]:

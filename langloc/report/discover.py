@@ -49,8 +49,12 @@ class Output:
         if isinstance(cmd, list) and cmd:
             import shlex
 
-            prog = Path(str(cmd[0])).name
-            return " ".join(shlex.quote(str(c)) for c in [prog, *cmd[1:]])
+            first = Path(str(cmd[0]))
+            # sys.argv[0] is a path: the langloc script, a Python program, or a package's
+            # __main__.py (python -m pkg) for library calls.
+            prog = (f"python -m {first.parent.name}" if first.name == "__main__.py"
+                    else f"python {shlex.quote(str(first))}" if first.suffix == ".py" else first.name)
+            return " ".join([prog, *(shlex.quote(str(c)) for c in cmd[1:])])
         return cmd if isinstance(cmd, str) else None
 
     def listed(self, suffix: str) -> list[Path]:
@@ -95,7 +99,7 @@ def _legacy_ablation(run: Output) -> Output | None:
         return None
     doc = {"kind": "langloc.ablation", "model": run.doc.get("model"), "corpus": run.doc.get("corpus"),
            "outputs": ["ablation.csv", "plots/ablation.png"]}
-    return Output("langloc.ablation", run.folder / "ablation.manifest.json", doc,
+    return Output("langloc.ablation", csv, doc,
                   note="format 1 (written before manifests): no manifest beside ablation.csv")
 
 
