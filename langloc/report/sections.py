@@ -373,9 +373,10 @@ def generic(o: Output, _all) -> str:
         tbl = h.table(rows, limit=200)
         body += (f"<h3>{h.esc(p.name)}</h3>{tbl}" if len(rows) <= 30
                  else f"<h3>{h.esc(p.name)}</h3>" + h.details(f"{len(rows)} rows", tbl))
-    for p in plots_listed(o):
+    plots = plots_listed(o)
+    for p in plots:
         body += fig(o, h.png(p, p.stem), p.name)
-    if not o.listed(".png"):
+    if not plots:  # the figures say it otherwise
         body += h.command_line(o.command, made_by(o))
     return body + settings(o)
 
