@@ -581,7 +581,7 @@ def validate(
     shards: int = typer.Option(4, help="Disjoint shards of the run's statistics windows (counted again, resumably, into OUT/shards)."),
     resamples: int = typer.Option(200, help="Bootstrap resamples of the shards for the stable core."),
     core_min: float = typer.Option(0.8, help="A neuron is in the stable core if found in at least this share of resamples."),
-    eval_tokens: int = typer.Option(768, help="Held-out tokens per language (and on the second domain)."),
+    eval_tokens: int = typer.Option(384, help="Held-out tokens per language (and on the second domain); 384 (4 windows of 96) keeps the defaults within 30 minutes on 2 CPU cores for 10 languages (docs/validate.md)."),
     window: int = typer.Option(96, help="Tokens per evaluation window (the bootstrap resamples windows)."),
     control_draws: int = typer.Option(3, help="Independent draws of the matched and of the random control."),
     bins: int = typer.Option(10, help="Activation-probability bins of the matched control (10: width 0.1)."),

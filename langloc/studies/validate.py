@@ -46,7 +46,7 @@ class Config(StudyConfig):
     stats_batch_size: int = 4
     resamples: int = 200
     core_min: float = 0.8
-    eval_tokens: int = 768
+    eval_tokens: int = 384
     window: int = 96
     batch_size: int = 10
     control_draws: int = 3

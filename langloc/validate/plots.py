@@ -47,7 +47,7 @@ def plot_validation(rows: list[dict], path: str | Path, title: str = "") -> Path
                       f"{', stable' if r.get('stable') else ''}" for r in rows])
     ax.set_ylabel("perplexity ratio (zeroed / base)")
     ax.set_title(title or "validate: own vs other language, controls, second domain, spill-over parts")
-    ax.legend(fontsize=7, ncol=4, loc="upper left")
+    ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.2))
     return _save(fig, path)
 
 

@@ -46,7 +46,7 @@ def _layers(mask_rows):
 
 def validate_study(lm, run_stats, neuron_set, corpus, out: str | Path, *, domain=None, methods=("lape",),
                    identify_settings: dict, shards: int = 4, stats_batch_size: int = 4, resamples: int = 200,
-                   core_min: float = 0.8, eval_tokens: int = 768, window: int = 96, batch_size: int = 8,
+                   core_min: float = 0.8, eval_tokens: int = 384, window: int = 96, batch_size: int = 8,
                    control_draws: int = 3, bins: int = cond.BINS, seed: int = 0, progress: bool = True) -> dict:
     """Everything ``langloc validate`` computes; returns ``{"rows", "stability", "tables",
     "shard_check", "wall"}`` (the files are written by the study's ``run``)."""
