@@ -43,8 +43,8 @@ def plot_validation(rows: list[dict], path: str | Path, title: str = "") -> Path
                         ax.plot(p, r[f"{key}_{b}"], "k.", ms=3)
     ax.axhline(1, color="black", lw=0.6)
     ax.set_yscale("log")
-    ax.set_xticks(x, [f"{r['language']}\n{'sel.' if r['selective'] else 'not sel.'}"
-                      f"{', stable' if r.get('stable') else ''}" for r in rows])
+    ax.set_xticks(x, [f"{r['language']}\n{'selective' if r['selective'] else 'not sel.'}\n"
+                      f"{'stable' if r.get('stable') else 'unstable'}" for r in rows], fontsize=8)
     ax.set_ylabel("perplexity ratio (zeroed / base)")
     ax.set_title(title or "validate: own vs other language, controls, second domain, spill-over parts")
     ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.2))
