@@ -594,6 +594,57 @@ def report(
     out.print(f"-> {path} ({path.stat().st_size / 1e6:.2f} MB)")
 
 
+@app.command()
+def validate(
+    run: Path = typer.Argument(..., help="Run folder made by collect and identify."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default RUN/validate)."),
+    neurons: Optional[Path] = typer.Option(None, help="Neuron set to validate (default RUN/neurons/lape.json)."),
+    domain: Optional[str] = typer.Option(None, help="Second domain: a folder corpus (<lang>.txt, <lang>.eval.txt), or gsm-symbolic (the multilingual GSM-symbolic word problems, written to OUT/domain/gsm-symbolic)."),
+    methods: str = typer.Option("lape,thresholding", help="Methods whose stability over shards is measured (lape, thresholding)."),
+    shards: int = typer.Option(4, help="Disjoint shards of the run's statistics windows (counted again, resumably, into OUT/shards)."),
+    resamples: int = typer.Option(200, help="Bootstrap resamples of the shards for the stable core."),
+    core_min: float = typer.Option(0.8, help="A neuron is in the stable core if found in at least this share of resamples."),
+    eval_tokens: int = typer.Option(384, help="Held-out tokens per language (and on the second domain); 384 (4 windows of 96) keeps the defaults within 30 minutes on 2 CPU cores for 10 languages (docs/validate.md)."),
+    window: int = typer.Option(96, help="Tokens per evaluation window (the bootstrap resamples windows)."),
+    control_draws: int = typer.Option(3, help="Independent draws of the matched and of the random control."),
+    bins: int = typer.Option(10, help="Activation-probability bins of the matched control (10: width 0.1)."),
+    top_rate: float = typer.Option(0.01, help="LAPE's top rate for the stability check (as identify)."),
+    rate: float = typer.Option(0.00125, help="Thresholding's rate for the stability check (as identify)."),
+    other_max: Optional[float] = typer.Option(None, help="Thresholding's other-language maximum (as identify)."),
+    seed: int = typer.Option(0, help="Seed of the controls' draws, the shard resamples and the bootstrap."),
+    dtype: Optional[str] = typer.Option(None, help="Default: the run's dtype (so the shards add up to the run)."),
+    device: Optional[str] = DeviceOpt,
+):
+    """Are the neurons real? Stability over shards, selectivity with 95% intervals, an
+    activation-matched and a random control, a second domain, and which part of each set
+    (exclusive or shared with other languages) causes spill-over. One verdict per language.
+
+    Writes OUT/validation.csv, verdicts.txt, stability.csv, conditions.csv, controls.csv,
+    domain.csv, plots/validation.png, plots/stability.png (docs/validate.md). Resumes where it
+    stopped when run again.
+
+    Example: [bold]langloc validate runs/gemma --domain gsm-symbolic[/]
+    """
+    m = _run("validate", None, locals(), out_dir or run / "validate")
+    _show(tables.validation(m.result), f"-> {m.path}")
+
+
+@app.command()
+def planted(
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Folder for the planted model, corpus, truth and run."),
+):
+    """Build a tiny Llama whose language neurons are known by construction, with its synthetic
+    corpus of 4 "languages", collect its statistics and identify LAPE neurons (docs/validate.md).
+
+    Writes OUT/model, OUT/corpus, OUT/domain, OUT/truth.json and the run folder OUT/run;
+    then try [bold]langloc validate OUT/run --domain OUT/domain --methods lape[/].
+    """
+    from langloc.planted import planted_run, read_truth
+
+    run = planted_run(out_dir)
+    _show(f"planted: {read_truth(out_dir)['specific']}", f"-> {run}")
+
+
 class Interrupted(Exception):
     """Raised by the SIGINT handler: click would turn KeyboardInterrupt into a bare 'Aborted!'."""
 

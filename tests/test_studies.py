@@ -15,7 +15,8 @@ from langloc.manifest import KINDS
 from langloc.studies import STUDIES
 
 CLI = Path(__file__).resolve().parents[1] / "langloc" / "cli.py"
-NINE = {"ablate", "steer", "compare", "region-ablate", "perturb", "train", "transfer", "share", "harness"}
+NINE = {"ablate", "steer", "compare", "region-ablate", "perturb", "train", "transfer", "share", "harness",
+        "validate"}
 
 # The fewest settings each Config needs (its required fields), plus a few non-defaults.
 EXAMPLES = {
@@ -29,6 +30,7 @@ EXAMPLES = {
     "transfer": {"neurons": "a.json", "language": "fr", "eval_languages": ["es"], "r": 4},
     "share": {"languages": "en,fr", "boost": "1.5,2", "causal": True},
     "harness": {"bible_choice": "fr", "intervention": ["iv/half.json"], "limit": 0.5, "include_path": None},
+    "validate": {"run": "runs/x", "domain": "gsm-symbolic", "methods": "lape,thresholding", "other_max": 0.5},
 }
 
 

@@ -177,3 +177,26 @@ def harness(rows: list[dict], conditions: list[str], model: str) -> list:
         cells = {r["condition"]: r["value"] for r in rows if r["task"] == task and r["metric"] == metric}
         t.add_row(task, metric, *[f"{cells[c]:.3f}" if c in cells else "-" for c in conditions])
     return [t]
+
+
+def validation(rows: list[dict]) -> list:
+    """validate: one row per language, then the verdict lines."""
+    t = Table("lang", "set", "excl/shared", "shard J", "core", Column("own [95%]", justify="right"),
+              Column("largest other [95%]", justify="right"), "sel.", Column("matched", justify="right"),
+              Column("random", justify="right"), Column("2nd domain", justify="right"), "spill from",
+              box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, show_edge=False,
+              title="validate (perplexity ratios: zeroed / base)")
+
+    def ci(r, key):
+        v, lo, hi = r[f"{key}_ratio"], r.get(f"{key}_lo"), r.get(f"{key}_hi")
+        return "-" if v != v else f"{_ratio(v)} [{_ratio(lo)}, {_ratio(hi)}]" if lo is not None and lo == lo else _ratio(v)
+
+    for r in rows:
+        dom = r.get("domain_own_ratio", float("nan"))
+        t.add_row(r["language"], str(r["set_size"]), f"{r['exclusive_size']}/{r['shared_size']}",
+                  "-" if r["shard_jaccard"] != r["shard_jaccard"] else f"{r['shard_jaccard']:.2f}",
+                  "-" if r["stable_core"] != r["stable_core"] else f"{r['stable_core']:.0%}",
+                  ci(r, "own"), f"{ci(r, 'other')} {r['other_language']}", "yes" if r["selective"] else "no",
+                  ci(r, "matched"), ci(r, "random"), "-" if dom != dom else _ratio(dom),
+                  f"{r['spill_from']} ({r['spill_language']})" if r["spill_language"] else "-")
+    return [t, *[r["verdict"] for r in rows]]

@@ -12,6 +12,7 @@ command            module                                  main output (manifest
 ``transfer``       :mod:`langloc.studies.transfer`          the CSV given (langloc.transfer)
 ``share``          :mod:`langloc.studies.share`             ``share.json`` (langloc.share)
 ``harness``        :mod:`langloc.studies.harness`           ``results.json`` (langloc.harness)
+``validate``       :mod:`langloc.studies.validate`          ``validation.csv`` (langloc.validation)
 =================  ======================================  ==================================
 
 Each module has ``Config`` (a dataclass whose fields are the settings; it round-trips through
@@ -30,6 +31,7 @@ from __future__ import annotations
 from types import ModuleType
 
 from langloc.studies import ablate, compare, harness, perturb, region_ablate, share, steer, train, transfer
+from langloc.studies import validate
 from langloc.studies.base import Manifest, StudyConfig
 
 # CLI name -> study module.
@@ -43,6 +45,7 @@ STUDIES: dict[str, ModuleType] = {
     "transfer": transfer,
     "share": share,
     "harness": harness,
+    "validate": validate,
 }
 
 __all__ = ["STUDIES", "Manifest", "StudyConfig"]

@@ -1,0 +1,124 @@
+"""validate: are a run's language neurons real? Stability over shards of the statistics,
+selectivity with intervals, two controls, a second domain, and the exclusive/shared split.
+
+Writes into ``OUT`` (default ``RUN/validate``): ``validation.csv`` (one row per language,
+every figure with its 95% interval, the verdict), ``verdicts.txt``, ``stability.csv``,
+``conditions.csv`` / ``controls.csv`` / ``domain.csv`` (every perplexity ratio, in
+``ablation.csv``'s columns), ``stable_core_<method>.json`` (neuron sets), ``plots/validation.png``,
+``plots/stability.png``, ``shards/shard<j>/`` (the shards' statistics, run folders) and
+``validation.manifest.json``. docs/validate.md says what each check means.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from langloc.errors import LanglocError
+from langloc.studies.base import Manifest, StudyConfig, check_choices, load_model_of, run_corpus_spec
+
+KIND = "langloc.validation"
+
+
+@dataclass
+class Config(StudyConfig):
+    """run: run folder made by collect and identify; neurons: the set to validate (default
+    RUN/neurons/lape.json); domain: a second corpus (folder of <lang>.txt / <lang>.eval.txt) or
+    gsm-symbolic; methods: identification methods whose stability is measured (lape,
+    thresholding); shards: K disjoint shards of the run's statistics windows; stats_batch_size:
+    windows per batch when counting shards (collect's, so that the shards add up to the run
+    exactly); resamples: bootstrap resamples of shards; core_min: share of resamples a neuron
+    must be found in to be in the stable core; eval_tokens: held-out tokens per language (also
+    on the second domain); window: tokens per evaluation window; batch_size: evaluation
+    windows per forward pass; control_draws: independent draws of each control; bins:
+    activation-probability bins of the matched control; top_rate, filter_rate,
+    activation_bar_ratio (LAPE), rate, other_max (thresholding): identification settings of the
+    stability check; seed: controls, resamples and bootstrap; model, dtype, device: the model
+    (default: the run's model and dtype); progress: bars."""
+
+    run: Path
+    neurons: Optional[Path] = None
+    domain: Optional[str] = None
+    methods: tuple[str, ...] = ("lape", "thresholding")
+    shards: int = 4
+    stats_batch_size: int = 4
+    resamples: int = 200
+    core_min: float = 0.8
+    eval_tokens: int = 384
+    window: int = 96
+    batch_size: int = 10
+    control_draws: int = 3
+    bins: int = 10
+    top_rate: float = 0.01
+    filter_rate: float = 0.95
+    activation_bar_ratio: float = 0.95
+    rate: float = 0.00125
+    other_max: Optional[float] = None
+    seed: int = 0
+    model: Optional[str] = None
+    dtype: Optional[str] = None
+    device: Optional[str] = None
+    progress: bool = True
+
+
+def _check(c: Config) -> None:
+    from langloc.controls import check_draws
+    from langloc.validate.stability import check_methods
+
+    check_draws(c.control_draws)
+    check_methods(c.methods)
+    if not c.methods:
+        check_choices("method", c.methods, ("lape", "thresholding"))
+    for name in ("shards", "resamples", "eval_tokens", "batch_size", "stats_batch_size", "bins"):
+        if int(getattr(c, name)) < 1:
+            raise LanglocError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(c, name)}")
+    if c.window < 2 or c.eval_tokens < c.window:
+        raise LanglocError(f"--eval-tokens ({c.eval_tokens}) must hold at least one --window ({c.window}, >= 2)")
+    if not 0 < c.core_min <= 1:
+        raise LanglocError(f"--core-min must be in (0, 1], got {c.core_min}")
+
+
+def run(lm, config: Config, out: str | Path) -> Manifest:
+    """The manifest written to validation.manifest.json; ``result``: the rows of validation.csv."""
+    from langloc.data import load_corpus
+    from langloc.identify import NeuronSet
+    from langloc.manifest import make_manifest, write_manifest
+    from langloc.stats import ActivationStats
+    from langloc.validate.domain import resolve_domain
+    from langloc.validate.study import validate_study, write_outputs
+    from langloc.workflows import default_neurons
+
+    c, out = config, Path(out)
+    _check(c)
+    started = time.time()
+    stats = ActivationStats.load(c.run)
+    neurons = c.neurons or default_neurons(c.run)
+    ns = NeuronSet.load(neurons)
+    corpus = load_corpus(run_corpus_spec(stats.meta), seed=stats.meta.get("seed", 0))
+    corpus.require_text(ns.languages, "eval")
+    domain_spec = resolve_domain(c.domain, ns.languages, out)
+    domain = load_corpus(domain_spec) if domain_spec else None
+    if domain is not None:
+        domain.require_text(ns.languages, "eval")
+    dtype = c.dtype or stats.meta["model"].get("dtype", "auto")
+    lm = lm or load_model_of(stats.meta, c.model, dtype, c.device, str(c.run))
+    ns.check_model(lm)
+    settings = {"top_rate": c.top_rate, "filter_rate": c.filter_rate, "activation_bar_ratio": c.activation_bar_ratio,
+                "rate": c.rate, "other_max": c.other_max, "n_units": 2}
+    result = validate_study(lm, stats, ns, corpus, out, domain=domain, methods=c.methods, identify_settings=settings,
+                            shards=c.shards, stats_batch_size=c.stats_batch_size, resamples=c.resamples,
+                            core_min=c.core_min, eval_tokens=c.eval_tokens, window=c.window,
+                            batch_size=c.batch_size, control_draws=c.control_draws, bins=c.bins, seed=c.seed,
+                            progress=c.progress)
+    paths = write_outputs(result, out)
+    manifest = make_manifest(
+        KIND, model=lm.meta, corpus={"stats": stats.meta.get("corpus"), "eval": corpus.describe(),
+                                     "domain": domain.describe() if domain else None},
+        split={"shards": "stats", "ratios": "eval", "domain": "eval"}, started=started,
+        config={**c.to_dict(), "neurons": str(neurons), "method": ns.method},
+        seeds={"controls": c.seed, "shard_resamples": c.seed, "bootstrap": c.seed})
+    write_manifest(paths[0], manifest, paths, shard_check=result["shard_check"],
+                   wall_seconds_by_step={k: round(v, 1) for k, v in result["wall"].items()})
+    return Manifest(manifest, result=result["rows"], path=paths[0])

@@ -1,0 +1,17 @@
+"""``langloc validate``: are a run's language neurons real? (docs/validate.md)
+
+=================  ===============================================================
+module             holds
+=================  ===============================================================
+``shards``         per-shard statistics of the run's windows (resumable run folders)
+``stability``      shard Jaccard and the stable core over bootstrap resamples of shards
+``conditions``     exclusive / shared parts of a set, the activation-matched control
+``domain``         the gsm-symbolic word problems as a second-domain folder corpus
+``verdicts``       a language's row of validation.csv and its verdict line
+``study``          the whole study (:func:`validate_study`)
+``plots``          validation.png, stability.png
+=================  ===============================================================
+
+The study's ``Config`` and ``run`` are :mod:`langloc.studies.validate`; the planted ground
+truth it is tested on is :mod:`langloc.planted`.
+"""

@@ -1,0 +1,126 @@
+"""Per-shard activation statistics of a run: the same windows and batches as ``collect``, cut
+into K contiguous blocks of batches.
+
+``collect`` counts a language's ``tokens // window`` statistics windows in batches of
+``batch_size``; shard ``j`` of ``K`` holds batches ``[j·B/K, (j+1)·B/K)`` (B batches, integer
+division), so the shards are disjoint stretches of the corpus (different chapters of the
+Bible, in the run's shuffled chapter order) and together are exactly the run's windows.
+Counts are integers and the sums are fixed point per batch (:mod:`langloc.stats.counters`),
+so on the machine and with the batch size that made the run, the shards' counters add up to
+the run's bit for bit; :func:`compare_with_run` measures how far they are from it elsewhere.
+
+Each shard is a run folder of its own (``SHARDS/shard<j>/run.json`` and
+``stats/<lang>.safetensors``, with ``"shard": {"index", "of", "batches"}`` in the manifest), so
+``ActivationStats.load`` and ``langloc identify`` read it. A language's shards are written as
+each shard is finished, atomically; a killed run resumes from the shards already there.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from langloc.artefacts import check_same_model
+from langloc.data.packing import corpus_windows, iter_batches
+from langloc.errors import LanglocError
+from langloc.stats import ActivationStats
+from langloc.stats.activation_stats import _save_language, _write_run, language_file, read_run
+from langloc.stats.counters import ActivationCounter, totals_from_state
+
+
+def shard_bounds(n_batches: int, shards: int) -> list[tuple[int, int]]:
+    """``[start, stop)`` batch ranges of the ``shards`` contiguous shards of ``n_batches``."""
+    if shards < 2 or shards > n_batches:
+        raise LanglocError(f"--shards must be between 2 and the run's {n_batches} statistics batches per language, "
+                           f"got {shards}")
+    return [(j * n_batches // shards, (j + 1) * n_batches // shards) for j in range(shards)]
+
+
+def shard_folder(root: Path, j: int) -> Path:
+    return Path(root) / f"shard{j}"
+
+
+def collect_shards(lm, corpus, run_meta: dict, languages: list[str], root: str | Path, *, shards: int,
+                   batch_size: int = 4, progress: bool = True) -> list[ActivationStats]:
+    """Count the run's statistics windows shard by shard into ``root/shard<j>``; returns the
+    shards' statistics. Languages whose shards are all there are not recomputed."""
+    started = time.time()
+    root = Path(root)
+    check_same_model(run_meta, lm.meta, "the run")
+    window, tokens, seed = run_meta["window"], run_meta["tokens"], run_meta.get("seed", 0)
+    n_batches = -(-(tokens // window) // batch_size)
+    bounds = shard_bounds(n_batches, shards)
+    settings = {"corpus": run_meta["corpus"], "window": window, "tokens": tokens, "seed": seed}
+    counter = ActivationCounter(lm, skip_first_position=lm.add_bos)
+    with counter, torch.inference_mode():
+        for lang in languages:
+            todo = [j for j in range(shards) if not language_file(shard_folder(root, j), lang).is_file()]
+            if not todo:
+                continue
+            windows = corpus_windows(lm, corpus, lang, "stats", window=window, max_tokens=tokens, lazy=True)
+            bar = tqdm(total=sum(bounds[j][1] - bounds[j][0] for j in todo), desc=f"shards {lang}", unit="batch",
+                       disable=not progress, leave=False)
+            j, counter_shard = 0, None
+            for b, batch in enumerate(iter_batches(windows, batch_size)):
+                while b >= bounds[j][1]:
+                    j += 1
+                if j not in todo:
+                    continue  # this shard is already on disk: skip its batches without the model
+                if counter_shard != j:
+                    counter.reset()
+                    counter_shard = j
+                counter.run(batch)
+                bar.update()
+                if b == bounds[j][1] - 1:
+                    _save_shard(root, j, shards, bounds[j], lang, counter, lm, settings, started)
+            bar.close()
+            missing = [j for j in todo if not language_file(shard_folder(root, j), lang).is_file()]
+            if missing:
+                raise LanglocError(f"the {lang} statistics ran out before shard(s) {missing} were filled: the "
+                                   "corpus changed since the run was collected")
+    return [load_shard(root, j, languages) for j in range(shards)]
+
+
+def _save_shard(root: Path, j: int, shards: int, bounds: tuple[int, int], lang: str, counter, lm, settings: dict,
+                started: float) -> None:
+    folder = shard_folder(root, j)
+    shard = {"index": j, "of": shards, "batches": list(bounds)}
+    _save_language(folder, lang, totals_from_state(counter.state()), {"model": lm.meta, **settings, "shard": shard},
+                   started)
+    path = folder / "run.json"
+    meta = read_run(folder) if path.is_file() else {"model": lm.meta, **settings, "shard": shard, "languages": []}
+    if lang not in meta["languages"]:
+        meta["languages"].append(lang)
+    _write_run(folder, meta, started)
+
+
+def load_shard(root: str | Path, j: int, languages: list[str]) -> ActivationStats:
+    return ActivationStats.load(shard_folder(root, j), languages)
+
+
+def sum_stats(parts: list[ActivationStats]) -> ActivationStats:
+    """The statistics of the union of disjoint shards (counters add up)."""
+    first = parts[0]
+    if any(p.languages != first.languages for p in parts):
+        raise LanglocError("shards cover different languages")
+    return ActivationStats(list(first.languages), sum(p.n for p in parts), sum(p.over_zero for p in parts),
+                           sum(p.active_sum for p in parts), sum(p.act_sum for p in parts), dict(first.meta))
+
+
+def compare_with_run(parts: list[ActivationStats], full: ActivationStats) -> dict:
+    """How the shards' summed counters compare with the run's: token counts must be equal;
+    activation counts are equal bit for bit where the model computes as it did for the run."""
+    total = sum_stats(parts)
+    if not torch.equal(total.n, full.n):
+        raise LanglocError(f"the shards hold {total.n.tolist()} tokens per language, the run "
+                           f"{full.n.tolist()}: they are not the run's windows (other corpus or settings)")
+    diff = (total.over_zero - full.over_zero).abs()
+    return {"tokens_equal": True,
+            "over_zero_equal": bool(torch.equal(total.over_zero, full.over_zero)),
+            "over_zero_entries_differing": int((diff > 0).sum()),
+            "over_zero_max_abs_difference": int(diff.max()),
+            "activation_probability_max_abs_difference": float((diff.double() / full.n.double().view(-1, 1, 1)).max()),
+            "act_sum_max_abs_difference": float((total.act_sum - full.act_sum).abs().max())}

@@ -1,0 +1,169 @@
+"""The validate study: shards -> stability, then one perplexity table for the set and its
+parts, one per language for its controls, and one on the second domain.
+
+Every step's result is kept under ``OUT/.parts/`` with the settings that made it, so a killed
+run resumes after its last finished step (the shards resume per shard and language).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from langloc.artefacts import write_csv, write_json
+from langloc.controls import derive_seed, random_control
+from langloc.data.packing import corpus_windows
+from langloc.errors import LanglocError
+from langloc.evaluate.ablation import AblationRow, perplexity_table, write_ablation_csv
+from langloc.intervene.hooks import deactivate
+from langloc.validate import conditions as cond
+from langloc.validate.shards import collect_shards, compare_with_run
+from langloc.validate.stability import stability
+from langloc.validate.verdicts import ALWAYS_ON, language_row
+
+
+def _cached(out: Path, name: str, settings: dict, compute):
+    """Rows of a finished step from ``out/.parts/<name>.json`` if made with ``settings``."""
+    path = out / ".parts" / f"{name}.json"
+    key = json.loads(json.dumps(settings, default=str))
+    if path.is_file():
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if doc.get("settings") == key:
+            return [AblationRow(**r) for r in doc["rows"]]
+    rows = compute()
+    write_json(path, {"settings": key, "rows": [dataclasses.asdict(r) for r in rows]})
+    return rows
+
+
+def _layers(mask_rows):
+    return [torch.as_tensor(r, dtype=torch.long) for r in mask_rows]
+
+
+def validate_study(lm, run_stats, neuron_set, corpus, out: str | Path, *, domain=None, methods=("lape",),
+                   identify_settings: dict, shards: int = 4, stats_batch_size: int = 4, resamples: int = 200,
+                   core_min: float = 0.8, eval_tokens: int = 384, window: int = 96, batch_size: int = 8,
+                   control_draws: int = 3, bins: int = cond.BINS, seed: int = 0, progress: bool = True) -> dict:
+    """Everything ``langloc validate`` computes; returns ``{"rows", "stability", "tables",
+    "shard_check", "wall"}`` (the files are written by the study's ``run``)."""
+    out = Path(out)
+    langs = list(neuron_set.languages)
+    missing = [lang for lang in langs if lang not in run_stats.languages]
+    if missing:
+        raise LanglocError(f"the neuron set has language(s) {', '.join(missing)} that the run has no statistics for")
+    wall = {}
+    t = time.time()
+    shard_stats = collect_shards(lm, corpus, run_stats.meta, run_stats.languages, out / "shards", shards=shards,
+                                 batch_size=stats_batch_size, progress=progress)
+    shard_check = compare_with_run(shard_stats, run_stats)
+    wall["shards"] = time.time() - t
+    t = time.time()
+    stab_rows, cores = [], {}
+    for method in methods:
+        rows, core = stability(method, run_stats, shard_stats, identify_settings, resamples=resamples,
+                               core_min=core_min, seed=seed)
+        stab_rows += rows
+        cores[method] = core
+    wall["stability"] = time.time() - t
+
+    t = time.time()
+    evals = {lang: corpus_windows(lm, corpus, lang, "eval", window=window, max_tokens=eval_tokens) for lang in langs}
+    parts = {lang: cond.split_set(neuron_set, lang) for lang in langs}
+    main_conditions = [(lang, lambda layers=neuron_set.layers(lang): deactivate(lm, layers)) for lang in langs]
+    for name, k in (("exclusive", 0), ("shared", 1)):
+        for lang in langs:
+            layers = parts[lang][k]
+            if sum(len(i) for i in layers):
+                main_conditions.append((f"{name}:{lang}", lambda layers=layers: deactivate(lm, layers)))
+    common = {"eval_tokens": eval_tokens, "window": window, "seed": seed, "set": neuron_set.to_dict()["neurons"],
+              "model": lm.meta["weights_fingerprint"], "corpus": corpus.describe()}
+    table = _cached(out, "main", common, lambda: perplexity_table(
+        lm, evals, main_conditions, batch_size=batch_size, progress=progress, desc="validate: sets", seed=seed))
+    wall["sets"] = time.time() - t
+
+    # Controls are evaluated on their own language only: the verdict compares them with the
+    # set's own-language ratio (the bootstrap resamples are the same windows, shared by name).
+    t = time.time()
+    p = run_stats.activation_probability()
+    controls, off_bin = [], {}
+    for lang in langs:
+        layers = neuron_set.layers(lang)
+        if not neuron_set.count(lang):
+            continue
+        k = run_stats.index(lang)
+        matched = [cond.matched_control(layers, p[k], seed, f"matched:{lang}", d, bins) for d in range(control_draws)]
+        off_bin[lang] = [m[1] for m in matched]
+        ctl = [(f"matched:{lang}", [lambda ls=m[0]: deactivate(lm, ls) for m in matched]),
+               (f"random:{lang}", [lambda ls=random_control(layers, neuron_set.intermediate_size, seed,
+                                                            f"random:{lang}", d): deactivate(lm, ls)
+                                   for d in range(control_draws)])]
+        controls += _cached(out, f"controls-{lang}", {**common, "draws": control_draws, "bins": bins},
+                            lambda ctl=ctl, lang=lang: perplexity_table(
+                                lm, {lang: evals[lang]}, ctl, batch_size=batch_size, progress=progress,
+                                desc=f"validate: controls {lang}", seed=seed))
+    wall["controls"] = time.time() - t
+
+    domain_table = None
+    if domain is not None:
+        t = time.time()
+        d_evals = {lang: corpus_windows(lm, domain, lang, "eval", window=window, max_tokens=eval_tokens)
+                   for lang in langs}
+        d_conditions = [(lang, lambda layers=neuron_set.layers(lang): deactivate(lm, layers)) for lang in langs]
+        domain_table = _cached(out, "domain", {**common, "corpus": domain.describe()}, lambda: perplexity_table(
+            lm, d_evals, d_conditions, batch_size=batch_size, progress=progress, desc="validate: 2nd domain",
+            seed=derive_seed(seed, "domain")))
+        wall["domain"] = time.time() - t
+
+    tbl = {(r.deactivated, r.evaluated): r for r in table}
+    ctl_tbl = {(r.deactivated, r.evaluated): r for r in controls}
+    dom = {(r.deactivated, r.evaluated): r for r in domain_table} if domain_table else None
+    primary = neuron_set.method if neuron_set.method in methods else None
+    stab = {r["language"]: r for r in stab_rows if r["method"] == primary}
+    always = (p >= ALWAYS_ON).all(0)  # [L, I] active on >= 90% of every language's tokens
+    rows = []
+    for lang in langs:
+        excl, shared = parts[lang]
+        sizes = {"set_size": neuron_set.count(lang), "exclusive_size": sum(len(i) for i in excl),
+                 "shared_size": sum(len(i) for i in shared)}
+        row = language_row(lang, langs, tbl, ctl_tbl, dom, stab.get(lang), sizes,
+                           int((neuron_set.mask(lang) & always).sum()))
+        row["matched_off_bin"] = "/".join(map(str, off_bin.get(lang, [])))
+        rows.append(row)
+    return {"rows": rows, "stability": stab_rows, "cores": cores, "tables": {"sets": table, "controls": controls,
+            "domain": domain_table}, "shard_check": shard_check, "wall": wall}
+
+
+def write_outputs(result: dict, out: Path) -> list[Path]:
+    """validation.csv, verdicts.txt, stability.csv, conditions.csv, controls.csv, domain.csv,
+    stable-core neuron sets and the plots; returns their paths."""
+    from langloc.validate.plots import plot_stability, plot_validation
+
+    rows = result["rows"]
+    paths = [out / "validation.csv", out / "verdicts.txt", out / "stability.csv", out / "conditions.csv",
+             out / "controls.csv"]
+    write_csv(paths[0], [{k: _cell(v) for k, v in r.items()} for r in rows], list(rows[0]))
+    (out / "verdicts.txt").parent.mkdir(parents=True, exist_ok=True)
+    from langloc.artefacts import write_text
+
+    write_text(paths[1], "\n".join(r["verdict"] for r in rows) + "\n")
+    stab = result["stability"]
+    write_csv(paths[2], [{k: _cell(v) for k, v in r.items()} for r in stab], list(stab[0]))
+    write_ablation_csv(result["tables"]["sets"], paths[3])
+    write_ablation_csv(result["tables"]["controls"], paths[4])
+    if result["tables"]["domain"]:
+        paths.append(write_ablation_csv(result["tables"]["domain"], out / "domain.csv"))
+    for method, core in result["cores"].items():
+        paths.append(core.save(out / f"stable_core_{method}.json"))
+    paths.append(plot_validation(rows, out / "plots" / "validation.png"))
+    paths.append(plot_stability(stab, out / "plots" / "stability.png"))
+    return paths
+
+
+def _cell(v):
+    if isinstance(v, float):
+        return "" if math.isnan(v) else f"{v:.6g}"
+    return v

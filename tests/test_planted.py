@@ -1,0 +1,169 @@
+"""End to end on a planted ground truth (langloc.planted): every identification method finds
+the planted neurons, zeroing them hurts only their language, and validate calls each planted
+neuron what it is: specific, shared between two languages, or always on."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from langloc.data import load_corpus
+from langloc.errors import LanglocError
+from langloc.identify import NeuronSet
+from langloc.planted import LANGUAGES, as_pairs, planted_run, read_truth, truth_sets
+from langloc.stats import ActivationStats
+from langloc.validate.conditions import matched_control, probability_bins, split_set
+from langloc.validate.shards import shard_bounds
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("planted")
+    run = planted_run(folder)
+    return folder, run, read_truth(folder)
+
+
+@pytest.fixture(scope="module")
+def lm(planted):
+    from langloc.models import load_model
+
+    return load_model(str(planted[0] / "model"), device="cpu")
+
+
+def _set(truth, pairs_by_lang, method="truth"):
+    L, I = truth["num_layers"], truth["intermediate_size"]
+    neurons = {lang: [torch.tensor(sorted(j for layer, j in pairs if layer == li), dtype=torch.long)
+                      for li in range(L)] for lang, pairs in pairs_by_lang.items()}
+    return NeuronSet(neurons, L, I, method=method)
+
+
+def test_lape_finds_the_specific_neurons_and_the_shared_one(planted):
+    folder, run, truth = planted
+    ns = NeuronSet.load(run / "neurons" / "lape.json")  # identified by planted_run, as `langloc identify`
+    want = truth_sets(truth)["lape"]
+    assert {lang: as_pairs(ns, lang) for lang in LANGUAGES} == want
+    shared = tuple(truth["shared"]["neuron"])
+    assert [lang for lang in LANGUAGES if shared in as_pairs(ns, lang)] == truth["shared"]["languages"]
+
+
+def test_thresholding_finds_the_specific_neurons_and_without_its_filter_the_always_on_one(planted):
+    from langloc.identify.thresholding import threshold_from_stats
+
+    folder, run, truth = planted
+    stats = ActivationStats.load(run)
+    s = truth["settings"]
+    ns = threshold_from_stats(stats, rate=s["thresholding_rate"], other_max=s["thresholding_other_max"])
+    assert {lang: as_pairs(ns, lang) for lang in LANGUAGES} == truth_sets(truth)["specific"]
+    # Without the other-language filter the most active neuron of every language is the always-on one.
+    plain = threshold_from_stats(stats, rate=1 / (truth["num_layers"] * truth["intermediate_size"]))
+    assert {lang: as_pairs(plain, lang) for lang in LANGUAGES} == {lang: {tuple(truth["always_on"])} for lang in LANGUAGES}
+
+
+def test_expert_units_rank_the_specific_neurons_first(planted, lm):
+    from langloc.identify.expert_units import expert_units
+    from langloc.workflows import collect_responses_run
+    from langloc.stats.responses import load_responses
+
+    folder, run, truth = planted
+    collect_responses_run(lm, load_corpus(str(folder / "corpus")), list(LANGUAGES), run, segments=12,
+                          segment_tokens=16, progress=False)
+    L = truth["num_layers"]
+    ns, _ = expert_units({lang: load_responses(run, lang) for lang in LANGUAGES}, n=2 * L)
+    for lang in LANGUAGES:
+        found = as_pairs(ns, lang)
+        planted_here = {tuple(x) for x in truth["specific"][lang]}
+        assert planted_here <= found  # the L strong responders ...
+        ap = ns.params["ap"][lang]
+        assert ap["top_min_ap"] == 1.0 and ap["bottom_max_ap"] < 0.5  # ... are perfect detectors, the rest are not
+
+
+def test_zeroing_the_planted_sets_is_diagonal(planted, lm):
+    from langloc.evaluate.ablation import ablate
+
+    folder, run, truth = planted
+    ns = _set(truth, truth_sets(truth)["specific"])
+    ns.meta = {"model": lm.meta}
+    rows = ablate(lm, ns, load_corpus(str(folder / "corpus")), eval_tokens=512, window=64, batch_size=8,
+                  controls=False, progress=False)
+    for r in rows:
+        if r.deactivated == r.evaluated:
+            assert r.ratio_lo > 1.2, r  # two specific neurons: about x1.3
+        else:
+            assert abs(r.ratio - 1) < 0.005, r
+
+
+def _validate(run, out, **kw):
+    from langloc.studies import validate
+
+    config = validate.Config(run=run, eval_tokens=512, window=64, resamples=20, control_draws=2, progress=False, **kw)
+    return validate.run(None, config, out)
+
+
+def test_validate_calls_specific_and_shared_neurons_what_they_are(planted):
+    folder, run, truth = planted
+    s = truth["settings"]
+    m = _validate(run, folder / "validate", domain=str(folder / "domain"), methods=("lape", "thresholding"),
+                  top_rate=s["lape_top_rate"], rate=s["thresholding_rate"], other_max=s["thresholding_other_max"])
+    rows = {r["language"]: r for r in m.result}
+    a, b = truth["shared"]["languages"]
+    for lang, r in rows.items():
+        assert r["selective"] and r["stable"] and r["domain_selective"], r["verdict"]
+        assert r["stable_core"] == 1.0 and r["shard_jaccard"] == 1.0
+        assert r["beats_random"] and r["always_on"] == 0
+        if lang in (a, b):  # the shared neuron: spill-over onto the partner, from the shared part
+            assert r["spill_language"] == (b if lang == a else a) and r["spill_from"] == "shared", r["verdict"]
+            assert r["exclusive_size"] == truth["num_layers"] and r["shared_size"] == 1
+        else:
+            assert r["spill_language"] == "" and "no spill-over" in r["verdict"], r["verdict"]
+    # The shards are the run's windows: their counters add up to the run's exactly.
+    doc = __import__("json").loads((folder / "validate" / "validation.manifest.json").read_text())
+    assert doc["shard_check"]["over_zero_equal"] and doc["shard_check"]["act_sum_max_abs_difference"] == 0.0
+    assert (folder / "validate" / "plots" / "validation.png").stat().st_size > 0
+    assert (folder / "validate" / "verdicts.txt").read_text().count("\n") == len(LANGUAGES)
+
+
+def test_validate_reports_an_always_on_neuron_as_not_selective(planted, lm, tmp_path):
+    folder, run, truth = planted
+    ns = _set(truth, {lang: {tuple(truth["always_on"])} for lang in LANGUAGES}, method="thresholding")
+    ns.meta = {"model": lm.meta}
+    path = ns.save(tmp_path / "always_on.json")
+    m = _validate(run, tmp_path / "v", neurons=path, methods=("thresholding",),
+                  rate=1 / (truth["num_layers"] * truth["intermediate_size"]))
+    for r in m.result:
+        assert not r["selective"] and r["always_on"] == 1, r["verdict"]
+        assert r["exclusive_size"] == 0 and r["spill_from"] == "shared", r["verdict"]
+        assert "always-on" in r["verdict"] and r["stable"]  # stable, and still not language-specific
+
+
+def test_matched_control_matches_layers_and_probability_bins_and_avoids_the_set():
+    g = torch.Generator().manual_seed(1)
+    p = torch.rand(3, 200, generator=g)
+    layers = [torch.tensor([1, 5, 9]), torch.tensor([], dtype=torch.long), torch.tensor([0, 199])]
+    drawn, off = matched_control(layers, p, seed=0, condition="matched:fr", draw=0)
+    assert off == 0
+    for li, (want, got) in enumerate(zip(layers, drawn)):
+        assert len(got) == len(want) and not set(got.tolist()) & set(want.tolist())
+        assert sorted(probability_bins(p[li, got]).tolist()) == sorted(probability_bins(p[li, want]).tolist())
+    again, _ = matched_control(layers, p, seed=0, condition="matched:fr", draw=0)
+    other, _ = matched_control(layers, p, seed=0, condition="matched:fr", draw=1)
+    assert all(torch.equal(x, y) for x, y in zip(drawn, again))
+    assert not all(torch.equal(x, y) for x, y in zip(drawn, other))
+    # A bin with too few neurons outside the set borrows from the nearest bin, and says so.
+    p1 = torch.zeros(1, 10)
+    p1[0, :2] = 0.95
+    _, off = matched_control([torch.tensor([0, 1])], p1, seed=0, condition="c")
+    assert off == 2
+
+
+def test_exclusive_and_shared_parts_partition_a_set():
+    ns = NeuronSet({"a": [torch.tensor([1, 2, 3])], "b": [torch.tensor([3, 4])], "c": [torch.tensor([2])]}, 1, 8)
+    excl, shared = split_set(ns, "a")
+    assert excl[0].tolist() == [1] and shared[0].tolist() == [2, 3]
+
+
+def test_shards_must_be_between_two_and_the_number_of_batches():
+    assert shard_bounds(8, 4) == [(0, 2), (2, 4), (4, 6), (6, 8)]
+    assert shard_bounds(7, 3) == [(0, 2), (2, 4), (4, 7)]
+    for bad in (1, 9):
+        with pytest.raises(LanglocError, match="--shards"):
+            shard_bounds(8, bad)
