@@ -603,6 +603,7 @@ def validate(
     methods: str = typer.Option("lape,thresholding", help="Methods whose stability over shards is measured (lape, thresholding)."),
     shards: int = typer.Option(4, help="Disjoint shards of the run's statistics windows (counted again, resumably, into OUT/shards)."),
     resamples: int = typer.Option(200, help="Bootstrap resamples of the shards for the stable core."),
+    stats_batch_size: int = typer.Option(4, help="Windows per batch when counting the shards: collect's --batch-size, so that they add up to the run exactly."),
     core_min: float = typer.Option(0.8, help="A neuron is in the stable core if found in at least this share of resamples."),
     eval_tokens: int = typer.Option(384, help="Held-out tokens per language (and on the second domain); 384 (4 windows of 96) keeps the defaults within 30 minutes on 2 CPU cores for 10 languages (docs/validate.md)."),
     window: int = typer.Option(96, help="Tokens per evaluation window (the bootstrap resamples windows)."),

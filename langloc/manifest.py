@@ -85,8 +85,6 @@ KINDS: dict[str, Kind] = {k: Kind(*v) for k, v in {
     # issue 17: validate and its planted ground truth
     "langloc.planted": ("planted ground truth", "langloc planted", "OUT/truth.json"),
     "langloc.validation": ("validation study", "langloc validate", "RUN/validate/validation.manifest.json"),
-    "langloc.shard_stats": ("statistics of one shard", "langloc validate",
-                            "RUN/validate/shards/<shard>/<lang>.safetensors (metadata)"),
 }.items()}
 
 # What files of format 1 said their kind was, where it was not a KINDS key.

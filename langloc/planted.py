@@ -230,13 +230,16 @@ def build_planted(out: str | Path, config: PlantedConfig = PlantedConfig()) -> P
     _tokenizer(config).save_pretrained(out / "model")
     for lang, docs in planted_corpus(config).items():
         write_text(out / "corpus" / f"{lang}.txt", "\n".join(docs) + "\n")
+    from langloc.models import load_model
+
+    made = load_model(str(out / "model"), device="cpu").meta  # the fingerprints the truth is for
     doc = {"languages": list(config.languages), "num_layers": config.layers,
            "intermediate_size": config.intermediate_size, "words_per_language": config.words, **truth,
            "settings": {"lape_top_rate": (len(config.languages) * config.layers + 1)
                         / (config.layers * config.intermediate_size),
                         "thresholding_rate": config.layers / (config.layers * config.intermediate_size),
                         "thresholding_other_max": 0.5}}
-    manifest = make_manifest(KIND, config={k: list(v) if isinstance(v, tuple) else v
+    manifest = make_manifest(KIND, model=made, config={k: list(v) if isinstance(v, tuple) else v
                                            for k, v in config.__dict__.items()},
                              seeds={"weights": config.seed, "corpus": config.seed + 1}, started=started)
     write_json(out / "truth.json", stamp(doc, manifest))

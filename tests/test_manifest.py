@@ -52,6 +52,8 @@ def made(tmp_path_factory):
          *DEV],
         ["share", "-m", model, "--tasks", "bible-lm", "-l", "en,fr", "--items", "2", "--max-chars", "40",
          "-o", root / "share", *DEV],
+        ["validate", run, "--shards", "2", "--stats-batch-size", "1", "--resamples", "2", "--control-draws", "1",
+         "--methods", "lape", "--top-rate", "0.05", "--eval-tokens", "64", "--window", "32", *DEV],
     ]
     for args in commands:
         assert invoke(*args) == 0, args
@@ -89,6 +91,8 @@ WRITTEN = {
     "langloc.forgetting": ("forget/forgetting.manifest.json", "train", True),
     "langloc.share": ("share/share.json", "share", True),
     "langloc.harness": (None, None, True),
+    "langloc.validation": ("run/validate/validation.manifest.json", "validate", True),
+    "langloc.planted": (None, None, False),  # made for its own model: checked against that one
 }
 
 
@@ -101,7 +105,13 @@ def test_every_artefact_kind_carries_the_manifest(made, kind, tmp_path, monkeypa
     root, model = made
     lm = load_model(str(model), device="cpu")
     rel, command, has_corpus = WRITTEN[kind]
-    path = _harness(tmp_path, lm, monkeypatch) if rel is None else root / rel
+    if kind == "langloc.planted":
+        from langloc.planted import build_planted
+
+        path = build_planted(tmp_path / "planted") / "truth.json"
+        lm = load_model(str(tmp_path / "planted" / "model"), device="cpu")
+    else:
+        path = _harness(tmp_path, lm, monkeypatch) if rel is None else root / rel
     if path.suffix == ".safetensors":
         doc = read_safetensors_manifest(path, kind, model_meta=lm.meta)
     else:
