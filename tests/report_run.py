@@ -40,16 +40,16 @@ def make_analysis(root: Path) -> dict[str, Path]:
                   "--device", "cpu") == 0
     # A study kind from a newer langloc (or one added after this report's sections): a CSV with
     # its manifest beside it, as write_manifest makes them.
-    other = root / "validation"
+    other = root / "claims"
     other.mkdir()
     (other / "verdicts.csv").write_text("claim,verdict,ratio\nown language most,holds,1.8\n", encoding="utf-8")
     run_doc = json.loads((run / "run.json").read_text())
     doc = {k: run_doc[k] for k in ("format_version", "langloc_version", "model", "corpus", "machine")}
     (other / "verdicts.manifest.json").write_text(json.dumps(
-        {"kind": "langloc.validation", **doc, "config": {"claims": 1}, "command": ["langloc", "validate", str(run)],
+        {"kind": "langloc.claims", **doc, "config": {"claims": 1}, "command": ["langloc", "claims", str(run)],
          "outputs": ["verdicts.csv"]}), encoding="utf-8")
     return {"root": root, "run": run, "steer": steer, "other": other}
 
 
 # The sections a report of the whole analysis must have (ids of <section> elements).
-EXPECTED = ["overview", "run", "neuron-set", "ablation", "steer", "validation"]
+EXPECTED = ["overview", "run", "neuron-set", "ablation", "steer", "claims"]

@@ -120,6 +120,13 @@ def test_validate_calls_specific_and_shared_neurons_what_they_are(planted):
     assert doc["shard_check"]["over_zero_equal"] and doc["shard_check"]["act_sum_max_abs_difference"] == 0.0
     assert (folder / "validate" / "plots" / "validation.png").stat().st_size > 0
     assert (folder / "validate" / "verdicts.txt").read_text().count("\n") == len(LANGUAGES)
+    # The HTML report shows each language's verdict in words, with the table behind it.
+    from langloc.report.sections import build
+
+    page = build([folder / "validate"])
+    assert 'data-kind="langloc.validation"' in page and "Validation: are the neurons real?" in page
+    for r in rows.values():
+        assert __import__("html").escape(r["verdict"], quote=True) in page
 
 
 def test_validate_reports_an_always_on_neuron_as_not_selective(planted, lm, tmp_path):

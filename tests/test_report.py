@@ -64,8 +64,8 @@ def test_steering_section_shows_rates_and_example_outputs(analysis):
 
 def test_an_unknown_kind_gets_the_generic_section(analysis):
     _, page = analysis
-    s = section(page, "validation")
-    assert 'data-kind="langloc.validation"' in s and "unknown to this langloc" in s
+    s = section(page, "claims")
+    assert 'data-kind="langloc.claims"' in s and "unknown to this langloc" in s
     assert "verdicts.csv" in s and "own language most" in s and "holds" in s
 
 

@@ -56,7 +56,7 @@ PART_OF = {"langloc.intervention": "langloc.steer", "langloc.train": "langloc.fo
            "langloc.importance": "langloc.regions_summary", "langloc.regions": "langloc.regions_summary"}
 
 # Section order: the order of a typical analysis; kinds not listed come last.
-ORDER = ["langloc.run", "langloc.neuron_set", "langloc.compare", "langloc.ablation", "langloc.steer",
+ORDER = ["langloc.run", "langloc.neuron_set", "langloc.compare", "langloc.ablation", "langloc.validation", "langloc.steer",
          "langloc.importance", "langloc.regions_summary", "langloc.region_ablation", "langloc.perturb",
          "langloc.forgetting", "langloc.train", "langloc.transfer", "langloc.share", "langloc.harness"]
 
@@ -361,6 +361,55 @@ def regions_section(o: Output, outputs: list[Output]) -> str:
         body += h.details("region sizes", h.table(size_rows))
     if info:
         body += h.details("importance scores: " + (info.command or ""), h.facts(scalars(info.doc.get("config") or {})))
+    return body + settings(o)
+
+
+def _ci(row: dict, key: str) -> str:
+    """``×v [lo, hi]`` from a validation row's ``key``, ``key``-less ``_lo``/``_hi`` columns."""
+    base = key.removesuffix("_ratio")
+    v, lo, hi = (h.number(row.get(k)) for k in (key, f"{base}_lo", f"{base}_hi"))
+    if v is None or math.isnan(v):
+        return "–"
+    ci = f" [{lo:.2f}, {hi:.2f}]" if lo is not None and hi is not None and not math.isnan(lo) else ""
+    return f"×{v:.2f}{ci}"
+
+
+def _draws(row: dict, key: str) -> str:
+    v, a, b = (h.number(row.get(f"{key}_{k}")) for k in ("ratio", "min", "max"))
+    if v is None or math.isnan(v):
+        return "–"
+    return f"×{v:.2f} ({a:.2f}–{b:.2f}, {row.get(f'{key}_draws', '?')} draws)"
+
+
+@section("langloc.validation", "Validation: are the neurons real?")
+def validation_section(o: Output, _all) -> str:
+    """One verdict per language in words, then the figures behind it (docs/validate.md)."""
+    rows = read_csv(o.folder / "validation.csv")
+    body = "<ul>" + "".join(f"<li>{h.esc(r.get('verdict', ''))}</li>" for r in rows) + "</ul>"
+    yes = lambda v: "yes" if str(v) == "True" else "no"  # noqa: E731
+    table_rows = [{
+        "lang": r["language"],
+        "set (excl./shared)": f"{r['set_size']} ({r['exclusive_size']}/{r['shared_size']})",
+        "shard Jaccard": h.number(r.get("shard_jaccard")),
+        "stable core": h.number(r.get("stable_core")),
+        "own": _ci(r, "own_ratio"),
+        "largest other": f"{_ci(r, 'other_ratio')} {r.get('other_language', '')}",
+        "selective": yes(r.get("selective")),
+        "matched control": _draws(r, "matched"),
+        "random control": _draws(r, "random"),
+        "2nd domain own": _ci(r, "domain_own_ratio"),
+        "2nd domain other": f"{_ci(r, 'domain_other_ratio')} {r.get('domain_other_language', '')}",
+        "holds there": yes(r.get("domain_selective")) if r.get("domain_own_ratio") else "–",
+        "spill-over from": f"{r.get('spill_from', '')} (onto {r.get('spill_language', '')})",
+    } for r in rows]
+    body += h.table(table_rows, caption="Ratios are perplexity ratios (zeroed / base) with 95% bootstrap "
+                                        "intervals over held-out windows; controls: mean over draws (range).")
+    for p in plots_listed(o):
+        body += fig(o, h.png(p, p.stem), p.name)
+    for p in csvs_listed(o):
+        if p.name != "validation.csv":
+            sub = read_csv(p)
+            body += h.details(f"{p.name} ({len(sub)} rows)", h.table(sub, limit=200))
     return body + settings(o)
 
 
