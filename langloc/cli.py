@@ -377,7 +377,7 @@ def train(
     eval_every: int = typer.Option(50, help="Measure perplexity every N steps (and at step 0)."),
     checkpoint_every: int = typer.Option(100, help="Checkpoint weights, optimiser, data position and RNG every N steps."),
     seed: int = typer.Option(0, help="Seed of the data order (the same for every mode)."),
-    resume: bool = typer.Option(False, help="Continue an interrupted mode from its checkpoint."),
+    resume: bool = typer.Option(True, help="Continue an interrupted mode from its checkpoint (the default: rerunning the same command continues; --no-resume refuses to)."),
     corpus: Optional[str] = typer.Option(None, help="Corpus (default: the folder's)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model (default: the folder's)."),
     device: Optional[str] = DeviceOpt,
@@ -413,6 +413,7 @@ def transfer(
     epochs: int = typer.Option(1, help="Epochs over the training items."),
     batch_size: int = typer.Option(8, help="Training batch size."),
     seed: int = typer.Option(0, help="Seed of items, random neurons and training."),
+    save_adapters: Optional[Path] = typer.Option(None, help="Save each trained adapter to SAVE_ADAPTERS/<mode> (then: langloc harness --adapter SAVE_ADAPTERS/neurons ...)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model (default: the neuron set's)."),
     device: Optional[str] = DeviceOpt,
 ):
@@ -478,6 +479,7 @@ def harness(
     zero: str = typer.Option("", help="With --neurons: one condition per language, its neurons set to 0 at every position."),
     random_controls: bool = typer.Option(False, help="With --zero: also random neurons of the same count per layer."),
     intervention: list[Path] = typer.Option([], "--intervention", help="A saved intervention (e.g. steer's interventions/*.json) as one more condition; repeatable."),
+    adapter: list[Path] = typer.Option([], "--adapter", help="A saved LoRA adapter folder (langloc transfer --save-adapters) as one more condition, named adapter:<folder name>; repeatable."),
     base: bool = typer.Option(True, help="Also evaluate the model with no intervention."),
     limit: Optional[float] = typer.Option(None, help="Documents per task (an integer), or a fraction of them (< 1)."),
     num_fewshot: Optional[int] = typer.Option(None, help="Few-shot examples (default: the task's own)."),
@@ -495,7 +497,7 @@ def harness(
 
     Needs the optional extra: pip install 'langloc\\[harness]'. Every condition runs the same
     tasks: the model as it is (base), each --zero language's neurons zeroed (and random
-    controls), each saved --intervention.
+    controls), each saved --intervention, each saved --adapter.
 
     Example: [bold]langloc harness -n runs/gemma/neurons/lape.json --zero fr,zh -t xnli_fr,xnli_zh --limit 200 -o harness/[/]
     Offline: [bold]langloc harness -n runs/gemma/neurons/lape.json --zero fr --bible-choice fr,es --items 50 -o harness/[/]

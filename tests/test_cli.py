@@ -1,6 +1,7 @@
 """The CLI end to end on a tiny local model, and bad input: one clear line, no partial output."""
 
 import csv
+import importlib.util
 import json
 
 import pytest
@@ -283,11 +284,27 @@ def test_transfer_with_a_neuron_masked_adapter(setup, tmp_path):
     out = tmp_path / "transfer.csv"
     assert invoke("transfer", "-n", run / "neurons" / "lape.json", "--language", "fr", "-l", "ru", "-o", out,
                   "--modes", "neurons,none", "--train-items", "4", "--eval-items", "4", "--batch-size", "2",
-                  "--device", "cpu") == 0
+                  "--save-adapters", tmp_path / "adapters", "--device", "cpu") == 0
     rows = list(csv.DictReader(out.open()))
     assert [(r["condition"], r["lang"]) for r in rows] == [("base", "fr"), ("base", "ru"), ("neurons", "fr"),
                                                             ("neurons", "ru"), ("none", "fr"), ("none", "ru")]
     assert all(0.0 <= float(r["accuracy"]) <= 1.0 for r in rows)
+    for r in rows:  # paired gains over the unadapted model on the same items, with their intervals
+        if r["condition"] == "base":
+            assert r["gain_base"] == ""
+        else:
+            for key in ("gain_base", "margin_gain_base"):
+                assert float(r[f"{key}_lo"]) <= float(r[key]) <= float(r[f"{key}_hi"])
+            assert float(r["margin_gain_base"]) != 0.0  # the adapter was trained: the scores moved
+    # The saved adapter through the harness, on the same items: the same accuracy as transfer's own.
+    harness_out = tmp_path / "harness"
+    if importlib.util.find_spec("lm_eval") is not None:
+        assert invoke("harness", "-m", model, "--bible-choice", "fr", "--items", "4", "--max-chars", "300",
+                      "--adapter", tmp_path / "adapters" / "neurons", "--no-base", "-o", harness_out,
+                      "--dtype", "float32", "--device", "cpu") == 0
+        acc = {(r["condition"], r["metric"]): float(r["value"]) for r in csv.DictReader((harness_out / "metrics.csv").open())}
+        ours = [r for r in rows if (r["condition"], r["lang"]) == ("neurons", "fr")][0]
+        assert acc[("adapter:neurons", "acc")] == pytest.approx(float(ours["accuracy"]))
     assert float([r for r in rows if r["condition"] == "neurons"][0]["mask_leak"]) == 0.0
     neurons = [r for r in rows if r["condition"] == "neurons"][0]
     assert (neurons["lora_r"], neurons["lora_alpha"], neurons["gate_only"], neurons["weight_decay"]) == ("8", "16", "False", "0.0")

@@ -173,6 +173,35 @@ def test_saved_adapter_reloads_with_the_same_delta(tmp_path):
         assert torch.allclose(modules[name].get_delta_weight("default"), delta, atol=1e-7)
 
 
+def test_a_saved_adapter_applies_as_a_condition_and_comes_out_again(tmp_path):
+    from langloc.adapters import SavedAdapter
+
+    lm = make_lm("llama")
+    ids = torch.randint(3, 120, (2, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        plain = lm.model(input_ids=ids).logits
+        peft_model = masked_lora(lm, NEURONS, "neurons", down=True)
+        scramble_adapter(peft_model)
+        adapted = lm.model(input_ids=ids).logits
+    save_adapter(peft_model, tmp_path / "neurons")
+    remove_adapter(peft_model)
+    saved = SavedAdapter(tmp_path / "neurons")
+    assert saved.count() == sum(map(len, NEURONS)) and saved.to_dict()["mode"] == "neurons"
+    with torch.no_grad():
+        with saved.apply(lm):
+            again = lm.model(input_ids=ids).logits
+        after = lm.model(input_ids=ids).logits
+    assert (adapted - plain).abs().max() > 1e-3  # the adapter does something ...
+    assert torch.allclose(again, adapted, atol=1e-5)  # ... the same when loaded back ...
+    assert torch.equal(after, plain)  # ... and nothing once taken out
+    assert not any(hasattr(m, "lora_A") for m in lm.model.modules())
+    with pytest.raises(LanglocError, match="layers"):
+        with saved.apply(bind(tiny_model("llama", layers=3, width=WIDTH), CharTokenizer(), "tiny-3")):
+            pass
+    with pytest.raises(LanglocError, match="adapter folder"):
+        SavedAdapter(tmp_path)
+
+
 def test_bad_input_gives_clear_errors():
     lm = make_lm("llama")
     with pytest.raises(LanglocError, match="outside"):

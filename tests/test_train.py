@@ -164,6 +164,7 @@ def test_resume_after_a_crash_is_bit_identical(corpus, tmp_path, monkeypatch, ar
     for (name, p), q in zip(straight.model.named_parameters(), fresh.model.parameters()):
         assert torch.equal(_bits(p.detach()), _bits(q.detach())), name
     assert got.rows == ref.rows and got.losses == ref.losses
+    assert got.windows == ref.windows and {w["step"] for w in got.windows} == {0, 2, 4, 6}  # per-window NLLs too
     _assert_frozen_exact(fresh, before, region)
     assert not (tmp_path / "resumed" / "checkpoint.pt").exists()
     again = train(_lm(arch), corpus, "fr", frozen=region, out=tmp_path / "resumed", **kw)
@@ -216,8 +217,17 @@ def test_forgetting_runs_three_modes_on_the_same_data_from_the_same_weights(corp
     assert len(first_loss) == 1
     ends = {r["mode"]: r["ppl"] for r in rows if r["step"] == 2 and r["language"] == "en"}
     assert len(set(ends.values())) == 3  # the frozen regions did make a difference
-    for f in ("forgetting.csv", "summary.csv", "plots/forgetting.png"):
+    for f in ("forgetting.csv", "summary.csv", "plots/forgetting.png", "none/window_nll.csv"):
         assert (tmp_path / f).stat().st_size > 0
+    with open(tmp_path / "summary.csv") as fh:
+        summary = list(csv.DictReader(fh))
+    for row in summary:  # paired intervals over held-out windows around each ratio
+        assert float(row["ratio_lo"]) <= float(row["ratio"]) <= float(row["ratio_hi"])
+        assert float(row["vs_none_lo"]) <= float(row["vs_none"]) <= float(row["vs_none_hi"])
+        if row["mode"] == "none":
+            assert float(row["vs_none"]) == 1.0 == float(row["vs_none_lo"]) == float(row["vs_none_hi"])
+        else:  # frozen entries make the end perplexity differ from the nothing-frozen run's
+            assert float(row["vs_none"]) != 1.0
     assert forgetting(lm, corpus, "fr", core, out=tmp_path, **kw) == rows  # finished modes are reused
     control = random_region_like(lm, core, seed=7)
     forgetting(lm, corpus, "fr", core, control=control, modes=["random"], out=tmp_path / "control", **kw)

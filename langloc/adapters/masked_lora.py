@@ -28,6 +28,7 @@ model, and :func:`remove_adapter` takes the adapter out again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -388,3 +389,45 @@ def remove_adapter(peft_model) -> nn.Module:
         if name in flags:
             p.requires_grad_(flags[name])
     return model
+
+
+class SavedAdapter:
+    """A condition for :func:`langloc.evaluate.harness.harness_study`: an adapter folder written
+    by :func:`save_adapter` (e.g. ``langloc transfer --save-adapters``), put into the model for
+    the duration of ``apply`` and taken out again afterwards (weights untouched)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        info = self.path / "langloc_adapter.json"
+        if not info.is_file() or not (self.path / "adapter_config.json").is_file():
+            raise LanglocError(f"{self.path} is not an adapter folder written by langloc (langloc transfer "
+                               "--save-adapters): it needs adapter_config.json and langloc_adapter.json")
+        self.spec = json.loads(info.read_text(encoding="utf-8"))
+
+    def count(self) -> int:
+        """Neurons the MLP adapter was masked to (0: unmasked or no MLP adapter)."""
+        return sum(len(i) for i in self.spec.get("neurons") or [])
+
+    def to_dict(self) -> dict:
+        return {"adapter": str(self.path), **{k: v for k, v in self.spec.items() if k not in ("neurons", "targets")}}
+
+    @contextlib.contextmanager
+    def apply(self, lm):
+        from peft import PeftModel
+
+        if (self.spec["num_layers"], self.spec["intermediate_size"]) != (lm.num_layers, lm.intermediate_size):
+            raise LanglocError(f"adapter {self.path} was made for a model with {self.spec['num_layers']} layers of "
+                               f"{self.spec['intermediate_size']} neurons, not this one "
+                               f"({lm.num_layers} x {lm.intermediate_size})")
+        if any(hasattr(m, "lora_A") for m in lm.model.modules()):
+            raise LanglocError("this model already carries a LoRA adapter")
+        flags = {name: p.requires_grad for name, p in lm.model.named_parameters()}
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*fan_in_fan_out.*")
+            peft_model = PeftModel.from_pretrained(lm.model, str(self.path))
+        peft_model.langloc_requires_grad = flags
+        peft_model.eval()
+        try:
+            yield peft_model
+        finally:
+            remove_adapter(peft_model)

@@ -3,9 +3,12 @@ evaluate on other languages' items, for each adapter mode and the unadapted mode
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
-from langloc.adapters.masked_lora import ADAPTER_MODES as MODES, mask_leak, masked_lora, remove_adapter, trainable_parameters
+from langloc.adapters.masked_lora import (
+    ADAPTER_MODES as MODES, mask_leak, masked_lora, remove_adapter, save_adapter, trainable_parameters,
+)
 from langloc.adapters.train import train_adapter
 from langloc.controls import derive_seed
 from langloc.errors import LanglocError
@@ -35,16 +38,41 @@ def preset_settings(preset: str, *, r: int | None = None, alpha: int | None = No
     return out
 
 
-def _evaluate(model, eval_items, batch_size, progress, seed: int = 0) -> dict[str, dict]:
-    """Accuracy per language with its 95% bootstrap interval over items (the same item
-    resamples for every condition of a language)."""
-    out = {}
+def _margins(items, scores) -> list[float]:
+    """Per item: log-likelihood of the right choice minus that of the best wrong one (> 0: right).
+    A graded version of accuracy, so that a small shift of the model shows before it flips items."""
+    return [row[it.label] - max(v for j, v in enumerate(row) if j != it.label) for it, row in zip(items, scores)]
+
+
+def _evaluate(model, eval_items, batch_size, progress, seed: int = 0) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Accuracy and mean margin per language with 95% bootstrap intervals over items (the same
+    item resamples for every condition of a language); and the per-item values."""
+    out, per_item = {}, {}
     for lang, items in eval_items.items():
         scores = score_choices(model, items, batch_size=batch_size, progress=progress)
-        lo, hi = mean_ci(choice_correct(items, scores), seed=derive_seed(seed, f"bootstrap:{lang}"))
+        correct, margin = choice_correct(items, scores), _margins(items, scores)
+        lo, hi = mean_ci(correct, seed=derive_seed(seed, f"bootstrap:{lang}"))
+        mlo, mhi = mean_ci(margin, seed=derive_seed(seed, f"bootstrap:{lang}"))
         out[lang] = {"accuracy": choice_accuracy(items, scores), "accuracy_lo": lo, "accuracy_hi": hi,
-                     "acc_norm": choice_accuracy(items, scores, norm="chars"), "n": len(items)}
-    return out
+                     "acc_norm": choice_accuracy(items, scores, norm="chars"), "margin": sum(margin) / len(margin),
+                     "margin_lo": mlo, "margin_hi": mhi, "n": len(items)}
+        per_item[lang] = {"correct": correct, "margin": margin}
+    return out, per_item
+
+
+def add_gains(rows: list[dict], per_item: dict[str, dict], reference: str, seed: int = 0) -> None:
+    """Add to every row of a condition other than ``reference`` its paired gain over
+    ``reference`` on the same items: ``gain_<reference>`` (accuracy points, as a fraction) and
+    ``margin_gain_<reference>``, each with a 95% bootstrap interval over items."""
+    for row in rows:
+        cond, lang = row["condition"], row["lang"]
+        if cond == reference or (reference, lang) not in per_item or (cond, lang) not in per_item:
+            continue
+        a, b = per_item[(cond, lang)], per_item[(reference, lang)]
+        for key, name in (("correct", f"gain_{reference}"), ("margin", f"margin_gain_{reference}")):
+            diff = [x - y for x, y in zip(a[key], b[key])]
+            row[name] = sum(diff) / len(diff)
+            row[f"{name}_lo"], row[f"{name}_hi"] = mean_ci(diff, seed=derive_seed(seed, f"bootstrap:{lang}"))
 
 
 def transfer_study(
@@ -67,20 +95,34 @@ def transfer_study(
     eval_batch_size: int = 8,
     seed: int = 0,
     progress: bool = True,
+    harness=None,
+    save_adapters=None,
 ) -> list[dict]:
     """One row per (condition, evaluation language): ``condition`` is ``base`` (no adapter)
     or an adapter mode of :func:`masked_lora`; every adapter is trained on ``train_items``
     (the right answers, loss on the answer tokens) from the same seed and removed again
-    afterwards, so ``lm`` ends as it started."""
+    afterwards, so ``lm`` ends as it started. Rows also carry paired gains over ``base`` and
+    over ``random`` (:func:`add_gains`). ``harness``: called with each condition's name while
+    that condition's model is in place (e.g. to run lm-evaluation-harness tasks on it).
+    ``save_adapters``: a folder; each trained adapter is saved to ``<folder>/<mode>``
+    (:func:`save_adapter`), for ``langloc harness --adapter``."""
     unknown = [m for m in modes if m not in MODES]
     if unknown:
         raise LanglocError(f"unknown adapter mode(s) {', '.join(unknown)}; use {', '.join(MODES)}")
     if not eval_items:
         raise LanglocError("no evaluation languages")
-    rows = []
+    rows, per_item = [], {}
+
+    def evaluate(condition: str, info: dict) -> None:
+        res, items = _evaluate(lm, eval_items, eval_batch_size, progress, seed)
+        for lang in res:
+            rows.append({"condition": condition, "lang": lang, **res[lang], **info})
+            per_item[(condition, lang)] = items[lang]
+        if harness is not None:
+            harness(condition)
+
     if baseline:
-        for lang, res in _evaluate(lm, eval_items, eval_batch_size, progress, seed).items():
-            rows.append({"condition": "base", "lang": lang, **res})
+        evaluate("base", {})
     pairs = training_pairs(train_items)
     for mode in modes:
         peft_model = masked_lora(lm, neurons, mode, r=r, alpha=alpha, attention=attention, down=down,
@@ -89,14 +131,18 @@ def transfer_study(
             trained = train_adapter(lm, pairs, lr=lr, weight_decay=weight_decay, epochs=epochs,
                                     batch_size=batch_size, seed=seed, progress=progress)
             spec = peft_model.langloc_spec
+            if save_adapters is not None:
+                save_adapter(peft_model, Path(save_adapters) / mode)
             info = {"lora_r": r, "lora_alpha": alpha, "gate_only": gate_only, "weight_decay": weight_decay,
                     "train_loss_first": trained.losses[0], "train_loss_last": trained.final_loss,
                     "train_steps": trained.steps, "train_seconds": round(trained.seconds, 2),
                     "trainable": trainable_parameters(peft_model),
                     "neurons": None if spec.neurons is None else sum(len(i) for i in spec.neurons),
                     "mask_leak": mask_leak(peft_model)}
-            for lang, res in _evaluate(lm, eval_items, eval_batch_size, progress, seed).items():
-                rows.append({"condition": mode, "lang": lang, **res, **info})
+            evaluate(mode, info)
         finally:
             remove_adapter(peft_model)
+    # Paired gains: over the unadapted model, and the set's neurons over random neurons of the same count.
+    for reference in ("base", "random"):
+        add_gains(rows, per_item, reference, seed)
     return rows

@@ -127,7 +127,9 @@ def choice_task_yaml(folder: str | Path, name: str, items: Sequence) -> Path:
 def harness_study(lm, tasks: Sequence[str], conditions: dict, *, out: str | Path, limit: int | float | None = None,
                   num_fewshot: int | None = None, batch_size: int = 8, include_path: str | Path | None = None,
                   seed: int = 0, settings: dict | None = None) -> list[dict]:
-    """Every harness task under every condition (name -> Intervention or None for the model
+    """Every harness task under every condition (name -> Intervention, a saved adapter
+    (:class:`langloc.adapters.masked_lora.SavedAdapter`: anything with ``apply(lm)``,
+    ``to_dict()`` and ``count()``) or None for the model
     as it is); writes ``out/results.json`` (the harness's results per condition, with metadata)
     and ``out/metrics.csv`` (condition, task, metric, value) and returns the rows."""
     import time

@@ -25,7 +25,9 @@ class Config(StudyConfig):
     verse-translation choice task (harness tasks langloc_bible_choice_<lang>); model: default
     the neuron set's, else gemma-3-270m; neurons: neuron set for zero; zero: one condition per
     language, its neurons set to 0; random_controls: with zero, also random neurons; intervention:
-    saved interventions, one condition each (named by file stem); base: also the model as it is;
+    saved interventions, one condition each (named by file stem); adapter: saved LoRA adapter
+    folders (langloc transfer --save-adapters), one condition each (adapter:<folder name>);
+    base: also the model as it is;
     limit: documents per task (whole number) or a fraction (< 1); num_fewshot: few-shot
     examples; include_path: folder of own task YAML files; items, choice_target, max_chars:
     the Bible choice task's; seed: harness, controls and items; batch_size: sequences per
@@ -38,6 +40,7 @@ class Config(StudyConfig):
     zero: tuple[str, ...] = ()
     random_controls: bool = False
     intervention: tuple[Path, ...] = ()
+    adapter: tuple[Path, ...] = ()
     base: bool = True
     limit: Optional[Union[int, float]] = None
     num_fewshot: Optional[int] = None
@@ -108,8 +111,12 @@ def run(lm, config: Config, out: str | Path) -> Manifest:
     H._lm_eval()  # a missing extra fails before anything loads
     limit = _check(c)
     ivs = {Path(p).stem: Intervention.load(p) for p in c.intervention}
+    if c.adapter:
+        from langloc.adapters.masked_lora import SavedAdapter
+
+        ivs.update({f"adapter:{Path(p).name}": SavedAdapter(p) for p in c.adapter})
     if not (c.base or c.zero or ivs):
-        raise LanglocError("no condition to evaluate: --no-base with no --zero or --intervention")
+        raise LanglocError("no condition to evaluate: --no-base with no --zero, --intervention or --adapter")
     if c.bible_choice and c.include_path is not None:
         raise LanglocError("--bible-choice writes its own task folder; use it or --include-path, not both")
     choice_items = {}

@@ -27,7 +27,8 @@ class Config(StudyConfig):
     choices; train_items, eval_items: items; preset: langloc or mondal adapter settings, with
     r and alpha overriding it; attention: also plain LoRA on attention; down: also adapt the
     MLP output projection; lr, epochs, batch_size: training; seed: items, random neurons and
-    training; model, device: default the neuron set's model; progress: bars."""
+    training; save_adapters: save each trained adapter to SAVE_ADAPTERS/<mode> (for langloc
+    harness --adapter); model, device: default the neuron set's model; progress: bars."""
 
     neurons: Path
     language: str
@@ -45,6 +46,7 @@ class Config(StudyConfig):
     epochs: int = 1
     batch_size: int = 8
     seed: int = 0
+    save_adapters: Optional[Path] = None
     model: Optional[str] = None
     device: Optional[str] = None
     progress: bool = True
@@ -70,7 +72,8 @@ def run(lm, config: Config, out: str | Path) -> Manifest:
     ns.check_model(lm)
     rows = transfer_study(lm, ns.layers(c.language), train_items=train_set, eval_items=evals, modes=list(c.modes),
                           **settings, attention=c.attention, down=c.down, lr=c.lr, epochs=c.epochs,
-                          batch_size=c.batch_size, seed=c.seed, progress=c.progress)
+                          batch_size=c.batch_size, seed=c.seed, progress=c.progress,
+                          save_adapters=c.save_adapters)
     write_csv(out, rows, list(dict.fromkeys(k for row in rows for k in row)))
     manifest = make_manifest(
         KIND, model=lm.meta, corpus={"name": "bible", "task": "bible-choice", "target": c.target},

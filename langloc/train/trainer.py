@@ -12,6 +12,8 @@ An output folder of :func:`train`::
     OUT/train.json         the manifest (langloc.manifest), settings, frozen region (size, digest),
                            final summary
     OUT/perplexity.csv     step, language, ppl   (held-out "eval" split; step 0 = before training)
+    OUT/window_nll.csv     step, language, window, nll, tokens (the same evaluations per held-out window:
+                           paired bootstrap intervals over windows, see :func:`forgetting`)
     OUT/loss.csv           step, loss, lr        (training loss of every step)
     OUT/plots/training.png perplexity / perplexity at step 0 against step, per language
     OUT/checkpoint.pt      while running: everything needed to resume (removed when done)
@@ -44,7 +46,7 @@ from tqdm.auto import tqdm
 from langloc.artefacts import atomic_path, check_same_model, weights_fingerprint, write_csv, write_json
 from langloc.data.packing import corpus_windows
 from langloc.errors import LanglocError
-from langloc.evaluate.perplexity import perplexity
+from langloc.evaluate.perplexity import window_nll
 from langloc.manifest import make_manifest, read_manifest, stamp, write_manifest
 from langloc.regions import Region, check_region, region_size
 from langloc.train.freezing import RegionFreezer, check_region_tensors, optimizer_step
@@ -56,6 +58,7 @@ FREEZE_MODES = ("core", "random", "none")  # what is frozen: the core region, a 
 CHECKPOINT = "checkpoint.pt"
 RESULT = "train.json"
 PPL_CSV = "perplexity.csv"
+WINDOW_CSV = "window_nll.csv"
 LOSS_CSV = "loss.csv"
 MIN_LR_RATIO = 0.1  # the cosine schedule decays to 10% of the peak learning rate
 BETAS = (0.9, 0.95)
@@ -69,6 +72,7 @@ class TrainResult:
     losses: list[dict]  # step, loss, lr
     meta: dict = field(default_factory=dict)  # the contents of train.json
     reused: bool = False  # True: a finished run with the same settings was found in `out`
+    windows: list[dict] = field(default_factory=list)  # step, language, window, nll, tokens
 
     def ppl(self, step: int, language: str) -> float:
         for r in self.rows:
@@ -196,13 +200,21 @@ def _read_rows(path: Path) -> list[dict]:
         return [{"step": int(r["step"]), "language": r["language"], "ppl": float(r["ppl"])} for r in csv.DictReader(fh)]
 
 
+def _read_windows(path: Path) -> list[dict]:
+    if not path.is_file():  # a run finished before window NLLs were recorded
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        return [{"step": int(r["step"]), "language": r["language"], "window": int(r["window"]), "nll": float(r["nll"]),
+                 "tokens": int(r["tokens"])} for r in csv.DictReader(fh)]
+
+
 def _settings_diff(a: dict, b: dict) -> str:
     keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
     return ", ".join(f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in keys)
 
 
 def _save_checkpoint(path: Path, *, settings: dict, step: int, batch_size: int, params: dict, optimizer, scaler,
-                     rows: list[dict], losses: list[dict]) -> None:
+                     rows: list[dict], losses: list[dict], windows: list[dict]) -> None:
     state = {
         "settings": json.dumps(settings, sort_keys=True),
         "step": step,
@@ -214,6 +226,7 @@ def _save_checkpoint(path: Path, *, settings: dict, step: int, batch_size: int, 
         "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "rows": json.dumps(rows),
         "losses": json.dumps(losses),
+        "windows": json.dumps(windows),
     }
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
@@ -303,7 +316,8 @@ def train(
         if done["settings"] != json.loads(json.dumps(settings)):
             raise LanglocError(f"{out} already holds a finished training run with other settings "
                                f"({_settings_diff(done['settings'], settings)}); choose another --out")
-        return TrainResult(out, _read_rows(out / PPL_CSV), [], done, reused=True)
+        return TrainResult(out, _read_rows(out / PPL_CSV), [], done, reused=True,
+                           windows=_read_windows(out / WINDOW_CSV))
     if ckpt_path.is_file() and not resume:
         raise LanglocError(f"{out} holds an interrupted training run ({CHECKPOINT}); pass --resume to continue it "
                            f"(or delete {ckpt_path} to start over)")
@@ -322,7 +336,7 @@ def train(
     eval_windows = {lg: corpus_windows(lm, corpus, lg, "eval", window=window, max_tokens=eval_tokens)
                     for lg in [lang] + eval_langs}
     batches = _Batches(windows, batch_size, seed)
-    start, rows, losses = 0, [], []
+    start, rows, losses, wrows = 0, [], [], []
     if resume and ckpt_path.is_file():
         state = _load_checkpoint(ckpt_path, settings)
         with torch.no_grad():
@@ -335,6 +349,7 @@ def train(
         if state["rng_cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng_cuda"])
         start, rows, losses = state["step"], json.loads(state["rows"]), json.loads(state["losses"])
+        wrows = json.loads(state.get("windows", "[]"))
         if freezer is not None and freezer.mismatches():
             raise LanglocError(f"checkpoint {ckpt_path} does not hold the frozen region at its original values; "
                                "delete it to start over")
@@ -344,9 +359,14 @@ def train(
     def evaluate(step: int) -> None:
         lm.model.eval()
         for lg, w in eval_windows.items():
-            rows.append({"step": step, "language": lg, "ppl": perplexity(lm, w, batch_size)})
+            nlls = window_nll(lm, w, batch_size)
+            tokens = w.shape[1] - 1
+            rows.append({"step": step, "language": lg, "ppl": math.exp(nlls.sum().item() / (tokens * len(w)))})
+            wrows.extend({"step": step, "language": lg, "window": i, "nll": float(v), "tokens": tokens}
+                         for i, v in enumerate(nlls.tolist()))
         lm.model.train()
         write_csv(out / PPL_CSV, rows, ["step", "language", "ppl"])
+        write_csv(out / WINDOW_CSV, wrows, ["step", "language", "window", "nll", "tokens"])
 
     name = label or lang
     out.mkdir(parents=True, exist_ok=True)
@@ -381,7 +401,7 @@ def train(
                 evaluate(step)
             if step % checkpoint_every == 0 and step < steps:
                 _save_checkpoint(ckpt_path, settings=settings, step=step, batch_size=batch_size, params=params,
-                                 optimizer=optimizer, scaler=scaler, rows=rows, losses=losses)
+                                 optimizer=optimizer, scaler=scaler, rows=rows, losses=losses, windows=wrows)
         seconds = busy / ran if ran else None
         bar.close()
     finally:
@@ -415,12 +435,40 @@ def train(
                   f"Further pre-training on {lang}" + (f" ({label})" if label else "") + ": held-out perplexity")
     write_json(out / RESULT, meta)  # last: its presence marks the run as finished
     ckpt_path.unlink(missing_ok=True)
-    return TrainResult(out, rows, losses, meta)
+    return TrainResult(out, rows, losses, meta, windows=wrows)
 
 
 def _step(optimizer, parameters, **kwargs):
     """One optimiser step (a separate function so that tests can interrupt training here)."""
     return optimizer_step(optimizer, parameters, **kwargs)
+
+
+def _window_nll(windows: list[dict], step: int, language: str) -> tuple[list[float], list[int]]:
+    got = sorted((w["window"], w["nll"], w["tokens"]) for w in windows if w["step"] == step and w["language"] == language)
+    return [g[1] for g in got], [g[2] for g in got]
+
+
+def add_intervals(summary: list[dict], windows: dict[str, list[dict]], last: int, seed: int = 0) -> None:
+    """Add 95% paired bootstrap intervals over held-out windows to ``summary``'s rows (mode,
+    language): ``ratio_lo/hi`` for perplexity after / before training, and ``vs_none`` (with
+    ``vs_none_lo/hi``) for perplexity after training in this mode / after training with nothing
+    frozen, on the same windows. Rows whose mode has no window NLLs (older runs) get none."""
+    from langloc.controls import derive_seed
+    from langloc.evaluate.bootstrap import perplexity_ratio_ci
+
+    for row in summary:
+        mode, lg = row["mode"], row["language"]
+        start, tokens = _window_nll(windows.get(mode, []), 0, lg)
+        end, _ = _window_nll(windows.get(mode, []), last, lg)
+        if not start or len(start) != len(end):
+            continue
+        row["ratio_lo"], row["ratio_hi"] = perplexity_ratio_ci(start, end, tokens,
+                                                               seed=derive_seed(seed, f"forgetting:{lg}"))
+        ref, _ = _window_nll(windows.get("none", []), last, lg)
+        if len(ref) == len(end):
+            row["vs_none"] = math.exp((sum(end) - sum(ref)) / sum(tokens))
+            row["vs_none_lo"], row["vs_none_hi"] = perplexity_ratio_ci(ref, end, tokens,
+                                                                       seed=derive_seed(seed, f"forgetting:{lg}"))
 
 
 def forgetting(
@@ -473,7 +521,7 @@ def forgetting(
     # Every mode starts from the original weights: keep a copy (on the CPU) to restore them.
     original = {n: p.detach().to("cpu", copy=True) for n, p in lm.model.named_parameters()}
     original_fp = lm.meta.get("weights_fingerprint")
-    combined = []
+    combined, windows = [], {}
     try:
         for mode in modes:
             result = train(lm, corpus, lang, frozen=regions[mode], out=out / mode, seed=seed, resume=resume,
@@ -483,6 +531,7 @@ def forgetting(
                     for n, p in lm.model.named_parameters():
                         p.copy_(original[n])
                 lm.meta["weights_fingerprint"] = original_fp
+            windows[mode] = result.windows
             base = {r["language"]: r["ppl"] for r in result.rows if r["step"] == 0}
             combined += [{"mode": mode, **r, "ratio": r["ppl"] / base[r["language"]]} for r in result.rows]
     finally:
@@ -496,7 +545,8 @@ def forgetting(
                 "ppl_start": next(s["ppl"] for s in combined if s["mode"] == r["mode"] and s["step"] == 0
                                   and s["language"] == r["language"]),
                 "ppl_end": r["ppl"], "ratio": r["ratio"]} for r in combined if r["step"] == last]
-    write_csv(out / "summary.csv", summary, ["mode", "language", "trained", "ppl_start", "ppl_end", "ratio"])
+    add_intervals(summary, windows, last, seed)
+    write_csv(out / "summary.csv", summary, list(dict.fromkeys(k for row in summary for k in row)))
     plot_forgetting(combined, out / "plots" / "forgetting.png", lang)
     config = {"language": lang, "modes": modes, "frozen_entries": {m: region_size(r) if r is not None else 0
                                                                    for m, r in regions.items() if m in modes},
