@@ -76,7 +76,7 @@ WRITTEN = {
     "langloc.neuron_set": ("run/neurons/lape.json", "identify", True),
     "langloc.ablation": ("run/ablation.manifest.json", "ablate", True),
     "langloc.compare": ("cmp/compare.manifest.json", "compare", True),
-    "langloc.intervention": ("steer/interventions/thresholding-fr.json", "steer", False),
+    "langloc.intervention": ("steer/interventions/thresholding-en-fr.json", "steer", False),
     "langloc.steer": ("steer/steer.json", "steer", False),
     "langloc.transfer": ("transfer.manifest.json", "transfer", True),
     "langloc.importance": ("regions/importance.json", "importance", True),
