@@ -171,26 +171,16 @@ def steer(
     alphas: str = typer.Option("2,4,8", help="DiffMean strengths the search tries."),
     k: Optional[float] = typer.Option(None, help="Strict judge: perplexity at most k x the native median (default: measured, the 95th percentile of the unsteered model's native ppl / median; do not tune it)."),
     max_new_tokens: int = typer.Option(32, help="Tokens generated per prompt."),
-    sample: bool = typer.Option(False, help="Sample instead of greedy decoding."),
-    temperature: float = typer.Option(1.0, help="Sampling temperature (with --sample)."),
-    top_p: float = typer.Option(1.0, help="Nucleus sampling mass (with --sample)."),
     no_repeat_ngram_size: int = typer.Option(0, help="Never repeat an n-gram of this size (Hugging Face generate; 0: off)."),
     repetition_penalty: float = typer.Option(1.0, help="Hugging Face generate's repetition penalty (1.0: off, the default; report both if you use one)."),
     seed: int = typer.Option(0, help="Seed for sampling; the random controls' and the bootstrap's seeds are derived from it (docs/statistics.md)."),
-    batch_size: int = typer.Option(16, help="Prompts per generate call."),
-    max_ppl: float = typer.Option(200.0, help="Lenient judge: fluent if the unsteered model's perplexity of the output is at most this."),
     min_distinct: float = typer.Option(0.5, help="Both judges: at least this share of the output's tokens are distinct."),
     controls: bool = typer.Option(True, help="Also run each method's random control (random neurons of the same count per layer; for DiffMean a random direction of the same norm)."),
     control_draws: int = typer.Option(1, help="Independent draws of each random control; its rates are their mean."),
     dtype: str = DtypeOpt,
     device: Optional[str] = DeviceOpt,
 ):
-    """Steer the output language with language neurons and with DiffMean, under a strict judge.
-
-    A success must be in the target language over >= 80% of the output (each chunk identified
-    on its own by py3langid), in the target's script, and no less fluent than k x the median
-    perplexity of the model's own native writing in the target (k measured, not tuned). The
-    lenient judge (whole output, perplexity <= 200) is reported beside it.
+    """Steer the output language with neurons and DiffMean, under a strict judge (docs/methods.md §7a).
 
     Example: [bold]langloc steer -n runs/gemma/neurons/lape.json -t fr,zh --run runs/gemma -o steer/[/]
     """

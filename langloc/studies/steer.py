@@ -193,6 +193,10 @@ def run(lm, config: Config, out: str | Path | None) -> Manifest:
         raise LanglocError("give at least one target language (--target)")
     if not c.source:
         raise LanglocError("give the source language of the prompts (--source)")
+    from langloc.intervene.intervention import POSITIONS
+
+    if not c.positions or any(p not in POSITIONS for p in c.positions):
+        raise LanglocError(f"--positions must be one or more of {', '.join(POSITIONS)}, got {','.join(c.positions)!r}")
     spec = _spec(c) if c.search else None
     gen = Generation(max_new_tokens=c.max_new_tokens, do_sample=c.sample, temperature=c.temperature, top_p=c.top_p,
                      seed=c.seed, batch_size=c.batch_size, repetition_penalty=c.repetition_penalty,
