@@ -39,7 +39,7 @@ def made(tmp_path_factory):
         ["ablate", run, "--eval-tokens", "128", "--seed", "5", *DEV],
         ["compare", run / "neurons" / "lape.json", run / "neurons" / "thresholding.json", "-o", cmp_],
         ["steer", "-n", run / "neurons" / "thresholding.json", "-t", "fr", "--run", run, "-o", steer,
-         "--prompts", prompts, "--no-search", "--max-new-tokens", "3", "--no-controls", *DEV],
+         "--prompts", prompts, "--no-search", "--layers", "1", "--max-new-tokens", "3", "--no-controls", *DEV],
         ["transfer", "-n", run / "neurons" / "lape.json", "--language", "fr", "-l", "ru", "-o", root / "transfer.csv",
          "--modes", "none", "--train-items", "2", "--eval-items", "2", "--batch-size", "2", *DEV],
         ["importance", "-m", model, "--corpus", corpus, "-l", "en,fr", "--tokens", "64", "--window", "64", "-o", reg,

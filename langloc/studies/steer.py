@@ -226,6 +226,10 @@ def run(lm, config: Config, out: str | Path | None) -> Manifest:
                            str(c.run or c.neurons[0]))
     values = _values(lm, c, run_meta)
     methods = [NeuronMethod(name, ns) for name, ns in sets.items()]
+    groups = spec.residual_layers if spec is not None else (tuple(c.layers),)
+    if c.diffmean and any(not 0 <= l < lm.num_layers for g in groups for l in g):
+        raise LanglocError(f"DiffMean layers {', '.join(map(str, sorted({l for g in groups for l in g})))} must lie in "
+                           f"0..{lm.num_layers - 1} (the model has {lm.num_layers} layers)")
     if c.diffmean:
         values.stats.mean_residual(c.source)  # a clear error for statistics without residual sums
         methods.append(DiffMeanMethod(values.stats))
