@@ -228,32 +228,42 @@ def test_methods_compare_and_steer_end_to_end(setup, tmp_path):
     tune.write_text("Of the land\nWith the word\n", encoding="utf-8")
     out = tmp_path / "steer"
     assert invoke("steer", "-n", sets[1], "-n", sets[2], "-t", "fr,ru", "--run", run, "-o", out,
-                  "--prompts", prompts, "--tune-prompts", tune, "--strengths", "1,2", "--max-new-tokens", "6",
-                  "--positions", "all", "--device", "cpu") == 0
+                  "--prompts", prompts, "--tune-prompts", tune, "--rules", "set:1,add:1,scale:2",
+                  "--residual-layers", "0,0-1", "--alphas", "2", "--matrix-sources", "fr", "--max-new-tokens", "6",
+                  "--device", "cpu") == 0
     result = json.loads((out / "steer.json").read_text())
     assert [(r["method"], r["target"]) for r in result["rows"]] == [
-        ("thresholding", "fr"), ("thresholding", "ru"), ("expert_units", "fr"), ("expert_units", "ru")]
-    assert all(r["n"] == 3 and r["control_target_rate"] is not None for r in result["rows"])
-    assert len(result["details"][0]["search"]) == 2 + 2 + 1  # on x 2, on+off x 2, off
+        ("thresholding", "fr"), ("thresholding", "ru"), ("expert_units", "fr"), ("expert_units", "ru"),
+        ("diffmean", "fr"), ("diffmean", "ru")]
+    assert all(r["n"] == 3 and r["control_strict_rate"] is not None for r in result["rows"])
+    assert [t["label"] for t in result["details"][0]["search"]] == [
+        "on(mean_activex1)", "on(+mean_activex1)", "on(x2)"]
+    assert [t["label"] for t in result["details"][4]["search"]] == ["diffmean(L0x2)", "diffmean(L0-1x2)"]
     assert result["details"][2]["chosen"]["value"] == "median_response"  # expert units' own value
-    gens = (out / "generations.jsonl").read_text().splitlines()
-    assert len(gens) == 3 + 4 * 3 * (1 + 3)  # unsteered + (steered + 3 control draws) per row
+    assert result["k"] > 0 and {r["language"] for r in result["native"]} == {"fr", "ru"}
+    gens = [json.loads(x) for x in (out / "generations.jsonl").read_text().splitlines()]
+    assert all("strict" in g and "success" in g for g in gens)
+    assert {g["method"] for g in gens} == {"native", "unsteered", "thresholding", "expert_units", "diffmean",
+                                           "random:thresholding", "random:expert_units", "random:diffmean"}
+    matrix = list(csv.DictReader((out / "matrix.csv").open()))
+    assert {(r["source"], r["target"]) for r in matrix} == {("en", "fr"), ("en", "ru"), ("fr", "ru")}
     summary = list(csv.DictReader((out / "summary.csv").open()))
-    for r in summary:  # rates with 95% intervals over prompts; the control over its 3 draws
-        for k in ("fluent_target_rate", "target_rate", "fluent_rate", "control_fluent_target_rate",
-                  "unsteered_target_rate"):
+    for r in summary:  # rates with 95% intervals over prompts
+        for k in ("strict_rate", "fluent_target_rate", "target_rate", "control_strict_rate"):
             assert float(r[f"{k}_lo"]) <= float(r[k]) <= float(r[f"{k}_hi"])
-        assert r["control_draws"] == "3"
-        assert float(r["control_fluent_target_rate_min"]) <= float(r["control_fluent_target_rate"]) \
-            <= float(r["control_fluent_target_rate_max"])
-    assert (out / "interventions" / "expert_units-ru.json").is_file() and (out / "steering.png").is_file()
+    methods = list(csv.DictReader((out / "methods.csv").open()))
+    assert [m["method"] for m in methods] == ["thresholding", "expert_units", "diffmean"]
+    assert (out / "interventions" / "diffmean-en-ru.json").is_file() and (out / "steering.png").is_file()
+    from langloc.intervene import Intervention
+
+    assert Intervention.load(out / "interventions" / "diffmean-en-ru.json").edits[0].rule == "residual_add"
 
     # A fixed setting without search, a quantile value, generated positions only.
     assert invoke("steer", "-n", sets[1], "-t", "fr", "--run", run, "-o", tmp_path / "fixed", "--prompts", prompts,
-                  "--no-search", "--mode", "on+off", "--value", "p90", "--strength", "2",
+                  "--no-search", "--mode", "on+off", "--value", "p90", "--strength", "2", "--no-diffmean",
                   "--positions", "generated", "--max-new-tokens", "4", "--no-controls", "--device", "cpu") == 0
     fixed = json.loads((tmp_path / "fixed" / "steer.json").read_text())
-    assert fixed["rows"][0]["setting"] == "on(p90x2)+off@generated" and fixed["rows"][0]["control_target_rate"] is None
+    assert fixed["rows"][0]["setting"] == "on(p90x2)+off@generated" and fixed["rows"][0].get("control_strict_rate") is None
 
 
 @pytest.mark.parametrize("args, message", [
@@ -264,6 +274,8 @@ def test_methods_compare_and_steer_end_to_end(setup, tmp_path):
     (["-t", "xx"], "has no neurons for xx"),
     (["--max-new-tokens", "0"], "max_new_tokens and batch_size must be positive"),
     (["--min-distinct", "2"], "min_distinct must be in [0.0, 1.0]"),
+    (["--target", "fr", "--search", "--residual-layers", "x"], "--residual-layers"),
+    (["--search", "--rules", "flip:2"], "--rules"),
 ])
 def test_steer_bad_input(setup, capsys, tmp_path, args, message):
     root, model, corpus, run = setup

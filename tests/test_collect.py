@@ -84,3 +84,30 @@ def test_statistics_carry_metadata(lm, corpus, tmp_path):
     with safe_open(str(tmp_path / "run" / "stats" / "en.safetensors"), "pt") as f:
         assert json.loads(f.metadata()["langloc"])["language"] == "en"
     assert ActivationStats.load(tmp_path / "run").meta["seed"] == 3
+
+
+def test_residual_means_and_diffmean_equal_a_direct_computation(lm, corpus, tmp_path):
+    """collect's per-layer residual sums give the mean decoder-layer output per language, and
+    DiffMean vectors (mean[target] - mean[source]) equal the same computed from stored states."""
+    from langloc.steer.diffmean import diffmean_vectors
+
+    stats = collect(lm, corpus, ["en", "ru"], out=tmp_path / "run", tokens=640, window=64, batch_size=3, progress=False)
+    means = {}
+    for lang in ("en", "ru"):
+        ids = corpus_windows(lm, corpus, lang, "stats", window=64, max_tokens=640)
+        states = []
+        hooks = [layer.register_forward_hook(
+            lambda mod, a, out: states.append((out[0] if isinstance(out, tuple) else out)[:, 1:].detach().double()))
+            for layer in lm.layers]
+        with torch.no_grad():
+            lm.body(input_ids=ids)
+        for h in hooks:
+            h.remove()
+        means[lang] = torch.stack([s.reshape(-1, s.shape[-1]).mean(0) for s in states])  # [L, H]
+        torch.testing.assert_close(stats.mean_residual(lang), means[lang], rtol=1e-5, atol=1e-6)
+    assert stats.resid_sum.shape == (2, lm.num_layers, lm.model.config.hidden_size)
+    v = diffmean_vectors(stats, "ru", "en")
+    torch.testing.assert_close(v, means["ru"] - means["en"], rtol=1e-5, atol=1e-6)
+    # reloaded from the run folder: the same vectors, and a resumed/added language keeps them
+    again = ActivationStats.load(tmp_path / "run")
+    assert torch.equal(diffmean_vectors(again, "ru", "en"), v)

@@ -284,3 +284,105 @@ def test_neuron_outside_the_model_is_refused():
     with pytest.raises(LanglocError, match="outside"):
         with Intervention([Edit("zero", layers)]).apply(lm):
             pass
+
+
+# -- residual-stream edits (DiffMean steering) ---------------------------------------------------
+def residual_edit(lm, layers=(1,), scale=0.5, seed=0):
+    from langloc.intervene import ResidualEdit
+
+    g = torch.Generator().manual_seed(seed)
+    H = lm.model.config.hidden_size
+    return ResidualEdit.at(lm.num_layers, {l: scale * torch.randn(H, generator=g) for l in layers},
+                           {"method": "test"})
+
+
+def layer_outputs(lm, ids, iv=None):
+    """Each decoder layer's output (the residual stream) on one plain forward pass."""
+    import contextlib
+
+    outs = []
+    ctx = iv.apply(lm) if iv is not None else contextlib.nullcontext()
+    with ctx:
+        hs = [layer.register_forward_hook(lambda m, a, o: outs.append((o[0] if isinstance(o, tuple) else o).clone()))
+              for layer in lm.layers]  # registered after the intervention's hooks: sees their result
+        with torch.no_grad():
+            lm.model(input_ids=ids, use_cache=False)
+        for h in hs:
+            h.remove()
+    return outs
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_residual_edit_adds_its_vector_to_the_chosen_layer_output(arch):
+    from langloc.intervene import ResidualEdit
+
+    lm = make(arch)
+    base = layer_outputs(lm, IDS)
+    edit = residual_edit(lm, layers=(0,))
+    got = layer_outputs(lm, IDS, Intervention([edit]))
+    torch.testing.assert_close(got[0], base[0] + edit.vectors[0], rtol=0, atol=1e-6)
+    assert not torch.equal(got[-1], base[-1])  # later layers see the changed stream
+    assert isinstance(edit, ResidualEdit) and edit.steered_layers == [0]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_removed_residual_intervention_leaves_logits_bit_identical(arch):
+    lm = make(arch)
+    with torch.no_grad():
+        before = lm.model(input_ids=IDS, use_cache=False).logits.clone()
+        for positions in ("all", "prompt", "generated"):
+            iv = Intervention([residual_edit(lm, layers=(0, 1))], positions)
+            with iv.apply(lm):
+                changed = lm.model(input_ids=IDS, use_cache=False).logits
+                lm.model.generate(input_ids=IDS[:, :4], max_new_tokens=3, do_sample=False, pad_token_id=0)
+            if positions != "generated":
+                assert not torch.equal(changed, before), positions
+        after = lm.model(input_ids=IDS, use_cache=False).logits
+    assert torch.equal(before, after)
+    assert all(not m._forward_hooks for m in lm.layers)
+    assert not lm.body._forward_pre_hooks and not lm.model._forward_pre_hooks
+
+
+@pytest.mark.parametrize("positions", ["prompt", "generated"])
+def test_residual_edit_position_modes_during_generate(positions):
+    lm = make("llama")
+    edit = residual_edit(lm, layers=(1,))
+    seen = []
+    plain = []
+    for iv, store in ((None, plain), (Intervention([edit], positions), seen)):
+        import contextlib
+
+        with (iv.apply(lm) if iv else contextlib.nullcontext()):
+            h = lm.layers[1].register_forward_hook(lambda m, a, o: store.append(
+                (o[0] if isinstance(o, tuple) else o).clone()))
+            with torch.no_grad():
+                lm.model.generate(input_ids=IDS[:, :5], max_new_tokens=3, do_sample=False, pad_token_id=0)
+            h.remove()
+    changed_prefill = not torch.equal(seen[0], plain[0])
+    assert changed_prefill == (positions == "prompt")
+    if positions == "generated":
+        # the first step after the prompt is steered (the prompt pass itself was not)
+        torch.testing.assert_close(seen[1], plain[1] + edit.vectors[1], rtol=0, atol=1e-6)
+
+
+def test_residual_edit_save_load_roundtrip_and_refusals(tmp_path):
+    from langloc.intervene import ResidualEdit
+
+    lm = make("llama")
+    iv = Intervention([residual_edit(lm, layers=(0, 2)), edit_for("set", chosen(lm))], "all", {"model": lm.meta})
+    back = Intervention.load(iv.save(tmp_path / "iv.json"))
+    assert [e.rule for e in back.edits] == ["residual_add", "set"]
+    assert back.edits[0].steered_layers == [0, 2] and back.count() == iv.count() == 6
+    with torch.no_grad(), back.apply(lm):
+        a = lm.model(input_ids=IDS, use_cache=False).logits
+    with torch.no_grad(), iv.apply(lm):
+        b = lm.model(input_ids=IDS, use_cache=False).logits
+    assert torch.equal(a, b)
+    wrong = ResidualEdit.at(lm.num_layers, {0: torch.ones(lm.model.config.hidden_size + 1)})
+    with pytest.raises(LanglocError, match="width"):
+        with Intervention([wrong]).apply(lm):
+            pass
+    with pytest.raises(LanglocError, match="outside"):
+        ResidualEdit.at(lm.num_layers, {lm.num_layers: torch.ones(4)})
+    with pytest.raises(LanglocError, match="finite"):
+        ResidualEdit.at(lm.num_layers, {0: torch.full((lm.model.config.hidden_size,), float("inf"))})

@@ -1,16 +1,105 @@
-"""The steering search grid: what it tries and in which order (ties go to the earlier setting)."""
+"""Steering: the search grid (what it tries, gentle first) and the strict judge, whose every
+criterion rejects a hand-made failing output while a clean native one passes."""
 
-from langloc.steer.steering import SteerSetting, search_grid
+import math
+
+import pytest
+
+from langloc.steer.judge import LanguageIdentifier, StrictRule, chunks, native_k, script_share, target_share
+from langloc.steer.steering import ResidualSetting, SteerSetting
+from langloc.steer.study import GridSpec, wilson
 
 
-def test_search_grid_tries_each_position_mode_gentle_first():
-    grid = search_grid("mean_active", (1.0, 2.0), positions=("all", "generated"))
-    assert [s.label() for s in grid] == [
-        "on(mean_activex1)", "on(mean_activex2)", "on(mean_activex1)+off", "on(mean_activex2)+off", "off",
-        "on(mean_activex1)@generated", "on(mean_activex2)@generated", "on(mean_activex1)+off@generated",
-        "on(mean_activex2)+off@generated", "off@generated"]
+def test_grid_tries_each_rule_and_mode_gentle_first():
+    spec = GridSpec(rules={"set": (1.0, 2.0), "add": (1.0,), "scale": (2.0,)}, modes=("on", "on+off", "off"),
+                    positions=("all", "generated"))
+    labels = [s.label() for s in spec.neuron_grid("mean_active", with_source=True)]
+    assert labels[:6] == ["on(mean_activex1)", "on(mean_activex2)", "on(+mean_activex1)", "on(x2)",
+                          "on(mean_activex1)+off", "on(mean_activex2)+off"]
+    assert labels[8] == "off" and labels[9] == "on(mean_activex1)@generated" and len(labels) == 18
+    # without the source language's neurons only `on` settings remain
+    assert all(s.mode == "on" for s in spec.neuron_grid("p90", with_source=False))
 
 
-def test_search_grid_without_a_source_only_switches_on():
-    grid = search_grid("p90", (1.5,), with_source=False, positions="prompt")
-    assert grid == [SteerSetting("on", 1.5, "p90", "prompt")]
+def test_residual_grid_covers_layers_and_bands_times_alphas():
+    spec = GridSpec(residual_layers=((6,), (5, 6, 7)), alphas=(2.0, 4.0))
+    assert [s.label() for s in spec.residual_grid()] == [
+        "diffmean(L6x2)", "diffmean(L6x4)", "diffmean(L5-7x2)", "diffmean(L5-7x4)"]
+    with pytest.raises(Exception, match="steering rule"):
+        SteerSetting("on", 1.0, "mean_active", "all", "flip")
+    with pytest.raises(Exception, match="at least one layer"):
+        ResidualSetting(())
+
+
+def test_wilson_interval_is_never_degenerate_at_zero():
+    lo, hi = wilson(0, 36)
+    assert lo == 0.0 and 0.05 < hi < 0.12  # 0 of 36: up to ~9.6%
+    lo, hi = wilson(36, 36)
+    assert hi == 1.0 and 0.88 < lo < 0.95
+
+
+# -- the strict judge --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def identify():
+    return LanguageIdentifier()
+
+
+RULE = StrictRule(native_median={"fr": 10.0, "zh": 10.0, "ru": 10.0}, k=2.0)
+TOKENS = list(range(20))  # enough distinct tokens: only the criterion under test can fail
+FR = ("Le matin, je prends mon café sur la terrasse et je regarde les enfants qui partent à l'école. "
+      "Ensuite je lis le journal avant de commencer ma journée de travail.")
+ZH = "今天的天气很好，我们一起去公园散步。公园里有很多人在跑步，还有孩子们在玩游戏。"
+RU = "Сегодня утром я пошёл в магазин и купил хлеб, молоко и немного фруктов для всей семьи."
+
+
+def test_native_outputs_pass(identify):
+    for text, lang in ((FR, "fr"), (ZH, "zh"), (RU, "ru")):
+        v = RULE.verdict(text, TOKENS, 12.0, lang, identify)
+        assert v["strict"], (lang, v)
+
+
+def test_wrong_language_is_rejected(identify):
+    v = RULE.verdict("The weather today is sunny and warm, so we walked along the river to the old bridge.",
+                     TOKENS, 12.0, "fr", identify)
+    assert not v["strict"] and "language" in v["strict_fails"]
+
+
+def test_code_mixed_switch_is_rejected_though_the_whole_text_reads_as_the_target(identify):
+    mixed = "We went to the market this morning and then nous avons acheté du pain, du fromage et des fruits pour le déjeuner."
+    assert identify(mixed)[0] == "fr"  # the lenient judge, labelling the whole output, says French
+    share, parts = target_share(mixed, "fr", identify)
+    assert len(parts) >= 2 and share < 0.8
+    v = RULE.verdict(mixed, TOKENS, 12.0, "fr", identify)
+    assert not v["strict"] and v["strict_fails"] == ["language"]
+
+
+def test_wrong_script_is_rejected(identify):
+    # Russian written in Latin letters (translit): not the Cyrillic script
+    translit = "Segodnya utrom ya poshyol v magazin i kupil khleb, moloko i nemnogo fruktov dlya vsey semi."
+    assert script_share(translit, "ru") == 0.0 and script_share(RU, "ru") == 1.0
+    v = RULE.verdict(translit, TOKENS, 12.0, "ru", identify)
+    assert not v["strict"] and "script" in v["strict_fails"]
+    assert script_share(FR, "fr") is None  # Latin targets: no script criterion
+
+
+def test_gibberish_is_rejected_by_perplexity_and_loops_by_distinct_tokens(identify):
+    # The same French text, at a perplexity above k x the native median, fails on fluency alone.
+    v = RULE.verdict(FR, TOKENS, 2.0 * 10.0 + 0.5, "fr", identify)
+    assert not v["strict"] and v["strict_fails"] == ["perplexity"]
+    v = RULE.verdict(FR, TOKENS, float("inf"), "fr", identify)
+    assert "perplexity" in v["strict_fails"]
+    v = RULE.verdict(ZH, [5, 6] * 10, 3.0, "zh", identify)  # a loop: low perplexity, few distinct tokens
+    assert not v["strict"] and v["strict_fails"] == ["repetitive_or_short"]
+
+
+def test_chunks_split_sentences_and_long_runs():
+    cs = chunks("one two three four five six seven eight nine ten eleven twelve. Short one.", words=8)
+    assert cs == ["one two three four five six", "seven eight nine ten eleven twelve.", "Short one."]
+    assert all(len(c) <= 16 for c in chunks(ZH, chars=16))
+    assert chunks("... 123 !!") == []
+
+
+def test_k_is_the_95th_percentile_of_native_ratios():
+    ratios = [1.0] * 95 + [3.0] * 5
+    assert math.isclose(native_k(ratios), 1.0 + (3.0 - 1.0) * 0.05, rel_tol=1e-9)
+    assert native_k([1.0, float("inf"), 2.0]) == pytest.approx(1.95)

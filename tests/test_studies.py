@@ -21,7 +21,7 @@ NINE = {"ablate", "steer", "compare", "region-ablate", "perturb", "train", "tran
 # The fewest settings each Config needs (its required fields), plus a few non-defaults.
 EXAMPLES = {
     "ablate": {"run": "runs/x", "languages": "en,fr", "neurons": "runs/x/neurons/lape.json", "window": 64},
-    "steer": {"neurons": ["a.json", "b.json"], "targets": "fr,zh", "strengths": "1,1.5", "positions": "all",
+    "steer": {"neurons": ["a.json", "b.json"], "targets": "fr,zh", "alphas": "1,1.5", "positions": "all",
               "candidates": ["en", "fr", "zh"]},
     "compare": {"neurons": ["a.json", "b.json"], "names": ["a", "b"]},
     "region-ablate": {"folder": "runs/r", "languages": ("en", "fr"), "regions": "top,mono:fr"},
@@ -60,8 +60,9 @@ def test_config_round_trips_through_json(name):
 def test_config_types_from_strings_and_json():
     from langloc.studies import perturb, steer
 
-    c = steer.Config(neurons=["a.json"], targets="fr, zh", strengths="1,2.5")
-    assert c.neurons == (Path("a.json"),) and c.targets == ("fr", "zh") and c.strengths == (1.0, 2.5)
+    c = steer.Config(neurons=["a.json"], targets="fr, zh", alphas="1,2.5", residual_layers="6,5-7")
+    assert c.neurons == (Path("a.json"),) and c.targets == ("fr", "zh") and c.alphas == (1.0, 2.5)
+    assert steer._layer_groups(c.residual_layers) == ((6,), (5, 6, 7))
     assert perturb.Config(folder="f", languages="en", dims="3,7").dims == (3, 7)
     with pytest.raises(LanglocError, match="unknown setting"):
         steer.Config.from_dict({"neurons": [], "targets": [], "no_such_field": 1})

@@ -1,4 +1,4 @@
 from langloc.intervene.hooks import deactivate, set_neurons
-from langloc.intervene.intervention import POSITIONS, RULES, Edit, Intervention
+from langloc.intervene.intervention import POSITIONS, RULES, Edit, Intervention, ResidualEdit
 
-__all__ = ["Edit", "Intervention", "POSITIONS", "RULES", "deactivate", "set_neurons"]
+__all__ = ["Edit", "Intervention", "POSITIONS", "RULES", "ResidualEdit", "deactivate", "set_neurons"]

@@ -16,6 +16,11 @@ Values are stored resolved (numbers, not "the 90th percentile"), so a saved inte
 is a small self-contained JSON file; ``Edit.source`` records where they came from
 (e.g. ``{"value": "mean_active", "language": "fr", "strength": 2}``) for the reader.
 
+A :class:`ResidualEdit` (rule ``residual_add``) acts on the residual stream instead of neurons:
+it adds a vector to the output of chosen decoder layers (``h_l + vectors[l]``), e.g. a DiffMean
+steering vector (:mod:`langloc.steer.diffmean`). It is saved, loaded and positioned like the
+neuron edits.
+
 Position modes: ``all`` positions; ``prompt`` positions only; ``generated`` positions only.
 The prompt is what the first forward pass of a sequence sees (the prefill of ``generate``,
 or the whole input of a plain forward call); positions are counted through the KV cache, so
@@ -38,11 +43,12 @@ import torch
 
 from langloc.artefacts import check_same_model, load_artefact, write_json
 from langloc.errors import LanglocError
-from langloc.models.hooks import neuron_hooks
+from langloc.models.hooks import neuron_hooks, residual_hooks
 from langloc.manifest import content, make_manifest, stamp
 
 KIND = "langloc.intervention"
-RULES = ("zero", "set", "scale", "add")
+RULES = ("zero", "set", "scale", "add")  # neuron rules; ResidualEdit's rule is RESIDUAL_RULE
+RESIDUAL_RULE = "residual_add"
 POSITIONS = ("all", "prompt", "generated")
 
 
@@ -105,6 +111,58 @@ class Edit:
         if self.values is not None:
             d["values"] = [[float(x) for x in v.tolist()] for v in self.values]
         return d
+
+
+@dataclass
+class ResidualEdit:
+    """Add ``vectors[l]`` (``[hidden]``) to decoder layer ``l``'s output; ``None``: layer untouched."""
+
+    vectors: list[torch.Tensor | None]
+    source: dict = field(default_factory=dict)
+    rule: str = RESIDUAL_RULE
+
+    def __post_init__(self):
+        if self.rule != RESIDUAL_RULE:
+            raise LanglocError(f"a residual edit's rule is {RESIDUAL_RULE!r}, got {self.rule!r}")
+        self.vectors = [None if v is None else torch.as_tensor(v, dtype=torch.float32).reshape(-1)
+                        for v in self.vectors]
+        widths = {len(v) for v in self.vectors if v is not None}
+        if len(widths) > 1:
+            raise LanglocError(f"residual vectors of different widths {sorted(widths)}")
+        for layer, v in enumerate(self.vectors):
+            if v is not None and not torch.isfinite(v).all():
+                raise LanglocError(f"layer {layer}: residual vectors must be finite")
+
+    @classmethod
+    def at(cls, num_layers: int, vectors: dict[int, torch.Tensor], source: dict | None = None) -> "ResidualEdit":
+        """An edit over ``num_layers`` layers that adds ``vectors[l]`` at the listed layers."""
+        bad = [l for l in vectors if not 0 <= l < num_layers]
+        if bad:
+            raise LanglocError(f"residual edit layers {bad} outside the model's {num_layers} layers")
+        return cls([vectors.get(l) for l in range(num_layers)], dict(source or {}))
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.vectors)
+
+    @property
+    def steered_layers(self) -> list[int]:
+        return [l for l, v in enumerate(self.vectors) if v is not None]
+
+    @property
+    def width(self) -> int | None:
+        return next((len(v) for v in self.vectors if v is not None), None)
+
+    def apply_to(self, layer: int, h: torch.Tensor) -> torch.Tensor:
+        return h + self.vectors[layer].to(h.device, h.dtype)
+
+    def to_dict(self) -> dict:
+        return {"rule": self.rule, "source": self.source,
+                "vectors": [None if v is None else [float(x) for x in v.tolist()] for v in self.vectors]}
+
+
+def _edit_layers(e) -> int:
+    return e.num_layers if isinstance(e, ResidualEdit) else len(e.layers)
 
 
 # ``generate`` hands the KV cache to the model under a keyword that changes between transformers
@@ -195,25 +253,33 @@ class _Positions:
 class Intervention:
     """Edits plus a position mode; :meth:`apply` is the context manager that hooks a model."""
 
-    edits: list[Edit]
+    edits: list  # Edit (neurons) and ResidualEdit (residual stream), in order
     positions: str = "all"
     meta: dict = field(default_factory=dict)  # "model" (LoadedModel.meta), "description", ...
 
     def __post_init__(self):
         if self.positions not in POSITIONS:
             raise LanglocError(f"unknown position mode {self.positions!r}; choose one of {', '.join(POSITIONS)}")
-        layers = {len(e.layers) for e in self.edits}
+        layers = {_edit_layers(e) for e in self.edits}
         if len(layers) > 1:
             raise LanglocError(f"edits cover different numbers of layers: {sorted(layers)}")
 
     @property
     def num_layers(self) -> int:
-        return len(self.edits[0].layers) if self.edits else 0
+        return _edit_layers(self.edits[0]) if self.edits else 0
+
+    @property
+    def neuron_edits(self) -> list[Edit]:
+        return [e for e in self.edits if isinstance(e, Edit)]
+
+    @property
+    def residual_edits(self) -> list[ResidualEdit]:
+        return [e for e in self.edits if isinstance(e, ResidualEdit)]
 
     def count(self) -> int:
-        """Number of distinct neurons touched."""
+        """Number of distinct neurons touched (residual edits touch none)."""
         seen = set()
-        for e in self.edits:
+        for e in self.neuron_edits:
             for layer, idx in enumerate(e.layers):
                 seen.update((layer, int(j)) for j in idx)
         return len(seen)
@@ -229,7 +295,12 @@ class Intervention:
             raise LanglocError(f"the intervention covers {self.num_layers} layers, the model has {lm.num_layers}")
         if "model" in self.meta:
             check_same_model(self.meta, lm.meta, "intervention")
-        for e in self.edits:
+        from langloc.stats.counters import hidden_size
+
+        for e in self.residual_edits:
+            if e.width is not None and e.width != hidden_size(lm):
+                raise LanglocError(f"residual vectors have width {e.width}, the model's residual stream {hidden_size(lm)}")
+        for e in self.neuron_edits:
             for layer, idx in enumerate(e.layers):
                 if len(idx) and int(idx.max()) >= lm.intermediate_size:
                     raise LanglocError(f"intervention neuron {int(idx.max())} in layer {layer} is outside "
@@ -242,12 +313,15 @@ class Intervention:
                 # the body (called directly by statistics code); both see the same input.
                 for m in (lm.model, lm.body):
                     handles.append(m.register_forward_pre_hook(tracker.pre_hook, with_kwargs=True))
-            fns = {}
+            fns, rfns = {}, {}
             for layer in range(lm.num_layers):
-                edits = [e for e in self.edits if len(e.layers[layer])]
+                edits = [e for e in self.neuron_edits if len(e.layers[layer])]
                 if edits:
                     fns[layer] = self._hook(layer, edits, tracker)
-            with neuron_hooks(lm, fns):
+                redits = [e for e in self.residual_edits if e.vectors[layer] is not None]
+                if redits:
+                    rfns[layer] = self._hook(layer, redits, tracker)
+            with neuron_hooks(lm, fns), residual_hooks(lm, rfns):
                 yield self
         finally:
             for h in handles:
@@ -278,10 +352,14 @@ class Intervention:
 
     @classmethod
     def load(cls, path: str | Path) -> "Intervention":
+        def edit(e):
+            if e["rule"] == RESIDUAL_RULE:
+                return ResidualEdit([None if v is None else torch.tensor(v) for v in e["vectors"]], e.get("source", {}))
+            return Edit(e["rule"], [torch.tensor(i, dtype=torch.long) for i in e["neurons"]],
+                        [torch.tensor(v) for v in e["values"]] if "values" in e else None, e.get("source", {}))
+
         def build(d):
-            edits = [Edit(e["rule"], [torch.tensor(i, dtype=torch.long) for i in e["neurons"]],
-                          [torch.tensor(v) for v in e["values"]] if "values" in e else None, e.get("source", {}))
-                     for e in d["edits"]]
+            edits = [edit(e) for e in d["edits"]]
             meta = {k: v for k, v in content(d).items() if k not in {"positions", "edits"}}
             return cls(edits, d.get("positions", "all"), meta)
 

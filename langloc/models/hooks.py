@@ -83,3 +83,35 @@ def neuron_hooks(lm, fns: Mapping[int, NeuronFn], *, at: str = "neuron") -> Iter
     finally:
         for h in handles:
             h.remove()
+
+
+ResidualFn = Callable[[torch.Tensor], "torch.Tensor | None"]
+
+
+@contextlib.contextmanager
+def residual_hooks(lm, fns: Mapping[int, ResidualFn]) -> Iterator[None]:
+    """Context manager: hook decoder layer ``l``'s output (the residual stream after the layer,
+    ``[B, T, hidden]``) with ``fns[l]``; a tensor it returns replaces the output.
+
+    Decoder layers return the hidden states alone or as the first item of a tuple, depending
+    on the architecture and the transformers release; both are handled.
+    """
+
+    def forward_hook(fn):
+        def hook(module, args, output):
+            h = output[0] if isinstance(output, tuple) else output
+            new = fn(h)
+            if new is None:
+                return None
+            return (new, *output[1:]) if isinstance(output, tuple) else new
+
+        return hook
+
+    handles = []
+    try:
+        for layer, fn in fns.items():
+            handles.append(lm.layers[layer].register_forward_hook(forward_hook(fn)))
+        yield
+    finally:
+        for h in handles:
+            h.remove()

@@ -106,6 +106,7 @@ def plot_ablation(rows, path: str | Path, *, ylabel: str = "neurons zeroed",
 def plot_steering(rows: list[dict], path: str | Path) -> Path:
     """Fluent target-language rate per target (groups) and method (bars), with the random
     control drawn as a hatched bar beside each method's."""
+    key = "strict_rate" if rows and "strict_rate" in rows[0] else "fluent_target_rate"
     targets = list(dict.fromkeys(r["target"] for r in rows))
     methods = list(dict.fromkeys(r["method"] for r in rows))
     width = 0.8 / (2 * len(methods))
@@ -114,23 +115,23 @@ def plot_steering(rows: list[dict], path: str | Path) -> Path:
     for mi, m in enumerate(methods):
         got = {r["target"]: r for r in rows if r["method"] == m}
         x = np.arange(len(targets)) + (2 * mi) * width - 0.4 + width / 2
-        ax.bar(x, [100 * got[t]["fluent_target_rate"] if t in got else 0 for t in targets], width,
+        ax.bar(x, [100 * got[t][key] if t in got else 0 for t in targets], width,
                color=colors[mi % len(colors)], label=f"{m}")
-        ctrl = [got[t]["control_fluent_target_rate"] if t in got else None for t in targets]
+        ctrl = [got[t].get(f"control_{key}") if t in got else None for t in targets]
         ax.bar(x + width, [100 * (c or 0) for c in ctrl], width, color="white",
                edgecolor=colors[mi % len(colors)], hatch="//", label=f"random control ({m})")
-        for key, dx in (("fluent_target_rate", 0.0), ("control_fluent_target_rate", width)):
+        for k, dx in ((key, 0.0), (f"control_{key}", width)):
             # 95% bootstrap intervals over prompts, where the rows have them.
-            pts = [(xi + dx, got[t][key], got[t].get(f"{key}_lo"), got[t].get(f"{key}_hi"))
-                   for xi, t in zip(x, targets) if t in got and got[t].get(key) is not None
-                   and got[t].get(f"{key}_lo") is not None]
+            pts = [(xi + dx, got[t][k], got[t].get(f"{k}_lo"), got[t].get(f"{k}_hi"))
+                   for xi, t in zip(x, targets) if t in got and got[t].get(k) is not None
+                   and got[t].get(f"{k}_lo") is not None]
             if pts:
                 xs, v, lo, hi = (np.array(a, dtype=float) for a in zip(*pts))
                 ax.errorbar(xs, 100 * v, yerr=[100 * (v - lo), 100 * (hi - v)], fmt="none", ecolor="0.2",
                             elinewidth=0.8, capsize=2)
     ax.set_xticks(range(len(targets)), targets)
     ax.set_ylim(0, 100)
-    ax.set_ylabel("fluent outputs in target language (%)")
+    ax.set_ylabel("strict successes (%)" if key == "strict_rate" else "fluent outputs in target language (%)")
     ax.set_xlabel("target language")
     ax.axhline(80, color="grey", lw=0.8, ls="--")
     ax.legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.0, 1.0))

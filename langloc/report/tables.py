@@ -42,12 +42,18 @@ def compare(rows: list[dict]) -> list:
 def steer(result: dict) -> list:
     from langloc.steer.study import format_table
 
-    t = Table("method", "target", "setting", "fluent in target", "in target", "random control", "fluent",
-              "median ppl", "distinct", box=box.SIMPLE_HEAD, title=f"steering {result['prompts']['eval']} held-out prompts",
-              caption="in brackets: 95% bootstrap interval over prompts")
+    t = Table("method", "target", "setting", "strict", "lenient", "control (strict)", "median ppl", "distinct",
+              box=box.SIMPLE_HEAD, title=f"steering {result['prompts']['eval']} held-out prompts (k = {result['k']:.2f})",
+              caption="in brackets: 95% Wilson interval over prompts")
     for row in format_table(result["rows"]):
         t.add_row(*row)
-    return [t]
+    m = Table("method", "targets", "strict", "lenient", "control (strict)", "rules chosen", box=box.SIMPLE_HEAD,
+              title="methods, averaged over targets", caption="95% bootstrap interval over prompts")
+    pct = lambda v: "-" if v is None else f"{100 * v:.0f}%"  # noqa: E731
+    for r in result["method_table"]:
+        m.add_row(r["method"], str(r["targets"]), f"{pct(r['strict_rate'])} [{pct(r['strict_rate_lo'])}-{pct(r['strict_rate_hi'])}]",
+                  pct(r["fluent_target_rate"]), pct(r.get("control_strict_rate")), r["rules_chosen"])
+    return [t, m]
 
 
 def _own(name: str, evald: list[str]) -> str | None:

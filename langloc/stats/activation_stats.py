@@ -4,7 +4,9 @@ A run folder::
 
     RUN/run.json                 the manifest (model, corpus, window, token budget, seed, ...: see
                                  langloc.manifest) and the languages
-    RUN/stats/<lang>.safetensors over_zero [L, I] int64, active_sum / act_sum [L, I] float64, n [1];
+    RUN/stats/<lang>.safetensors over_zero [L, I] int64, active_sum / act_sum [L, I] float64, n [1],
+                                 resid_sum [L, H] float64 (sum of each layer's output, the
+                                 residual stream; absent in runs made before it was added);
                                  the manifest in its metadata
 
 Each language is its own file, written atomically when that language is done, so adding a
@@ -44,6 +46,7 @@ class ActivationStats:
     active_sum: torch.Tensor  # [K, L, I] float64
     act_sum: torch.Tensor  # [K, L, I] float64
     meta: dict = field(default_factory=dict)
+    resid_sum: torch.Tensor | None = None  # [K, L, H] float64, None if any language lacks it
 
     @property
     def num_layers(self) -> int:
@@ -64,6 +67,14 @@ class ActivationStats:
     def mean_activation(self) -> torch.Tensor:
         return self.act_sum / self.n.double().view(-1, 1, 1)
 
+    def mean_residual(self, lang: str) -> torch.Tensor:
+        """[L, H] float64: the mean residual-stream state after each decoder layer on ``lang``."""
+        k = self.index(lang)
+        if self.resid_sum is None:
+            raise LanglocError("these statistics have no residual-stream sums (collected by an older langloc); "
+                               "collect again into a new folder for DiffMean")
+        return self.resid_sum[k] / self.n[k].double()
+
     def index(self, lang: str) -> int:
         try:
             return self.languages.index(lang)
@@ -83,6 +94,8 @@ class ActivationStats:
             active_sum=torch.stack([p["active_sum"] for p in parts]),
             act_sum=torch.stack([p["act_sum"] for p in parts]),
             meta=meta,
+            resid_sum=(torch.stack([p["resid_sum"] for p in parts]) if all("resid_sum" in p for p in parts)
+                       else None),
         )
 
 
@@ -257,6 +270,8 @@ def save_run(out: str | Path, stats: ActivationStats) -> Path:
     for k, lang in enumerate(stats.languages):
         totals = {"n": stats.n[k:k + 1].clone(), "over_zero": stats.over_zero[k].clone(),
                   "active_sum": stats.active_sum[k].clone(), "act_sum": stats.act_sum[k].clone()}
+        if stats.resid_sum is not None:
+            totals["resid_sum"] = stats.resid_sum[k].clone()
         _save_language(out, lang, totals, stats.meta, started)
     _write_run(out, {**content(stats.meta), "languages": stats.languages}, started)
     return out

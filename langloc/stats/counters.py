@@ -5,7 +5,12 @@ For every decoder layer the hook folds a batch's activations ``a[tokens, I]`` in
 * ``over_zero[l, j]``: tokens with ``a[:, j] > 0`` (LAPE's count),
 * ``active_sum[l, j]``: sum of ``a`` where it is > 0 (so ``active_sum / over_zero`` is the mean
   active value that steering forces neurons to),
-* ``act_sum[l, j]``: sum of ``a`` (the mean activation).
+* ``act_sum[l, j]``: sum of ``a`` (the mean activation);
+
+and every decoder layer's output (the residual stream after layer ``l``, ``h[tokens, H]``) into
+
+* ``resid_sum[l, d]``: sum of ``h`` (the mean residual state, whose difference between two
+  languages is the DiffMean steering vector, :mod:`langloc.steer.diffmean`).
 
 Per batch the sums run in float32, which counts exactly up to 2**24 tokens per batch (checked).
 Summing a float mask is ~6x faster on CPU than summing a bool tensor, which is why the count
@@ -24,10 +29,17 @@ import os
 import numpy as np
 import torch
 
-from langloc.models.hooks import neuron_hooks
+from langloc.models.hooks import neuron_hooks, residual_hooks
 
 _EXACT_FLOAT32 = 2**24
 FIXED_POINT = 2.0**24  # active_sum / act_sum totals are stored as round(sum * FIXED_POINT)
+# Residual sums use coarser units (2**-16): residual states are large (Gemma 3 270M's mean state
+# has a norm of up to 3.6e4 per layer, from a few massive dimensions), so that 100M tokens
+# still fit. A batch's sum must stay below 2**32 (2**48 in fixed point) and a running total
+# below 2**62 in fixed point (2**46 = 7e13 as a number), so that no addition wraps an int64.
+RESID_FIXED_POINT = 2.0**16
+_FIXED_LIMIT = 2.0**32
+_TOTAL_LIMIT = 2**62
 
 
 class ActivationCounter:
@@ -47,13 +59,15 @@ class ActivationCounter:
     def reset(self) -> None:
         I = self.lm.intermediate_size
         self.n_tokens = 0
-        self.over_zero, self.active_sum, self.act_sum = [], [], []
+        self.over_zero, self.active_sum, self.act_sum, self.resid_sum = [], [], [], []
+        H = hidden_size(self.lm)
         for module in self.lm.down_modules:
             # Counters live where the layer runs (one GPU or another under device_map="auto").
             dev = module.weight.device
             self.over_zero.append(torch.zeros(I, dtype=torch.int64, device=dev))
             self.active_sum.append(torch.zeros(I, dtype=torch.int64, device=dev))
             self.act_sum.append(torch.zeros(I, dtype=torch.int64, device=dev))
+            self.resid_sum.append(torch.zeros(H, dtype=torch.int64, device=dev))
 
     def _hook(self, layer: int):
         def hook(a):
@@ -66,8 +80,24 @@ class ActivationCounter:
 
         return hook
 
+    def _residual_hook(self, layer: int):
+        def hook(h):
+            if self.skip_first:
+                h = h[:, 1:]
+            total = h.reshape(-1, h.shape[-1]).sum(0, dtype=torch.float32)
+            if not bool(torch.isfinite(total).all()) or float(total.abs().max()) > _FIXED_LIMIT:
+                raise OverflowError(f"layer {layer}: residual sums of one batch reach {float(total.abs().max()):.3g}, "
+                                    "beyond what the fixed-point totals hold; use smaller batches")
+            self.resid_sum[layer] += _fixed(total, RESID_FIXED_POINT).to(self.resid_sum[layer].device)
+            if int(self.resid_sum[layer].abs().max()) > _TOTAL_LIMIT:
+                raise OverflowError(f"layer {layer}: the residual sum outgrew its fixed-point total; collect fewer tokens")
+
+        return hook
+
     def __enter__(self):
         self._hooks.enter_context(neuron_hooks(self.lm, {i: self._hook(i) for i in range(self.lm.num_layers)}))
+        self._hooks.enter_context(residual_hooks(self.lm, {i: self._residual_hook(i)
+                                                           for i in range(self.lm.num_layers)}))
         if self._embedding_pages is not None:
             pages = self._embedding_pages
 
@@ -97,14 +127,21 @@ class ActivationCounter:
             "over_zero": torch.stack([t.cpu() for t in self.over_zero]),
             "active_sum_fx": torch.stack([t.cpu() for t in self.active_sum]),
             "act_sum_fx": torch.stack([t.cpu() for t in self.act_sum]),
+            "resid_sum_fx": torch.stack([t.cpu() for t in self.resid_sum]),
             "n": torch.tensor([self.n_tokens], dtype=torch.int64),
         }
 
     def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        if "resid_sum_fx" not in state:
+            from langloc.errors import LanglocError
+
+            raise LanglocError("this checkpoint was written by an older langloc without residual sums; "
+                               "delete it to start that language over")
         for layer in range(len(self.over_zero)):
             self.over_zero[layer].copy_(state["over_zero"][layer])
             self.active_sum[layer].copy_(state["active_sum_fx"][layer])
             self.act_sum[layer].copy_(state["act_sum_fx"][layer])
+            self.resid_sum[layer].copy_(state["resid_sum_fx"][layer])
         self.n_tokens = int(state["n"][0])
 
 
@@ -251,8 +288,17 @@ def _in_file_mapping(start: int, stop: int) -> bool:
     return False
 
 
-def _fixed(x: torch.Tensor) -> torch.Tensor:
-    return (x.double() * FIXED_POINT).round().to(torch.int64)
+def hidden_size(lm) -> int:
+    """Width of the residual stream (the decoder layers' output)."""
+    cfg = lm.model.config
+    size = getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd", None) or getattr(cfg, "d_model", None)
+    if size is None:
+        size = lm.model.get_input_embeddings().embedding_dim
+    return int(size)
+
+
+def _fixed(x: torch.Tensor, unit: float = FIXED_POINT) -> torch.Tensor:
+    return (x.double() * unit).round().to(torch.int64)
 
 
 def totals_from_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -261,5 +307,6 @@ def totals_from_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
         "over_zero": state["over_zero"],
         "active_sum": state["active_sum_fx"].double() / FIXED_POINT,
         "act_sum": state["act_sum_fx"].double() / FIXED_POINT,
+        "resid_sum": state["resid_sum_fx"].double() / RESID_FIXED_POINT,
         "n": state["n"],
     }

@@ -1,8 +1,8 @@
-"""Steering the output language through neurons: prompts, judging, settings, studies."""
+"""Steering the output language: prompts, judges, settings, methods (neurons, DiffMean), studies."""
 
-from langloc.steer.judge import FluencyRule, LanguageIdentifier
+from langloc.steer.judge import FluencyRule, LanguageIdentifier, StrictRule
 from langloc.steer.prompts import builtin_prompts, load_prompts
-from langloc.steer.steering import Generation, SteerSetting, Steerer, generate, search_grid
+from langloc.steer.steering import Generation, ResidualSetting, SteerSetting, Steerer, generate
 
-__all__ = ["FluencyRule", "Generation", "LanguageIdentifier", "SteerSetting", "Steerer", "builtin_prompts",
-           "generate", "load_prompts", "search_grid"]
+__all__ = ["FluencyRule", "Generation", "LanguageIdentifier", "ResidualSetting", "SteerSetting", "Steerer", "StrictRule",
+           "builtin_prompts", "generate", "load_prompts"]

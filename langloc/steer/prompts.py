@@ -1,6 +1,8 @@
 """Built-in prompt sets: short, neutral openings written for langloc (no copyrighted text).
 
-Each set is split once and for all: the first ``TUNE_COUNT`` prompts are the tuning part
+Sets in en, fr, es, de, zh, ru and ja are steering sources; those in ar, hi, vi and id
+(the same openings, translated) serve as native prompts for the strict judge's perplexity
+reference in those targets (and can be sources too). Each set is split once and for all: the first ``TUNE_COUNT`` prompts are the tuning part
 (strength search), the rest the held-out evaluation part, so a reported steering rate is
 never measured on the prompts its setting was chosen on.
 """
@@ -76,6 +78,33 @@ PROMPTS: dict[str, list[str]] = {
         "朝はいつも", "通りの端にある古い家は", "子どもの頃、私は", "人生で一番大切なことは", "去年の夏、私たちは",
         "祖母はいつも", "電車が遅れたのは", "この川は", "毎晩夕食の後、私たちは", "市場には",
         "窓を開けると", "先生は私たちに", "学校の初日に",
+    ],
+    "ar": [
+        "الطقس اليوم", "مكاني المفضل في المدينة هو", "ذهبت أمس إلى", "أفضل طريقة للتعلم هي", "كان يا ما كان",
+        "في الصباح، عادةً", "البيت القديم في آخر الشارع", "عندما كنت طفلاً،", "أهم شيء في الحياة هو",
+        "في الصيف الماضي سافرنا إلى", "كانت جدتي تقول دائماً إن", "تأخر القطار لأن", "يمر النهر عبر",
+        "كل مساء بعد العشاء،", "كان السوق مليئاً", "فتحت النافذة ورأيت", "قال لنا المعلم إن", "في أول يوم في المدرسة،",
+    ],
+    "hi": [
+        "आज का मौसम", "शहर में मेरी पसंदीदा जगह", "कल मैं गया था", "सीखने का सबसे अच्छा तरीका है", "एक समय की बात है,",
+        "सुबह मैं आमतौर पर", "गली के आखिर में पुराना घर", "जब मैं बच्चा था, तब मैं", "जीवन में सबसे ज़रूरी चीज़ है",
+        "पिछली गर्मियों में हम गए थे", "मेरी दादी हमेशा कहती थीं कि", "ट्रेन देर से आई क्योंकि", "नदी बहती है",
+        "हर शाम खाने के बाद हम", "बाज़ार भरा हुआ था", "मैंने खिड़की खोली और देखा", "हमारे शिक्षक ने हमें बताया कि",
+        "स्कूल के पहले दिन",
+    ],
+    "vi": [
+        "Thời tiết hôm nay", "Nơi tôi thích nhất trong thành phố là", "Hôm qua tôi đã đi", "Cách học tốt nhất là",
+        "Ngày xửa ngày xưa, có", "Buổi sáng, tôi thường", "Ngôi nhà cũ ở cuối phố", "Khi còn nhỏ, tôi",
+        "Điều quan trọng nhất trong cuộc sống là", "Mùa hè năm ngoái chúng tôi đã đi", "Bà tôi luôn nói rằng",
+        "Tàu đến muộn vì", "Con sông chảy qua", "Mỗi tối sau bữa ăn, chúng tôi", "Chợ đầy", "Tôi mở cửa sổ và thấy",
+        "Thầy giáo nói với chúng tôi rằng", "Vào ngày đầu tiên đi học,",
+    ],
+    "id": [
+        "Cuaca hari ini", "Tempat favorit saya di kota adalah", "Kemarin saya pergi ke", "Cara terbaik untuk belajar adalah",
+        "Pada suatu hari, ada", "Di pagi hari, saya biasanya", "Rumah tua di ujung jalan", "Ketika saya masih kecil, saya",
+        "Hal yang paling penting dalam hidup adalah", "Musim panas lalu kami pergi ke", "Nenek saya selalu berkata bahwa",
+        "Kereta terlambat karena", "Sungai itu mengalir melalui", "Setiap malam setelah makan, kami", "Pasar itu penuh dengan",
+        "Saya membuka jendela dan melihat", "Guru kami berkata bahwa", "Pada hari pertama sekolah,",
     ],
 }
 

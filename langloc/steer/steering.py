@@ -1,9 +1,17 @@
 """Steer the output language: build the intervention, generate, judge, search the strength.
 
-A steering *setting* says what to do with the target language's neurons (``on``: set them to
-``strength`` × their value), the source language's neurons (``off``: zero them) or both
-(``on+off``). The control applies the same setting to random neurons with the same count per
-layer as each real set (values from the same source, for the same language).
+A neuron steering *setting* says what to do with the target language's neurons (``on``), the
+source language's neurons (``off``: zero them) or both (``on+off``). ``on`` applies one of
+three rules ("language arithmetic", Gurgurov et al. 2025, next to the LAPE recipe):
+
+* ``set``: activation := ``strength`` × value (the value: e.g. the mean active value);
+* ``add``: activation := activation + ``strength`` × value;
+* ``scale``: activation := activation × ``strength``.
+
+A :class:`ResidualSetting` steers the residual stream instead (DiffMean,
+:mod:`langloc.steer.diffmean`): ``alpha`` × (mean[target] − mean[source]) is added to the
+output of each of ``layers``. The controls apply the same setting to random neurons with the
+same count per layer, or a random direction of the same norm.
 """
 
 from __future__ import annotations
@@ -17,10 +25,10 @@ from tqdm.auto import tqdm
 from langloc.errors import LanglocError, check_range
 from langloc.intervene.intervention import Edit, Intervention
 from langloc.intervene.values import neuron_values
-from langloc.steer.judge import FluencyRule, LanguageIdentifier, judge, summarise
+from langloc.steer.judge import FluencyRule, LanguageIdentifier, StrictRule, judge, summarise
 
 STEER_MODES = ("on", "off", "on+off")
-DEFAULT_STRENGTHS = (1.0, 1.5, 2.0, 3.0, 4.0)
+STEER_RULES = ("set", "add", "scale")
 
 
 @dataclass(frozen=True)
@@ -29,14 +37,39 @@ class SteerSetting:
     strength: float = 1.0
     value: str = "mean_active"  # value source of the target neurons (see langloc.intervene.values)
     positions: str = "all"
+    rule: str = "set"  # set | add | scale (see the module)
 
     def __post_init__(self):
         if self.mode not in STEER_MODES:
             raise LanglocError(f"steering mode must be one of {', '.join(STEER_MODES)}, got {self.mode!r}")
+        if self.rule not in STEER_RULES:
+            raise LanglocError(f"steering rule must be one of {', '.join(STEER_RULES)}, got {self.rule!r}")
 
     def label(self) -> str:
-        on = f"{self.value}x{self.strength:g}" if "on" in self.mode else ""
+        on = {"set": f"{self.value}x{self.strength:g}", "add": f"+{self.value}x{self.strength:g}",
+              "scale": f"x{self.strength:g}"}[self.rule] if "on" in self.mode else ""
         label = {"on": f"on({on})", "off": "off", "on+off": f"on({on})+off"}[self.mode]
+        return label if self.positions == "all" else f"{label}@{self.positions}"
+
+
+@dataclass(frozen=True)
+class ResidualSetting:
+    """DiffMean: add ``alpha`` × (mean[target] − mean[source]) to the output of ``layers``."""
+
+    layers: tuple[int, ...] = (6,)
+    alpha: float = 1.0
+    positions: str = "all"
+
+    def __post_init__(self):
+        object.__setattr__(self, "layers", tuple(int(l) for l in self.layers))
+        if not self.layers:
+            raise LanglocError("a residual setting needs at least one layer")
+
+    def label(self) -> str:
+        ls = self.layers
+        where = f"L{ls[0]}" if len(ls) == 1 else (f"L{ls[0]}-{ls[-1]}" if list(ls) == list(range(ls[0], ls[-1] + 1))
+                                                  else "L" + ",".join(map(str, ls)))
+        label = f"diffmean({where}x{self.alpha:g})"
         return label if self.positions == "all" else f"{label}@{self.positions}"
 
 
@@ -85,9 +118,12 @@ def steering_intervention(lm, setting: SteerSetting, target: str, target_layers,
             raise LanglocError(f"steering mode {setting.mode!r} needs a source language (--source)")
         edits.append(Edit.uniform("zero", source_layers, source={"language": source}))
     if "on" in setting.mode:
-        base = values.values(setting.value, target_layers, target, lm)
-        edits.append(Edit("set", list(target_layers), [v * setting.strength for v in base],
-                          {"value": setting.value, "language": target, "strength": setting.strength}))
+        src = {"value": setting.value, "language": target, "strength": setting.strength, "rule": setting.rule}
+        if setting.rule == "scale":
+            edits.append(Edit.uniform("scale", list(target_layers), setting.strength, src))
+        else:
+            base = values.values(setting.value, target_layers, target, lm)
+            edits.append(Edit(setting.rule, list(target_layers), [v * setting.strength for v in base], src))
     return Intervention(edits, setting.positions, {"model": lm.meta, **(meta or {})})
 
 
@@ -139,34 +175,12 @@ class Steerer:
     gen: Generation = field(default_factory=Generation)
     rule: FluencyRule = field(default_factory=FluencyRule)
     identify: LanguageIdentifier = field(default_factory=LanguageIdentifier)
+    strict: StrictRule | None = None  # set once the native references are measured
 
     def run(self, prompts, target, intervention) -> tuple[list[dict], dict]:
-        recs = judge(generate(self.lm, prompts, self.gen, intervention), self.lm, self.identify, target, self.rule)
+        recs = judge(generate(self.lm, prompts, self.gen, intervention), self.lm, self.identify, target, self.rule,
+                     self.strict)
         return recs, summarise(recs, target)
 
     def intervention(self, setting, target, t_layers, source, s_layers, meta=None) -> Intervention:
         return steering_intervention(self.lm, setting, target, t_layers, source, s_layers, self.values, meta)
-
-    def search(self, prompts, target, t_layers, source, s_layers, settings, progress=True) -> tuple[SteerSetting, list]:
-        """Evaluate ``settings`` on (tuning) ``prompts``; pick the highest fluent target rate
-        (ties: the earlier setting in the list, i.e. the gentler one)."""
-        trials = []
-        for st in tqdm(settings, desc=f"search {target}", unit="setting", disable=not progress, leave=False):
-            _, summ = self.run(prompts, target, self.intervention(st, target, t_layers, source, s_layers))
-            trials.append({"setting": asdict(st), "label": st.label(), **summ})
-        best = max(range(len(settings)), key=lambda i: (trials[i]["fluent_target_rate"], -i))
-        return settings[best], trials
-
-
-def search_grid(value: str, strengths=DEFAULT_STRENGTHS, with_source: bool = True,
-                positions: str | tuple[str, ...] = "all") -> list[SteerSetting]:
-    """For each position mode in turn: on x strengths, then on+off x strengths, then off
-    (gentle before strong, and the first position mode before the others, so that ties go to
-    the earlier, gentler setting)."""
-    grid = []
-    for pos in (positions,) if isinstance(positions, str) else positions:
-        grid += [SteerSetting("on", s, value, pos) for s in strengths]
-        if with_source:
-            grid += [SteerSetting("on+off", s, value, pos) for s in strengths]
-            grid.append(SteerSetting("off", 1.0, value, pos))
-    return grid

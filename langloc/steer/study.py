@@ -1,18 +1,29 @@
-"""A steering study: for each neuron set (method) and target language, pick or search the
-setting on tuning prompts, evaluate it on held-out prompts, and run the random control.
+"""A steering study: for each method and target language, search the setting on tuning
+prompts, evaluate it on held-out prompts under the strict judge (and the lenient one), run
+its random control, then steer from other source languages (the source x target matrix).
 
-Every rate in ``summary.csv`` has its 95% bootstrap interval over the held-out prompts
-(``<rate>_lo``, ``<rate>_hi``). The random control is drawn ``control_draws`` times, each
-draw from its own seed (:mod:`langloc.controls`; condition ``random:<method>:<target>``, and
-``...:source`` for the source neurons of the off modes); its rates are means over the draws,
-their intervals are over prompts (a prompt's value: its mean over the draws), and
-``control_fluent_target_rate_min/_max`` is the range over the draws."""
+Methods are neuron sets (LAPE, thresholding, expert units: rules ``set``/``add``/``scale``,
+modes ``on``/``on+off``/``off``) and ``diffmean`` (a residual-stream vector, layers x alpha).
+Controls: random neurons with the same count per layer, the same setting; for DiffMean a
+random direction of the same norm at the same layers (:mod:`langloc.steer.diffmean`).
+
+Intervals: every rate of one cell (a method on a target) is a share of prompts, with a 95%
+Wilson score interval over prompts (a control with several draws: the mean over draws, with
+the prompts as n). Averages over targets have a 95% bootstrap interval over prompts (a
+prompt's value: its mean over the targets; the same prompts serve every target).
+
+The strict judge's perplexity bar is measured first: the unsteered model continues the
+built-in native prompts of every target language; the median perplexity per language and
+the factor ``k`` (95th percentile of perplexity / median, pooled) come from those
+continuations (:func:`langloc.steer.judge.native_k`).
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -21,160 +32,342 @@ from langloc.artefacts import atomic_path, write_csv, write_json
 from langloc.controls import check_draws, derive_seed, random_control
 from langloc.errors import LanglocError
 from langloc.evaluate.bootstrap import mean_ci
+from langloc.intervene.intervention import Intervention, ResidualEdit
 from langloc.manifest import make_manifest, stamp
-from langloc.steer.judge import summarise
-from langloc.steer.steering import SteerSetting, Steerer
+from langloc.steer.judge import StrictRule, median, native_k, summarise
+from langloc.steer.steering import ResidualSetting, SteerSetting, Steerer, steering_intervention
 
-RATES = ("fluent_target_rate", "target_rate", "fluent_rate")
-COLUMNS = ("method", "target", "setting", "neurons", "n", "fluent_target_rate", "target_rate", "fluent_rate",
-           "median_ppl", "mean_distinct", "control_fluent_target_rate", "control_target_rate",
-           "control_fluent_rate", "unsteered_target_rate",
-           *(f"{r}_{e}" for r in RATES for e in ("lo", "hi")),
-           *(f"control_{r}_{e}" for r in RATES for e in ("lo", "hi")),
-           "unsteered_target_rate_lo", "unsteered_target_rate_hi",
-           "control_draws", "control_fluent_target_rate_min", "control_fluent_target_rate_max")
+RATES = ("strict_rate", "fluent_target_rate", "target_rate", "fluent_rate")
+COLUMNS = ("method", "target", "setting", "neurons", "n", *[c for r in RATES for c in (r, f"{r}_lo", f"{r}_hi")],
+           "median_ppl", "mean_distinct", "control_draws",
+           *[c for r in ("strict_rate", "fluent_target_rate", "target_rate") for c in
+             (f"control_{r}", f"control_{r}_lo", f"control_{r}_hi")],
+           "unsteered_strict_rate", "unsteered_target_rate")
+METHOD_COLUMNS = ("method", "targets", "strict_rate", "strict_rate_lo", "strict_rate_hi", "fluent_target_rate",
+                  "control_strict_rate", "control_strict_rate_lo", "control_strict_rate_hi",
+                  "control_strict_rate_max_cell", "rules_chosen")
+MATRIX_COLUMNS = ("method", "source", "target", "setting", "n",
+                  *[c for r in ("strict_rate", "fluent_target_rate", "target_rate") for c in (r, f"{r}_lo", f"{r}_hi")],
+                  "unsteered_strict_rate")
+NATIVE_COLUMNS = ("language", "n", "median_ppl", "strict_rate", "strict_rate_lo", "strict_rate_hi", "target_rate",
+                  "target_rate_lo", "target_rate_hi")
 
 
-def _units(records: list[dict], target: str) -> dict[str, list[float]]:
-    """Per prompt, 0/1 for each rate (what :func:`summarise` averages)."""
-    return {"fluent_target_rate": [float(bool(r["success"])) for r in records],
-            "target_rate": [float(r["lang"] == target) for r in records],
-            "fluent_rate": [float(bool(r["fluent"])) for r in records]}
+def wilson(successes: float, n: int, z: float = 1.959964) -> tuple[float | None, float | None]:
+    """95% Wilson score interval of a rate of ``successes`` out of ``n``."""
+    if n == 0:
+        return None, None
+    p = successes / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return max(0.0, c - h), min(1.0, c + h)
 
 
-def rate_intervals(per_prompt: dict[str, list[float]], seed: int, prefix: str = "") -> dict:
-    """``<prefix><rate>_lo/_hi``: 95% bootstrap intervals over prompts (the same resamples for
-    every rate of a row)."""
+def _unit(r: dict, rate: str, target: str) -> float:
+    return float({"strict_rate": bool(r.get("strict")), "fluent_target_rate": bool(r["success"]),
+                  "target_rate": r["lang"] == target, "fluent_rate": bool(r["fluent"])}[rate])
+
+
+def rate_row(runs: list[list[dict]], target: str, prefix: str = "", rates=RATES) -> dict:
+    """``<prefix><rate>`` and its Wilson interval, averaged over ``runs`` (draws) of the same prompts."""
     out = {}
-    for rate, values in per_prompt.items():
-        lo, hi = mean_ci(values, seed=seed) if values else (None, None)
-        out[f"{prefix}{rate}_lo"], out[f"{prefix}{rate}_hi"] = lo, hi
+    n = len(runs[0])
+    for rate in rates:
+        s = sum(_unit(r, rate, target) for run in runs for r in run) / len(runs)
+        lo, hi = wilson(s, n)
+        out[f"{prefix}{rate}"], out[f"{prefix}{rate}_lo"], out[f"{prefix}{rate}_hi"] = s / n, lo, hi
     return out
 
 
-def check_targets(sets: dict, targets: list[str]) -> None:
-    for name, ns in sets.items():
-        missing = [t for t in targets if t not in ns.languages]
-        if missing:
-            raise LanglocError(f"neuron set {name!r} has no neurons for {', '.join(missing)} ({', '.join(ns.languages)})")
+@dataclass
+class GridSpec:
+    """What the search tries. Neuron methods: each rule with its strengths, in each mode and
+    position mode; DiffMean: each layer group with each alpha, in each position mode. Gentle
+    settings come first: ties go to the earlier one."""
+
+    rules: dict = field(default_factory=lambda: {"set": (1.0, 2.0), "add": (1.0, 2.0), "scale": (2.0, 4.0)})
+    modes: tuple = ("on",)
+    positions: tuple = ("all",)
+    residual_layers: tuple = ((6,), (9,), (12,), (5, 6, 7), (8, 9, 10))
+    alphas: tuple = (2.0, 4.0, 8.0)
+    residual_positions: tuple = ("all",)
+
+    def neuron_grid(self, value: str, with_source: bool) -> list[SteerSetting]:
+        grid = []
+        for pos in self.positions:
+            for mode in self.modes:
+                if mode == "off":
+                    if with_source:
+                        grid.append(SteerSetting("off", 1.0, value, pos))
+                    continue
+                if mode == "on+off" and not with_source:
+                    continue
+                for rule, strengths in self.rules.items():
+                    grid += [SteerSetting(mode, s, value, pos, rule) for s in strengths]
+        return grid
+
+    def residual_grid(self) -> list[ResidualSetting]:
+        return [ResidualSetting(tuple(ls), a, pos) for pos in self.residual_positions
+                for ls in self.residual_layers for a in self.alphas]
 
 
-def auto_value(ns) -> str:
-    """The published value source for a set: expert units force the median response
-    (Kojima et al.), LAPE and thresholding sets the mean active value (Tang et al.)."""
-    return "median_response" if ns.method == "expert_units" else "mean_active"
+@dataclass
+class NeuronMethod:
+    """A neuron set steered by :class:`SteerSetting` s."""
+
+    name: str
+    ns: object
+
+    @property
+    def value(self) -> str:
+        # the published value source: expert units' median response (Kojima et al.), else the
+        # mean active value (Tang et al.)
+        return "median_response" if self.ns.method == "expert_units" else "mean_active"
+
+    def grid(self, spec: GridSpec, source: str | None) -> list:
+        return spec.neuron_grid(self.value, bool(source and source in self.ns.languages))
+
+    def _source_layers(self, source):
+        return self.ns.layers(source) if source and source in self.ns.languages else None
+
+    def intervention(self, steerer: Steerer, setting, target, source, meta=None) -> Intervention:
+        return steering_intervention(steerer.lm, setting, target, self.ns.layers(target), source,
+                                     self._source_layers(source), steerer.values, meta)
+
+    def control(self, steerer: Steerer, setting, target, source, seed: int, draw: int) -> Intervention:
+        cname = f"random:{self.name}:{target}"
+        rt = random_control(self.ns.layers(target), self.ns.intermediate_size, seed, cname, draw)
+        sl = self._source_layers(source)
+        rs = random_control(sl, self.ns.intermediate_size, seed, f"{cname}:source", draw) if sl else None
+        return steering_intervention(steerer.lm, setting, target, rt, source, rs, steerer.values,
+                                     {"description": "random control"})
+
+    def size(self, target) -> int:
+        return sum(len(i) for i in self.ns.layers(target))
 
 
-def steer_study(steerer: Steerer, sets: dict, targets: list[str], *, source: str | None, eval_prompts: list[str],
-                tune_prompts: list[str] | None = None, settings: list[SteerSetting] | None = None,
-                setting: SteerSetting | None = None, controls: bool = True, seed: int = 0, out: str | Path | None = None,
-                progress: bool = True, control_draws: int = 3) -> dict:
-    """Run the study and (with ``out``) write ``steer.json``, ``summary.csv``,
-    ``generations.jsonl``, ``interventions/<method>-<target>.json`` and ``steering.png``.
+@dataclass
+class DiffMeanMethod:
+    """The residual-stream DiffMean vector from the run's statistics."""
 
-    With ``settings`` (a search grid) the best setting on ``tune_prompts`` is chosen per
-    method and target; otherwise ``setting`` is used as it is.
+    stats: object
+    name: str = "diffmean"
+
+    def grid(self, spec: GridSpec, source: str | None) -> list:
+        return spec.residual_grid()
+
+    def _edit(self, lm, setting: ResidualSetting, vectors, source: dict) -> ResidualEdit:
+        return ResidualEdit.at(lm.num_layers, {l: setting.alpha * vectors[l].float() for l in setting.layers}, source)
+
+    def vectors(self, target, source):
+        from langloc.steer.diffmean import diffmean_vectors
+
+        if not source:
+            raise LanglocError("DiffMean steering needs a source language")
+        return diffmean_vectors(self.stats, target, source)
+
+    def intervention(self, steerer: Steerer, setting: ResidualSetting, target, source, meta=None) -> Intervention:
+        v = self.vectors(target, source)
+        edit = self._edit(steerer.lm, setting, v, {"method": "diffmean", "target": target, "source": source,
+                                                  "alpha": setting.alpha})
+        return Intervention([edit], setting.positions, {"model": steerer.lm.meta, **(meta or {})})
+
+    def control(self, steerer: Steerer, setting: ResidualSetting, target, source, seed: int, draw: int) -> Intervention:
+        from langloc.steer.diffmean import random_directions
+
+        v = self.vectors(target, source)
+        r = random_directions(v, setting.layers, derive_seed(seed, f"random:diffmean:{target}:{source}", draw))
+        edit = self._edit(steerer.lm, setting, r, {"method": "random direction", "target": target, "alpha": setting.alpha})
+        return Intervention([edit], setting.positions, {"model": steerer.lm.meta, "description": "random control"})
+
+    def size(self, target) -> int:
+        return 0
+
+
+def native_reference(steerer: Steerer, languages: list[str], prompts_of, k: float | None = None) -> tuple[dict, float, list]:
+    """The unsteered model's continuations of native prompts in each language: median
+    perplexity per language, and ``k`` (measured unless given). Returns (medians, k, records)."""
+    medians, ratios, recs_all = {}, [], []
+    for lang in languages:
+        recs, _ = steerer.run(prompts_of(lang), lang, None)
+        ppls = [r["ppl"] for r in recs if math.isfinite(r["ppl"])]
+        medians[lang] = median(ppls)
+        ratios += [p / medians[lang] for p in ppls]
+        recs_all += [{"method": "native", "target": lang, **r} for r in recs]
+    return medians, (native_k(ratios) if k is None else float(k)), recs_all
+
+
+def _unsteered(steerer: Steerer, prompts: list[str], targets: list[str]) -> dict:
+    """The unsteered model's continuations of ``prompts``, judged for each target."""
+    from langloc.steer.judge import judge
+    from langloc.steer.steering import generate
+
+    outs = generate(steerer.lm, prompts, steerer.gen)
+    return {t: judge([dict(r) for r in outs], steerer.lm, steerer.identify, t, steerer.rule, steerer.strict)
+            for t in targets}
+
+
+def _examples(recs: list[dict], n: int = 3) -> list[dict]:
+    return [{"prompt": r["prompt"], "text": r["text"], "strict": r.get("strict"), "fails": r.get("strict_fails"),
+             "ppl": r["ppl"]} for r in recs[:n]]
+
+
+def steer_study(steerer: Steerer, methods: list, targets: list[str], *, source: str, eval_prompts: list[str],
+                tune_prompts: list[str] | None, spec: GridSpec | None = None, fixed: dict | None = None,
+                native_prompts=None, k: float | None = None, matrix_sources: tuple = (), matrix_prompts=None,
+                controls: bool = True, control_draws: int = 1, seed: int = 0, out: str | Path | None = None,
+                progress: bool = True, config: dict | None = None) -> dict:
+    """Run the study; with ``out`` write ``steer.json`` (the manifest), ``summary.csv``,
+    ``methods.csv``, ``matrix.csv``, ``native.csv``, ``generations.jsonl``, ``interventions/``
+    and ``steering.png``.
+
+    ``spec``: search each method's grid on ``tune_prompts``; else ``fixed[method.name]`` is the
+    setting. ``native_prompts(lang)``: native prompts in each target (the perplexity bar).
+    ``matrix_sources``: other source languages, steered with the setting chosen from ``source``
+    on ``matrix_prompts(lang)``.
     """
-    if (settings is None) == (setting is None):
-        raise LanglocError("give either a fixed steering setting or a search grid")
-    if settings is not None and not tune_prompts:
-        raise LanglocError("the strength search needs tuning prompts")
+    if (spec is None) == (fixed is None):
+        raise LanglocError("give either a search grid or fixed settings")
+    if spec is not None and not tune_prompts:
+        raise LanglocError("the search needs tuning prompts")
     draws = check_draws(control_draws)
     started = time.time()
     lm = steerer.lm
-    check_targets(sets, targets)
-    for ns in sets.values():
-        ns.check_model(lm)
-    base_recs, _ = steerer.run(eval_prompts, targets[0], None)
-    gens = [{"method": "unsteered", "target": None, **r} for r in base_recs]
-    unsteered = {t: summarise([{**r, "success": r["fluent"] and r["lang"] == t} for r in base_recs], t)
-                 for t in targets}
-    rows, details = [], []
-    bar = tqdm(total=len(sets) * len(targets), desc="steer", unit="target", disable=not progress)
-    for name, ns in sets.items():
-        s_layers = ns.layers(source) if source and source in ns.languages else None
-        value = auto_value(ns)
-        for ti, target in enumerate(targets):
-            t_layers = ns.layers(target)
-            grid = [replace(s, value=value) if s.value == "auto" else s for s in settings] if settings else None
-            if grid is not None and s_layers is None:
-                grid = [s for s in grid if s.mode == "on"]
+    for m in methods:
+        if isinstance(m, NeuronMethod):
+            m.ns.check_model(lm)
+            missing = [t for t in targets if t not in m.ns.languages]
+            if missing:
+                raise LanglocError(f"neuron set {m.name!r} has no neurons for {', '.join(missing)}")
+    medians, k_used, native_recs = native_reference(steerer, list(dict.fromkeys(targets)), native_prompts, k)
+    steerer.strict = StrictRule(native_median=medians, k=k_used)
+    native_rows, gens = [], []
+    for lang in dict.fromkeys(targets):
+        recs = [r for r in native_recs if r["target"] == lang]
+        judged = [dict(r, **steerer.strict.verdict(r["text"], r["tokens"], r["ppl"], lang, steerer.identify))
+                  for r in recs]
+        native_rows.append({"language": lang, "n": len(recs), "median_ppl": medians[lang],
+                            **rate_row([judged], lang, rates=("strict_rate", "target_rate"))})
+        gens += judged
+    base = _unsteered(steerer, eval_prompts, targets)  # generated once, judged per target
+    gens += [{"method": "unsteered", "source": source, "target": t, **r} for t, recs in base.items() for r in recs]
+    rows, details, chosen_of, examples = [], [], {}, {}
+    bar = tqdm(total=len(methods) * len(targets), desc="steer", unit="cell", disable=not progress)
+    for m in methods:
+        for target in targets:
             trials = []
-            if grid is not None:
-                chosen, trials = steerer.search(tune_prompts, target, t_layers, source, s_layers, grid, progress)
+            if spec is not None:
+                grid = m.grid(spec, source)
+                for st in tqdm(grid, desc=f"search {m.name} {target}", leave=False, disable=not progress):
+                    _, summ = steerer.run(tune_prompts, target, m.intervention(steerer, st, target, source))
+                    trials.append({"setting": asdict(st), "label": st.label(), **summ})
+                best = max(range(len(grid)), key=lambda i: (trials[i]["strict_rate"], trials[i]["fluent_target_rate"], -i))
+                chosen = grid[best]
             else:
-                chosen = replace(setting, value=value) if setting.value == "auto" else setting
-            iv = steerer.intervention(chosen, target, t_layers, source, s_layers,
-                                      {"description": f"steer into {target} with {name} neurons ({chosen.label()})",
-                                       "method": ns.method, "target": target, "source": source,
-                                       "setting": asdict(chosen)})
+                chosen = fixed[m.name]
+            chosen_of[(m.name, target)] = chosen
+            iv = m.intervention(steerer, chosen, target, source,
+                                {"description": f"steer {source}->{target} with {m.name} ({chosen.label()})",
+                                 "method": m.name, "target": target, "source": source, "setting": asdict(chosen)})
             recs, summ = steerer.run(eval_prompts, target, iv)
-            gens += [{"method": name, "target": target, "setting": chosen.label(), **r} for r in recs]
-            control, control_runs = {}, []
-            boot = derive_seed(seed, f"bootstrap:{target}")  # the same prompt resamples for every row of a target
+            gens += [{"method": m.name, "source": source, "target": target, "setting": chosen.label(), **r} for r in recs]
+            control_runs = []
             if controls:
-                cname = f"random:{name}:{target}"
                 for d in range(draws):
-                    rt = random_control(t_layers, ns.intermediate_size, seed, cname, d)
-                    rs = random_control(s_layers, ns.intermediate_size, seed, f"{cname}:source", d) if s_layers else None
-                    civ = steerer.intervention(chosen, target, rt, source, rs, {"description": "random control"})
-                    crecs, csumm = steerer.run(eval_prompts, target, civ)
-                    control_runs.append((crecs, csumm))
-                    gens += [{"method": f"random:{name}", "target": target, "setting": chosen.label(), "draw": d, **r}
-                             for r in crecs]
-                control = {k: sum(c[1][k] for c in control_runs) / draws for k in RATES}
-            base_units = [float(r["lang"] == target) for r in base_recs]
-            row = {"method": name, "target": target, "setting": chosen.label(), "neurons": iv.count(),
-                   **{k: summ[k] for k in ("n", "fluent_target_rate", "target_rate", "fluent_rate", "median_ppl",
-                                           "mean_distinct")},
-                   "control_fluent_target_rate": control.get("fluent_target_rate"),
-                   "control_target_rate": control.get("target_rate"),
-                   "control_fluent_rate": control.get("fluent_rate"),
-                   "unsteered_target_rate": unsteered[target]["target_rate"],
-                   **rate_intervals(_units(recs, target), boot)}
-            if control_runs:
-                units = [_units(c[0], target) for c in control_runs]
-                row.update(rate_intervals({k: [sum(u[k][i] for u in units) / draws for i in range(len(units[0][k]))]
-                                           for k in RATES}, boot, "control_"))
-                per_draw = [c[1]["fluent_target_rate"] for c in control_runs]
-                row.update(control_draws=draws, control_fluent_target_rate_min=min(per_draw),
-                           control_fluent_target_rate_max=max(per_draw))
-            else:
-                row.update({f"control_{k}_{e}": None for k in RATES for e in ("lo", "hi")})
-                row.update(control_draws=None, control_fluent_target_rate_min=None,
-                           control_fluent_target_rate_max=None)
-            row.update(rate_intervals({"unsteered_target_rate": base_units}, boot))
+                    crecs, _ = steerer.run(eval_prompts, target, m.control(steerer, chosen, target, source, seed, d))
+                    control_runs.append(crecs)
+                    gens += [{"method": f"random:{m.name}", "source": source, "target": target,
+                              "setting": chosen.label(), "draw": d, **r} for r in crecs]
+            row = {"method": m.name, "target": target, "setting": chosen.label(), "neurons": m.size(target),
+                   "n": len(recs), **rate_row([recs], target), "median_ppl": summ["median_ppl"],
+                   "mean_distinct": summ["mean_distinct"], "control_draws": draws if controls else None,
+                   **(rate_row(control_runs, target, "control_", ("strict_rate", "fluent_target_rate", "target_rate"))
+                      if control_runs else {}),
+                   "unsteered_strict_rate": sum(_unit(r, "strict_rate", target) for r in base[target]) / len(base[target]),
+                   "unsteered_target_rate": sum(r["lang"] == target for r in base[target]) / len(base[target])}
             rows.append(row)
-            details.append({"method": name, "target": target, "chosen": asdict(chosen), "search": trials,
-                            "eval": summ, "control": control_runs[0][1] if control_runs else {},
-                            "control_draws": [c[1] for c in control_runs]})
+            examples[f"{m.name}:{source}->{target}"] = _examples(recs)
+            if control_runs:
+                examples[f"random:{m.name}:{source}->{target}"] = _examples(control_runs[0], 2)
+            details.append({"method": m.name, "target": target, "chosen": asdict(chosen), "search": trials,
+                            "eval": summ})
             if out is not None:
-                iv.save(Path(out) / "interventions" / f"{name}-{target}.json")
-            bar.set_postfix_str(f"{name} {target}: {100 * summ['fluent_target_rate']:.0f}% fluent in target")
+                iv.save(Path(out) / "interventions" / f"{m.name}-{source}-{target}.json")
+            bar.set_postfix_str(f"{m.name} {target}: {100 * row['strict_rate']:.0f}% strict")
             bar.update()
     bar.close()
-    result = {"model": lm.meta, "source": source, "targets": targets, "methods": list(sets),
-              "generation": asdict(steerer.gen), "fluency": asdict(steerer.rule),
-              "language_candidates": steerer.identify.candidates,
+    per_prompt = {}  # (method, control?) -> per prompt, strict successes over targets
+    for g in gens:
+        if g["method"] in ("native", "unsteered") or g.get("source") != source:
+            continue
+        key = g["method"]
+        per_prompt.setdefault(key, {}).setdefault(g["prompt"], []).append(float(bool(g.get("strict"))))
+    method_rows = []
+    for m in methods:
+        mine = [r for r in rows if r["method"] == m.name]
+        vals = [sum(v) / len(v) for v in per_prompt[m.name].values()]
+        lo, hi = mean_ci(vals, seed=derive_seed(seed, f"bootstrap:{m.name}"))
+        mr = {"method": m.name, "targets": len(mine), "strict_rate": sum(r["strict_rate"] for r in mine) / len(mine),
+              "strict_rate_lo": lo, "strict_rate_hi": hi,
+              "fluent_target_rate": sum(r["fluent_target_rate"] for r in mine) / len(mine),
+              "rules_chosen": ", ".join(sorted({_rule(chosen_of[(m.name, r['target'])]) for r in mine}))}
+        if controls:
+            cvals = [sum(v) / len(v) for v in per_prompt[f"random:{m.name}"].values()]
+            clo, chi = mean_ci(cvals, seed=derive_seed(seed, f"bootstrap:random:{m.name}"))
+            mr.update(control_strict_rate=sum(r["control_strict_rate"] for r in mine) / len(mine),
+                      control_strict_rate_lo=clo, control_strict_rate_hi=chi,
+                      control_strict_rate_max_cell=max(r["control_strict_rate"] for r in mine))
+        method_rows.append(mr)
+    best = max(method_rows, key=lambda r: r["strict_rate"])["method"]
+    matrix = [{"method": r["method"], "source": source, "target": r["target"], "setting": r["setting"], "n": r["n"],
+               **{k: r[k] for k in MATRIX_COLUMNS[5:]}} for r in rows]
+    matrix_methods = [m for m in methods if m.name in dict.fromkeys([best, "lape"])]
+    for src in matrix_sources:
+        if src == source:
+            continue
+        prompts = matrix_prompts(src)
+        src_base = _unsteered(steerer, prompts, [t for t in targets if t != src])
+        for t in targets:
+            if t == src:
+                continue
+            brecs = src_base[t]
+            gens += [{"method": "unsteered", "source": src, "target": t, **r} for r in brecs]
+            for m in matrix_methods:
+                st = chosen_of[(m.name, t)]
+                recs, _ = steerer.run(prompts, t, m.intervention(steerer, st, t, src))
+                gens += [{"method": m.name, "source": src, "target": t, "setting": st.label(), **r} for r in recs]
+                matrix.append({"method": m.name, "source": src, "target": t, "setting": st.label(), "n": len(recs),
+                               **rate_row([recs], t, rates=("strict_rate", "fluent_target_rate", "target_rate")),
+                               "unsteered_strict_rate": sum(_unit(r, "strict_rate", t) for r in brecs) / len(brecs)})
+                examples[f"{m.name}:{src}->{t}"] = _examples(recs, 2)
+    result = {"model": lm.meta, "source": source, "targets": targets, "methods": [m.name for m in methods],
+              "best_method": best, "generation": asdict(steerer.gen), "lenient": asdict(steerer.rule),
+              "strict": asdict(steerer.strict), "k": k_used, "k_rule": "95th percentile of native ppl / median" if k is None else "given",
+              "native": native_rows, "language_candidates": steerer.identify.candidates,
               "prompts": {"tune": len(tune_prompts or []), "eval": len(eval_prompts)},
-              "rows": rows, "details": details}
-    config = {"source": source, "targets": targets, "controls": controls, "search": settings is not None,
-              "setting": asdict(setting) if setting is not None else None,
-              "grid": [asdict(s) for s in settings] if settings is not None else None,
-              "generation": result["generation"], "fluency": result["fluency"],
-              "language_candidates": result["language_candidates"], "prompts": result["prompts"],
-              "neuron_sets": {name: {"method": ns.method, "params": ns.params} for name, ns in sets.items()}}
-    result = stamp(result, make_manifest("langloc.steer", model=lm.meta, config=config,
+              "rows": rows, "method_table": method_rows, "matrix": matrix, "examples": examples, "details": details,
+              "wall_seconds": round(time.time() - started, 1)}
+    result = stamp(result, make_manifest("langloc.steer", model=lm.meta, config=config or {},
                                          seeds={"controls": seed, "generation": steerer.gen.seed}, started=started))
     if out is not None:
         write_outputs(Path(out), result, gens)
     return result
 
 
+def _rule(setting) -> str:
+    if isinstance(setting, ResidualSetting):
+        return "residual_add"
+    return setting.mode if setting.mode == "off" else f"{setting.rule} ({setting.mode})"
+
+
 def write_outputs(out: Path, result: dict, gens: list[dict]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "steer.json", result)
     write_csv(out / "summary.csv", result["rows"], COLUMNS, float_digits=4)
+    write_csv(out / "methods.csv", result["method_table"], METHOD_COLUMNS, float_digits=4)
+    write_csv(out / "matrix.csv", result["matrix"], MATRIX_COLUMNS, float_digits=4)
+    write_csv(out / "native.csv", result["native"], NATIVE_COLUMNS, float_digits=4)
     with atomic_path(out / "generations.jsonl") as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             for g in gens:
@@ -185,14 +378,13 @@ def write_outputs(out: Path, result: dict, gens: list[dict]) -> None:
 
 
 def format_table(rows: list[dict]) -> list[list[str]]:
-    """Rows for a console table: method, target, setting, success, control, fluency (success
-    and control with their 95% intervals over prompts)."""
+    """Rows for a console table: method, target, setting, strict success and lenient success
+    with their 95% intervals, the control's strict success, median perplexity."""
     pct = lambda v: "-" if v is None else f"{100 * v:.0f}%"  # noqa: E731
 
     def ci(r, k):  # the rate and its 95% interval over prompts: 45% [30-60]
         lo, hi = r.get(f"{k}_lo"), r.get(f"{k}_hi")
-        return pct(r[k]) if r[k] is None or lo is None else f"{pct(r[k])} [{100 * lo:.0f}-{100 * hi:.0f}]"
+        return pct(r.get(k)) if r.get(k) is None or lo is None else f"{pct(r[k])} [{100 * lo:.0f}-{100 * hi:.0f}]"
 
-    return [[r["method"], r["target"], r["setting"], ci(r, "fluent_target_rate"), pct(r["target_rate"]),
-             ci(r, "control_fluent_target_rate"), pct(r["fluent_rate"]), f"{r['median_ppl']:.0f}",
-             f"{r['mean_distinct']:.2f}"] for r in rows]
+    return [[r["method"], r["target"], r["setting"], ci(r, "strict_rate"), ci(r, "fluent_target_rate"),
+             ci(r, "control_strict_rate"), f"{r['median_ppl']:.0f}", f"{r['mean_distinct']:.2f}"] for r in rows]

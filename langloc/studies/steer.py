@@ -1,9 +1,10 @@
-"""steer: switch language neurons on/off during generation and measure the output language.
+"""steer: steer the output language with language neurons and with DiffMean, under a strict judge.
 
-For each neuron set (method) and target language: search the setting (mode, strength,
-positions) on tuning prompts or take the one given, evaluate it on held-out prompts, and run
-the random control (:func:`langloc.steer.study.steer_study`). Writes ``OUT/steer.json`` (the
-manifest), ``summary.csv``, ``generations.jsonl``, ``interventions/`` and ``steering.png``.
+For each method (neuron sets; DiffMean) and target language: search the setting on tuning
+prompts or take the one given, evaluate it on held-out prompts, run the random control, and
+steer from other source languages (:func:`langloc.steer.study.steer_study`). Writes
+``OUT/steer.json`` (the manifest), ``summary.csv``, ``methods.csv``, ``matrix.csv``,
+``native.csv``, ``generations.jsonl``, ``interventions/`` and ``steering.png``.
 """
 
 from __future__ import annotations
@@ -20,45 +21,59 @@ KIND = "langloc.steer"
 
 @dataclass
 class Config(StudyConfig):
-    """neurons: neuron set files, each one method; targets: target languages; source: the
-    language whose neurons the off modes zero (None: none); run: run folder whose statistics
-    give the values; model: model (default the run's / the set's); prompts, tune_prompts:
+    """neurons: neuron set files, each one method; diffmean: also steer with the DiffMean
+    residual vector (needs a run whose statistics hold residual sums); targets: target
+    languages; source: the language of the prompts (DiffMean subtracts its mean; the off modes
+    zero its neurons); matrix_sources: other source languages steered with the setting chosen
+    for ``source``, on their built-in prompts (the source x target matrix); run: run folder of
+    the statistics; model: model (default the run's / the set's); prompts, tune_prompts:
     held-out and tuning prompts (builtin:<lang> or a file); search: search the setting on the
-    tuning prompts; mode, strength: the setting without search; value: what target neurons
-    are set to (auto, mean_active, pNN, a number, ...); strengths: strengths the search
-    tries; positions: position modes (all, prompt, generated; default all,generated with
-    search, else all); max_new_tokens, sample, temperature, top_p, no_repeat_ngram_size,
-    repetition_penalty, batch_size: generation; seed: sampling seed, and the controls' and
-    bootstrap's; max_ppl, min_distinct: the fluency rule; controls, control_draws: random
-    controls; quantile_tokens: text for quantile values; candidates: languages the language
-    identifier chooses from (default its own list); dtype, device: how the model is loaded;
-    progress: show progress bars."""
+    tuning prompts; mode, rule, value, strength: the neuron setting without search; layers,
+    alpha: the DiffMean setting without search; rules: search grid of neuron rules
+    (rule:strength/strength,...); modes: neuron modes searched (on, on+off, off); positions:
+    position modes searched (all, prompt, generated); residual_layers: DiffMean layer groups
+    searched (e.g. 6 9 5-7); alphas: DiffMean strengths searched; k: the strict judge's
+    perplexity factor (default: measured, the 95th percentile of native ppl / median);
+    max_new_tokens, sample, temperature, top_p, no_repeat_ngram_size, repetition_penalty,
+    batch_size: generation; seed: sampling seed and the controls'; max_ppl, min_distinct: the
+    lenient judge; controls, control_draws: random controls; quantile_tokens: text for
+    quantile values; candidates: languages the language identifier chooses from; dtype,
+    device: how the model is loaded; progress: show progress bars."""
 
-    neurons: tuple[Path, ...]
-    targets: tuple[str, ...]
+    neurons: tuple[Path, ...] = ()
+    targets: tuple[str, ...] = ()
+    diffmean: bool = True
     source: Optional[str] = "en"
+    matrix_sources: tuple[str, ...] = ()
     run: Optional[Path] = None
     model: Optional[str] = None
     prompts: str = "builtin:en"
     tune_prompts: Optional[str] = None
     search: bool = True
     mode: str = "on"
+    rule: str = "set"
     value: str = "auto"
     strength: float = 1.0
-    strengths: Optional[tuple[float, ...]] = None
-    positions: Optional[tuple[str, ...]] = None
+    layers: tuple[int, ...] = (6,)
+    alpha: float = 4.0
+    rules: str = "set:1/2,add:1/2,scale:2/4"
+    modes: tuple[str, ...] = ("on",)
+    positions: tuple[str, ...] = ("all",)
+    residual_layers: tuple[str, ...] = ("6", "9", "12", "5-7", "8-10")
+    alphas: tuple[float, ...] = (2.0, 4.0, 8.0)
+    k: Optional[float] = None
     max_new_tokens: int = 32
     sample: bool = False
     temperature: float = 1.0
     top_p: float = 1.0
-    no_repeat_ngram_size: int = 3
+    no_repeat_ngram_size: int = 0
     repetition_penalty: float = 1.0
     seed: int = 0
     batch_size: int = 16
     max_ppl: float = 200.0
     min_distinct: float = 0.5
     controls: bool = True
-    control_draws: int = 3
+    control_draws: int = 1
     quantile_tokens: int = 16384
     candidates: Optional[tuple[str, ...]] = None
     dtype: str = "auto"
@@ -66,22 +81,51 @@ class Config(StudyConfig):
     progress: bool = True
 
 
-def _settings(c: Config):
-    """Checked position modes and the setting without search."""
+def _layer_groups(specs) -> tuple:
+    groups = []
+    for spec in specs:
+        try:
+            if "-" in str(spec):
+                a, b = (int(x) for x in str(spec).split("-"))
+                groups.append(tuple(range(a, b + 1)))
+            else:
+                groups.append((int(spec),))
+        except ValueError:
+            raise LanglocError(f"--residual-layers: give layers as 6 or bands as 5-7, got {spec!r}") from None
+    return tuple(groups)
+
+
+def _rules(spec: str) -> dict:
+    from langloc.steer.steering import STEER_RULES
+
+    out = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        rule, _, strengths = part.partition(":")
+        if rule not in STEER_RULES or not strengths:
+            raise LanglocError(f"--rules: give rule:strength/strength,... with rules {', '.join(STEER_RULES)}; got {part!r}")
+        try:
+            out[rule] = tuple(float(x) for x in strengths.split("/"))
+        except ValueError:
+            raise LanglocError(f"--rules: strengths must be numbers, got {strengths!r}") from None
+    if not out:
+        raise LanglocError("--rules: give at least one rule")
+    return out
+
+
+def _spec(c: Config):
     from langloc.intervene.intervention import POSITIONS
-    from langloc.steer.steering import SteerSetting
+    from langloc.steer.study import GridSpec
 
-    given = ",".join(c.positions) if c.positions else None
-    positions = c.positions or (("all", "generated") if c.search else ("all",))
-    if not positions or any(p not in POSITIONS for p in positions):
-        raise LanglocError(f"--positions must be one or more of {', '.join(POSITIONS)}, got {given!r}")
-    if not c.search and len(positions) > 1:
-        raise LanglocError(f"--positions: without --search give one position mode, got {given!r}")
-    if c.value != "auto":
-        from langloc.intervene.values import parse_source
+    from langloc.steer.steering import STEER_MODES
 
-        parse_source(c.value)
-    return positions, SteerSetting(c.mode, c.strength, c.value, positions[0])
+    if any(p not in POSITIONS for p in c.positions) or not c.positions:
+        raise LanglocError(f"--positions must be one or more of {', '.join(POSITIONS)}, got {','.join(c.positions)!r}")
+    if any(m not in STEER_MODES for m in c.modes) or not c.modes:
+        raise LanglocError(f"--modes must be one or more of {', '.join(STEER_MODES)}, got {','.join(c.modes)!r}")
+    check_numbers("alphas", c.alphas)
+    return GridSpec(rules=_rules(c.rules), modes=tuple(c.modes), positions=tuple(c.positions),
+                    residual_layers=_layer_groups(c.residual_layers), alphas=tuple(c.alphas),
+                    residual_positions=tuple(c.positions))
 
 
 def _load_sets(files) -> dict:
@@ -92,8 +136,6 @@ def _load_sets(files) -> dict:
         ns = NeuronSet.load(f)
         name = ns.method if ns.method not in sets else f"{ns.method}:{Path(f).stem}"
         sets[name] = ns
-    if not sets:
-        raise LanglocError("give at least one neuron set (--neurons)")
     return sets
 
 
@@ -105,7 +147,7 @@ def _prompts(c: Config):
         return eval_p, None
     tune_spec = c.tune_prompts or (c.prompts if c.prompts.startswith("builtin:") else None)
     if tune_spec is None:
-        raise LanglocError("the strength search needs tuning prompts (--tune-prompts FILE) separate from --prompts")
+        raise LanglocError("the search needs tuning prompts (--tune-prompts FILE) separate from --prompts")
     tune_p = P.load_prompts(tune_spec, "tune")
     if set(tune_p) & set(eval_p):
         raise LanglocError("tuning and evaluation prompts overlap; the evaluation must be held out")
@@ -136,35 +178,72 @@ def _values(lm, c: Config, run_meta: dict | None):
 
 
 def run(lm, config: Config, out: str | Path | None) -> Manifest:
+    from dataclasses import asdict
+
     from langloc.controls import check_draws
     from langloc.stats import read_run
+    from langloc.steer import prompts as P
     from langloc.steer.judge import DEFAULT_CANDIDATES, FluencyRule, LanguageIdentifier
-    from langloc.steer.steering import DEFAULT_STRENGTHS, Generation, Steerer, search_grid
-    from langloc.steer.study import check_targets, steer_study
+    from langloc.steer.steering import Generation, ResidualSetting, SteerSetting, Steerer
+    from langloc.steer.study import DiffMeanMethod, NeuronMethod, steer_study
 
     c = config
-    check_numbers("strengths", c.strengths)
     check_draws(c.control_draws)
-    positions, setting = _settings(c)
+    if not c.targets:
+        raise LanglocError("give at least one target language (--target)")
+    if not c.source:
+        raise LanglocError("give the source language of the prompts (--source)")
+    from langloc.intervene.intervention import POSITIONS
+
+    if not c.positions or any(p not in POSITIONS for p in c.positions):
+        raise LanglocError(f"--positions must be one or more of {', '.join(POSITIONS)}, got {','.join(c.positions)!r}")
+    spec = _spec(c) if c.search else None
     gen = Generation(max_new_tokens=c.max_new_tokens, do_sample=c.sample, temperature=c.temperature, top_p=c.top_p,
                      seed=c.seed, batch_size=c.batch_size, repetition_penalty=c.repetition_penalty,
                      no_repeat_ngram_size=c.no_repeat_ngram_size)
     fluency = FluencyRule(max_ppl=c.max_ppl, min_distinct=c.min_distinct)
     sets = _load_sets(c.neurons)
+    if not sets and not c.diffmean:
+        raise LanglocError("give at least one neuron set (--neurons) or --diffmean")
+    if c.diffmean and not c.run:
+        raise LanglocError("DiffMean needs the run folder whose statistics hold the residual means (--run)")
+    if not c.search and len(c.positions) > 1:
+        raise LanglocError(f"--positions: without --search give one position mode, got {','.join(c.positions)!r}")
+    if not c.search and c.value != "auto":
+        from langloc.intervene.values import parse_source
+
+        parse_source(c.value)
+    for name, ns in sets.items():
+        missing = [t for t in c.targets if t not in ns.languages]
+        if missing:
+            raise LanglocError(f"neuron set {name!r} has no neurons for {', '.join(missing)} ({', '.join(ns.languages)})")
     eval_p, tune_p = _prompts(c)
-    check_targets(sets, list(c.targets))  # before the model loads
+    for lang in (*c.targets, *c.matrix_sources):
+        P.builtin_prompts(lang, "all")  # native references and matrix prompts: refuse before the model loads
     run_meta = read_run(c.run) if c.run else None
     if lm is None:
         lm = load_model_of(run_meta or next(iter(sets.values())).meta, c.model, c.dtype, c.device,
                            str(c.run or c.neurons[0]))
-    steerer = Steerer(lm, _values(lm, c, run_meta), gen, fluency,
+    values = _values(lm, c, run_meta)
+    methods = [NeuronMethod(name, ns) for name, ns in sets.items()]
+    groups = spec.residual_layers if spec is not None else (tuple(c.layers),)
+    if c.diffmean and any(not 0 <= l < lm.num_layers for g in groups for l in g):
+        raise LanglocError(f"DiffMean layers {', '.join(map(str, sorted({l for g in groups for l in g})))} must lie in "
+                           f"0..{lm.num_layers - 1} (the model has {lm.num_layers} layers)")
+    if c.diffmean:
+        values.stats.mean_residual(c.source)  # a clear error for statistics without residual sums
+        methods.append(DiffMeanMethod(values.stats))
+    fixed = None
+    if not c.search:
+        fixed = {m.name: SteerSetting(c.mode, c.strength, m.value if c.value == "auto" else c.value,
+                                      c.positions[0], c.rule) for m in methods if isinstance(m, NeuronMethod)}
+        fixed["diffmean"] = ResidualSetting(tuple(c.layers), c.alpha, c.positions[0])
+    steerer = Steerer(lm, values, gen, fluency,
                       LanguageIdentifier(list(c.candidates) if c.candidates else DEFAULT_CANDIDATES))
-    common = dict(source=c.source or None, eval_prompts=eval_p, controls=c.controls, seed=c.seed, out=out,
-                  progress=c.progress, control_draws=c.control_draws)
-    if c.search:
-        grid = search_grid(c.value, tuple(c.strengths or DEFAULT_STRENGTHS), with_source=bool(c.source),
-                           positions=positions)
-        result = steer_study(steerer, sets, list(c.targets), tune_prompts=tune_p, settings=grid, **common)
-    else:
-        result = steer_study(steerer, sets, list(c.targets), setting=setting, **common)
+    config_doc = c.to_dict()
+    result = steer_study(steerer, methods, list(c.targets), source=c.source, eval_prompts=eval_p, tune_prompts=tune_p,
+                         spec=spec, fixed=fixed, native_prompts=lambda lang: P.builtin_prompts(lang, "all"), k=c.k,
+                         matrix_sources=tuple(c.matrix_sources),
+                         matrix_prompts=lambda lang: P.builtin_prompts(lang, "all"), controls=c.controls,
+                         control_draws=c.control_draws, seed=c.seed, out=out, progress=c.progress, config=config_doc)
     return Manifest(result, result=result, path=Path(out) / "steer.json" if out else None)
