@@ -56,7 +56,8 @@ def test_steering_section_shows_rates_and_example_outputs(analysis):
     s = section(page, "steer")
     gens = [json.loads(x) for x in (paths["steer"] / "generations.jsonl").read_text().splitlines()]
     steered = [g for g in gens if g["method"] == "lape" and g["target"] == "fr"]
-    assert "Example outputs" in s and s.count("<table class=gen>") == 1
+    rows = json.loads((paths["steer"] / "steer.json").read_text())["rows"]
+    assert "Example outputs" in s and s.count("<table class=gen>") == len(rows) == 2  # lape and DiffMean
     for g in steered[:3]:
         assert g["prompt"] in s
     assert re.search(r"\d+% \[\d+–\d+\]", s)  # a rate with its interval

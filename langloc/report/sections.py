@@ -290,10 +290,15 @@ def _read_jsonl(path: Path, limit: int = 100_000) -> list[dict]:
 def _generation(r: dict | None) -> str:
     if r is None:
         return "<td>–</td>"
-    mark = "<span class=ok>✓</span>" if r.get("success") else "<span class=bad>✗</span>"
-    lang = r.get("lang", "?")
-    why = "fluent" if r.get("fluent") else "not fluent"
-    return f"<td>{mark} <b>{h.esc(lang)}</b> <span class=muted>({why})</span><br>{h.esc(r.get('text', ''))}</td>"
+    if "strict" in r:  # the strict judge: language over most chunks, script, perplexity vs native
+        ok = r.get("strict")
+        why = "passes the strict judge" if ok else "fails: " + ", ".join(r.get("strict_fails") or [])
+    else:  # outputs of the lenient judge only
+        ok = r.get("success")
+        why = "fluent" if r.get("fluent") else "not fluent"
+    mark = "<span class=ok>✓</span>" if ok else "<span class=bad>✗</span>"
+    return (f"<td>{mark} <b>{h.esc(r.get('lang', '?'))}</b> <span class=muted>({h.esc(why)})</span><br>"
+            f"{h.esc(r.get('text', ''))}</td>")
 
 
 @section("langloc.steer", "Steering")
@@ -303,36 +308,56 @@ def steer_section(o: Output, _all, examples: int = 3) -> str:
     d = o.doc
     rows = d.get("rows") or []
     cfg = d.get("config") or {}
+    strict = bool(rows) and "strict_rate" in rows[0]
     items = {"source language": d.get("source"), "targets": d.get("targets"), "methods": d.get("methods"),
+             "best method": d.get("best_method"), "strict judge's k": d.get("k"), "k's rule": d.get("k_rule"),
              "prompts (tuning, held-out)": d.get("prompts"), "strength search": cfg.get("search")}
-    table_rows = [{"method": r["method"], "target": r["target"], "setting": r.get("setting"), "neurons": r.get("neurons"),
-                   "fluent in target": pct_ci(r, "fluent_target_rate"),
-                   "random control": pct_ci(r, "control_fluent_target_rate"),
-                   "in target (any fluency)": pct_ci(r, "target_rate"), "fluent": pct_ci(r, "fluent_rate"),
-                   "unsteered in target": pct_ci(r, "unsteered_target_rate"),
-                   "median ppl": r.get("median_ppl")} for r in rows]
-    body = h.facts(items)
+    body = h.facts({k: v for k, v in items.items() if v is not None})
     if rows:
-        body += fig(o, h.svg(plot_steering, rows), "Share of held-out prompts whose continuation is fluent and in "
-                    "the target language, steered (solid) and with random neurons of the same count (hatched).")
-        body += ("<p class=muted>rates over held-out prompts with 95% bootstrap intervals; success = in the target "
-                 "language (py3langid) and fluent</p>" + h.table(table_rows))
-    gens = _read_jsonl(o.folder / "generations.jsonl")
+        what = ("passes the strict judge (target language in most chunks, target script, perplexity at most k × "
+                "the median of the model's own native continuations)" if strict
+                else "is fluent and in the target language")
+        body += fig(o, h.svg(plot_steering, rows), f"Share of held-out prompts whose continuation {what}, "
+                    "steered (solid) and with the method's random control (hatched).")
+        methods = d.get("method_table") or read_csv(o.folder / "methods.csv")
+        if methods:
+            body += "<h3>Methods (averaged over targets)</h3>" + h.table([{
+                "method": m.get("method"), "targets": m.get("targets"), "strict success": pct_ci(m, "strict_rate"),
+                "lenient (fluent, in target)": pct_ci(m, "fluent_target_rate"),
+                "control": pct_ci(m, "control_strict_rate"), "worst control cell": m.get("control_strict_rate_max_cell"),
+                "rule chosen": m.get("rules_chosen")} for m in methods])
+        key = "strict_rate" if strict else "fluent_target_rate"
+        body += ("<h3>Per target</h3><p class=muted>rates over held-out prompts with 95% intervals</p>" + h.table([{
+            "method": r["method"], "target": r["target"], "setting": r.get("setting"), "neurons": r.get("neurons"),
+            "success": pct_ci(r, key), "lenient": pct_ci(r, "fluent_target_rate") if strict else "–",
+            "random control": pct_ci(r, f"control_{key}"), "in target (any fluency)": pct_ci(r, "target_rate"),
+            "unsteered": pct_ci(r, f"unsteered_{key}") if f"unsteered_{key}_lo" in r
+            else h.fmt(h.number(r.get(f"unsteered_{key}"))),
+            "median ppl": r.get("median_ppl")} for r in rows]))
+        matrix = read_csv(o.folder / "matrix.csv")
+        if matrix:
+            body += "<h3>Source × target</h3>" + h.table([{
+                "method": m.get("method"), "source": m.get("source"), "target": m.get("target"),
+                "strict success": pct_ci(m, "strict_rate"), "lenient": pct_ci(m, "fluent_target_rate"),
+                "unsteered": m.get("unsteered_strict_rate")} for m in matrix])
+    gens = [g for g in _read_jsonl(o.folder / "generations.jsonl") if g.get("source", d.get("source")) == d.get("source")]
     if gens:
-        unsteered = {g["prompt"]: g for g in gens if g.get("method") == "unsteered"}
+        unsteered = {(g["prompt"], g.get("target")): g for g in gens if g.get("method") == "unsteered"}
         parts = []
         for r in rows:
             mine = [g for g in gens if g.get("method") == r["method"] and g.get("target") == r["target"]][:examples]
             ctrl = {g["prompt"]: g for g in gens if g.get("method") == f"random:{r['method']}"
                     and g.get("target") == r["target"] and g.get("draw", 0) == 0}
             trs = "".join(f"<tr><td>{h.esc(g['prompt'])}</td>{_generation(g)}{_generation(ctrl.get(g['prompt']))}"
-                          f"{_generation(unsteered.get(g['prompt']))}</tr>" for g in mine)
+                          f"{_generation(unsteered.get((g['prompt'], g.get('target'))) or unsteered.get((g['prompt'], None)))}</tr>"
+                          for g in mine)
             parts.append(f"<h3>{h.esc(r['method'])} → {h.esc(r['target'])} <span class=muted>({h.esc(r.get('setting', ''))})</span></h3>"
                          "<div class=scroll><table class=gen><thead><tr><th>prompt</th><th>steered</th>"
                          "<th>random control</th><th>unsteered</th></tr></thead>"
                          f"<tbody>{trs}</tbody></table></div>")
         body += (f"<h3>Example outputs (first {examples} held-out prompts per cell)</h3>"
-                 "<p class=muted>✓: fluent and in the target language; the language is py3langid's label</p>" + "".join(parts))
+                 "<p class=muted>✓: passes the judge; the language shown is py3langid's label of the whole "
+                 "output</p>" + "".join(parts))
     return body + settings(o)
 
 
