@@ -51,5 +51,13 @@ def make_analysis(root: Path) -> dict[str, Path]:
     return {"root": root, "run": run, "steer": steer, "other": other}
 
 
+def make_report(root: Path) -> tuple[dict[str, Path], Path]:
+    """The analysis and its report page (``root/report.html``)."""
+    paths = make_analysis(root)
+    page = root / "report.html"
+    assert invoke("report", paths["run"], paths["steer"], paths["other"], "-o", page) == 0
+    return paths, page
+
+
 # The sections a report of the whole analysis must have (ids of <section> elements).
 EXPECTED = ["overview", "run", "neuron-set", "ablation", "steer", "claims"]

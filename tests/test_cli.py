@@ -27,20 +27,7 @@ def setup(tmp_path_factory):
     return root, model, corpus, run
 
 
-def invoke(*args):
-    from langloc.cli import main
-    import sys
-
-    # Run through main() so LanglocError handling (one line, exit 2) is exercised.
-    old = sys.argv
-    sys.argv = ["langloc", *map(str, args)]
-    try:
-        main()
-    except SystemExit as exc:
-        return exc.code
-    finally:
-        sys.argv = old
-    return 0
+from report_run import invoke  # noqa: E402  (runs main(): LanglocError -> one line, exit 2)
 
 
 def test_identify_ablate_export_import_roundtrip(setup, capsys):

@@ -7,15 +7,13 @@ import shutil
 import pytest
 
 from langloc.report.html import external_references
-from report_run import EXPECTED, invoke, make_analysis
+from report_run import EXPECTED, invoke, make_report
 
 
 @pytest.fixture(scope="module")
 def analysis(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
-    paths = make_analysis(root)
-    page = root / "report.html"
-    assert invoke("report", paths["run"], paths["steer"], paths["other"], "-o", page) == 0
+    paths, page = make_report(root)
     return paths, page.read_text(encoding="utf-8")
 
 

@@ -8,7 +8,7 @@ import struct
 import pytest
 
 from browser import check_report, find_chromium
-from report_run import EXPECTED, invoke, make_analysis
+from report_run import EXPECTED, make_report
 
 pytestmark = pytest.mark.skipif(find_chromium() is None,
                                 reason="chromium is not installed (apt-get install chromium; .ci/run installs it)")
@@ -17,10 +17,7 @@ pytestmark = pytest.mark.skipif(find_chromium() is None,
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
     root = tmp_path_factory.mktemp("browser")
-    paths = make_analysis(root)
-    page = root / "report.html"
-    assert invoke("report", paths["run"], paths["steer"], paths["other"], "-o", page) == 0
-    return page
+    return make_report(root)[1]
 
 
 def png_size(path):
