@@ -61,6 +61,26 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=1, ensure_ascii=False) + "\n")
 
 
+def cached_step(folder: str | os.PathLike | None, name: str, settings: dict, compute) -> Any:
+    """The JSON result of one finished step of a long study, kept in ``folder/name.json``
+    with the ``settings`` that made it, so a killed run resumes after its last finished step.
+
+    A file made with other settings is recomputed (and overwritten), never reused; with
+    ``folder`` None nothing is kept. ``compute()`` must return plain JSON data.
+    """
+    if folder is None:
+        return compute()
+    path = Path(folder) / f"{name}.json"
+    key = json.loads(json.dumps(settings, default=str))
+    if path.is_file():
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if doc.get("settings") == key:
+            return doc["result"]
+    result = compute()
+    write_json(path, {"settings": key, "result": result})
+    return result
+
+
 def write_csv(path: str | os.PathLike, rows: list[dict], fieldnames, float_digits: int | None = None) -> None:
     """Rows of dicts as a CSV file (atomically); floats rounded to ``float_digits`` if given."""
     import csv

@@ -192,7 +192,7 @@ def test_truncated_artefacts_are_refused(setup, capsys, tmp_path):
         NeuronSet.load(tmp_path / "ns.json")
 
 
-def test_methods_compare_and_steer_end_to_end(setup, tmp_path):
+def test_methods_compare_and_steer_end_to_end(setup, tmp_path, monkeypatch):
     root, model, corpus, _ = setup
     run = tmp_path / "run"
     assert invoke("collect", "-m", model, "--corpus", corpus, "-l", "en,fr,ru", "--tokens", "256", "--window", "64",
@@ -214,10 +214,11 @@ def test_methods_compare_and_steer_end_to_end(setup, tmp_path):
     tune = tmp_path / "tune.txt"
     tune.write_text("Of the land\nWith the word\n", encoding="utf-8")
     out = tmp_path / "steer"
-    assert invoke("steer", "-n", sets[1], "-n", sets[2], "-t", "fr,ru", "--run", run, "-o", out,
+    steer_args = ("steer", "-n", sets[1], "-n", sets[2], "-t", "fr,ru", "--run", run, "-o", out,
                   "--prompts", prompts, "--tune-prompts", tune, "--rules", "set:1,add:1,scale:2",
                   "--residual-layers", "0,0-1", "--alphas", "2", "--matrix-sources", "fr", "--max-new-tokens", "6",
-                  "--device", "cpu") == 0
+                  "--device", "cpu")
+    assert invoke(*steer_args) == 0
     result = json.loads((out / "steer.json").read_text())
     assert [(r["method"], r["target"]) for r in result["rows"]] == [
         ("thresholding", "fr"), ("thresholding", "ru"), ("expert_units", "fr"), ("expert_units", "ru"),
@@ -244,6 +245,19 @@ def test_methods_compare_and_steer_end_to_end(setup, tmp_path):
     from langloc.intervene import Intervention
 
     assert Intervention.load(out / "interventions" / "diffmean-en-ru.json").edits[0].rule == "residual_add"
+
+    # Killed after every cell but one, the same command continues: it generates only the
+    # missing cell (its search, held-out prompts and control) and writes the same tables.
+    import langloc.steer.steering as steering
+
+    first = {f: (out / f).read_text() for f in ("summary.csv", "methods.csv", "matrix.csv", "generations.jsonl")}
+    (out / ".parts" / "cell-diffmean-en-ru.json").unlink()
+    calls, generate = [], steering.generate
+    monkeypatch.setattr(steering, "generate", lambda lm, prompts, *a, **k: calls.append(len(prompts)) or generate(
+        lm, prompts, *a, **k))
+    assert invoke(*steer_args) == 0
+    assert calls == [2, 2, 3, 3]  # tuning prompts x 2 settings, held-out prompts, control
+    assert {f: (out / f).read_text() for f in first} == first
 
     # A fixed setting without search, a quantile value, generated positions only.
     assert invoke("steer", "-n", sets[1], "-t", "fr", "--run", run, "-o", tmp_path / "fixed", "--prompts", prompts,

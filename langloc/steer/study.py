@@ -28,7 +28,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from langloc.artefacts import atomic_path, write_csv, write_json
+from langloc.artefacts import atomic_path, cached_step, write_csv, write_json
 from langloc.controls import check_draws, derive_seed, random_control
 from langloc.errors import LanglocError
 from langloc.evaluate.bootstrap import mean_ci
@@ -146,6 +146,12 @@ class NeuronMethod:
     def size(self, target) -> int:
         return sum(len(i) for i in self.ns.layers(target))
 
+    def setting(self, d: dict) -> SteerSetting:
+        return SteerSetting(**d)
+
+    def fingerprint(self, target) -> list:  # what a kept cell was computed with
+        return [i.tolist() for i in self.ns.layers(target)]
+
 
 @dataclass
 class DiffMeanMethod:
@@ -183,6 +189,12 @@ class DiffMeanMethod:
 
     def size(self, target) -> int:
         return 0
+
+    def setting(self, d: dict) -> ResidualSetting:
+        return ResidualSetting(**d)
+
+    def fingerprint(self, target) -> str:
+        return "residual means of the run"
 
 
 def native_reference(steerer: Steerer, languages: list[str], prompts_of, k: float | None = None) -> tuple[dict, float, list]:
@@ -240,7 +252,22 @@ def steer_study(steerer: Steerer, methods: list, targets: list[str], *, source: 
             missing = [t for t in targets if t not in m.ns.languages]
             if missing:
                 raise LanglocError(f"neuron set {m.name!r} has no neurons for {', '.join(missing)}")
-    medians, k_used, native_recs = native_reference(steerer, list(dict.fromkeys(targets)), native_prompts, k)
+    # Every finished step is kept in OUT/.parts with the settings that made it: rerunning the
+    # same command after a kill continues after the last finished cell.
+    parts = Path(out) / ".parts" if out is not None else None
+    # (targets, sets and sources are not part of it: each cell's key names its own, so a rerun
+    # with one more target or method keeps the cells it shares with the first run)
+    unkeyed = ("progress", "targets", "matrix_sources", "neurons", "diffmean", "controls", "control_draws")
+    step_key = {"config": {n: v for n, v in (config or {}).items() if n not in unkeyed}, "model": lm.meta,
+           "generation": asdict(steerer.gen), "lenient": asdict(steerer.rule), "source": source,
+           "eval_prompts": eval_prompts, "tune_prompts": tune_prompts, "seed": seed}
+
+    def native():
+        m, kk, recs = native_reference(steerer, list(dict.fromkeys(targets)), native_prompts, k)
+        return {"medians": m, "k": kk, "recs": recs}
+
+    nat = cached_step(parts, "native", {**step_key, "targets": list(dict.fromkeys(targets)), "k": k}, native)
+    medians, k_used, native_recs = nat["medians"], nat["k"], nat["recs"]
     steerer.strict = StrictRule(native_median=medians, k=k_used)
     native_rows, gens = [], []
     for lang in dict.fromkeys(targets):
@@ -250,35 +277,29 @@ def steer_study(steerer: Steerer, methods: list, targets: list[str], *, source: 
         native_rows.append({"language": lang, "n": len(recs), "median_ppl": medians[lang],
                             **rate_row([judged], lang, rates=("strict_rate", "target_rate"))})
         gens += judged
-    base = _unsteered(steerer, eval_prompts, targets)  # generated once, judged per target
+    strict_key = {**step_key, "strict": asdict(steerer.strict)}
+    base = cached_step(parts, f"unsteered-{source}", {**strict_key, "targets": targets},  # generated once, judged per target
+                       lambda: _unsteered(steerer, eval_prompts, targets))
     gens += [{"method": "unsteered", "source": source, "target": t, **r} for t, recs in base.items() for r in recs]
     rows, details, chosen_of, examples = [], [], {}, {}
     bar = tqdm(total=len(methods) * len(targets), desc="steer", unit="cell", disable=not progress)
     for m in methods:
         for target in targets:
-            trials = []
-            if spec is not None:
-                grid = m.grid(spec, source)
-                for st in tqdm(grid, desc=f"search {m.name} {target}", leave=False, disable=not progress):
-                    _, summ = steerer.run(tune_prompts, target, m.intervention(steerer, st, target, source))
-                    trials.append({"setting": asdict(st), "label": st.label(), **summ})
-                best = max(range(len(grid)), key=lambda i: (trials[i]["strict_rate"], trials[i]["fluent_target_rate"], -i))
-                chosen = grid[best]
-            else:
-                chosen = fixed[m.name]
+            cell = cached_step(parts, f"cell-{m.name}-{source}-{target}",
+                               {**strict_key, "method": m.name, "target": target, "what": m.fingerprint(target),
+                                "draws": draws if controls else 0},
+                               lambda m=m, target=target: _cell(steerer, m, target, source, spec, fixed, tune_prompts,
+                                                                eval_prompts, draws if controls else 0, seed, progress))
+            trials, chosen, recs, summ, control_runs = (cell["trials"], m.setting(cell["chosen"]), cell["recs"],
+                                                        cell["summary"], cell["controls"])
             chosen_of[(m.name, target)] = chosen
             iv = m.intervention(steerer, chosen, target, source,
                                 {"description": f"steer {source}->{target} with {m.name} ({chosen.label()})",
                                  "method": m.name, "target": target, "source": source, "setting": asdict(chosen)})
-            recs, summ = steerer.run(eval_prompts, target, iv)
             gens += [{"method": m.name, "source": source, "target": target, "setting": chosen.label(), **r} for r in recs]
-            control_runs = []
-            if controls:
-                for d in range(draws):
-                    crecs, _ = steerer.run(eval_prompts, target, m.control(steerer, chosen, target, source, seed, d))
-                    control_runs.append(crecs)
-                    gens += [{"method": f"random:{m.name}", "source": source, "target": target,
-                              "setting": chosen.label(), "draw": d, **r} for r in crecs]
+            for d, crecs in enumerate(control_runs):
+                gens += [{"method": f"random:{m.name}", "source": source, "target": target,
+                          "setting": chosen.label(), "draw": d, **r} for r in crecs]
             row = {"method": m.name, "target": target, "setting": chosen.label(), "neurons": m.size(target),
                    "n": len(recs), **rate_row([recs], target), "median_ppl": summ["median_ppl"],
                    "mean_distinct": summ["mean_distinct"], "control_draws": draws if controls else None,
@@ -327,7 +348,9 @@ def steer_study(steerer: Steerer, methods: list, targets: list[str], *, source: 
         if src == source:
             continue
         prompts = matrix_prompts(src)
-        src_base = _unsteered(steerer, prompts, [t for t in targets if t != src])
+        src_key = {**strict_key, "source": src, "prompts": prompts}
+        src_base = cached_step(parts, f"unsteered-{src}", {**src_key, "targets": [t for t in targets if t != src]},
+                               lambda: _unsteered(steerer, prompts, [t for t in targets if t != src]))
         for t in targets:
             if t == src:
                 continue
@@ -335,7 +358,10 @@ def steer_study(steerer: Steerer, methods: list, targets: list[str], *, source: 
             gens += [{"method": "unsteered", "source": src, "target": t, **r} for r in brecs]
             for m in matrix_methods:
                 st = chosen_of[(m.name, t)]
-                recs, _ = steerer.run(prompts, t, m.intervention(steerer, st, t, src))
+                recs = cached_step(parts, f"matrix-{m.name}-{src}-{t}",
+                                   {**src_key, "method": m.name, "target": t, "what": m.fingerprint(t),
+                                    "setting": asdict(st)},
+                                   lambda m=m, st=st, t=t: steerer.run(prompts, t, m.intervention(steerer, st, t, src))[0])
                 gens += [{"method": m.name, "source": src, "target": t, "setting": st.label(), **r} for r in recs]
                 matrix.append({"method": m.name, "source": src, "target": t, "setting": st.label(), "n": len(recs),
                                **rate_row([recs], t, rates=("strict_rate", "fluent_target_rate", "target_rate")),
@@ -353,6 +379,26 @@ def steer_study(steerer: Steerer, methods: list, targets: list[str], *, source: 
     if out is not None:
         write_outputs(Path(out), result, gens)
     return result
+
+
+def _cell(steerer: Steerer, m, target: str, source: str, spec, fixed, tune_prompts, eval_prompts, draws: int,
+          seed: int, progress: bool) -> dict:
+    """One method on one target: search (or take) the setting, evaluate it on the held-out
+    prompts, run its controls. Plain JSON, so that a finished cell is kept for a resumed run."""
+    trials = []
+    if spec is not None:
+        grid = m.grid(spec, source)
+        for st in tqdm(grid, desc=f"search {m.name} {target}", leave=False, disable=not progress):
+            _, summ = steerer.run(tune_prompts, target, m.intervention(steerer, st, target, source))
+            trials.append({"setting": asdict(st), "label": st.label(), **summ})
+        best = max(range(len(grid)), key=lambda i: (trials[i]["strict_rate"], trials[i]["fluent_target_rate"], -i))
+        chosen = grid[best]
+    else:
+        chosen = fixed[m.name]
+    recs, summ = steerer.run(eval_prompts, target, m.intervention(steerer, chosen, target, source))
+    controls = [steerer.run(eval_prompts, target, m.control(steerer, chosen, target, source, seed, d))[0]
+                for d in range(draws)]
+    return {"trials": trials, "chosen": asdict(chosen), "recs": recs, "summary": summ, "controls": controls}
 
 
 def _rule(setting) -> str:

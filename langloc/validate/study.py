@@ -8,14 +8,13 @@ run resumes after its last finished step (the shards resume per shard and langua
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from pathlib import Path
 
 import torch
 
-from langloc.artefacts import write_csv, write_json
+from langloc.artefacts import cached_step, write_csv, write_json
 from langloc.controls import derive_seed, random_control
 from langloc.data.packing import corpus_windows
 from langloc.errors import LanglocError
@@ -29,15 +28,8 @@ from langloc.validate.verdicts import ALWAYS_ON, language_row
 
 def _cached(out: Path, name: str, settings: dict, compute):
     """Rows of a finished step from ``out/.parts/<name>.json`` if made with ``settings``."""
-    path = out / ".parts" / f"{name}.json"
-    key = json.loads(json.dumps(settings, default=str))
-    if path.is_file():
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        if doc.get("settings") == key:
-            return [AblationRow(**r) for r in doc["rows"]]
-    rows = compute()
-    write_json(path, {"settings": key, "rows": [dataclasses.asdict(r) for r in rows]})
-    return rows
+    rows = cached_step(out / ".parts", name, settings, lambda: [dataclasses.asdict(r) for r in compute()])
+    return [AblationRow(**r) for r in rows]
 
 
 def _layers(mask_rows):
