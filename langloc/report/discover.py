@@ -25,7 +25,7 @@ from langloc.manifest import KINDS, read_manifest
 # its search details stays far below it).
 _MAX_JSON_BYTES = 64 << 20
 # Folders that hold transient state, never an output.
-_SKIP_DIRS = {".partial", "__pycache__", ".git"}
+_SKIP_DIRS = {".partial", ".parts", "__pycache__", ".git"}  # .parts: resumable steps of steer and validate
 
 
 @dataclass
