@@ -183,7 +183,7 @@ def test_a_saved_adapter_applies_as_a_condition_and_comes_out_again(tmp_path):
         peft_model = masked_lora(lm, NEURONS, "neurons", down=True)
         scramble_adapter(peft_model)
         adapted = lm.model(input_ids=ids).logits
-    save_adapter(peft_model, tmp_path / "neurons")
+    save_adapter(peft_model, tmp_path / "neurons", lm.meta)
     remove_adapter(peft_model)
     saved = SavedAdapter(tmp_path / "neurons")
     assert saved.count() == sum(map(len, NEURONS)) and saved.to_dict()["mode"] == "neurons"
@@ -197,6 +197,10 @@ def test_a_saved_adapter_applies_as_a_condition_and_comes_out_again(tmp_path):
     assert not any(hasattr(m, "lora_A") for m in lm.model.modules())
     with pytest.raises(LanglocError, match="layers"):
         with saved.apply(bind(tiny_model("llama", layers=3, width=WIDTH), CharTokenizer(), "tiny-3")):
+            pass
+    other = bind(tiny_model("llama", layers=LAYERS, width=WIDTH, seed=1), CharTokenizer(), "tiny-other")
+    with pytest.raises(LanglocError, match="was made for model tiny-llama"):  # same shape, other weights
+        with saved.apply(other):
             pass
     with pytest.raises(LanglocError, match="adapter folder"):
         SavedAdapter(tmp_path)

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from langloc.artefacts import check_same_model, write_json
 from langloc.errors import LanglocError
 from langloc.controls import random_control
 from langloc.identify.neuron_set import NeuronSet
@@ -360,9 +361,10 @@ def trainable_parameters(peft_model) -> int:
 
 # -- saving and removing --------------------------------------------------------------------
 
-def save_adapter(peft_model, path: str | Path) -> Path:
+def save_adapter(peft_model, path: str | Path, model_meta: dict | None = None) -> Path:
     """Save the adapter as an ordinary PEFT folder (the masks baked into the saved LoRA
-    weights, so that ``PeftModel.from_pretrained`` reproduces ΔW) plus ``langloc_adapter.json``."""
+    weights, so that ``PeftModel.from_pretrained`` reproduces ΔW) plus ``langloc_adapter.json``,
+    which records ``model_meta`` (the base model's fingerprints: another model is refused)."""
     spec = adapter_spec(peft_model)
     path = Path(path)
     lins = []
@@ -376,7 +378,7 @@ def save_adapter(peft_model, path: str | Path) -> Path:
     finally:
         for lin, mask in lins:  # the original now equals the masked weight: nothing is lost
             parametrize.register_parametrization(lin, "weight", _Mask(mask))
-    (path / "langloc_adapter.json").write_text(json.dumps(spec.to_dict(), indent=1) + "\n", encoding="utf-8")
+    write_json(path / "langloc_adapter.json", {**spec.to_dict(), **({"model": model_meta} if model_meta else {})})
     return path
 
 
@@ -419,6 +421,8 @@ class SavedAdapter:
             raise LanglocError(f"adapter {self.path} was made for a model with {self.spec['num_layers']} layers of "
                                f"{self.spec['intermediate_size']} neurons, not this one "
                                f"({lm.num_layers} x {lm.intermediate_size})")
+        if self.spec.get("model"):  # same shape is not enough: the LoRA deltas were trained on these weights
+            check_same_model({"model": self.spec["model"]}, lm.meta, f"adapter {self.path}")
         if any(hasattr(m, "lora_A") for m in lm.model.modules()):
             raise LanglocError("this model already carries a LoRA adapter")
         flags = {name: p.requires_grad for name, p in lm.model.named_parameters()}

@@ -132,7 +132,7 @@ def transfer_study(
                                     batch_size=batch_size, seed=seed, progress=progress)
             spec = peft_model.langloc_spec
             if save_adapters is not None:
-                save_adapter(peft_model, Path(save_adapters) / mode)
+                save_adapter(peft_model, Path(save_adapters) / mode, lm.meta)
             info = {"lora_r": r, "lora_alpha": alpha, "gate_only": gate_only, "weight_decay": weight_decay,
                     "train_loss_first": trained.losses[0], "train_loss_last": trained.final_loss,
                     "train_steps": trained.steps, "train_seconds": round(trained.seconds, 2),
