@@ -417,12 +417,11 @@ class SavedAdapter:
     def apply(self, lm):
         from peft import PeftModel
 
-        if (self.spec["num_layers"], self.spec["intermediate_size"]) != (lm.num_layers, lm.intermediate_size):
-            raise LanglocError(f"adapter {self.path} was made for a model with {self.spec['num_layers']} layers of "
-                               f"{self.spec['intermediate_size']} neurons, not this one "
-                               f"({lm.num_layers} x {lm.intermediate_size})")
-        if self.spec.get("model"):  # same shape is not enough: the LoRA deltas were trained on these weights
-            check_same_model({"model": self.spec["model"]}, lm.meta, f"adapter {self.path}")
+        # The shape, and the fingerprints where recorded (adapters saved before they were carry
+        # only the shape): the LoRA deltas were trained on these very weights.
+        made_for = {"num_layers": self.spec["num_layers"], "intermediate_size": self.spec["intermediate_size"],
+                    **(self.spec.get("model") or {})}
+        check_same_model({"model": made_for}, lm.meta, f"adapter {self.path}")
         if any(hasattr(m, "lora_A") for m in lm.model.modules()):
             raise LanglocError("this model already carries a LoRA adapter")
         flags = {name: p.requires_grad for name, p in lm.model.named_parameters()}

@@ -259,18 +259,20 @@ def steer_study(steerer: Steerer, methods: list, targets: list[str], *, source: 
     # with one more target or method keeps the cells it shares with the first run)
     unkeyed = ("progress", "targets", "matrix_sources", "neurons", "diffmean", "controls", "control_draws")
     step_key = {"config": {n: v for n, v in (config or {}).items() if n not in unkeyed}, "model": lm.meta,
-           "generation": asdict(steerer.gen), "lenient": asdict(steerer.rule), "source": source,
-           "eval_prompts": eval_prompts, "tune_prompts": tune_prompts, "seed": seed}
+                "generation": asdict(steerer.gen), "lenient": asdict(steerer.rule), "source": source,
+                "eval_prompts": eval_prompts, "tune_prompts": tune_prompts, "seed": seed}
+    languages = list(dict.fromkeys(targets))
+    n_controls = draws if controls else 0
 
     def native():
-        m, kk, recs = native_reference(steerer, list(dict.fromkeys(targets)), native_prompts, k)
+        m, kk, recs = native_reference(steerer, languages, native_prompts, k)
         return {"medians": m, "k": kk, "recs": recs}
 
-    nat = cached_step(parts, "native", {**step_key, "targets": list(dict.fromkeys(targets)), "k": k}, native)
+    nat = cached_step(parts, "native", {**step_key, "targets": languages, "k": k}, native)
     medians, k_used, native_recs = nat["medians"], nat["k"], nat["recs"]
     steerer.strict = StrictRule(native_median=medians, k=k_used)
     native_rows, gens = [], []
-    for lang in dict.fromkeys(targets):
+    for lang in languages:
         recs = [r for r in native_recs if r["target"] == lang]
         judged = [dict(r, **steerer.strict.verdict(r["text"], r["tokens"], r["ppl"], lang, steerer.identify))
                   for r in recs]
@@ -287,9 +289,9 @@ def steer_study(steerer: Steerer, methods: list, targets: list[str], *, source: 
         for target in targets:
             cell = cached_step(parts, f"cell-{m.name}-{source}-{target}",
                                {**strict_key, "method": m.name, "target": target, "what": m.fingerprint(target),
-                                "draws": draws if controls else 0},
+                                "draws": n_controls},
                                lambda m=m, target=target: _cell(steerer, m, target, source, spec, fixed, tune_prompts,
-                                                                eval_prompts, draws if controls else 0, seed, progress))
+                                                                eval_prompts, n_controls, seed, progress))
             trials, chosen, recs, summ, control_runs = (cell["trials"], m.setting(cell["chosen"]), cell["recs"],
                                                         cell["summary"], cell["controls"])
             chosen_of[(m.name, target)] = chosen

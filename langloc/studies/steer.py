@@ -113,13 +113,10 @@ def _rules(spec: str) -> dict:
 
 
 def _spec(c: Config):
-    from langloc.intervene.intervention import POSITIONS
+    """The search grid (positions are checked by :func:`run`, for the fixed setting too)."""
+    from langloc.steer.steering import STEER_MODES
     from langloc.steer.study import GridSpec
 
-    from langloc.steer.steering import STEER_MODES
-
-    if any(p not in POSITIONS for p in c.positions) or not c.positions:
-        raise LanglocError(f"--positions must be one or more of {', '.join(POSITIONS)}, got {','.join(c.positions)!r}")
     if any(m not in STEER_MODES for m in c.modes) or not c.modes:
         raise LanglocError(f"--modes must be one or more of {', '.join(STEER_MODES)}, got {','.join(c.modes)!r}")
     check_numbers("alphas", c.alphas)
