@@ -72,10 +72,12 @@ def cached_step(folder: str | os.PathLike | None, name: str, settings: dict, com
         return compute()
     path = Path(folder) / f"{name}.json"
     key = json.loads(json.dumps(settings, default=str))
-    if path.is_file():
+    try:
         doc = json.loads(path.read_text(encoding="utf-8"))
-        if doc.get("settings") == key:
-            return doc["result"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        doc = None  # absent, or damaged by hand (files are written atomically): compute it again
+    if isinstance(doc, dict) and doc.get("settings") == key and "result" in doc:
+        return doc["result"]
     result = compute()
     write_json(path, {"settings": key, "result": result})
     return result

@@ -252,3 +252,20 @@ def test_no_module_imports_the_top_level_package():
                 if names:  # `from langloc import distributed` (a submodule) is fine; a package name is not
                     offenders.append(f"{path.relative_to(pkg)}:{node.lineno} from langloc import {', '.join(names)}")
     assert not offenders, offenders
+
+
+def test_a_kept_step_is_reused_only_with_the_settings_that_made_it(tmp_path):
+    from langloc.artefacts import cached_step
+
+    calls = []
+
+    def compute(value):
+        return lambda: calls.append(value) or {"value": value}
+
+    assert cached_step(tmp_path, "step", {"k": 1}, compute(1)) == {"value": 1}
+    assert cached_step(tmp_path, "step", {"k": 1}, compute(2)) == {"value": 1}  # kept: not computed again
+    assert cached_step(tmp_path, "step", {"k": 2}, compute(3)) == {"value": 3}  # other settings: recomputed
+    (tmp_path / "step.json").write_bytes(b"\xff{ damaged")
+    assert cached_step(tmp_path, "step", {"k": 2}, compute(4)) == {"value": 4}  # damaged: recomputed, not a traceback
+    assert calls == [1, 3, 4]
+    assert cached_step(None, "step", {"k": 2}, compute(5)) == {"value": 5} and calls[-1] == 5  # no folder: nothing kept
