@@ -277,6 +277,8 @@ def test_methods_compare_and_steer_end_to_end(setup, tmp_path, monkeypatch):
     (["--min-distinct", "2"], "min_distinct must be in [0.0, 1.0]"),
     (["--target", "fr", "--search", "--residual-layers", "x"], "--residual-layers"),
     (["--search", "--rules", "flip:2"], "--rules"),
+    (["--temperature", "0.7"], "add --sample"),
+    (["--sample", "--top-k", "-1"], "top_k not negative"),
 ])
 def test_steer_bad_input(setup, capsys, tmp_path, args, message):
     root, model, corpus, run = setup

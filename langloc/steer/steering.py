@@ -79,14 +79,15 @@ class Generation:
     do_sample: bool = False
     temperature: float = 1.0
     top_p: float = 1.0
+    top_k: int = 0  # 0: off. Passed to generate always, so Hugging Face's own default (50) never applies unseen
     seed: int = 0
     batch_size: int = 16
     repetition_penalty: float = 1.0  # Hugging Face generate's names; 1.0 and 0 switch them off
     no_repeat_ngram_size: int = 0
 
     def __post_init__(self):
-        if self.max_new_tokens < 1 or self.batch_size < 1 or self.no_repeat_ngram_size < 0:
-            raise LanglocError("max_new_tokens and batch_size must be positive, no_repeat_ngram_size not negative")
+        if self.max_new_tokens < 1 or self.batch_size < 1 or self.no_repeat_ngram_size < 0 or self.top_k < 0:
+            raise LanglocError("max_new_tokens and batch_size must be positive, no_repeat_ngram_size and top_k not negative")
         if self.temperature <= 0 or self.repetition_penalty <= 0:
             raise LanglocError("temperature and repetition_penalty must be positive")
         check_range("top_p", self.top_p, 0.0, 1.0, low_open=True)
@@ -146,7 +147,7 @@ def generate(lm, prompts: list[str], gen: Generation, intervention: Intervention
                           repetition_penalty=gen.repetition_penalty, no_repeat_ngram_size=gen.no_repeat_ngram_size)
             if gen.do_sample:
                 torch.manual_seed(gen.seed + s)
-                kwargs.update(temperature=gen.temperature, top_p=gen.top_p)
+                kwargs.update(temperature=gen.temperature, top_p=gen.top_p, top_k=gen.top_k)
             else:
                 kwargs.update(temperature=None, top_p=None, top_k=None)
             if intervention is not None:

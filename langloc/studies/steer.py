@@ -34,7 +34,7 @@ class Config(StudyConfig):
     position modes searched (all, prompt, generated); residual_layers: DiffMean layer groups
     searched (e.g. 6 9 5-7); alphas: DiffMean strengths searched; k: the strict judge's
     perplexity factor (default: measured, the 95th percentile of native ppl / median);
-    max_new_tokens, sample, temperature, top_p, no_repeat_ngram_size, repetition_penalty,
+    max_new_tokens, sample, temperature, top_p, top_k, no_repeat_ngram_size, repetition_penalty,
     batch_size: generation; seed: sampling seed and the controls'; max_ppl, min_distinct: the
     lenient judge; controls, control_draws: random controls; quantile_tokens: text for
     quantile values; candidates: languages the language identifier chooses from; dtype,
@@ -66,6 +66,7 @@ class Config(StudyConfig):
     sample: bool = False
     temperature: float = 1.0
     top_p: float = 1.0
+    top_k: int = 0
     no_repeat_ngram_size: int = 0
     repetition_penalty: float = 1.0
     seed: int = 0
@@ -194,9 +195,11 @@ def run(lm, config: Config, out: str | Path | None) -> Manifest:
 
     if not c.positions or any(p not in POSITIONS for p in c.positions):
         raise LanglocError(f"--positions must be one or more of {', '.join(POSITIONS)}, got {','.join(c.positions)!r}")
+    if not c.sample and (c.temperature, c.top_p, c.top_k) != (1.0, 1.0, 0):
+        raise LanglocError("--temperature, --top-p and --top-k shape sampling: add --sample, or leave them out for greedy decoding")
     spec = _spec(c) if c.search else None
     gen = Generation(max_new_tokens=c.max_new_tokens, do_sample=c.sample, temperature=c.temperature, top_p=c.top_p,
-                     seed=c.seed, batch_size=c.batch_size, repetition_penalty=c.repetition_penalty,
+                     top_k=c.top_k, seed=c.seed, batch_size=c.batch_size, repetition_penalty=c.repetition_penalty,
                      no_repeat_ngram_size=c.no_repeat_ngram_size)
     fluency = FluencyRule(max_ppl=c.max_ppl, min_distinct=c.min_distinct)
     sets = _load_sets(c.neurons)
