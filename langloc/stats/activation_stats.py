@@ -134,8 +134,10 @@ def _run_manifest(kind: str, meta: dict, started: float | None) -> dict:
                          seeds={"data": meta["seed"]} if "seed" in meta else {}, started=started)
 
 
-def _save_language(run: Path, lang: str, totals: dict[str, torch.Tensor], meta: dict,
-                   started: float | None = None) -> None:
+def save_language_stats(run: Path, lang: str, totals: dict[str, torch.Tensor], meta: dict,
+                        started: float | None = None) -> None:
+    """One language's counter totals as ``RUN/stats/<lang>.safetensors`` (atomically), its
+    manifest in the file's metadata; ``collect``, ``import-lape`` and ``validate``'s shards share it."""
     path = language_file(run, lang)
     doc = stamp({**content(meta), "language": lang}, _run_manifest("langloc.stats", meta, started))
     with atomic_path(path) as tmp:
@@ -143,7 +145,8 @@ def _save_language(run: Path, lang: str, totals: dict[str, torch.Tensor], meta: 
                   metadata={"langloc": json.dumps(doc, ensure_ascii=False)})
 
 
-def _write_run(out: Path, meta: dict, started: float | None) -> None:
+def write_run_meta(out: Path, meta: dict, started: float | None) -> None:
+    """The run folder's ``run.json`` (atomically), stamped with its manifest."""
     write_json(Path(out) / RUN_FILE, stamp(meta, _run_manifest("langloc.run", meta, started)))
 
 
@@ -246,17 +249,17 @@ def collect(
             bar.close()
             state = distributed.all_reduce_sum(counter.state(), lm.device)
             if rank == 0:
-                _save_language(out, lang, totals_from_state(state), {"model": lm.meta, **settings}, started)
+                save_language_stats(out, lang, totals_from_state(state), {"model": lm.meta, **settings}, started)
                 if lang not in meta["languages"]:
                     meta["languages"].append(lang)
-                _write_run(out, meta, started)
+                write_run_meta(out, meta, started)
             distributed.barrier()
             ckpt.unlink(missing_ok=True)
     if rank == 0:
         for lang in languages:
             if lang not in meta["languages"]:
                 meta["languages"].append(lang)
-        _write_run(out, meta, started)
+        write_run_meta(out, meta, started)
     distributed.barrier()
     return ActivationStats.load(out, languages)
 
@@ -272,6 +275,6 @@ def save_run(out: str | Path, stats: ActivationStats) -> Path:
                   "active_sum": stats.active_sum[k].clone(), "act_sum": stats.act_sum[k].clone()}
         if stats.resid_sum is not None:
             totals["resid_sum"] = stats.resid_sum[k].clone()
-        _save_language(out, lang, totals, stats.meta, started)
-    _write_run(out, {**content(stats.meta), "languages": stats.languages}, started)
+        save_language_stats(out, lang, totals, stats.meta, started)
+    write_run_meta(out, {**content(stats.meta), "languages": stats.languages}, started)
     return out

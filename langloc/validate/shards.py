@@ -27,7 +27,7 @@ from langloc.artefacts import check_same_model
 from langloc.data.packing import corpus_windows, iter_batches
 from langloc.errors import LanglocError
 from langloc.stats import ActivationStats
-from langloc.stats.activation_stats import _save_language, _write_run, language_file, read_run
+from langloc.stats.activation_stats import language_file, read_run, save_language_stats, write_run_meta
 from langloc.stats.counters import ActivationCounter, totals_from_state
 
 
@@ -88,13 +88,13 @@ def _save_shard(root: Path, j: int, shards: int, bounds: tuple[int, int], lang: 
                 started: float) -> None:
     folder = shard_folder(root, j)
     shard = {"index": j, "of": shards, "batches": list(bounds)}
-    _save_language(folder, lang, totals_from_state(counter.state()), {"model": lm.meta, **settings, "shard": shard},
-                   started)
+    save_language_stats(folder, lang, totals_from_state(counter.state()),
+                        {"model": lm.meta, **settings, "shard": shard}, started)
     path = folder / "run.json"
     meta = read_run(folder) if path.is_file() else {"model": lm.meta, **settings, "shard": shard, "languages": []}
     if lang not in meta["languages"]:
         meta["languages"].append(lang)
-    _write_run(folder, meta, started)
+    write_run_meta(folder, meta, started)
 
 
 def load_shard(root: str | Path, j: int, languages: list[str]) -> ActivationStats:
