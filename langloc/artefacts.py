@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -61,15 +62,23 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=1, ensure_ascii=False) + "\n")
 
 
-def cached_step(folder: str | os.PathLike | None, name: str, settings: dict, compute) -> Any:
+def cached_step(folder: str | os.PathLike | None, name: str, settings: dict, compute,
+                seconds: dict | None = None) -> Any:
     """The JSON result of one finished step of a long study, kept in ``folder/name.json``
     with the ``settings`` that made it, so a killed run resumes after its last finished step.
 
     A file made with other settings is recomputed (and overwritten), never reused; with
-    ``folder`` None nothing is kept. ``compute()`` must return plain JSON data.
+    ``folder`` None nothing is kept. ``compute()`` must return plain JSON data. The time the
+    step took when it was computed is kept beside it and, if ``seconds`` is given, entered there
+    under ``name`` (None for a step kept before timings were), so a study resumed over several
+    invocations can still say what its whole computation cost.
     """
     if folder is None:
-        return compute()
+        t = time.perf_counter()
+        result = compute()
+        if seconds is not None:
+            seconds[name] = round(time.perf_counter() - t, 1)
+        return result
     path = Path(folder) / f"{name}.json"
     key = json.loads(json.dumps(settings, default=str))
     try:
@@ -77,10 +86,22 @@ def cached_step(folder: str | os.PathLike | None, name: str, settings: dict, com
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         doc = None  # absent, or damaged by hand (files are written atomically): compute it again
     if isinstance(doc, dict) and doc.get("settings") == key and "result" in doc:
+        if seconds is not None:
+            seconds[name] = doc.get("seconds")
         return doc["result"]
+    t = time.perf_counter()
     result = compute()
-    write_json(path, {"settings": key, "result": result})
+    took = round(time.perf_counter() - t, 1)
+    write_json(path, {"settings": key, "result": result, "seconds": took})
+    if seconds is not None:
+        seconds[name] = took
     return result
+
+
+def step_seconds(seconds: dict) -> float | None:
+    """The summed compute time of a study's steps, fresh and kept; None if any is unknown."""
+    vals = list(seconds.values())
+    return round(sum(vals), 1) if vals and None not in vals else None
 
 
 def write_csv(path: str | os.PathLike, rows: list[dict], fieldnames, float_digits: int | None = None) -> None:

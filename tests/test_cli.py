@@ -258,6 +258,8 @@ def test_methods_compare_and_steer_end_to_end(setup, tmp_path, monkeypatch):
     assert invoke(*steer_args) == 0
     assert calls == [2, 2, 3, 3]  # tuning prompts x 2 settings, held-out prompts, control
     assert {f: (out / f).read_text() for f in first} == first
+    resumed = json.loads((out / "steer.json").read_text())  # wall time: this invocation; compute: every step
+    assert resumed["compute_seconds"] is not None and resumed["compute_seconds"] >= 0
 
     # A fixed setting without search, a quantile value, generated positions only.
     assert invoke("steer", "-n", sets[1], "-t", "fr", "--run", run, "-o", tmp_path / "fixed", "--prompts", prompts,

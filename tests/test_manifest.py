@@ -269,3 +269,23 @@ def test_a_kept_step_is_reused_only_with_the_settings_that_made_it(tmp_path):
     assert cached_step(tmp_path, "step", {"k": 2}, compute(4)) == {"value": 4}  # damaged: recomputed, not a traceback
     assert calls == [1, 3, 4]
     assert cached_step(None, "step", {"k": 2}, compute(5)) == {"value": 5} and calls[-1] == 5  # no folder: nothing kept
+
+
+def test_a_resumed_study_still_knows_what_its_steps_cost(tmp_path):
+    import time
+
+    from langloc.artefacts import cached_step, step_seconds
+
+    first = {}
+    cached_step(tmp_path, "slow", {}, lambda: time.sleep(0.2) or 1, seconds=first)
+    assert first["slow"] >= 0.2
+    again = {}  # the next invocation reuses the step and is handed the time it took when computed
+    cached_step(tmp_path, "slow", {}, lambda: 2, seconds=again)
+    cached_step(tmp_path, "fresh", {}, lambda: 3, seconds=again)
+    assert again["slow"] == first["slow"] and step_seconds(again) == round(first["slow"] + again["fresh"], 1)
+    doc = json.loads((tmp_path / "slow.json").read_text())
+    del doc["seconds"]  # a step kept before timings were: the total is unknown, not understated
+    (tmp_path / "slow.json").write_text(json.dumps(doc))
+    late = {}
+    cached_step(tmp_path, "slow", {}, lambda: 4, seconds=late)
+    assert late == {"slow": None} and step_seconds(late) is None

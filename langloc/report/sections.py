@@ -103,6 +103,7 @@ def settings(o: Output) -> str:
     items = {**scalars(d.get("config") or {}), "seeds": d.get("seeds") or None, "split": d.get("split"),
              "created": d.get("created"),
              "wall time (s)": d.get("wall_seconds"),
+             "compute time of all steps, across resumes (s)": d.get("compute_seconds"),
              "machine": ", ".join(str(machine[k]) for k in ("cpu_class", "cpu", "gpu") if machine.get(k)) or None,
              "langloc": d.get("langloc_version")}
     body = h.facts(items)

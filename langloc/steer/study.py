@@ -28,7 +28,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from langloc.artefacts import atomic_path, cached_step, write_csv, write_json
+from langloc.artefacts import atomic_path, cached_step, step_seconds, write_csv, write_json
 from langloc.controls import check_draws, derive_seed, random_control
 from langloc.errors import LanglocError
 from langloc.evaluate.bootstrap import mean_ci
@@ -255,6 +255,7 @@ def steer_study(steerer: Steerer, methods: list, targets: list[str], *, source: 
     # Every finished step is kept in OUT/.parts with the settings that made it: rerunning the
     # same command after a kill continues after the last finished cell.
     parts = Path(out) / ".parts" if out is not None else None
+    steps = {}  # step -> seconds it took when computed, in this invocation or an earlier one
     # (targets, sets and sources are not part of it: each cell's key names its own, so a rerun
     # with one more target or method keeps the cells it shares with the first run)
     unkeyed = ("progress", "targets", "matrix_sources", "neurons", "diffmean", "controls", "control_draws")
@@ -268,7 +269,7 @@ def steer_study(steerer: Steerer, methods: list, targets: list[str], *, source: 
         m, kk, recs = native_reference(steerer, languages, native_prompts, k)
         return {"medians": m, "k": kk, "recs": recs}
 
-    nat = cached_step(parts, "native", {**step_key, "targets": languages, "k": k}, native)
+    nat = cached_step(parts, "native", {**step_key, "targets": languages, "k": k}, native, seconds=steps)
     medians, k_used, native_recs = nat["medians"], nat["k"], nat["recs"]
     steerer.strict = StrictRule(native_median=medians, k=k_used)
     native_rows, gens = [], []
@@ -281,7 +282,7 @@ def steer_study(steerer: Steerer, methods: list, targets: list[str], *, source: 
         gens += judged
     strict_key = {**step_key, "strict": asdict(steerer.strict)}
     base = cached_step(parts, f"unsteered-{source}", {**strict_key, "targets": targets},  # generated once, judged per target
-                       lambda: _unsteered(steerer, eval_prompts, targets))
+                       lambda: _unsteered(steerer, eval_prompts, targets), seconds=steps)
     gens += [{"method": "unsteered", "source": source, "target": t, **r} for t, recs in base.items() for r in recs]
     rows, details, chosen_of, examples = [], [], {}, {}
     bar = tqdm(total=len(methods) * len(targets), desc="steer", unit="cell", disable=not progress)
@@ -291,7 +292,8 @@ def steer_study(steerer: Steerer, methods: list, targets: list[str], *, source: 
                                {**strict_key, "method": m.name, "target": target, "what": m.fingerprint(target),
                                 "draws": n_controls},
                                lambda m=m, target=target: _cell(steerer, m, target, source, spec, fixed, tune_prompts,
-                                                                eval_prompts, n_controls, seed, progress))
+                                                                eval_prompts, n_controls, seed, progress),
+                               seconds=steps)
             trials, chosen, recs, summ, control_runs = (cell["trials"], m.setting(cell["chosen"]), cell["recs"],
                                                         cell["summary"], cell["controls"])
             chosen_of[(m.name, target)] = chosen
@@ -352,7 +354,7 @@ def steer_study(steerer: Steerer, methods: list, targets: list[str], *, source: 
         prompts = matrix_prompts(src)
         src_key = {**strict_key, "source": src, "prompts": prompts}
         src_base = cached_step(parts, f"unsteered-{src}", {**src_key, "targets": [t for t in targets if t != src]},
-                               lambda: _unsteered(steerer, prompts, [t for t in targets if t != src]))
+                               lambda: _unsteered(steerer, prompts, [t for t in targets if t != src]), seconds=steps)
         for t in targets:
             if t == src:
                 continue
@@ -363,7 +365,8 @@ def steer_study(steerer: Steerer, methods: list, targets: list[str], *, source: 
                 recs = cached_step(parts, f"matrix-{m.name}-{src}-{t}",
                                    {**src_key, "method": m.name, "target": t, "what": m.fingerprint(t),
                                     "setting": asdict(st)},
-                                   lambda m=m, st=st, t=t: steerer.run(prompts, t, m.intervention(steerer, st, t, src))[0])
+                                   lambda m=m, st=st, t=t: steerer.run(prompts, t, m.intervention(steerer, st, t, src))[0],
+                                   seconds=steps)
                 gens += [{"method": m.name, "source": src, "target": t, "setting": st.label(), **r} for r in recs]
                 matrix.append({"method": m.name, "source": src, "target": t, "setting": st.label(), "n": len(recs),
                                **rate_row([recs], t, rates=("strict_rate", "fluent_target_rate", "target_rate")),
@@ -375,7 +378,8 @@ def steer_study(steerer: Steerer, methods: list, targets: list[str], *, source: 
               "native": native_rows, "language_candidates": steerer.identify.candidates,
               "prompts": {"tune": len(tune_prompts or []), "eval": len(eval_prompts)},
               "rows": rows, "method_table": method_rows, "matrix": matrix, "examples": examples, "details": details,
-              "wall_seconds": round(time.time() - started, 1)}
+              "wall_seconds": round(time.time() - started, 1),  # this invocation only
+              "compute_seconds": step_seconds(steps)}  # every step when it was computed, across resumes
     result = stamp(result, make_manifest("langloc.steer", model=lm.meta, config=config or {},
                                          seeds={"controls": seed, "generation": steerer.gen.seed}, started=started))
     if out is not None:
