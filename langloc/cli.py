@@ -329,6 +329,34 @@ def region_ablate(
 
 
 @app.command()
+def spread(
+    models: list[str] = typer.Argument(..., help="Models to measure, each on the same cases (alias, local folder or hub id)."),
+    out_path: Path = typer.Option(Path("spread.csv"), "--out", "-o", help="CSV of the relative change at each site and the perplexity ratio, per model and case."),
+    language: str = typer.Option("en", "--language", "-l", help="Language of the held-out text."),
+    corpus: str = typer.Option("bible", help="Corpus whose eval split is read (bible, a folder of <lang>.txt, or hf:PATH)."),
+    tokens: int = typer.Option(1024, help="Held-out tokens."),
+    window: int = typer.Option(256, help="Tokens per window."),
+    layer: int = typer.Option(1, help="Decoder layer whose MLP holds the perturbed matrices."),
+    big: float = typer.Option(100.0, help="The value the '=big' case sets one entry to."),
+    batch_size: int = typer.Option(2, help="Windows per forward pass."),
+    dtype: str = typer.Option("float32", help="float32 (default: the changes measured are small), bfloat16, float16, fast or auto."),
+    device: Optional[str] = DeviceOpt,
+):
+    """How far one perturbed weight moves the residual stream, before and after a block's output norm.
+
+    In layer LAYER's MLP, the matrix that reads the residual stream and the one that writes it,
+    on the stream's loudest dimension and on an ordinary one: one entry x4, the entry set to
+    BIG, the whole column zeroed. Each row gives the relative change of the block's output,
+    after its output norm (Gemma's sandwich norm; absent in Llama), of the residual stream, of
+    the next layer's input and of the final hidden state, with the perplexity ratio.
+
+    Example: [bold]langloc spread smollm2-135m gemma-3-270m -o spread.csv[/]
+    """
+    m = _run("spread", None, locals(), out_path)
+    _show(tables.spread(m.result), f"-> {out_path}")
+
+
+@app.command()
 def perturb(
     folder: Path = typer.Argument(..., help="Region folder with regions.safetensors (langloc regions)."),
     languages: str = typer.Option(..., "--languages", "-l", help="Languages to evaluate."),

@@ -85,6 +85,7 @@ KINDS: dict[str, Kind] = {k: Kind(*v) for k, v in {
     # issue 17: validate and its planted ground truth
     "langloc.planted": ("planted ground truth", "langloc planted", "OUT/truth.json"),
     "langloc.validation": ("validation study", "langloc validate", "RUN/validate/validation.manifest.json"),
+    "langloc.spread": ("residual-spread study", "langloc spread", "<out>.manifest.json beside the CSV"),
 }.items()}
 
 # What files of format 1 said their kind was, where it was not a KINDS key.

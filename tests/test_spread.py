@@ -46,3 +46,32 @@ def test_a_parameter_outside_the_decoder_layers_is_refused():
     lm = _lm("llama")
     with pytest.raises(LanglocError, match="decoder-layer"):
         perturbation_spread(lm, "model.embed_tokens.weight", WINDOWS, index=0, scale=4.0)
+
+
+def test_the_spread_command_measures_each_model_on_the_same_cases_and_signs_its_csv(tmp_path, capsys):
+    import csv
+
+    from langloc.manifest import manifest_file, read_manifest
+    from report_run import invoke
+    from test_cli import error_line
+    from tiny import save_tiny_llama, write_folder_corpus
+
+    models = [save_tiny_llama(tmp_path / "a", seed=0), save_tiny_llama(tmp_path / "b", seed=1)]
+    corpus = write_folder_corpus(tmp_path / "corpus")
+    out = tmp_path / "spread.csv"
+    assert invoke("spread", *models, "--corpus", corpus, "--tokens", "128", "--window", "32", "--layer", "1",
+                  "-o", out, "--device", "cpu") == 0
+    rows = list(csv.DictReader(out.open()))
+    by_model = {}
+    for r in rows:
+        by_model.setdefault(r["model"], []).append(r)
+    assert len(by_model) == 2 and len(rows) == 24  # 2 matrices x 2 dimensions x 3 operations, per model
+    assert [r["operation"] for r in rows[:3]] == ["x4", "=100", "column=0"]
+    assert all(float(r["ppl_ratio"]) > 0 and float(r["residual"]) >= 0 for r in rows)
+    doc = read_manifest(manifest_file(out), "langloc.spread")
+    assert [m["weights_fingerprint"] for m in doc["models"]] != [None, None] and len(doc["models"]) == 2
+    assert doc["outputs"] == ["spread.csv"] and doc["config"]["layer"] == 1
+    capsys.readouterr()
+    assert invoke("spread", models[0], "--corpus", corpus, "--layer", "9", "-o", tmp_path / "x.csv",
+                  "--device", "cpu") == 2
+    assert "--layer 9" in error_line(capsys) and not (tmp_path / "x.csv").exists()

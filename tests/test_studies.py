@@ -16,7 +16,7 @@ from langloc.studies import STUDIES
 
 CLI = Path(__file__).resolve().parents[1] / "langloc" / "cli.py"
 ALL_STUDIES = {"ablate", "steer", "compare", "region-ablate", "perturb", "train", "transfer", "share", "harness",
-               "validate"}
+               "validate", "spread"}
 
 # The fewest settings each Config needs (its required fields), plus a few non-defaults.
 EXAMPLES = {
@@ -31,6 +31,7 @@ EXAMPLES = {
     "share": {"languages": "en,fr", "boost": "1.5,2", "causal": True},
     "harness": {"bible_choice": "fr", "intervention": ["iv/half.json"], "limit": 0.5, "include_path": None},
     "validate": {"run": "runs/x", "domain": "gsm-symbolic", "methods": "lape,thresholding", "other_max": 0.5},
+    "spread": {"models": "smollm2-135m,gemma-3-270m", "layer": 2, "big": 50.0},
 }
 
 

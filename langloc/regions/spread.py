@@ -113,9 +113,6 @@ def spread_table(lm, windows, cases: list[dict], *, batch_size: int = 2) -> list
     return rows
 
 
-__all__ = ["SITES", "output_norm", "perturbation_spread", "spread_table"]
-
-
 def default_cases(lm, windows, *, layer: int = 1, big: float = 100.0, batch_size: int = 2) -> list[dict]:
     """The cases of the dimension-dependence table, chosen by one rule on any model: in layer
     ``layer``'s MLP, the matrix that reads the residual stream (gate, else up/fc1) and the one that
@@ -163,35 +160,4 @@ def spread_study(lm, windows, *, layer: int = 1, big: float = 100.0, batch_size:
     return rows
 
 
-def main(argv: list[str] | None = None) -> None:
-    """``python -m langloc.regions.spread MODEL [MODEL ...] [-o spread.csv]``: :func:`spread_study`
-    on 1,024 held-out English Bible tokens (windows of 256) of each model, in float32."""
-    import argparse
-    import time
-
-    from langloc.artefacts import write_csv
-    from langloc.data import corpus_windows, load_corpus
-    from langloc.models import load_model
-
-    ap = argparse.ArgumentParser(prog="python -m langloc.regions.spread", description=main.__doc__)
-    ap.add_argument("models", nargs="+")
-    ap.add_argument("-o", "--out", default="spread.csv")
-    ap.add_argument("--language", default="en")
-    ap.add_argument("--tokens", type=int, default=1024)
-    ap.add_argument("--layer", type=int, default=1)
-    args = ap.parse_args(argv)
-    rows = []
-    for name in args.models:
-        started = time.time()
-        lm = load_model(name, dtype="float32")
-        windows = corpus_windows(lm, load_corpus("bible"), args.language, "eval", window=256, max_tokens=args.tokens)
-        got = spread_study(lm, windows, layer=args.layer)
-        for r in got:
-            r["seconds"] = round(time.time() - started, 1)
-        rows += got
-    write_csv(args.out, rows, list(dict.fromkeys(k for r in rows for k in r)), float_digits=4)
-    print(f"-> {args.out}")
-
-
-if __name__ == "__main__":
-    main()
+__all__ = ["SITES", "default_cases", "output_norm", "perturbation_spread", "spread_study", "spread_table"]

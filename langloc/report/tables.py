@@ -126,6 +126,19 @@ def perturb(table: list[dict]) -> list:
     return [t]
 
 
+def spread(rows: list[dict]) -> list:
+    out = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        t = Table("case", "block out", "after norm", "residual", "final", "ppl ratio",
+                  title=f"{model}: relative change after one perturbed weight")
+        for r in (r for r in rows if r["model"] == model):
+            t.add_row(r["case"], *[("-" if r[k] is None else f"{r[k]:.3g}")
+                                   for k in ("block_output", "after_output_norm", "residual", "final_hidden")],
+                      _ratio(r["ppl_ratio"]))
+        out.append(t)
+    return out
+
+
 def forgetting(rows: list[dict], language: str) -> list:
     last = max(r["step"] for r in rows)
     langs = list(dict.fromkeys(r["language"] for r in rows))

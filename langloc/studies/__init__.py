@@ -13,6 +13,7 @@ command            module                                  main output (manifest
 ``share``          :mod:`langloc.studies.share`             ``share.json`` (langloc.share)
 ``harness``        :mod:`langloc.studies.harness`           ``results.json`` (langloc.harness)
 ``validate``       :mod:`langloc.studies.validate`          ``validation.csv`` (langloc.validation)
+``spread``         :mod:`langloc.studies.spread`            the CSV given (langloc.spread)
 =================  ======================================  ==================================
 
 Each module has ``Config`` (a dataclass whose fields are the settings; it round-trips through
@@ -31,7 +32,7 @@ from __future__ import annotations
 from types import ModuleType
 
 from langloc.studies import ablate, compare, harness, perturb, region_ablate, share, steer, train, transfer
-from langloc.studies import validate
+from langloc.studies import spread, validate
 from langloc.studies.base import Manifest, StudyConfig
 
 # CLI name -> study module.
@@ -46,6 +47,7 @@ STUDIES: dict[str, ModuleType] = {
     "share": share,
     "harness": harness,
     "validate": validate,
+    "spread": spread,
 }
 
 __all__ = ["STUDIES", "Manifest", "StudyConfig"]
