@@ -157,16 +157,10 @@ def steer(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model (default: the run's / the neuron set's)."),
     prompts: str = typer.Option("builtin:en", help="builtin:<lang> (its held-out part) or a file with one prompt per line."),
     tune_prompts: Optional[str] = typer.Option(None, help="Prompts for the search (default: the built-in set's tuning part)."),
-    search: bool = typer.Option(True, help="Search each method's setting on the tuning prompts (by the strict success rate), then evaluate the best on the held-out prompts."),
-    mode: str = typer.Option("on", help="Without --search: on (target neurons), off (zero source neurons) or on+off."),
-    rule: str = typer.Option("set", help="Without --search: set (value x strength), add (activation + strength x value) or scale (activation x strength)."),
-    value: str = typer.Option("auto", help="Value of the set/add rules: auto (expert units: median_response; else mean_active), mean_active, mean, median, p90 (any pNN), median_response, or a number."),
-    strength: float = typer.Option(1.0, help="Without --search: the neuron rule's strength."),
-    layers: str = typer.Option("6", help="Without --search: DiffMean layers, comma-separated."),
-    alpha: float = typer.Option(4.0, help="Without --search: DiffMean strength."),
+    fixed: list[str] = typer.Option([], help="Evaluate these settings instead of searching, written as summary.csv labels them: one for the neuron sets, e.g. 'on(autox2)+off@generated' (rules: on(VALUExS) set, on(+VALUExS) add, on(xS) scale; VALUE auto, mean_active, p90, a number...), and one for DiffMean, e.g. 'diffmean(L6x4)'. Repeat the option."),
     rules: str = typer.Option("set:1/2,add:1/2,scale:2/4", help="Neuron rules the search tries, each with its strengths."),
     modes: str = typer.Option("on", help="Neuron modes the search tries: on, on+off, off."),
-    positions: str = typer.Option("all", help="Position modes (the search tries each; without --search the first): all, prompt (the prefill only) or generated (new tokens only)."),
+    positions: str = typer.Option("all", help="Position modes the search tries: all, prompt (the prefill only) or generated (new tokens only)."),
     residual_layers: str = typer.Option("6,9,12,5-7,8-10", help="DiffMean layer groups the search tries: single layers and bands (5-7)."),
     alphas: str = typer.Option("2,4,8", help="DiffMean strengths the search tries."),
     k: Optional[float] = typer.Option(None, help="Strict judge: perplexity at most k x the native median (default: measured, the 95th percentile of the unsteered model's native ppl / median; do not tune it)."),
@@ -186,6 +180,7 @@ def steer(
 ):
     """Steer the output language with neurons and DiffMean, under a strict judge (docs/methods.md §7a).
 
+    Each method's setting is searched on tuning prompts, then measured on held-out ones (or --fixed).
     Example: [bold]langloc steer -n runs/gemma/neurons/lape.json -t fr,zh --run runs/gemma -o steer/[/]
     """
     m = _run("steer", None, locals(), out_dir)

@@ -36,7 +36,7 @@ def make_analysis(root: Path) -> dict[str, Path]:
     prompts = root / "prompts.txt"
     prompts.write_text("In the beginning\nThe word was\nAnd the people\n", encoding="utf-8")
     assert invoke("steer", "-n", run / "neurons" / "lape.json", "-t", "fr", "--run", run, "-o", steer,
-                  "--prompts", prompts, "--no-search", "--max-new-tokens", "4", "--control-draws", "1", "--layers", "1",
+                  "--prompts", prompts, "--fixed", "on(autox1)", "--fixed", "diffmean(L1x4)", "--max-new-tokens", "4", "--control-draws", "1",
                   "--device", "cpu") == 0
     # A study kind from a newer langloc (or one added after this report's sections): a CSV with
     # its manifest beside it, as write_manifest makes them.

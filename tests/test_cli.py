@@ -263,22 +263,25 @@ def test_methods_compare_and_steer_end_to_end(setup, tmp_path, monkeypatch):
 
     # A fixed setting without search, a quantile value, generated positions only.
     assert invoke("steer", "-n", sets[1], "-t", "fr", "--run", run, "-o", tmp_path / "fixed", "--prompts", prompts,
-                  "--no-search", "--mode", "on+off", "--value", "p90", "--strength", "2", "--no-diffmean",
-                  "--positions", "generated", "--max-new-tokens", "4", "--no-controls", "--device", "cpu") == 0
+                  "--fixed", "on(p90x2)+off@generated", "--no-diffmean", "--max-new-tokens", "4", "--no-controls",
+                  "--device", "cpu") == 0
     fixed = json.loads((tmp_path / "fixed" / "steer.json").read_text())
     assert fixed["rows"][0]["setting"] == "on(p90x2)+off@generated" and fixed["rows"][0].get("control_strict_rate") is None
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--value", "loud"], "unknown value source"),
+    (["--fixed", "on(loudx1)", "--no-diffmean"], "unknown value source"),
+    (["--fixed", "on(autox1)@middle", "--no-diffmean"], "positions must be one of"),
+    (["--fixed", "on(mean_active)"], "as the study labels it"),
+    (["--fixed", "on(x2)"], "give a diffmean(L6x4) setting too"),
+    (["--fixed", "diffmean(L1x2)"], "give a neuron setting too"),
     (["--positions", "middle"], "--positions must be one or more of"),
-    (["--positions", "all,generated"], "without --search give one position mode"),
     (["--prompts", "no-such-file.txt"], "prompt file not found"),
     (["-t", "xx"], "has no neurons for xx"),
     (["--max-new-tokens", "0"], "max_new_tokens and batch_size must be positive"),
     (["--min-distinct", "2"], "min_distinct must be in [0.0, 1.0]"),
-    (["--target", "fr", "--search", "--residual-layers", "x"], "--residual-layers"),
-    (["--search", "--rules", "flip:2"], "--rules"),
+    (["--target", "fr", "--residual-layers", "x"], "--residual-layers"),
+    (["--rules", "flip:2"], "--rules"),
     (["--temperature", "0.7"], "add --sample"),
     (["--sample", "--top-k", "-1"], "top_k not negative"),
 ])
@@ -286,7 +289,7 @@ def test_steer_bad_input(setup, capsys, tmp_path, args, message):
     root, model, corpus, run = setup
     assert invoke("identify", run, "--method", "thresholding", "--rate", "0.05") == 0
     base = ["steer", "-n", run / "neurons" / "thresholding.json", "-t", "fr", "--run", run, "-o", tmp_path / "s",
-            "--device", "cpu", "--no-search"]
+            "--device", "cpu"]
     capsys.readouterr()
     assert invoke(*base, *args) == 2
     err = capsys.readouterr().err

@@ -2,11 +2,14 @@
 criterion rejects a hand-made failing output while a clean native one passes."""
 
 import math
+from dataclasses import replace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from langloc.steer.judge import LanguageIdentifier, StrictRule, chunks, native_k, script_share, target_share
-from langloc.steer.steering import ResidualSetting, SteerSetting
+from langloc.steer.steering import ResidualSetting, SteerSetting, parse_setting
 from langloc.steer.study import GridSpec, wilson
 
 
@@ -29,6 +32,29 @@ def test_residual_grid_covers_layers_and_bands_times_alphas():
         SteerSetting("on", 1.0, "mean_active", "all", "flip")
     with pytest.raises(Exception, match="at least one layer"):
         ResidualSetting(())
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(
+    st.builds(SteerSetting, mode=st.sampled_from(["on", "on+off", "off"]),
+              strength=st.sampled_from([0.5, 1.0, 1.5, 2.0, 4.0, 1e-3]),
+              value=st.sampled_from(["mean_active", "mean", "median", "p90", "p2.5", "median_response", "auto", "0.5"]),
+              positions=st.sampled_from(["all", "prompt", "generated"]), rule=st.sampled_from(["set", "add", "scale"])),
+    st.builds(ResidualSetting, layers=st.sampled_from([(6,), (5, 6, 7), (4, 6), (0,), (10, 11)]),
+              alpha=st.sampled_from([0.5, 1.0, 4.0, 8.0]), positions=st.sampled_from(["all", "generated"]))))
+def test_a_label_the_study_prints_gives_back_the_same_setting(setting):
+    again = parse_setting(setting.label())
+    assert again.label() == setting.label()
+    if isinstance(setting, ResidualSetting):
+        assert again == setting
+    elif setting.mode != "off":  # `off` and `scale` labels carry no value: the parsed one is the default
+        assert again == (setting if setting.rule != "scale" else replace(setting, value="mean_active"))
+
+
+@pytest.mark.parametrize("label", ["on(mean_active)", "on()", "on(x)", "dm(L6x4)", "diffmean(6x4)", "on(x2)@middle"])
+def test_a_label_that_names_no_setting_is_one_clear_error(label):
+    with pytest.raises(Exception, match="setting"):
+        parse_setting(label)
 
 
 def test_wilson_interval_is_never_degenerate_at_zero():

@@ -16,6 +16,7 @@ same count per layer, or a random direction of the same norm.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -71,6 +72,48 @@ class ResidualSetting:
                                                   else "L" + ",".join(map(str, ls)))
         label = f"diffmean({where}x{self.alpha:g})"
         return label if self.positions == "all" else f"{label}@{self.positions}"
+
+
+def parse_setting(label: str) -> SteerSetting | ResidualSetting:
+    """The setting a label names: the inverse of ``label()``, so a setting the study chose (as
+    ``summary.csv`` prints it) can be given back, e.g. ``on(mean_activex2)+off@generated``,
+    ``on(+p90x1)``, ``on(x4)``, ``off``, ``diffmean(L6x4)``, ``diffmean(L5-7x2)@generated``.
+    The value ``auto`` stands for each neuron method's own (see ``langloc steer --help``)."""
+    from langloc.intervene.intervention import POSITIONS
+
+    text = str(label).strip()
+    body, _, positions = text.partition("@")
+    positions = positions or "all"
+    usage = ("give a setting as the study labels it: on(VALUExS), on(+VALUExS), on(xS), each optionally "
+             "+off, or off, or diffmean(L6xA) / diffmean(L5-7xA); then optionally @prompt or @generated")
+    if positions not in POSITIONS:
+        raise LanglocError(f"setting {text!r}: positions must be one of {', '.join(POSITIONS)}")
+    try:
+        m = re.fullmatch(r"diffmean\(L([\d,\-]+)x([^)]+)\)", body)
+        if m:
+            where, alpha = m.groups()
+            if "-" in where:
+                a, b = (int(x) for x in where.split("-"))
+                layers = tuple(range(a, b + 1))
+            else:
+                layers = tuple(int(x) for x in where.split(","))
+            return ResidualSetting(layers, float(alpha), positions)
+        if body == "off":
+            return SteerSetting("off", positions=positions)
+        m = re.fullmatch(r"on\(([^()]*)\)(\+off)?", body)
+        if not m:
+            raise ValueError
+        on, off = m.groups()
+        mode = "on+off" if off else "on"
+        if on.startswith("x"):
+            return SteerSetting(mode, float(on[1:]), positions=positions, rule="scale")
+        rule, on = ("add", on[1:]) if on.startswith("+") else ("set", on)
+        value, sep, strength = on.rpartition("x")
+        if not sep or not value:
+            raise ValueError
+        return SteerSetting(mode, float(strength), value, positions, rule)
+    except ValueError:
+        raise LanglocError(f"setting {text!r}: {usage}") from None
 
 
 @dataclass

@@ -27,9 +27,11 @@ class Config(StudyConfig):
     zero its neurons); matrix_sources: other source languages steered with the setting chosen
     for ``source``, on their built-in prompts (the source x target matrix); run: run folder of
     the statistics; model: model (default the run's / the set's); prompts, tune_prompts:
-    held-out and tuning prompts (builtin:<lang> or a file); search: search the setting on the
-    tuning prompts; mode, rule, value, strength: the neuron setting without search; layers,
-    alpha: the DiffMean setting without search; rules: search grid of neuron rules
+    held-out and tuning prompts (builtin:<lang> or a file); fixed: evaluate these settings
+    instead of searching, written as the study labels them (:func:`~langloc.steer.steering.parse_setting`):
+    one for the neuron methods (e.g. ``on(autox2)+off``; value ``auto``: each method's own,
+    median_response for expert units, else mean_active) and, with DiffMean, one ``diffmean(L6x4)``;
+    empty: search each method's setting on the tuning prompts; rules: search grid of neuron rules
     (rule:strength/strength,...); modes: neuron modes searched (on, on+off, off); positions:
     position modes searched (all, prompt, generated); residual_layers: DiffMean layer groups
     searched (e.g. 6 9 5-7); alphas: DiffMean strengths searched; k: the strict judge's
@@ -49,13 +51,7 @@ class Config(StudyConfig):
     model: Optional[str] = None
     prompts: str = "builtin:en"
     tune_prompts: Optional[str] = None
-    search: bool = True
-    mode: str = "on"
-    rule: str = "set"
-    value: str = "auto"
-    strength: float = 1.0
-    layers: tuple[int, ...] = (6,)
-    alpha: float = 4.0
+    fixed: tuple[str, ...] = ()
     rules: str = "set:1/2,add:1/2,scale:2/4"
     modes: tuple[str, ...] = ("on",)
     positions: tuple[str, ...] = ("all",)
@@ -126,6 +122,28 @@ def _spec(c: Config):
                     residual_positions=tuple(c.positions))
 
 
+def _fixed(c: Config, sets: dict):
+    """The neuron setting and the DiffMean setting of ``--fixed`` (None where not given)."""
+    from langloc.steer.steering import ResidualSetting, parse_setting
+
+    if not c.fixed:
+        return None, None
+    given = [parse_setting(label) for label in c.fixed]
+    neuron = [s for s in given if not isinstance(s, ResidualSetting)]
+    residual = [s for s in given if isinstance(s, ResidualSetting)]
+    if len(neuron) > 1 or len(residual) > 1:
+        raise LanglocError("--fixed: give at most one neuron setting and one diffmean(...) setting")
+    if sets and not neuron:
+        raise LanglocError("--fixed: give a neuron setting too, e.g. on(autox1), for the neuron set(s)")
+    if c.diffmean and not residual:
+        raise LanglocError("--fixed: give a diffmean(L6x4) setting too, or --no-diffmean")
+    if neuron and neuron[0].value != "auto" and neuron[0].rule != "scale":
+        from langloc.intervene.values import parse_source
+
+        parse_source(neuron[0].value)  # an unknown value source fails before the model loads
+    return (neuron[0] if neuron else None), (residual[0] if residual else None)
+
+
 def _load_sets(files) -> dict:
     from langloc.identify import NeuronSet
 
@@ -141,7 +159,7 @@ def _prompts(c: Config):
     from langloc.steer import prompts as P
 
     eval_p = P.load_prompts(c.prompts, "eval")
-    if not c.search:
+    if c.fixed:
         return eval_p, None
     tune_spec = c.tune_prompts or (c.prompts if c.prompts.startswith("builtin:") else None)
     if tune_spec is None:
@@ -176,13 +194,13 @@ def _values(lm, c: Config, run_meta: dict | None):
 
 
 def run(lm, config: Config, out: str | Path | None) -> Manifest:
-    from dataclasses import asdict
+    from dataclasses import replace
 
     from langloc.controls import check_draws
     from langloc.stats import read_run
     from langloc.steer import prompts as P
     from langloc.steer.judge import DEFAULT_CANDIDATES, FluencyRule, LanguageIdentifier
-    from langloc.steer.steering import Generation, ResidualSetting, SteerSetting, Steerer
+    from langloc.steer.steering import Generation, Steerer
     from langloc.steer.study import DiffMeanMethod, NeuronMethod, steer_study
 
     c = config
@@ -196,8 +214,9 @@ def run(lm, config: Config, out: str | Path | None) -> Manifest:
     if not c.positions or any(p not in POSITIONS for p in c.positions):
         raise LanglocError(f"--positions must be one or more of {', '.join(POSITIONS)}, got {','.join(c.positions)!r}")
     if not c.sample and (c.temperature, c.top_p, c.top_k) != (1.0, 1.0, 0):
-        raise LanglocError("--temperature, --top-p and --top-k shape sampling: add --sample, or leave them out for greedy decoding")
-    spec = _spec(c) if c.search else None
+        raise LanglocError("--temperature, --top-p and --top-k shape sampling: add --sample, or leave them out "
+                           "for greedy decoding")
+    spec = None if c.fixed else _spec(c)
     gen = Generation(max_new_tokens=c.max_new_tokens, do_sample=c.sample, temperature=c.temperature, top_p=c.top_p,
                      top_k=c.top_k, seed=c.seed, batch_size=c.batch_size, repetition_penalty=c.repetition_penalty,
                      no_repeat_ngram_size=c.no_repeat_ngram_size)
@@ -207,12 +226,7 @@ def run(lm, config: Config, out: str | Path | None) -> Manifest:
         raise LanglocError("give at least one neuron set (--neurons) or --diffmean")
     if c.diffmean and not c.run:
         raise LanglocError("DiffMean needs the run folder whose statistics hold the residual means (--run)")
-    if not c.search and len(c.positions) > 1:
-        raise LanglocError(f"--positions: without --search give one position mode, got {','.join(c.positions)!r}")
-    if not c.search and c.value != "auto":
-        from langloc.intervene.values import parse_source
-
-        parse_source(c.value)
+    fixed_neurons, fixed_residual = _fixed(c, sets)
     for name, ns in sets.items():
         missing = [t for t in c.targets if t not in ns.languages]
         if missing:
@@ -226,7 +240,7 @@ def run(lm, config: Config, out: str | Path | None) -> Manifest:
                            str(c.run or c.neurons[0]))
     values = _values(lm, c, run_meta)
     methods = [NeuronMethod(name, ns) for name, ns in sets.items()]
-    groups = spec.residual_layers if spec is not None else (tuple(c.layers),)
+    groups = spec.residual_layers if spec is not None else ((fixed_residual.layers,) if fixed_residual else ())
     if c.diffmean and any(not 0 <= l < lm.num_layers for g in groups for l in g):
         raise LanglocError(f"DiffMean layers {', '.join(map(str, sorted({l for g in groups for l in g})))} must lie in "
                            f"0..{lm.num_layers - 1} (the model has {lm.num_layers} layers)")
@@ -234,10 +248,11 @@ def run(lm, config: Config, out: str | Path | None) -> Manifest:
         values.stats.mean_residual(c.source)  # a clear error for statistics without residual sums
         methods.append(DiffMeanMethod(values.stats))
     fixed = None
-    if not c.search:
-        fixed = {m.name: SteerSetting(c.mode, c.strength, m.value if c.value == "auto" else c.value,
-                                      c.positions[0], c.rule) for m in methods if isinstance(m, NeuronMethod)}
-        fixed["diffmean"] = ResidualSetting(tuple(c.layers), c.alpha, c.positions[0])
+    if c.fixed:
+        fixed = {m.name: replace(fixed_neurons, value=m.value if fixed_neurons.value == "auto" else fixed_neurons.value)
+                 for m in methods if isinstance(m, NeuronMethod)}
+        if fixed_residual is not None:
+            fixed["diffmean"] = fixed_residual
     steerer = Steerer(lm, values, gen, fluency,
                       LanguageIdentifier(list(c.candidates) if c.candidates else DEFAULT_CANDIDATES))
     config_doc = c.to_dict()
