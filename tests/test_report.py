@@ -61,6 +61,17 @@ def test_steering_section_shows_rates_and_example_outputs(analysis):
     assert re.search(r"\d+% \[\d+–\d+\]", s)  # a rate with its interval
 
 
+def test_the_inventory_lists_studies_and_counts_their_pieces(analysis):
+    paths, page = analysis
+    s = section(page, "overview")
+    files = re.findall(r"<td>([^<]*\.json)</td>", s)
+    assert str(paths["steer"] / "steer.json") in files
+    assert not [f for f in files if "/interventions/" in f]  # each steered cell's file is part of the study
+    assert "2 interventions" in s  # lape and DiffMean on fr
+    n = len(re.findall(r"<tbody>(.*?)</tbody>", s, flags=re.S)[-1].split("<tr>")) - 1
+    assert f"Outputs found ({n})" in s
+
+
 def test_an_unknown_kind_gets_the_generic_section(analysis):
     _, page = analysis
     s = section(page, "claims")

@@ -161,14 +161,28 @@ def overview(outputs: list[Output], paths: list[str]) -> Section:
                 "corpus": c.get("name"), "seed": c.get("seed"),
                 "held-out split": c.get("eval_split") or c.get("eval"),
                 "languages available": len(c["translations"]) if isinstance(c.get("translations"), dict) else None})
+    # An output that is part of another (a steering study's interventions) is one count on its
+    # parent's row, not a row of its own: the inventory lists studies, not their pieces.
+    parts = {}
+    for o in outputs:
+        if _part_of_another(o, outputs):
+            parent = min((x for x in outputs if x.kind == PART_OF[o.kind] and o.folder.is_relative_to(x.folder)),
+                         key=lambda x: len(o.folder.relative_to(x.folder).parts))
+            parts.setdefault(id(parent), []).append(o)
+
+    def contains(o) -> str | None:
+        mine = parts.get(id(o), [])
+        kinds = {p.kind: sum(q.kind == p.kind for q in mine) for p in mine}
+        return ", ".join(f"{n} {KINDS[k].what}{'s' if n > 1 else ''}" for k, n in kinds.items()) or None
+
     rows = [{"output": KINDS[o.kind].what if o.kind in KINDS else o.kind, "kind": o.kind,
              "file": str(o.path), "created": o.doc.get("created"), "wall s": o.doc.get("wall_seconds"),
-             "note": o.note} for o in outputs]
+             "with": contains(o), "note": o.note} for o in outputs if not _part_of_another(o, outputs)]
     machines = sorted({str((o.doc.get("machine") or {}).get("cpu_class")) for o in outputs
                        if (o.doc.get("machine") or {}).get("cpu_class")})
     body = ("<h3>Model</h3>" + h.table(list(models.values()))
             + ("<h3>Corpus</h3>" + h.table(list(corpora.values())) if corpora else "")
-            + f"<h3>Outputs found ({len(outputs)})</h3>" + h.table(rows)
+            + f"<h3>Outputs found ({len(rows)})</h3>" + h.table(rows)
             + (f"<p class=muted>machine (CPU class): {h.esc(', '.join(machines))}</p>" if machines else ""))
     return Section("overview", "Model and corpus", "overview", body, path=", ".join(paths))
 
