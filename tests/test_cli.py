@@ -178,6 +178,15 @@ def test_out_of_range_parameters(setup, capsys, tmp_path, args, message):
     assert not out.exists()
 
 
+def test_one_held_out_window_is_refused_rather_than_given_a_point_interval(setup, capsys):
+    root, model, corpus, run = setup
+    # the run's window is 64 tokens: 64 held-out tokens make one window per language
+    before = (run / "ablation.csv").read_bytes() if (run / "ablation.csv").exists() else None
+    assert invoke("ablate", run, "--eval-tokens", "64", "--device", "cpu") == 2
+    assert "the interval needs at least 2 per language" in error_line(capsys)
+    assert ((run / "ablation.csv").read_bytes() if (run / "ablation.csv").exists() else None) == before
+
+
 def test_truncated_artefacts_are_refused(setup, capsys, tmp_path):
     root, model, corpus, run = setup
     bad_run = tmp_path / "badrun"

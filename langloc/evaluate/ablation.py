@@ -28,6 +28,7 @@ from langloc import distributed
 from langloc.artefacts import write_text
 from langloc.controls import check_draws, derive_seed, random_control
 from langloc.data.packing import corpus_windows
+from langloc.errors import LanglocError
 from langloc.evaluate.bootstrap import N_RESAMPLES, perplexity_ratio_ci
 from langloc.evaluate.perplexity import window_nll
 from langloc.intervene.hooks import deactivate
@@ -98,6 +99,10 @@ def perplexity_table(lm, evals: dict[str, torch.Tensor], conditions, *, batch_si
     draws in order) runs on rank ``j % world``; the per-window NLL are gathered on every rank.
     """
     langs = list(evals)
+    few = [f"{lang} ({len(evals[lang])})" for lang in langs if len(evals[lang]) < 2]
+    if few:  # a bootstrap over one window has no spread: its interval would be a point, not an uncertainty
+        raise LanglocError(f"held-out windows: {', '.join(few)}; the interval needs at least 2 per language: give "
+                           "more held-out tokens (--eval-tokens) or a smaller window")
     # All languages' windows go through the model together (fuller batches), then the per-window
     # NLL sums are added up per language.
     ids = torch.cat([evals[lang] for lang in langs])
