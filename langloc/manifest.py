@@ -80,6 +80,7 @@ KINDS: dict[str, Kind] = {k: Kind(*v) for k, v in {
     "langloc.train": ("training result", "langloc train", "OUT/<mode>/train.json"),
     "langloc.forgetting": ("forgetting study", "langloc train", "OUT/forgetting.manifest.json"),
     "langloc.transfer": ("transfer study", "langloc transfer", "<out>.manifest.json beside the CSV"),
+    "langloc.adapter": ("saved adapter", "langloc transfer --save-adapters", "ADAPTERS/<mode>/langloc_adapter.json"),
     "langloc.share": ("sharing study", "langloc share", "OUT/share.json"),
     "langloc.harness": ("harness study", "langloc harness", "OUT/results.json"),
     # issue 17: validate and its planted ground truth

@@ -4,6 +4,7 @@ the multiple-choice scoring and the Bible task."""
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -198,6 +199,14 @@ def test_a_saved_adapter_applies_as_a_condition_and_comes_out_again(tmp_path):
     with pytest.raises(LanglocError, match="layers"):
         with saved.apply(bind(tiny_model("llama", layers=3, width=WIDTH), CharTokenizer(), "tiny-3")):
             pass
+    # Its langloc_adapter.json is a manifest like every artefact's; one without (or of another
+    # kind) is refused with one line rather than read as settings.
+    info = tmp_path / "neurons" / "langloc_adapter.json"
+    doc = json.loads(info.read_text())
+    assert doc["kind"] == "langloc.adapter" and doc["model"]["weights_fingerprint"] == lm.meta["weights_fingerprint"]
+    info.write_text(json.dumps({k: v for k, v in doc.items() if k not in ("kind", "format_version")}))
+    with pytest.raises(LanglocError, match="older langloc|not a langloc saved adapter"):
+        SavedAdapter(tmp_path / "neurons")
     other = bind(tiny_model("llama", layers=LAYERS, width=WIDTH, seed=1), CharTokenizer(), "tiny-other")
     with pytest.raises(LanglocError, match="was made for model tiny-llama"):  # same shape, other weights
         with saved.apply(other):

@@ -29,7 +29,6 @@ model, and :func:`remove_adapter` takes the adapter out again.
 from __future__ import annotations
 
 import contextlib
-import json
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -46,6 +45,8 @@ from langloc.identify.neuron_set import NeuronSet
 
 ADAPTER_MODES = ("neurons", "random", "all", "none")
 ADAPTER = "default"  # the PEFT adapter name
+ADAPTER_FILE = "langloc_adapter.json"  # beside PEFT's own files: the adapter's manifest
+ADAPTER_KIND = "langloc.adapter"
 
 
 @dataclass
@@ -361,10 +362,14 @@ def trainable_parameters(peft_model) -> int:
 
 # -- saving and removing --------------------------------------------------------------------
 
-def save_adapter(peft_model, path: str | Path, model_meta: dict | None = None) -> Path:
+def save_adapter(peft_model, path: str | Path, model_meta: dict | None = None, started: float | None = None) -> Path:
     """Save the adapter as an ordinary PEFT folder (the masks baked into the saved LoRA
     weights, so that ``PeftModel.from_pretrained`` reproduces ΔW) plus ``langloc_adapter.json``,
-    which records ``model_meta`` (the base model's fingerprints: another model is refused)."""
+    the adapter's manifest (kind ``langloc.adapter``): its settings, the neurons it was masked
+    to and ``model_meta`` (the base model's fingerprints: another model is refused);
+    ``started``: when its training began."""
+    from langloc.manifest import make_manifest, stamp
+
     spec = adapter_spec(peft_model)
     path = Path(path)
     lins = []
@@ -378,7 +383,10 @@ def save_adapter(peft_model, path: str | Path, model_meta: dict | None = None) -
     finally:
         for lin, mask in lins:  # the original now equals the masked weight: nothing is lost
             parametrize.register_parametrization(lin, "weight", _Mask(mask))
-    write_json(path / "langloc_adapter.json", {**spec.to_dict(), **({"model": model_meta} if model_meta else {})})
+    doc = spec.to_dict()
+    manifest = make_manifest(ADAPTER_KIND, model=model_meta, started=started, seeds={"adapter": spec.seed},
+                             config={k: v for k, v in doc.items() if k not in ("neurons", "targets")})
+    write_json(path / ADAPTER_FILE, stamp(doc, manifest))
     return path
 
 
@@ -400,25 +408,28 @@ class SavedAdapter:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        info = self.path / "langloc_adapter.json"
+        from langloc.manifest import content, read_manifest
+
+        info = self.path / ADAPTER_FILE
         if not info.is_file() or not (self.path / "adapter_config.json").is_file():
             raise LanglocError(f"{self.path} is not an adapter folder written by langloc (langloc transfer "
-                               "--save-adapters): it needs adapter_config.json and langloc_adapter.json")
-        self.spec = json.loads(info.read_text(encoding="utf-8"))
+                               f"--save-adapters): it needs adapter_config.json and {ADAPTER_FILE}")
+        self.spec = content(read_manifest(info, ADAPTER_KIND))
 
     def count(self) -> int:
         """Neurons the MLP adapter was masked to (0: unmasked or no MLP adapter)."""
         return sum(len(i) for i in self.spec.get("neurons") or [])
 
     def to_dict(self) -> dict:
-        return {"adapter": str(self.path), **{k: v for k, v in self.spec.items() if k not in ("neurons", "targets")}}
+        return {"adapter": str(self.path),
+                **{k: v for k, v in self.spec.items() if k not in ("neurons", "targets", "model", "corpus")}}
 
     @contextlib.contextmanager
     def apply(self, lm):
         from peft import PeftModel
 
-        # The shape, and the fingerprints where recorded (adapters saved before they were carry
-        # only the shape): the LoRA deltas were trained on these very weights.
+        # The shape, and the fingerprints where recorded (an adapter saved by the library without
+        # the model's metadata carries only the shape): the LoRA deltas were trained on these weights.
         made_for = {"num_layers": self.spec["num_layers"], "intermediate_size": self.spec["intermediate_size"],
                     **(self.spec.get("model") or {})}
         check_same_model({"model": made_for}, lm.meta, f"adapter {self.path}")

@@ -3,6 +3,7 @@ evaluate on other languages' items, for each adapter mode and the unadapted mode
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -125,6 +126,7 @@ def transfer_study(
         evaluate("base", {})
     pairs = training_pairs(train_items)
     for mode in modes:
+        started = time.time()
         peft_model = masked_lora(lm, neurons, mode, r=r, alpha=alpha, attention=attention, down=down,
                                  gate_only=gate_only, seed=seed)
         try:
@@ -132,7 +134,7 @@ def transfer_study(
                                     batch_size=batch_size, seed=seed, progress=progress)
             spec = peft_model.langloc_spec
             if save_adapters is not None:
-                save_adapter(peft_model, Path(save_adapters) / mode, lm.meta)
+                save_adapter(peft_model, Path(save_adapters) / mode, lm.meta, started)
             info = {"lora_r": r, "lora_alpha": alpha, "gate_only": gate_only, "weight_decay": weight_decay,
                     "train_loss_first": trained.losses[0], "train_loss_last": trained.final_loss,
                     "train_steps": trained.steps, "train_seconds": round(trained.seconds, 2),
