@@ -53,6 +53,7 @@ def section(kind: str, title: str):
 
 # Outputs shown inside the section of another output in the same folder or above it.
 PART_OF = {"langloc.intervention": "langloc.steer", "langloc.train": "langloc.forgetting",
+           "langloc.adapter": "langloc.transfer",
            "langloc.importance": "langloc.regions_summary", "langloc.regions": "langloc.regions_summary"}
 
 # Section order: the order of a typical analysis; kinds not listed come last.
