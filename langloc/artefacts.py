@@ -118,18 +118,6 @@ def write_csv(path: str | os.PathLike, rows: list[dict], fieldnames, float_digit
     write_text(path, buf.getvalue())
 
 
-def load_artefact(path: str | os.PathLike, kind: str, what: str, build):
-    """Read a langloc JSON artefact of ``kind``, check its manifest (see :mod:`langloc.manifest`)
-    and ``build`` it from its dict; a foreign, older-format or damaged file gets one clear error."""
-    from langloc.manifest import read_manifest
-
-    d = read_manifest(path, kind)
-    try:
-        return build(d)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise LanglocError(f"{path} is a damaged {what} ({type(exc).__name__}: {exc})") from None
-
-
 def read_json(path: str | os.PathLike, what: str) -> Any:
     path = Path(path)
     if not path.is_file():
@@ -166,23 +154,3 @@ def weights_fingerprint(model) -> str:
         sample = p.detach().flatten()[:65536].to("cpu", torch.bfloat16).view(torch.int16).contiguous()
         h.update(sample.numpy().tobytes())
     return h.hexdigest()[:16]
-
-
-_REDO = "load the model it was made for (--model), or remake it with this one"
-
-
-def check_same_model(meta: dict, model_meta: dict, what: str) -> None:
-    """Refuse an artefact whose model metadata does not match the loaded model."""
-    mine = meta.get("model") or {}
-    for key in ("num_layers", "intermediate_size"):
-        if key in mine and mine[key] != model_meta[key]:
-            raise LanglocError(
-                f"{what} was made for a model with {key}={mine[key]} ({mine.get('name', '?')}), "
-                f"but the loaded model {model_meta['name']} has {key}={model_meta[key]}; {_REDO}"
-            )
-    for key in ("weights_fingerprint", "tokenizer_fingerprint"):
-        if mine.get(key) and mine[key] != model_meta[key]:
-            raise LanglocError(
-                f"{what} was made for model {mine.get('name', '?')} ({key} {mine[key]}), not for the "
-                f"loaded model {model_meta['name']} ({model_meta[key]}); {_REDO}"
-            )

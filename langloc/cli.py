@@ -617,7 +617,7 @@ def report(
 
     Example: [bold]langloc report runs/gemma steer/lape runs/regions -o report.html[/]
     """
-    from langloc.report.html import write_report
+    from langloc.report.sections import write_report
 
     path = write_report(paths, out_file, title=title)
     out.print(f"-> {path} ({path.stat().st_size / 1e6:.2f} MB)")

@@ -36,11 +36,18 @@ def control_seed(run_seed: int, condition: str, draw: int = 0) -> int:
     return derive_seed(run_seed, condition, draw)
 
 
+def random_layers(like, num_neurons: int, seed: int) -> list[torch.Tensor]:
+    """Random neurons with the same count per layer as ``like``, from one generator seeded with
+    ``seed`` (layer by layer: ``randperm(num_neurons)[:count]``). Two calls with the same seed
+    share neurons (prefixes of the same permutations): experiments draw their controls through
+    :func:`random_control`, which gives every condition its own seed."""
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randperm(num_neurons, generator=g)[: len(idx)].sort().values for idx in like]
+
+
 def random_control(like, intermediate_size: int, run_seed: int, condition: str, draw: int = 0) -> list[torch.Tensor]:
     """Random neurons with the same count per layer as ``like`` (per layer index lists), drawn
     from :func:`control_seed` ``(run_seed, condition, draw)``: sorted LongTensors."""
-    from langloc.identify.neuron_set import random_layers
-
     return random_layers(like, intermediate_size, control_seed(run_seed, condition, draw))
 
 

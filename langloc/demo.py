@@ -94,7 +94,8 @@ def run(config: DemoConfig, say: Callable[[str], None] = print):
     from langloc.data import load_corpus
     from langloc.models import load_model
     from langloc.stats import collect
-    from langloc.workflows import ablate_run, identify_run
+    from langloc.studies import ablate
+    from langloc.workflows import identify_run
 
     start = time.time()
     langs = list(config.languages)
@@ -109,10 +110,11 @@ def run(config: DemoConfig, say: Callable[[str], None] = print):
     ns, _ = identify_run(config.out)
     say(f"[bold]3/4 ablate[/] {2 * len(langs)} neuron sets x {len(langs)} languages "
         f"({config.eval_tokens} held-out tokens each)")
-    rows, csv_path = ablate_run(config.out, lm=lm, eval_tokens=config.eval_tokens, window=config.eval_window,
-                                batch_size=config.eval_batch_size, seed=config.seed,
-                                control_draws=config.control_draws)
-    from langloc.report.html import write_report
+    m = ablate.run(lm, ablate.Config(run=Path(config.out), eval_tokens=config.eval_tokens, window=config.eval_window,
+                                     batch_size=config.eval_batch_size, seed=config.seed,
+                                     control_draws=config.control_draws), config.out)
+    rows, csv_path = m.result, m.path
+    from langloc.report.sections import write_report
 
     say(f"[bold]4/4 report[/] {report_path(config)}")
     write_report([config.out], report_path(config))

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from langloc._version import __version__
-from langloc.artefacts import check_same_model, read_json, write_json
+from langloc.artefacts import read_json, write_json
 from langloc.errors import LanglocError
 
 # 1: the files before the manifest (some had "kind" and "langloc_version", none a format).
@@ -220,3 +220,33 @@ def read_safetensors_manifest(path: str | Path, kind: str, *, model_meta: dict |
     except json.JSONDecodeError:
         doc = {}
     return read_manifest(doc, kind, where=path, model_meta=model_meta)
+
+
+def load_artefact(path: str | Path, kind: str, what: str, build):
+    """Read a langloc JSON artefact of ``kind``, check its manifest (see :mod:`langloc.manifest`)
+    and ``build`` it from its dict; a foreign, older-format or damaged file gets one clear error."""
+    d = read_manifest(path, kind)
+    try:
+        return build(d)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise LanglocError(f"{path} is a damaged {what} ({type(exc).__name__}: {exc})") from None
+
+
+_REDO = "load the model it was made for (--model), or remake it with this one"
+
+
+def check_same_model(meta: dict, model_meta: dict, what: str) -> None:
+    """Refuse an artefact whose model metadata does not match the loaded model."""
+    mine = meta.get("model") or {}
+    for key in ("num_layers", "intermediate_size"):
+        if key in mine and mine[key] != model_meta[key]:
+            raise LanglocError(
+                f"{what} was made for a model with {key}={mine[key]} ({mine.get('name', '?')}), "
+                f"but the loaded model {model_meta['name']} has {key}={model_meta[key]}; {_REDO}"
+            )
+    for key in ("weights_fingerprint", "tokenizer_fingerprint"):
+        if mine.get(key) and mine[key] != model_meta[key]:
+            raise LanglocError(
+                f"{what} was made for model {mine.get('name', '?')} ({key} {mine[key]}), not for the "
+                f"loaded model {model_meta['name']} ({model_meta[key]}); {_REDO}"
+            )

@@ -1,6 +1,6 @@
 """The steps that make a run folder's artefacts (collect, identify, export, import), as library
-functions. The experiments on them are studies (:mod:`langloc.studies`); ``ablate_run`` is
-the ablate study as a function.
+functions. The experiments on them are studies (:mod:`langloc.studies`), which take these
+folders as input; this module imports none of them.
 
 A run folder collects everything one analysis produces::
 
@@ -93,16 +93,6 @@ def median_responses(run: str | Path, languages: list[str]) -> dict:
     """Per language, the median segment response [L, I] of every neuron (where collected)."""
     return {lang: percentile_median(load_responses(run, lang)) for lang in languages
             if responses_file(run, lang).is_file()}
-
-
-def ablate_run(run: str | Path, *, lm=None, **settings):
-    """``langloc ablate`` as a function: :mod:`langloc.studies.ablate` with ``settings`` (its
-    Config's fields) into the run folder; returns ``(rows, csv_path)`` (``None`` for the path
-    on torchrun processes other than the first)."""
-    from langloc.studies import ablate
-
-    manifest = ablate.run(lm, ablate.Config(run=Path(run), **settings), run)
-    return manifest.result, manifest.path
 
 
 def export_run(run: str | Path, outdir: str | Path, neurons: str | Path | None = None) -> list[Path]:

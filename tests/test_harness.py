@@ -20,7 +20,7 @@ from langloc.tasks.base import TaskItem  # noqa: E402
 from langloc.tasks.bible_choice import bible_choice_items  # noqa: E402
 from langloc.tasks.scoring import choice_accuracy, score_choices  # noqa: E402
 from langloc.evaluate.harness import choice_task_yaml, harness_evaluate, harness_study, metric_rows  # noqa: E402
-from langloc.identify.neuron_set import random_layers  # noqa: E402
+from langloc.controls import random_layers  # noqa: E402
 from langloc.intervene import Edit, Intervention  # noqa: E402
 from langloc.manifest import content
 

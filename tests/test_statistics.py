@@ -14,7 +14,7 @@ from langloc.evaluate.ablation import AblationRow, rows_to_csv
 from langloc.evaluate.bootstrap import (mean_ci, percentile_interval, perplexity_ratio_ci, ratio_of_sums_ci,
                                         resample_indices)
 from langloc.identify import NeuronSet
-from langloc.identify.neuron_set import random_layers
+from langloc.controls import random_layers
 
 
 # -- one way to draw controls ------------------------------------------------------------

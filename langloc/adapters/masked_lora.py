@@ -38,10 +38,11 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from langloc.artefacts import check_same_model, write_json
+from langloc.artefacts import write_json
 from langloc.errors import LanglocError
 from langloc.controls import random_control
 from langloc.identify.neuron_set import NeuronSet
+from langloc.manifest import check_same_model
 
 ADAPTER_MODES = ("neurons", "random", "all", "none")
 ADAPTER = "default"  # the PEFT adapter name

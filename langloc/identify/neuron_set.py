@@ -7,20 +7,11 @@ from pathlib import Path
 
 import torch
 
-from langloc.artefacts import check_same_model, load_artefact, write_json
+from langloc.artefacts import write_json
 from langloc.errors import LanglocError
-from langloc.manifest import content, make_manifest, stamp
+from langloc.manifest import check_same_model, content, load_artefact, make_manifest, stamp
 
 KIND = "langloc.neuron_set"
-
-
-def random_layers(like, num_neurons: int, seed: int) -> list[torch.Tensor]:
-    """Random neurons with the same count per layer as ``like``, from one generator seeded with
-    ``seed`` (layer by layer: ``randperm(num_neurons)[:count]``). Two calls with the same seed
-    share neurons (prefixes of the same permutations): experiments draw their controls through
-    :func:`langloc.controls.random_control`, which gives every condition its own seed."""
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randperm(num_neurons, generator=g)[: len(idx)].sort().values for idx in like]
 
 
 @dataclass

@@ -41,10 +41,10 @@ from typing import Iterator, Sequence
 
 import torch
 
-from langloc.artefacts import check_same_model, load_artefact, write_json
+from langloc.artefacts import write_json
 from langloc.errors import LanglocError
 from langloc.models.hooks import neuron_hooks, residual_hooks
-from langloc.manifest import content, make_manifest, stamp
+from langloc.manifest import check_same_model, content, load_artefact, make_manifest, stamp
 
 KIND = "langloc.intervention"
 RULES = ("zero", "set", "scale", "add")  # neuron rules; ResidualEdit's rule is RESIDUAL_RULE

@@ -36,10 +36,10 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from langloc.artefacts import atomic_path, check_same_model, write_json
+from langloc.artefacts import atomic_path, write_json
 from langloc.data.packing import corpus_windows, iter_batches
 from langloc.errors import LanglocError
-from langloc.manifest import make_manifest, read_manifest, read_safetensors_manifest, stamp
+from langloc.manifest import check_same_model, make_manifest, read_manifest, read_safetensors_manifest, stamp
 from langloc.regions.params import region_parameters
 
 INFO_FILE = "importance.json"

@@ -19,7 +19,6 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterable
 
-from langloc.artefacts import atomic_path
 
 # ---------------------------------------------------------------------------------------------
 # Pieces of a page
@@ -255,14 +254,3 @@ def page(title: str, subtitle: list[str], sections: Iterable) -> str:
             f"<title>{esc(title)}</title><style>{CSS}</style></head><body>"
             f"<header><h1>{esc(title)}</h1>{sub}</header><nav>{nav}</nav><main>{body}</main>"
             f"<script>{JS}</script></body></html>\n")
-
-
-def write_report(paths: list[str | Path], out: str | Path, title: str | None = None) -> Path:
-    """Find every output under ``paths`` and write the report to ``out`` (atomically)."""
-    from langloc.report.sections import build
-
-    html_text = build(paths, title=title)
-    out = Path(out)
-    with atomic_path(out) as tmp:
-        Path(tmp).write_text(html_text, encoding="utf-8")
-    return out

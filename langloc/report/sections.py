@@ -516,3 +516,14 @@ def build(paths: list[str | Path], title: str | None = None) -> str:
     sub = [f"model: {', '.join(models)}" if models else "",
            f"{len(outputs)} outputs; " + ", ".join(s.title for s in sections[1:])]
     return h.page(title, [s for s in sub if s], sections)
+
+
+def write_report(paths: list[str | Path], out: str | Path, title: str | None = None) -> Path:
+    """Find every output under ``paths`` and write the report to ``out`` (atomically)."""
+    from langloc.artefacts import atomic_path
+
+    html_text = build(paths, title=title)
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        Path(tmp).write_text(html_text, encoding="utf-8")
+    return out

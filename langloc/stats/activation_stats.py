@@ -25,10 +25,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from langloc.artefacts import atomic_path, check_same_model, write_json
+from langloc.artefacts import atomic_path, write_json
 from langloc.data.packing import corpus_windows, iter_batches
 from langloc.errors import LanglocError
-from langloc.manifest import content, make_manifest, read_manifest, read_safetensors_manifest, stamp
+from langloc.manifest import check_same_model, content, make_manifest, read_manifest, read_safetensors_manifest, stamp
 from langloc.stats.counters import ActivationCounter, totals_from_state
 
 RUN_FILE = "run.json"

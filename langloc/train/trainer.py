@@ -43,11 +43,11 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from langloc.artefacts import atomic_path, check_same_model, weights_fingerprint, write_csv, write_json
+from langloc.artefacts import atomic_path, weights_fingerprint, write_csv, write_json
 from langloc.data.packing import corpus_windows
 from langloc.errors import LanglocError
 from langloc.evaluate.perplexity import window_nll
-from langloc.manifest import make_manifest, read_manifest, stamp, write_manifest
+from langloc.manifest import check_same_model, make_manifest, read_manifest, stamp, write_manifest
 from langloc.regions import Region, check_region, region_size
 from langloc.train.freezing import RegionFreezer, check_region_tensors, optimizer_step
 from langloc.train.plots import plot_forgetting, plot_training

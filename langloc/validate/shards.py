@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from langloc.artefacts import check_same_model
 from langloc.data.packing import corpus_windows, iter_batches
 from langloc.errors import LanglocError
+from langloc.manifest import check_same_model
 from langloc.stats import ActivationStats
 from langloc.stats.activation_stats import language_file, read_run, save_language_stats, write_run_meta
 from langloc.stats.counters import ActivationCounter, totals_from_state
