@@ -59,6 +59,7 @@ def test_steering_section_shows_rates_and_example_outputs(analysis):
     for g in steered[:3]:
         assert g["prompt"] in s
     assert re.search(r"\d+% \[\d+–\d+\]", s)  # a rate with its interval
+    assert "<th>decoding</th><td>greedy; 4 new tokens</td>" in s  # the rates hold for this decoding only
 
 
 def test_the_inventory_lists_studies_and_counts_their_pieces(analysis):

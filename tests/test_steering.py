@@ -156,3 +156,15 @@ def test_sampling_is_seeded_and_top_k_is_only_what_was_asked(tiny_lm, monkeypatc
     texts(do_sample=True)
     texts()
     assert seen[0]["top_k"] == 0 and seen[0]["temperature"] == 1.0 and seen[1]["top_k"] is None
+
+
+def test_the_decoding_is_said_in_words_with_every_setting_that_shapes_it():
+    from dataclasses import asdict
+
+    from langloc.steer.steering import Generation, describe_decoding
+
+    assert describe_decoding(asdict(Generation())) == "greedy; 32 new tokens"
+    assert describe_decoding(asdict(Generation(do_sample=True, top_k=64, top_p=0.95, seed=3))) == \
+        "sampled (temperature 1, top-p 0.95, top-k 64; seed 3); 32 new tokens"
+    assert describe_decoding(asdict(Generation(repetition_penalty=1.3, no_repeat_ngram_size=3))) == \
+        "greedy, repetition penalty 1.3, no repeated 3-gram; 32 new tokens"

@@ -320,6 +320,7 @@ def _generation(r: dict | None) -> str:
 @section("langloc.steer", "Steering")
 def steer_section(o: Output, _all, examples: int = 3) -> str:
     from langloc.report.plots import plot_steering
+    from langloc.steer.steering import describe_decoding
 
     d = o.doc
     rows = d.get("rows") or []
@@ -327,7 +328,10 @@ def steer_section(o: Output, _all, examples: int = 3) -> str:
     strict = bool(rows) and "strict_rate" in rows[0]
     items = {"source language": d.get("source"), "targets": d.get("targets"), "methods": d.get("methods"),
              "best method": d.get("best_method"), "strict judge's k": d.get("k"), "k's rule": d.get("k_rule"),
-             "prompts (tuning, held-out)": d.get("prompts"), "strength search": cfg.get("search")}
+             "prompts (tuning, held-out)": d.get("prompts"),
+             "decoding": describe_decoding(d["generation"]) if isinstance(d.get("generation"), dict) else None,
+             "setting": (f"fixed: {', '.join(cfg['fixed'])}" if cfg.get("fixed")
+                         else "searched on the tuning prompts" if cfg.get("search", True) else "fixed")}
     body = h.facts({k: v for k, v in items.items() if v is not None})
     if rows:
         what = ("passes the strict judge (target language in most chunks, target script, perplexity at most k × "

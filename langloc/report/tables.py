@@ -40,10 +40,12 @@ def compare(rows: list[dict]) -> list:
 
 
 def steer(result: dict) -> list:
+    from langloc.steer.steering import describe_decoding
     from langloc.steer.study import format_table
 
     t = Table("method", "target", "setting", "strict", "lenient", "control (strict)", "median ppl", "distinct",
-              box=box.SIMPLE_HEAD, title=f"steering {result['prompts']['eval']} held-out prompts (k = {result['k']:.2f})",
+              box=box.SIMPLE_HEAD, title=f"steering {result['prompts']['eval']} held-out prompts (k = {result['k']:.2f}; "
+                                         f"{describe_decoding(result['generation'])})",
               caption="in brackets: 95% Wilson interval over prompts")
     for row in format_table(result["rows"]):
         t.add_row(*row)

@@ -136,6 +136,23 @@ class Generation:
         check_range("top_p", self.top_p, 0.0, 1.0, low_open=True)
 
 
+def describe_decoding(gen: dict) -> str:
+    """How the continuations were decoded, in words (``gen``: a :class:`Generation` as a dict,
+    as ``steer.json`` records it), e.g. ``greedy, repetition penalty 1.3``."""
+    if gen.get("do_sample"):
+        shape = [f"temperature {gen.get('temperature', 1.0):g}"]
+        shape += [f"top-p {gen['top_p']:g}"] if gen.get("top_p", 1.0) < 1.0 else []
+        shape += [f"top-k {gen['top_k']}"] if gen.get("top_k") else []
+        parts = [f"sampled ({', '.join(shape)}; seed {gen.get('seed', 0)})"]
+    else:
+        parts = ["greedy"]
+    if gen.get("repetition_penalty", 1.0) != 1.0:
+        parts.append(f"repetition penalty {gen['repetition_penalty']:g}")
+    if gen.get("no_repeat_ngram_size"):
+        parts.append(f"no repeated {gen['no_repeat_ngram_size']}-gram")
+    return ", ".join(parts) + f"; {gen.get('max_new_tokens', '?')} new tokens"
+
+
 @dataclass
 class ValueContext:
     """What value sources need: statistics, expert-unit medians, the model and text batches."""
