@@ -118,6 +118,9 @@ def test_validate_calls_specific_and_shared_neurons_what_they_are(planted):
     # The shards are the run's windows: their counters add up to the run's exactly.
     doc = __import__("json").loads((folder / "validate" / "validation.manifest.json").read_text())
     assert doc["shard_check"]["over_zero_equal"] and doc["shard_check"]["act_sum_max_abs_difference"] == 0.0
+    # Each kept step's compute time is recorded, so a resumed validation still says what it cost.
+    steps = doc["compute_seconds_of_kept_steps"]
+    assert set(steps) == {"main", "domain", *(f"controls-{lang}" for lang in rows)} and min(steps.values()) >= 0
     assert (folder / "validate" / "plots" / "validation.png").stat().st_size > 0
     assert (folder / "validate" / "verdicts.txt").read_text().count("\n") == len(LANGUAGES)
     # The HTML report shows each language's verdict in words, with the table behind it.

@@ -120,5 +120,6 @@ def run(lm, config: Config, out: str | Path) -> Manifest:
         config={**c.to_dict(), "neurons": str(neurons), "method": ns.method},
         seeds={"controls": c.seed, "shard_resamples": c.seed, "bootstrap": c.seed})
     write_manifest(paths[0], manifest, paths, shard_check=result["shard_check"],
-                   wall_seconds_by_step={k: round(v, 1) for k, v in result["wall"].items()})
+                   wall_seconds_by_step={k: round(v, 1) for k, v in result["wall"].items()},
+                   compute_seconds_of_kept_steps=result["steps"])
     return Manifest(manifest, result=result["rows"], path=paths[0])

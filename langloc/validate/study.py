@@ -26,9 +26,10 @@ from langloc.validate.stability import stability
 from langloc.validate.verdicts import ALWAYS_ON, language_row
 
 
-def _cached(out: Path, name: str, settings: dict, compute):
-    """Rows of a finished step from ``out/.parts/<name>.json`` if made with ``settings``."""
-    rows = cached_step(out / ".parts", name, settings, lambda: [dataclasses.asdict(r) for r in compute()])
+def _cached(out: Path, name: str, settings: dict, compute, seconds: dict):
+    """Rows of a finished step from ``out/.parts/<name>.json`` if made with ``settings``; the
+    seconds the step took when computed go into ``seconds``."""
+    rows = cached_step(out / ".parts", name, settings, lambda: [dataclasses.asdict(r) for r in compute()], seconds)
     return [AblationRow(**r) for r in rows]
 
 
@@ -41,13 +42,15 @@ def validate_study(lm, run_stats, neuron_set, corpus, out: str | Path, *, domain
                    core_min: float = 0.8, eval_tokens: int = 384, window: int = 96, batch_size: int = 8,
                    control_draws: int = 3, bins: int = cond.BINS, seed: int = 0, progress: bool = True) -> dict:
     """Everything ``langloc validate`` computes; returns ``{"rows", "stability", "tables",
-    "shard_check", "wall"}`` (the files are written by the study's ``run``)."""
+    "shard_check", "wall", "steps"}`` (the files are written by the study's ``run``); ``wall``: this
+    invocation's seconds per stage; ``steps``: each kept step's seconds when it was computed,
+    in this invocation or an earlier one."""
     out = Path(out)
     langs = list(neuron_set.languages)
     missing = [lang for lang in langs if lang not in run_stats.languages]
     if missing:
         raise LanglocError(f"the neuron set has language(s) {', '.join(missing)} that the run has no statistics for")
-    wall = {}
+    wall, steps = {}, {}
     t = time.time()
     shard_stats = collect_shards(lm, corpus, run_stats.meta, run_stats.languages, out / "shards", shards=shards,
                                  batch_size=stats_batch_size, progress=progress)
@@ -74,7 +77,8 @@ def validate_study(lm, run_stats, neuron_set, corpus, out: str | Path, *, domain
     common = {"eval_tokens": eval_tokens, "window": window, "seed": seed, "set": neuron_set.to_dict()["neurons"],
               "model": lm.meta["weights_fingerprint"], "corpus": corpus.describe()}
     table = _cached(out, "main", common, lambda: perplexity_table(
-        lm, evals, main_conditions, batch_size=batch_size, progress=progress, desc="validate: sets", seed=seed))
+        lm, evals, main_conditions, batch_size=batch_size, progress=progress, desc="validate: sets", seed=seed),
+        steps)
     wall["sets"] = time.time() - t
 
     # Controls are evaluated on their own language only: the verdict compares them with the
@@ -96,7 +100,7 @@ def validate_study(lm, run_stats, neuron_set, corpus, out: str | Path, *, domain
         controls += _cached(out, f"controls-{lang}", {**common, "draws": control_draws, "bins": bins},
                             lambda ctl=ctl, lang=lang: perplexity_table(
                                 lm, {lang: evals[lang]}, ctl, batch_size=batch_size, progress=progress,
-                                desc=f"validate: controls {lang}", seed=seed))
+                                desc=f"validate: controls {lang}", seed=seed), steps)
     wall["controls"] = time.time() - t
 
     domain_table = None
@@ -107,7 +111,7 @@ def validate_study(lm, run_stats, neuron_set, corpus, out: str | Path, *, domain
         d_conditions = [(lang, lambda layers=neuron_set.layers(lang): deactivate(lm, layers)) for lang in langs]
         domain_table = _cached(out, "domain", {**common, "corpus": domain.describe()}, lambda: perplexity_table(
             lm, d_evals, d_conditions, batch_size=batch_size, progress=progress, desc="validate: 2nd domain",
-            seed=derive_seed(seed, "domain")))
+            seed=derive_seed(seed, "domain")), steps)
         wall["domain"] = time.time() - t
 
     tbl = {(r.deactivated, r.evaluated): r for r in table}
@@ -126,7 +130,7 @@ def validate_study(lm, run_stats, neuron_set, corpus, out: str | Path, *, domain
         row["matched_off_bin"] = "/".join(map(str, off_bin.get(lang, [])))
         rows.append(row)
     return {"rows": rows, "stability": stab_rows, "cores": cores, "tables": {"sets": table, "controls": controls,
-            "domain": domain_table}, "shard_check": shard_check, "wall": wall}
+            "domain": domain_table}, "shard_check": shard_check, "wall": wall, "steps": steps}
 
 
 def write_outputs(result: dict, out: Path) -> list[Path]:
