@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -164,21 +165,19 @@ def overview(outputs: list[Output], paths: list[str]) -> Section:
                 "languages available": len(c["translations"]) if isinstance(c.get("translations"), dict) else None})
     # An output that is part of another (a steering study's interventions) is one count on its
     # parent's row, not a row of its own: the inventory lists studies, not their pieces.
-    parts = {}
+    parent = {id(o): _parent(o, outputs) for o in outputs}
+    pieces = {}  # id(parent) -> Counter of its pieces' kinds
     for o in outputs:
-        if _part_of_another(o, outputs):
-            parent = min((x for x in outputs if x.kind == PART_OF[o.kind] and o.folder.is_relative_to(x.folder)),
-                         key=lambda x: len(o.folder.relative_to(x.folder).parts))
-            parts.setdefault(id(parent), []).append(o)
+        if parent[id(o)] is not None:
+            pieces.setdefault(id(parent[id(o)]), Counter())[o.kind] += 1
 
     def contains(o) -> str | None:
-        mine = parts.get(id(o), [])
-        kinds = {p.kind: sum(q.kind == p.kind for q in mine) for p in mine}
-        return ", ".join(f"{n} {KINDS[k].what}{'s' if n > 1 else ''}" for k, n in kinds.items()) or None
+        counts = pieces.get(id(o), {})
+        return ", ".join(f"{n} {KINDS[k].what}{'s' if n > 1 else ''}" for k, n in counts.items()) or None
 
     rows = [{"output": KINDS[o.kind].what if o.kind in KINDS else o.kind, "kind": o.kind,
              "file": str(o.path), "created": o.doc.get("created"), "wall s": o.doc.get("wall_seconds"),
-             "with": contains(o), "note": o.note} for o in outputs if not _part_of_another(o, outputs)]
+             "with": contains(o), "note": o.note} for o in outputs if parent[id(o)] is None]
     machines = sorted({str((o.doc.get("machine") or {}).get("cpu_class")) for o in outputs
                        if (o.doc.get("machine") or {}).get("cpu_class")})
     body = ("<h3>Model</h3>" + h.table(list(models.values()))
@@ -483,14 +482,17 @@ def _slug(kind: str) -> str:
     return kind.removeprefix("langloc.").replace("_", "-").replace(".", "-")
 
 
-def _part_of_another(o: Output, outputs: list[Output]) -> bool:
-    parent = PART_OF.get(o.kind)
-    return parent is not None and any(x.kind == parent and o.folder.is_relative_to(x.folder) for x in outputs)
+def _parent(o: Output, outputs: list[Output]) -> Output | None:
+    """The output ``o`` is part of (:data:`PART_OF`): the nearest one of that kind in its folder
+    or above it; None if it stands on its own."""
+    kind = PART_OF.get(o.kind)
+    mine = [x for x in outputs if x.kind == kind and o.folder.is_relative_to(x.folder)] if kind else []
+    return min(mine, key=lambda x: len(o.folder.relative_to(x.folder).parts)) if mine else None
 
 
 def sections_for(outputs: list[Output]) -> list[Section]:
     order = {k: i for i, k in enumerate(ORDER)}
-    shown = [o for o in outputs if not _part_of_another(o, outputs)]
+    shown = [o for o in outputs if _parent(o, outputs) is None]
     shown.sort(key=lambda o: (order.get(o.kind, len(order)), str(o.path)))
     out, used = [], {}
     for o in shown:
