@@ -73,26 +73,21 @@ def cached_step(folder: str | os.PathLike | None, name: str, settings: dict, com
     under ``name`` (None for a step kept before timings were), so a study resumed over several
     invocations can still say what its whole computation cost.
     """
-    if folder is None:
-        t = time.perf_counter()
-        result = compute()
-        if seconds is not None:
-            seconds[name] = round(time.perf_counter() - t, 1)
-        return result
-    path = Path(folder) / f"{name}.json"
+    path = Path(folder) / f"{name}.json" if folder is not None else None
     key = json.loads(json.dumps(settings, default=str))
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = json.loads(path.read_text(encoding="utf-8")) if path is not None else None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         doc = None  # absent, or damaged by hand (files are written atomically): compute it again
-    if isinstance(doc, dict) and doc.get("settings") == key and "result" in doc:
-        if seconds is not None:
-            seconds[name] = doc.get("seconds")
-        return doc["result"]
-    t = time.perf_counter()
-    result = compute()
-    took = round(time.perf_counter() - t, 1)
-    write_json(path, {"settings": key, "result": result, "seconds": took})
+    kept = isinstance(doc, dict) and doc.get("settings") == key and "result" in doc
+    if kept:
+        result, took = doc["result"], doc.get("seconds")
+    else:
+        t = time.perf_counter()
+        result = compute()
+        took = round(time.perf_counter() - t, 1)
+        if path is not None:
+            write_json(path, {"settings": key, "result": result, "seconds": took})
     if seconds is not None:
         seconds[name] = took
     return result
