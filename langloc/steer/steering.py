@@ -74,6 +74,16 @@ class ResidualSetting:
         return label if self.positions == "all" else f"{label}@{self.positions}"
 
 
+def layer_group(spec: str) -> tuple[int, ...]:
+    """Layers as ``ResidualSetting.label`` writes them: ``6``, a band ``5-7`` or a list ``4,6``
+    (ValueError otherwise)."""
+    spec = str(spec)
+    if "-" in spec:
+        a, b = (int(x) for x in spec.split("-"))
+        return tuple(range(a, b + 1))
+    return tuple(int(x) for x in spec.split(","))
+
+
 def parse_setting(label: str) -> SteerSetting | ResidualSetting:
     """The setting a label names: the inverse of ``label()``, so a setting the study chose (as
     ``summary.csv`` prints it) can be given back, e.g. ``on(mean_activex2)+off@generated``,
@@ -91,13 +101,7 @@ def parse_setting(label: str) -> SteerSetting | ResidualSetting:
     try:
         m = re.fullmatch(r"diffmean\(L([\d,\-]+)x([^)]+)\)", body)
         if m:
-            where, alpha = m.groups()
-            if "-" in where:
-                a, b = (int(x) for x in where.split("-"))
-                layers = tuple(range(a, b + 1))
-            else:
-                layers = tuple(int(x) for x in where.split(","))
-            return ResidualSetting(layers, float(alpha), positions)
+            return ResidualSetting(layer_group(m.group(1)), float(m.group(2)), positions)
         if body == "off":
             return SteerSetting("off", positions=positions)
         m = re.fullmatch(r"on\(([^()]*)\)(\+off)?", body)

@@ -79,14 +79,12 @@ class Config(StudyConfig):
 
 
 def _layer_groups(specs) -> tuple:
+    from langloc.steer.steering import layer_group
+
     groups = []
     for spec in specs:
         try:
-            if "-" in str(spec):
-                a, b = (int(x) for x in str(spec).split("-"))
-                groups.append(tuple(range(a, b + 1)))
-            else:
-                groups.append((int(spec),))
+            groups.append(layer_group(spec))
         except ValueError:
             raise LanglocError(f"--residual-layers: give layers as 6 or bands as 5-7, got {spec!r}") from None
     return tuple(groups)
