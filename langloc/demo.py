@@ -93,6 +93,7 @@ def run(config: DemoConfig, say: Callable[[str], None] = print):
     from langloc import machine
     from langloc.data import load_corpus
     from langloc.models import load_model
+    from langloc.report.sections import write_report
     from langloc.stats import collect
     from langloc.studies import ablate
     from langloc.workflows import identify_run
@@ -114,8 +115,6 @@ def run(config: DemoConfig, say: Callable[[str], None] = print):
                                      batch_size=config.eval_batch_size, seed=config.seed,
                                      control_draws=config.control_draws), config.out)
     rows, csv_path = m.result, m.path
-    from langloc.report.sections import write_report
-
     say(f"[bold]4/4 report[/] {report_path(config)}")
     write_report([config.out], report_path(config))
     return rows, ns, csv_path, time.time() - start

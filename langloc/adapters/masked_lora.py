@@ -42,7 +42,7 @@ from langloc.artefacts import write_json
 from langloc.errors import LanglocError
 from langloc.controls import random_control
 from langloc.identify.neuron_set import NeuronSet
-from langloc.manifest import check_same_model
+from langloc.manifest import check_same_model, content, make_manifest, read_manifest, stamp
 
 ADAPTER_MODES = ("neurons", "random", "all", "none")
 ADAPTER = "default"  # the PEFT adapter name
@@ -369,8 +369,6 @@ def save_adapter(peft_model, path: str | Path, model_meta: dict | None = None, s
     the adapter's manifest (kind ``langloc.adapter``): its settings, the neurons it was masked
     to and ``model_meta`` (the base model's fingerprints: another model is refused);
     ``started``: when its training began."""
-    from langloc.manifest import make_manifest, stamp
-
     spec = adapter_spec(peft_model)
     path = Path(path)
     lins = []
@@ -409,8 +407,6 @@ class SavedAdapter:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        from langloc.manifest import content, read_manifest
-
         info = self.path / ADAPTER_FILE
         if not info.is_file() or not (self.path / "adapter_config.json").is_file():
             raise LanglocError(f"{self.path} is not an adapter folder written by langloc (langloc transfer "
