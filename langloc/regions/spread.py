@@ -22,6 +22,7 @@ tokens, float32):
 from __future__ import annotations
 
 import torch
+from tqdm.auto import tqdm
 
 from langloc.errors import LanglocError
 from langloc.regions.dimensions import perturbed
@@ -103,14 +104,16 @@ def perturbation_spread(lm, name: str, windows: torch.Tensor, *, index: int | No
     return out
 
 
+def _change(case: dict) -> dict:
+    """The keyword arguments of :func:`perturbed` (and :func:`perturbation_spread`) a case names."""
+    return {k: case[k] for k in ("index", "dim", "scale", "value") if case.get(k) is not None}
+
+
 def spread_table(lm, windows, cases: list[dict], *, batch_size: int = 2) -> list[dict]:
     """:func:`perturbation_spread` for each case (``{"label", "name", "index" | "dim", "scale" | "value"}``)."""
-    rows = []
-    for case in cases:
-        kw = {k: case[k] for k in ("index", "dim", "scale", "value") if case.get(k) is not None}
-        rows.append({"model": lm.name, "case": case["label"],
-                     **perturbation_spread(lm, case["name"], windows, batch_size=batch_size, **kw)})
-    return rows
+    return [{"model": lm.name, "case": case["label"],
+             **perturbation_spread(lm, case["name"], windows, batch_size=batch_size, **_change(case))}
+            for case in cases]
 
 
 def default_cases(lm, windows, *, layer: int = 1, big: float = 100.0, batch_size: int = 2) -> list[dict]:
@@ -140,9 +143,10 @@ def default_cases(lm, windows, *, layer: int = 1, big: float = 100.0, batch_size
     return cases
 
 
-def spread_study(lm, windows, *, layer: int = 1, big: float = 100.0, batch_size: int = 2) -> list[dict]:
+def spread_study(lm, windows, *, layer: int = 1, big: float = 100.0, batch_size: int = 2,
+                 progress: bool = False) -> list[dict]:
     """:func:`spread_table` over :func:`default_cases`, with each case's perplexity ratio on
-    ``windows`` (perturbed / unchanged)."""
+    ``windows`` (perturbed / unchanged); ``progress``: a bar over the cases."""
     import math
 
     from langloc.evaluate.perplexity import window_nll
@@ -150,13 +154,14 @@ def spread_study(lm, windows, *, layer: int = 1, big: float = 100.0, batch_size:
     cases = default_cases(lm, windows, layer=layer, big=big, batch_size=batch_size)
     tokens = windows[:, 1:].numel()
     base = window_nll(lm, windows, batch_size).sum().item()
-    rows = spread_table(lm, windows, cases, batch_size=batch_size)
-    for row, case in zip(rows, cases):
-        kw = {k: case[k] for k in ("index", "dim", "scale", "value") if case.get(k) is not None}
+    rows = []
+    for case in tqdm(cases, desc=f"spread {lm.name}", unit="case", disable=not progress, leave=False):
+        row, = spread_table(lm, windows, [case], batch_size=batch_size)
+        kw = _change(case)
         with perturbed(lm, case["name"], kw.pop("index", None), **kw):
             nll = window_nll(lm, windows, batch_size).sum().item()
-        row.update(dimension=case["dimension"], kind=case["kind"], operation=case["operation"],
-                   ppl_ratio=math.exp((nll - base) / tokens))
+        rows.append({**row, "dimension": case["dimension"], "kind": case["kind"], "operation": case["operation"],
+                     "ppl_ratio": math.exp((nll - base) / tokens)})
     return rows
 
 

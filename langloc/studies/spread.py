@@ -69,7 +69,7 @@ def run(lm, config: Config, out: str | Path) -> Manifest:
         if not c.layer < model.num_layers:
             raise LanglocError(f"--layer {c.layer}: {model.name} has layers 0..{model.num_layers - 1}")
         windows = corpus_windows(model, corpus, c.language, "eval", window=c.window, max_tokens=c.tokens)
-        got = spread_study(model, windows, layer=c.layer, big=c.big, batch_size=c.batch_size)
+        got = spread_study(model, windows, layer=c.layer, big=c.big, batch_size=c.batch_size, progress=c.progress)
         for r in got:
             r["seconds"] = round(time.time() - t, 1)
         rows += got
