@@ -171,7 +171,7 @@ def steer(
     top_k: int = typer.Option(0, help="With --sample: keep the k likeliest tokens; 0: off (Hugging Face's own default of 50 is never applied unseen)."),
     no_repeat_ngram_size: int = typer.Option(0, help="Never repeat an n-gram of this size (Hugging Face generate; 0: off)."),
     repetition_penalty: float = typer.Option(1.0, help="Hugging Face generate's repetition penalty (1.0: off, the default; report both if you use one)."),
-    seed: int = typer.Option(0, help="Seed for sampling; the random controls' and the bootstrap's seeds are derived from it (docs/statistics.md)."),
+    seed: int = typer.Option(0, help="Seed for sampling; the random controls' seeds are derived from it (docs/statistics.md)."),
     min_distinct: float = typer.Option(0.5, help="Both judges: at least this share of the output's tokens are distinct."),
     controls: bool = typer.Option(True, help="Also run each method's random control (random neurons of the same count per layer; for DiffMean a random direction of the same norm)."),
     control_draws: int = typer.Option(1, help="Independent draws of each random control; its rates are their mean."),
@@ -199,14 +199,15 @@ def ablate(
     batch_size: int = typer.Option(2, help="Windows per forward pass."),
     controls: bool = typer.Option(True, help="Also zero random neurons of the same count per layer."),
     control_draws: int = typer.Option(3, help="Independent draws of each random control; the control is reported as their mean and range (ratio_min, ratio_max)."),
-    seed: int = typer.Option(0, help="Run seed: each control's draws and the bootstrap resamples are derived from it and their names (docs/statistics.md)."),
+    seed: int = typer.Option(0, help="Run seed: each control's draws are derived from it and their names (docs/statistics.md)."),
     dtype: str = DtypeOpt,
     device: Optional[str] = DeviceOpt,
 ):
     """Zero each language's neurons and measure every language's perplexity (exp of mean NLL).
 
     Writes RUN/ablation.csv (deactivated,evaluated,base_ppl,ppl,ratio,ratio_lo,ratio_hi,
-    ratio_min,ratio_max,draws: ratio_lo/hi is the 95% bootstrap interval over held-out windows)
+    ratio_min,ratio_max,draws,windows: ratio_lo/hi is the 95% interval over the held-out windows,
+    left empty below 8 windows)
     and RUN/plots/ablation.png. Runs its conditions in parallel under torchrun (e.g.
     [bold]torchrun --nproc-per-node 2 $(which langloc) ablate ...[/]); the CSV is the one
     process's.
@@ -574,7 +575,7 @@ def demo(
     languages: str = typer.Option(",".join(DEMO_LANGUAGES), "--languages", "-l"),
     tokens: int = typer.Option(16_384, help="Statistics tokens per language (at 16,384 the LAPE sets keep 89-100% of the 32,768-token sets' neurons: docs/performance.md)."),
     eval_tokens: int = typer.Option(384, help="Held-out tokens per language for perplexity."),
-    eval_window: int = typer.Option(96, help="Tokens per held-out window (the bootstrap resamples windows)."),
+    eval_window: int = typer.Option(96, help="Tokens per held-out window (the interval's units are windows: at least 8 per language)."),
     control_draws: int = typer.Option(1, help="Random controls per language (each costs as much as the language's set)."),
     dtype: str = typer.Option("fast", help="fast (default here: bfloat16 where the CPU computes it natively, else float32), auto, float32, bfloat16, float16."),
 ):
@@ -635,13 +636,13 @@ def validate(
     stats_batch_size: int = typer.Option(4, help="Windows per batch when counting the shards: collect's --batch-size, so that they add up to the run exactly."),
     core_min: float = typer.Option(0.8, help="A neuron is in the stable core if found in at least this share of resamples."),
     eval_tokens: int = typer.Option(384, help="Held-out tokens per language (and on the second domain); 384 (4 windows of 96) keeps the defaults within 30 minutes on 2 CPU cores for 10 languages (docs/validate.md)."),
-    window: int = typer.Option(96, help="Tokens per evaluation window (the bootstrap resamples windows)."),
+    window: int = typer.Option(96, help="Tokens per evaluation window (the interval's units are windows: at least 8 per language)."),
     control_draws: int = typer.Option(3, help="Independent draws of the matched and of the random control."),
     bins: int = typer.Option(10, help="Activation-probability bins of the matched control (10: width 0.1)."),
     top_rate: float = typer.Option(0.01, help="LAPE's top rate for the stability check (as identify)."),
     rate: float = typer.Option(0.00125, help="Thresholding's rate for the stability check (as identify)."),
     other_max: Optional[float] = typer.Option(None, help="Thresholding's other-language maximum (as identify)."),
-    seed: int = typer.Option(0, help="Seed of the controls' draws, the shard resamples and the bootstrap."),
+    seed: int = typer.Option(0, help="Seed of the controls' draws and the shard resamples."),
     dtype: Optional[str] = typer.Option(None, help="Default: the run's dtype (so the shards add up to the run)."),
     device: Optional[str] = DeviceOpt,
 ):

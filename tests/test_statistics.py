@@ -1,4 +1,4 @@
-"""Controls, bootstrap intervals and the data-parallel ablation (docs/statistics.md)."""
+"""Controls, intervals (and their measured coverage) and the data-parallel ablation (docs/statistics.md)."""
 
 import math
 import os
@@ -11,8 +11,8 @@ import torch
 
 from langloc.controls import control_seed, derive_seed, random_control
 from langloc.evaluate.ablation import AblationRow, rows_to_csv
-from langloc.evaluate.bootstrap import (mean_ci, percentile_interval, perplexity_ratio_ci, ratio_of_sums_ci,
-                                        resample_indices)
+from langloc.evaluate.intervals import (MIN_UNITS, includes, mean_ci, no_interval, perplexity_ratio_ci, rate_ci,
+                                        ratio_estimate_ci, share_ci)
 from langloc.identify import NeuronSet
 from langloc.controls import random_layers
 
@@ -60,61 +60,63 @@ def test_neuron_set_random_like_is_the_named_control():
     assert all(x.tolist() == sorted(x.tolist()) for x in got)
 
 
-# -- the bootstrap ---------------------------------------------------------------------
+# -- intervals -----------------------------------------------------------------------------
 
-def test_percentile_interval_takes_the_lower_and_higher_order_statistics():
-    v = torch.arange(1000, dtype=torch.float64)[torch.randperm(1000)]
-    assert percentile_interval(v, 0.95) == (24.0, 975.0)  # floor(0.025 * 999), ceil(0.975 * 999)
-    assert percentile_interval(torch.tensor([3.0]), 0.95) == (3.0, 3.0)
-
-
-def test_bootstrap_matches_a_hand_computed_paired_ratio():
-    """Two windows of one token each; base NLL (1, 3), zeroed (2, 3). A resample is one of
-    {0,0} (p 1/4): ratio exp((4 - 2) / 2) = e; {0,1} (1/2): exp((5 - 4) / 2) = e^0.5;
-    {1,1} (1/4): exp(0) = 1. So the 95% interval is [1, e] and the 40% one [e^.5, e^.5]."""
-    base, cond, tok = [1.0, 3.0], [2.0, 3.0], [1.0, 1.0]
-    assert perplexity_ratio_ci(base, cond, tok, n_resamples=4000, seed=1) == (1.0, pytest.approx(math.e))
-    lo, hi = perplexity_ratio_ci(base, cond, tok, n_resamples=4000, seed=1, level=0.4)
-    assert lo == pytest.approx(math.exp(0.5)) and hi == pytest.approx(math.exp(0.5))
-    # The resampled values by hand, from the documented indices.
-    idx = resample_indices(2, 4000, seed=1)
-    b = torch.tensor(base, dtype=torch.float64)[idx].sum(1)
-    c = torch.tensor(cond, dtype=torch.float64)[idx].sum(1)
-    by_hand = torch.exp((c - b) / 2)
-    assert (by_hand == math.e).double().mean().item() == pytest.approx(0.25, abs=0.03)
-    assert percentile_interval(by_hand, 0.95) == perplexity_ratio_ci(base, cond, tok, n_resamples=4000, seed=1)
-    # Paired: the same windows for both; draws are averaged on the same resamples.
-    two = perplexity_ratio_ci(base, [cond, cond], tok, n_resamples=4000, seed=1)
-    assert two == perplexity_ratio_ci(base, cond, tok, n_resamples=4000, seed=1)
+def test_the_ratio_interval_is_a_student_t_interval_on_the_log_ratio():
+    """Eight windows of one token; zeroing adds 0.1 ... 0.8 nats: mean 0.45, sample sd
+    sqrt(0.06), t(7) quantile 2.3646, so the interval is exp(0.45 -+ 2.3646 sqrt(0.06 / 8))."""
+    base = torch.zeros(8, dtype=torch.float64)
+    cond = torch.arange(1, 9, dtype=torch.float64) / 10
+    lo, hi = perplexity_ratio_ci(base, cond, torch.ones(8))
+    h = 2.364624 * math.sqrt(0.06 / 8)
+    assert (lo, hi) == (pytest.approx(math.exp(0.45 - h)), pytest.approx(math.exp(0.45 + h)))
+    # Paired: adding the same difficulty to both conditions changes nothing.
+    shift = torch.linspace(3, 5, 8, dtype=torch.float64)
+    assert perplexity_ratio_ci(base + shift, cond + shift, torch.ones(8)) == pytest.approx((lo, hi))
+    # A control's draws: their NLL is averaged window by window (two equal draws = one).
+    assert perplexity_ratio_ci(base, torch.stack([cond, cond]), torch.ones(8)) == pytest.approx((lo, hi))
 
 
-def test_bootstrap_matches_a_hand_computed_rate():
-    """Three prompts, one success: the resampled rate is k/3 with k ~ Binomial(3, 1/3):
-    P(0) = 8/27, P(1/3) = 12/27, P(2/3) = 6/27, P(1) = 1/27. 90% interval: the 5% point is 0,
-    the 95% point 2/3 (cumulative 26/27 = 0.963); 95%: 0 and 1 (0.963 < 0.975)."""
-    assert mean_ci([1, 0, 0], n_resamples=20000, level=0.9) == (0.0, pytest.approx(2 / 3))
-    assert mean_ci([1, 0, 0], n_resamples=20000, level=0.95) == (0.0, 1.0)
-    assert mean_ci([1, 1, 1]) == (1.0, 1.0)
-    # Pooled accuracy (correct tokens / tokens per item) resamples items, not tokens.
-    assert ratio_of_sums_ci([2, 0], [2, 2], n_resamples=4000, level=0.95) == (0.0, 1.0)
-    assert ratio_of_sums_ci([2, 0], [2, 2], n_resamples=4000, level=0.4) == (0.5, 0.5)
+def test_too_few_windows_give_no_interval_rather_than_a_degenerate_one():
+    base, cond = torch.zeros(MIN_UNITS - 1), torch.rand(MIN_UNITS - 1, generator=torch.Generator().manual_seed(0))
+    lo, hi = perplexity_ratio_ci(base, cond, torch.ones(MIN_UNITS - 1))
+    assert math.isnan(lo) and math.isnan(hi) and not includes(lo, hi)
+    assert no_interval(3) == "interval not reported: 3 windows (< 8)"
 
 
-def test_bootstrap_is_deterministic_for_a_seed():
-    x = torch.rand(50, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    assert mean_ci(x, seed=4) == mean_ci(x, seed=4) != mean_ci(x, seed=5)
-    lo, hi = mean_ci(x, seed=4)
-    assert lo < x.double().mean().item() < hi
+def test_a_rate_interval_is_clopper_pearson_and_never_a_point():
+    from scipy.stats import binomtest
+
+    for k, n in ((0, 18), (3, 18), (18, 18), (7, 36)):
+        ci = binomtest(k, n).proportion_ci(0.95, method="exact")
+        assert rate_ci(k, n) == pytest.approx((ci.low, ci.high))
+        lo, hi = rate_ci(k, n)
+        assert hi - lo > 0.1
+    # A mean over draws or targets may be fractional; it lies between its integer neighbours.
+    assert rate_ci(3, 18)[1] < rate_ci(3.5, 18)[1] < rate_ci(4, 18)[1]
+    assert share_ci([1, 0, 0, 0.5]) == rate_ci(1.5, 4)
+
+
+def test_means_of_unbounded_values_have_a_t_interval():
+    x = [0.5, -0.25, 1.0, 0.0, 0.75, 0.25, -0.5, 0.5]
+    lo, hi = mean_ci(x)
+    m, sd = sum(x) / 8, torch.tensor(x, dtype=torch.float64).std().item()
+    assert (lo + hi) / 2 == pytest.approx(m) and hi - m == pytest.approx(2.364624 * sd / math.sqrt(8))
+    # A pooled accuracy (right tokens / tokens per item) is a ratio estimate over items.
+    lo, hi = ratio_estimate_ci([2, 0] * 4, [2, 2] * 4)
+    assert lo < 0.5 < hi
 
 
 # -- ablation.csv --------------------------------------------------------------------------
 
 def test_ablation_csv_carries_intervals_and_reads_back():
-    rows = [AblationRow("fr", "fr", 10.0, 20.0, 1.8, 2.2),
-            AblationRow("random:fr", "fr", 10.0, 10.1, 0.99, 1.03, 1.0, 1.02, 3)]
+    rows = [AblationRow("fr", "fr", 10.0, 20.0, 1.8, 2.2, windows=8),
+            AblationRow("random:fr", "fr", 10.0, 10.1, 0.99, 1.03, 1.0, 1.02, 3, 8),
+            AblationRow("es", "fr", 10.0, 11.0, windows=3)]
     text = rows_to_csv(rows)
-    assert text.splitlines() == ["deactivated,evaluated,base_ppl,ppl,ratio,ratio_lo,ratio_hi,ratio_min,ratio_max,draws",
-                                 "fr,fr,10,20,2,1.8,2.2,,,", "random:fr,fr,10,10.1,1.01,0.99,1.03,1,1.02,3"]
+    assert text.splitlines() == [
+        "deactivated,evaluated,base_ppl,ppl,ratio,ratio_lo,ratio_hi,ratio_min,ratio_max,draws,windows",
+        "fr,fr,10,20,2,1.8,2.2,,,,8", "random:fr,fr,10,10.1,1.01,0.99,1.03,1,1.02,3,8", "es,fr,10,11,1.1,,,,,,3"]
 
 
 
@@ -141,7 +143,7 @@ def run_folder(tmp_path_factory):
     return run
 
 
-ABLATE = ["--eval-tokens", "256", "--control-draws", "2", "--device", "cpu"]
+ABLATE = ["--eval-tokens", "128", "--window", "16", "--control-draws", "2", "--device", "cpu"]
 
 
 def test_ablate_rows_have_intervals_and_control_draws(run_folder, tmp_path):
@@ -152,19 +154,20 @@ def test_ablate_rows_have_intervals_and_control_draws(run_folder, tmp_path):
     lm = load_model(str(run_folder.parent / "tiny"), device="cpu")
     ns = NeuronSet.load(run_folder / "neurons" / "lape.json")
     corpus = FolderCorpus(run_folder.parent / "corpus")
-    kw = dict(eval_tokens=256, window=64, progress=False)
+    kw = dict(eval_tokens=128, window=16, progress=False)  # 8 windows: the fewest with an interval
     rows = ablate(lm, ns, corpus, control_draws=2, **kw)
     assert len(rows) == 2 * 3 * 3
     for r in rows:
-        assert r.ratio_lo <= r.ratio <= r.ratio_hi or r.draws  # a control's mean may sit outside one draw's
+        assert r.windows == MIN_UNITS  # a control's ratio, the draws' geometric mean, lies inside it too
+        assert r.ratio_lo < r.ratio < r.ratio_hi or (r.ratio == 1 and math.isnan(r.ratio_lo))  # an empty set: none
         if r.deactivated.startswith("random:"):
             assert r.draws == 2 and r.ratio_min <= r.ratio <= r.ratio_max
         else:
             assert r.draws is None and r.ratio_min is None
     # The sets' rows are those of a run without controls; one draw reports the draw itself.
     alone = ablate(lm, ns, corpus, controls=False, **kw)
-    assert [(r.deactivated, r.evaluated, r.ppl, r.ratio_lo, r.ratio_hi) for r in alone] == \
-        [(r.deactivated, r.evaluated, r.ppl, r.ratio_lo, r.ratio_hi) for r in rows[:9]]
+    key = lambda r: (r.deactivated, r.evaluated, r.ppl, *(None if v != v else v for v in (r.ratio_lo, r.ratio_hi)))  # noqa: E731
+    assert [key(r) for r in alone] == [key(r) for r in rows[:9]]
     one = ablate(lm, ns, corpus, control_draws=1, **kw)
     assert all(r.ratio_min == r.ratio_max == pytest.approx(r.ratio) for r in one[9:])
     assert [r.ppl for r in one[9:]] != [r.ppl for r in rows[9:]]

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from langloc.steer.judge import LanguageIdentifier, StrictRule, chunks, native_k, script_share, target_share
 from langloc.steer.steering import ResidualSetting, SteerSetting, parse_setting
-from langloc.steer.study import GridSpec, wilson
+from langloc.evaluate.intervals import rate_ci
+from langloc.steer.study import GridSpec
 
 
 def test_grid_tries_each_rule_and_mode_gentle_first():
@@ -57,11 +58,11 @@ def test_a_label_that_names_no_setting_is_one_clear_error(label):
         parse_setting(label)
 
 
-def test_wilson_interval_is_never_degenerate_at_zero():
-    lo, hi = wilson(0, 36)
-    assert lo == 0.0 and 0.05 < hi < 0.12  # 0 of 36: up to ~9.6%
-    lo, hi = wilson(36, 36)
-    assert hi == 1.0 and 0.88 < lo < 0.95
+def test_a_rate_interval_is_never_degenerate_at_zero_or_one():
+    lo, hi = rate_ci(0, 36)
+    assert lo == 0.0 and hi == pytest.approx(1 - 0.025 ** (1 / 36))  # 0 of 36: up to 9.7% (Clopper-Pearson)
+    lo, hi = rate_ci(36, 36)
+    assert hi == 1.0 and lo == pytest.approx(0.025 ** (1 / 36))
 
 
 # -- the strict judge --------------------------------------------------------------------------

@@ -11,9 +11,8 @@ from langloc.adapters.masked_lora import (
     ADAPTER_MODES as MODES, mask_leak, masked_lora, remove_adapter, save_adapter, trainable_parameters,
 )
 from langloc.adapters.train import train_adapter
-from langloc.controls import derive_seed
 from langloc.errors import LanglocError
-from langloc.evaluate.bootstrap import mean_ci
+from langloc.evaluate.intervals import mean_ci, share_ci
 from langloc.tasks.base import TaskItem
 from langloc.tasks.scoring import choice_accuracy, choice_correct, score_choices, training_pairs
 
@@ -45,15 +44,15 @@ def _margins(items, scores) -> list[float]:
     return [row[it.label] - max(v for j, v in enumerate(row) if j != it.label) for it, row in zip(items, scores)]
 
 
-def _evaluate(model, eval_items, batch_size, progress, seed: int = 0) -> tuple[dict[str, dict], dict[str, dict]]:
-    """Accuracy and mean margin per language with 95% bootstrap intervals over items (the same
-    item resamples for every condition of a language); and the per-item values."""
+def _evaluate(model, eval_items, batch_size, progress) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Accuracy and mean margin per language with 95% intervals over items (Clopper-Pearson for
+    the accuracy, Student-t for the margin); and the per-item values."""
     out, per_item = {}, {}
     for lang, items in eval_items.items():
         scores = score_choices(model, items, batch_size=batch_size, progress=progress)
         correct, margin = choice_correct(items, scores), _margins(items, scores)
-        lo, hi = mean_ci(correct, seed=derive_seed(seed, f"bootstrap:{lang}"))
-        mlo, mhi = mean_ci(margin, seed=derive_seed(seed, f"bootstrap:{lang}"))
+        lo, hi = share_ci(correct)
+        mlo, mhi = mean_ci(margin)
         out[lang] = {"accuracy": choice_accuracy(items, scores), "accuracy_lo": lo, "accuracy_hi": hi,
                      "acc_norm": choice_accuracy(items, scores, norm="chars"), "margin": sum(margin) / len(margin),
                      "margin_lo": mlo, "margin_hi": mhi, "n": len(items)}
@@ -61,10 +60,10 @@ def _evaluate(model, eval_items, batch_size, progress, seed: int = 0) -> tuple[d
     return out, per_item
 
 
-def add_gains(rows: list[dict], per_item: dict[str, dict], reference: str, seed: int = 0) -> None:
+def add_gains(rows: list[dict], per_item: dict[str, dict], reference: str) -> None:
     """Add to every row of a condition other than ``reference`` its paired gain over
     ``reference`` on the same items: ``gain_<reference>`` (accuracy points, as a fraction) and
-    ``margin_gain_<reference>``, each with a 95% bootstrap interval over items."""
+    ``margin_gain_<reference>``, each with a 95% Student-t interval over items (paired)."""
     for row in rows:
         cond, lang = row["condition"], row["lang"]
         if cond == reference or (reference, lang) not in per_item or (cond, lang) not in per_item:
@@ -73,7 +72,7 @@ def add_gains(rows: list[dict], per_item: dict[str, dict], reference: str, seed:
         for key, name in (("correct", f"gain_{reference}"), ("margin", f"margin_gain_{reference}")):
             diff = [x - y for x, y in zip(a[key], b[key])]
             row[name] = sum(diff) / len(diff)
-            row[f"{name}_lo"], row[f"{name}_hi"] = mean_ci(diff, seed=derive_seed(seed, f"bootstrap:{lang}"))
+            row[f"{name}_lo"], row[f"{name}_hi"] = mean_ci(diff)
 
 
 def transfer_study(
@@ -115,7 +114,7 @@ def transfer_study(
     rows, per_item = [], {}
 
     def evaluate(condition: str, info: dict) -> None:
-        res, items = _evaluate(lm, eval_items, eval_batch_size, progress, seed)
+        res, items = _evaluate(lm, eval_items, eval_batch_size, progress)
         for lang in res:
             rows.append({"condition": condition, "lang": lang, **res[lang], **info})
             per_item[(condition, lang)] = items[lang]
@@ -146,5 +145,5 @@ def transfer_study(
             remove_adapter(peft_model)
     # Paired gains: over the unadapted model, and the set's neurons over random neurons of the same count.
     for reference in ("base", "random"):
-        add_gains(rows, per_item, reference, seed)
+        add_gains(rows, per_item, reference)
     return rows

@@ -4,9 +4,11 @@ Rows of the result: for each language k, ``deactivated = k`` (its neuron set) an
 ``deactivated = random:k`` (the control: random neurons, same count per layer, drawn
 ``control_draws`` times from seeds derived from the run seed and the name ``random:k``,
 :mod:`langloc.controls`). ``ratio = ppl / base_ppl`` on each evaluated language's held-out
-windows; for a control, ``ppl`` and ``ratio`` are means over the draws and ``ratio_min``,
-``ratio_max`` their range. ``ratio_lo, ratio_hi`` is the 95% paired bootstrap interval over
-the windows (:mod:`langloc.evaluate.bootstrap`).
+windows; for a control, ``ppl`` is exp of the NLL averaged over the draws (so ``ratio`` is the
+geometric mean of the draws' ratios) and ``ratio_min``, ``ratio_max`` the draws' range.
+``ratio_lo, ratio_hi`` is the 95% paired Student-t interval of the log-ratio over the
+``windows`` held-out windows (:mod:`langloc.evaluate.intervals`); with fewer than
+``MIN_UNITS`` windows it is not reported.
 
 Under torchrun the model evaluations (base, each set, each control draw) are shared out over
 the processes and gathered: the table is the one a single process computes.
@@ -26,15 +28,14 @@ from tqdm.auto import tqdm
 
 from langloc import distributed
 from langloc.artefacts import write_text
-from langloc.controls import check_draws, derive_seed, random_control
+from langloc.controls import check_draws, random_control
 from langloc.data.packing import corpus_windows
-from langloc.errors import LanglocError
-from langloc.evaluate.bootstrap import N_RESAMPLES, perplexity_ratio_ci
+from langloc.evaluate.intervals import MIN_UNITS, no_interval, perplexity_ratio_ci
 from langloc.evaluate.perplexity import window_nll
 from langloc.intervene.hooks import deactivate
 
 COLUMNS = ("deactivated", "evaluated", "base_ppl", "ppl", "ratio", "ratio_lo", "ratio_hi", "ratio_min", "ratio_max",
-           "draws")
+           "draws", "windows")
 CONTROL_DRAWS = 3
 
 
@@ -44,11 +45,12 @@ class AblationRow:
     evaluated: str
     base_ppl: float
     ppl: float
-    ratio_lo: float = math.nan  # 95% bootstrap interval of the ratio over windows
+    ratio_lo: float = math.nan  # 95% interval of the ratio over windows (nan: too few windows)
     ratio_hi: float = math.nan
     ratio_min: float | None = None  # a control's range over its draws
     ratio_max: float | None = None
     draws: int | None = None  # a control's number of draws (None: not a control)
+    windows: int | None = None  # held-out windows of the evaluated language: the interval's units
 
     @property
     def ratio(self) -> float:
@@ -83,26 +85,25 @@ def ablate(
             conditions.append((name, [lambda layers=random_control(neuron_set.layers(lang), neuron_set.intermediate_size,
                                                                    seed, name, d): deactivate(lm, layers)
                                       for d in range(draws)]))
-    return perplexity_table(lm, evals, conditions, batch_size=batch_size, progress=progress, seed=seed)
+    return perplexity_table(lm, evals, conditions, batch_size=batch_size, progress=progress)
 
 
 def perplexity_table(lm, evals: dict[str, torch.Tensor], conditions, *, batch_size: int = 2,
-                     progress: bool = True, desc: str = "ablate", seed: int = 0,
-                     n_resamples: int = N_RESAMPLES) -> list[AblationRow]:
+                     progress: bool = True, desc: str = "ablate") -> list[AblationRow]:
     """Perplexity of every language's windows unchanged, then under each ``(name, context)``
     condition (``context()`` returns a context manager that changes the model and restores it;
     a list of them is a control's draws, reported as their mean and range).
 
-    Each row has the 95% paired bootstrap interval of its ratio over the language's windows;
-    the resamples of a language are drawn from ``derive_seed(seed, "bootstrap:<lang>")`` and
-    shared by all conditions. Under torchrun, evaluation ``j`` (0: base, then every condition's
-    draws in order) runs on rank ``j % world``; the per-window NLL are gathered on every rank.
+    Each row has the 95% paired interval of its ratio over the language's windows, or none
+    (and one warning line) where a language has fewer than ``MIN_UNITS`` windows. Under
+    torchrun, evaluation ``j`` (0: base, then every condition's draws in order) runs on rank
+    ``j % world``; the per-window NLL are gathered on every rank.
     """
     langs = list(evals)
-    few = [f"{lang} ({len(evals[lang])})" for lang in langs if len(evals[lang]) < 2]
-    if few:  # a bootstrap over one window has no spread: its interval would be a point, not an uncertainty
-        raise LanglocError(f"held-out windows: {', '.join(few)}; the interval needs at least 2 per language: give "
-                           "more held-out tokens (--eval-tokens) or a smaller window")
+    few = [f"{lang}: {no_interval(len(evals[lang]))}" for lang in langs if len(evals[lang]) < MIN_UNITS]
+    if few and distributed.rank_and_world()[0] == 0:
+        # Fewer windows would give intervals that cover well under 95%: say so rather than print them.
+        tqdm.write(f"warning: {'; '.join(few)}; give more held-out tokens (--eval-tokens) or a smaller window")
     # All languages' windows go through the model together (fuller batches), then the per-window
     # NLL sums are added up per language.
     ids = torch.cat([evals[lang] for lang in langs])
@@ -133,20 +134,20 @@ def perplexity_table(lm, evals: dict[str, torch.Tensor], conditions, *, batch_si
 
     base = ppl(nll[0])
     where = [(owner == k).nonzero().flatten() for k in range(len(langs))]
-    boot = {lang: derive_seed(seed, f"bootstrap:{lang}") for lang in langs}
     rows, j = [], 1
     for name, ctxs, control in groups:
         block = nll[j:j + len(ctxs)]
         j += len(ctxs)
         per_draw = torch.stack([ppl(b) for b in block])  # [draws, langs]
+        pooled = ppl(block.mean(0))  # exp of the NLL averaged over draws: the draws' geometric mean
         for k, lang in enumerate(langs):
             w = where[k]
-            lo, hi = perplexity_ratio_ci(nll[0, w], block[:, w], tokens[w], n_resamples=n_resamples, seed=boot[lang])
+            lo, hi = perplexity_ratio_ci(nll[0, w], block[:, w], tokens[w])
             ratios = per_draw[:, k] / base[k]
-            rows.append(AblationRow(name, lang, base[k].item(), per_draw[:, k].mean().item(), lo, hi,
+            rows.append(AblationRow(name, lang, base[k].item(), pooled[k].item(), lo, hi,
                                     ratios.min().item() if control else None,
                                     ratios.max().item() if control else None,
-                                    len(ctxs) if control else None))
+                                    len(ctxs) if control else None, len(w)))
     return rows
 
 
@@ -161,7 +162,7 @@ def rows_to_csv(rows: list[AblationRow]) -> str:
     for r in rows:
         w.writerow([r.deactivated, r.evaluated, f"{r.base_ppl:.6g}", f"{r.ppl:.6g}", f"{r.ratio:.6g}",
                     _g(r.ratio_lo), _g(r.ratio_hi), _g(r.ratio_min), _g(r.ratio_max),
-                    "" if r.draws is None else r.draws])
+                    "" if r.draws is None else r.draws, "" if r.windows is None else r.windows])
     return buf.getvalue()
 
 

@@ -93,7 +93,7 @@ def plot_ablation(rows, path: str | Path, *, ylabel: str = "neurons zeroed",
                   norm=LogNorm(vmin=1.0, vmax=hi))
     fig.colorbar(im, ax=ax, label="perplexity ratio (deactivated / base), log scale")
     if no_effect.any():
-        # A small ring in the cell's corner: its 95% bootstrap interval includes 1 (no effect).
+        # A small ring in the cell's corner: its 95% interval includes 1 (no effect).
         ii, jj = np.nonzero(no_effect)
         ax.scatter(jj + 0.34, ii - 0.28, s=9, facecolors="none", edgecolors="0.35", linewidths=0.7)
         title += "\n(o: 95% interval over windows includes 1, no effect)"
@@ -121,7 +121,7 @@ def plot_steering(rows: list[dict], path: str | Path) -> Path:
         ax.bar(x + width, [100 * (c or 0) for c in ctrl], width, color="white",
                edgecolor=colors[mi % len(colors)], hatch="//", label=f"random control ({m})")
         for k, dx in ((key, 0.0), (f"control_{key}", width)):
-            # 95% bootstrap intervals over prompts, where the rows have them.
+            # 95% intervals over prompts, where the rows have them.
             pts = [(xi + dx, got[t][k], got[t].get(f"{k}_lo"), got[t].get(f"{k}_hi"))
                    for xi, t in zip(x, targets) if t in got and got[t].get(k) is not None
                    and got[t].get(f"{k}_lo") is not None]

@@ -240,7 +240,8 @@ def _ablation_rows(path: Path):
                                 num(r.get("ratio_lo")), num(r.get("ratio_hi")),
                                 float(r["ratio_min"]) if r.get("ratio_min") else None,
                                 float(r["ratio_max"]) if r.get("ratio_max") else None,
-                                int(r["draws"]) if r.get("draws") else None))
+                                int(r["draws"]) if r.get("draws") else None,
+                                int(r["windows"]) if r.get("windows") else None))
     return rows
 
 
@@ -270,7 +271,7 @@ def _ablation_body(o: Output, csv_path: Path, ylabel: str, title: str, caption: 
     body = fig(o, h.svg(plot_ablation, rows, ylabel=ylabel, title=title), caption)
     if own:
         body += ("<h3>Each language's own set against its random control</h3>"
-                 "<p class=muted>perplexity ratio (zeroed / base) with its 95% bootstrap interval over held-out windows</p>"
+                 "<p class=muted>perplexity ratio (zeroed / base) with its 95% interval over held-out windows</p>"
                  + h.table(own))
     return body + h.details(f"all {len(full)} rows of {csv_path.name}", h.table(full)) + settings(o)
 
@@ -446,7 +447,7 @@ def validation_section(o: Output, _all) -> str:
         "holds there": yes(r.get("domain_selective")) if r.get("domain_own_ratio") else "–",
         "spill-over from": f"{r.get('spill_from', '')} (onto {r.get('spill_language', '')})",
     } for r in rows]
-    body += h.table(table_rows, caption="Ratios are perplexity ratios (zeroed / base) with 95% bootstrap "
+    body += h.table(table_rows, caption="Ratios are perplexity ratios (zeroed / base) with 95% "
                                         "intervals over held-out windows; controls: mean over draws (range).")
     for p in plots_listed(o):
         body += fig(o, h.png(p, p.stem), p.name)

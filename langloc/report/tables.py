@@ -46,11 +46,11 @@ def steer(result: dict) -> list:
     t = Table("method", "target", "setting", "strict", "lenient", "control (strict)", "median ppl", "distinct",
               box=box.SIMPLE_HEAD, title=f"steering {result['prompts']['eval']} held-out prompts (k = {result['k']:.2f}; "
                                          f"{describe_decoding(result['generation'])})",
-              caption="in brackets: 95% Wilson interval over prompts")
+              caption="in brackets: 95% Clopper-Pearson interval over prompts")
     for row in format_table(result["rows"]):
         t.add_row(*row)
     m = Table("method", "targets", "strict", "lenient", "control (strict)", "rules chosen", box=box.SIMPLE_HEAD,
-              title="methods, averaged over targets", caption="95% bootstrap interval over prompts")
+              title="methods, averaged over targets", caption="95% Clopper-Pearson interval over prompts")
     pct = lambda v: "-" if v is None else f"{100 * v:.0f}%"  # noqa: E731
     for r in result["method_table"]:
         m.add_row(r["method"], str(r["targets"]), f"{pct(r['strict_rate'])} [{pct(r['strict_rate_lo'])}-{pct(r['strict_rate_hi'])}]",
@@ -66,7 +66,7 @@ def _own(name: str, evald: list[str]) -> str | None:
 
 def ablation(rows) -> list:
     """The ratio of every (zeroed, evaluated) pair, then each set's own language's interval."""
-    from langloc.evaluate.bootstrap import includes
+    from langloc.evaluate.intervals import includes, no_interval
 
     evald = list(dict.fromkeys(r.evaluated for r in rows))
     names = list(dict.fromkeys(r.deactivated for r in rows))
@@ -95,7 +95,7 @@ def ablation(rows) -> list:
     s = Table(Column("zeroed", no_wrap=True), "on", Column("ratio", justify="right"),
               Column("95% interval", justify="right"), Column("range over draws", justify="right"),
               box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, collapse_padding=True,
-              title="95% bootstrap intervals (held-out windows)", caption="every cell's interval is in the CSV")
+              title="95% intervals (held-out windows)", caption="every cell's interval is in the CSV")
     for name in names:
         cells = {r.evaluated: r for r in rows if r.deactivated == name}
         own = _own(name, evald)
@@ -103,7 +103,9 @@ def ablation(rows) -> list:
         lo, hi = interval(r)
         draws = getattr(r, "draws", None)
         spread = f"{_ratio(r.ratio_min)}-{_ratio(r.ratio_max)} ({draws} draws)" if draws and draws > 1 else ""
-        s.add_row(name, r.evaluated, _ratio(r.ratio), f"[{_ratio(lo)}, {_ratio(hi)}]" if lo == lo else "-", spread)
+        units = getattr(r, "windows", None)
+        missing = no_interval(units) if units else "-"
+        s.add_row(name, r.evaluated, _ratio(r.ratio), f"[{_ratio(lo)}, {_ratio(hi)}]" if lo == lo else missing, spread)
     return [t, s]
 
 
@@ -154,7 +156,7 @@ def forgetting(rows: list[dict], language: str) -> list:
 def transfer(rows: list[dict], language: str) -> list:
     evals = list(dict.fromkeys(r["lang"] for r in rows))
     t = Table("condition", *evals, title=f"choice accuracy after training on {language} items",
-              caption="in brackets: 95% bootstrap interval over items")
+              caption="in brackets: 95% interval over items")
     for cond in dict.fromkeys(r["condition"] for r in rows):
         cells = {r["lang"]: r for r in rows if r["condition"] == cond}
         t.add_row(cond, *[f"{cells[x]['accuracy']:.2f} [{cells[x]['accuracy_lo']:.2f}, {cells[x]['accuracy_hi']:.2f}]"
@@ -176,7 +178,7 @@ def share(meta) -> list:
     rows, langs = meta.result.get("causal") or [], meta["languages"]
     for n, task in meta.result["tasks"].items() if rows else ():
         ct = Table("condition", "neurons", *langs, "mean", title=f"{n}: accuracy ({task.accuracy_means})",
-                   caption="below each accuracy: its 95% bootstrap interval over items")
+                   caption="below each accuracy: its 95% interval over items")
         for cond in dict.fromkeys(r["condition"] for r in rows if r["task"] == n):
             got = {r["language"]: r for r in rows if r["task"] == n and r["condition"] == cond}
             cells = {x: float(r["accuracy"]) for x, r in got.items()}

@@ -15,7 +15,7 @@ Conditions, each evaluated on every language's items:
   ("boosting"), and with ``boost_controls`` ``xK:random(all_shared)`` the same on random ones.
 
 A condition whose set is empty is not run: its rows repeat ``base`` with ``n_neurons`` 0.
-Every accuracy has its 95% bootstrap interval over the items (``accuracy_lo``, ``accuracy_hi``;
+Every accuracy has its 95% interval over the items (``accuracy_lo``, ``accuracy_hi``;
 the same item resamples for every condition of a task and language).
 """
 
@@ -27,9 +27,9 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
-from langloc.controls import derive_seed, random_control
+from langloc.controls import random_control
 from langloc.errors import LanglocError
-from langloc.evaluate.bootstrap import ratio_of_sums_ci
+from langloc.evaluate.intervals import ratio_estimate_ci
 from langloc.intervene import Edit, Intervention
 from langloc.share.categories import modal_neurons
 
@@ -75,12 +75,13 @@ def conditions(sets: dict[str, list[torch.Tensor]], boosts: Sequence[float] = (1
     return out
 
 
-def accuracy_interval(score, seed: int) -> tuple[float | None, float | None]:
-    """95% bootstrap interval of a task score's accuracy over its items (None without units)."""
+def accuracy_interval(score) -> tuple[float | None, float | None]:
+    """95% interval of a task score's accuracy over its items (None without units): a ratio
+    estimate of right over counted tokens (Student-t, as a perplexity ratio's log)."""
     if not score.units:
         return None, None
     right, counted = zip(*score.units)
-    return ratio_of_sums_ci(right, counted, seed=seed)
+    return ratio_estimate_ci(right, counted)
 
 
 def causal_study(lm, task, items: dict[str, list], modal: torch.Tensor, *, boosts: Sequence[float] = (1.5, 2.0),
@@ -99,7 +100,7 @@ def causal_study(lm, task, items: dict[str, list], modal: torch.Tensor, *, boost
                 else:
                     with iv.apply(lm):
                         score = task.score(lm, lang_items, batch_size=batch_size)
-                lo, hi = accuracy_interval(score, derive_seed(seed, f"bootstrap:{task.name}:{lang}"))
+                lo, hi = accuracy_interval(score)
                 rows.append({"task": task.name, "condition": name, "language": lang, "accuracy": score.accuracy,
                              "n_neurons": count, "accuracy_lo": lo, "accuracy_hi": hi,
                              **{k: v for k, v in score.extra.items() if k != "tokens"}})

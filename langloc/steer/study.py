@@ -8,9 +8,10 @@ Controls: random neurons with the same count per layer, the same setting; for Di
 random direction of the same norm at the same layers (:mod:`langloc.steer.diffmean`).
 
 Intervals: every rate of one cell (a method on a target) is a share of prompts, with a 95%
-Wilson score interval over prompts (a control with several draws: the mean over draws, with
-the prompts as n). Averages over targets have a 95% bootstrap interval over prompts (a
-prompt's value: its mean over the targets; the same prompts serve every target).
+Clopper-Pearson interval over prompts (a control with several draws: the mean over draws, with
+the prompts as n). Averages over targets have the same interval over prompts, a prompt's
+value being its success share over the targets (the same prompts serve every target), which
+is conservative (:mod:`langloc.evaluate.intervals`).
 
 The strict judge's perplexity bar is measured first: the unsteered model continues the
 built-in native prompts of every target language; the median perplexity per language and
@@ -31,7 +32,7 @@ from tqdm.auto import tqdm
 from langloc.artefacts import atomic_path, cached_step, step_seconds, write_csv, write_json
 from langloc.controls import check_draws, derive_seed, random_control
 from langloc.errors import LanglocError
-from langloc.evaluate.bootstrap import mean_ci
+from langloc.evaluate.intervals import rate_ci, share_ci
 from langloc.intervene.intervention import Intervention, ResidualEdit
 from langloc.manifest import make_manifest, stamp
 from langloc.steer.judge import StrictRule, median, native_k, summarise
@@ -53,29 +54,18 @@ NATIVE_COLUMNS = ("language", "n", "median_ppl", "strict_rate", "strict_rate_lo"
                   "target_rate_lo", "target_rate_hi")
 
 
-def wilson(successes: float, n: int, z: float = 1.959964) -> tuple[float | None, float | None]:
-    """95% Wilson score interval of a rate of ``successes`` out of ``n``."""
-    if n == 0:
-        return None, None
-    p = successes / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return max(0.0, c - h), min(1.0, c + h)
-
-
 def _unit(r: dict, rate: str, target: str) -> float:
     return float({"strict_rate": bool(r.get("strict")), "fluent_target_rate": bool(r["success"]),
                   "target_rate": r["lang"] == target, "fluent_rate": bool(r["fluent"])}[rate])
 
 
 def rate_row(runs: list[list[dict]], target: str, prefix: str = "", rates=RATES) -> dict:
-    """``<prefix><rate>`` and its Wilson interval, averaged over ``runs`` (draws) of the same prompts."""
+    """``<prefix><rate>`` and its Clopper-Pearson interval, averaged over ``runs`` (draws) of the same prompts."""
     out = {}
     n = len(runs[0])
     for rate in rates:
         s = sum(_unit(r, rate, target) for run in runs for r in run) / len(runs)
-        lo, hi = wilson(s, n)
+        lo, hi = rate_ci(s, n)
         out[f"{prefix}{rate}"], out[f"{prefix}{rate}_lo"], out[f"{prefix}{rate}_hi"] = s / n, lo, hi
     return out
 
@@ -332,14 +322,14 @@ def steer_study(steerer: Steerer, methods: list, targets: list[str], *, source: 
     for m in methods:
         mine = [r for r in rows if r["method"] == m.name]
         vals = [sum(v) / len(v) for v in per_prompt[m.name].values()]
-        lo, hi = mean_ci(vals, seed=derive_seed(seed, f"bootstrap:{m.name}"))
+        lo, hi = share_ci(vals)
         mr = {"method": m.name, "targets": len(mine), "strict_rate": sum(r["strict_rate"] for r in mine) / len(mine),
               "strict_rate_lo": lo, "strict_rate_hi": hi,
               "fluent_target_rate": sum(r["fluent_target_rate"] for r in mine) / len(mine),
               "rules_chosen": ", ".join(sorted({_rule(chosen_of[(m.name, r['target'])]) for r in mine}))}
         if controls:
             cvals = [sum(v) / len(v) for v in per_prompt[f"random:{m.name}"].values()]
-            clo, chi = mean_ci(cvals, seed=derive_seed(seed, f"bootstrap:random:{m.name}"))
+            clo, chi = share_ci(cvals)
             mr.update(control_strict_rate=sum(r["control_strict_rate"] for r in mine) / len(mine),
                       control_strict_rate_lo=clo, control_strict_rate_hi=chi,
                       control_strict_rate_max_cell=max(r["control_strict_rate"] for r in mine))

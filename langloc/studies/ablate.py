@@ -1,6 +1,6 @@
 """ablate: zero each language's neurons and measure every language's held-out perplexity.
 
-Writes ``OUT/ablation.csv`` (deactivated, evaluated, base_ppl, ppl, ratio, its 95% bootstrap
+Writes ``OUT/ablation.csv`` (deactivated, evaluated, base_ppl, ppl, ratio, its 95%
 interval over windows, the range over control draws), ``OUT/plots/ablation.png`` and
 ``OUT/ablation.manifest.json``; ``OUT`` is usually the run folder. Under torchrun every
 process evaluates its share of the conditions (:func:`langloc.evaluate.ablation.perplexity_table`)
@@ -27,7 +27,7 @@ class Config(StudyConfig):
     eval split is used (default the run's); window: tokens per evaluation window (default the
     run's, else 512); batch_size: windows per forward pass; controls: also zero random neurons
     of the same count per layer; control_draws: independent draws of each control; seed: the
-    run seed the controls' draws and the bootstrap derive from; dtype, device: how the model
+    run seed the controls' draws derive from; dtype, device: how the model
     is loaded; progress: show progress bars."""
 
     run: Path

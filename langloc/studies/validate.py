@@ -35,7 +35,7 @@ class Config(StudyConfig):
     windows per forward pass; control_draws: independent draws of each control; bins:
     activation-probability bins of the matched control; top_rate, filter_rate,
     activation_bar_ratio (LAPE), rate, other_max (thresholding): identification settings of the
-    stability check; seed: controls, resamples and bootstrap; model, dtype, device: the model
+    stability check; seed: controls and shard resamples; model, dtype, device: the model
     (default: the run's model and dtype); progress: bars."""
 
     run: Path
@@ -118,7 +118,7 @@ def run(lm, config: Config, out: str | Path) -> Manifest:
                                      "domain": domain.describe() if domain else None},
         split={"shards": "stats", "ratios": "eval", "domain": "eval"}, started=started,
         config={**c.to_dict(), "neurons": str(neurons), "method": ns.method},
-        seeds={"controls": c.seed, "shard_resamples": c.seed, "bootstrap": c.seed})
+        seeds={"controls": c.seed, "shard_resamples": c.seed})
     write_manifest(paths[0], manifest, paths, shard_check=result["shard_check"],
                    wall_seconds_by_step={k: round(v, 1) for k, v in result["wall"].items()},
                    compute_seconds_of_kept_steps=result["steps"])

@@ -55,7 +55,7 @@ class TaskItem:
 class TaskScore:
     """One language's result: ``accuracy`` (the task's own definition) and, where the task
     has them, extra figures (``nll``, ``ppl``, ``tokens``). ``units``: per item, (right,
-    counted) with ``accuracy = sum(right) / sum(counted)`` (the bootstrap resamples items)."""
+    counted) with ``accuracy = sum(right) / sum(counted)`` (its interval's units are the items)."""
 
     accuracy: float
     n: int

@@ -13,7 +13,7 @@ An output folder of :func:`train`::
                            final summary
     OUT/perplexity.csv     step, language, ppl   (held-out "eval" split; step 0 = before training)
     OUT/window_nll.csv     step, language, window, nll, tokens (the same evaluations per held-out window:
-                           paired bootstrap intervals over windows, see :func:`forgetting`)
+                           paired intervals over windows, see :func:`forgetting`)
     OUT/loss.csv           step, loss, lr        (training loss of every step)
     OUT/plots/training.png perplexity / perplexity at step 0 against step, per language
     OUT/checkpoint.pt      while running: everything needed to resume (removed when done)
@@ -448,13 +448,12 @@ def _window_nll(windows: list[dict], step: int, language: str) -> tuple[list[flo
     return [g[1] for g in got], [g[2] for g in got]
 
 
-def add_intervals(summary: list[dict], windows: dict[str, list[dict]], last: int, seed: int = 0) -> None:
-    """Add 95% paired bootstrap intervals over held-out windows to ``summary``'s rows (mode,
+def add_intervals(summary: list[dict], windows: dict[str, list[dict]], last: int) -> None:
+    """Add 95% paired intervals over held-out windows to ``summary``'s rows (mode,
     language): ``ratio_lo/hi`` for perplexity after / before training, and ``vs_none`` (with
     ``vs_none_lo/hi``) for perplexity after training in this mode / after training with nothing
     frozen, on the same windows. Rows whose mode has no window NLLs (older runs) get none."""
-    from langloc.controls import derive_seed
-    from langloc.evaluate.bootstrap import perplexity_ratio_ci
+    from langloc.evaluate.intervals import perplexity_ratio_ci
 
     for row in summary:
         mode, lg = row["mode"], row["language"]
@@ -462,13 +461,11 @@ def add_intervals(summary: list[dict], windows: dict[str, list[dict]], last: int
         end, _ = _window_nll(windows.get(mode, []), last, lg)
         if not start or len(start) != len(end):
             continue
-        row["ratio_lo"], row["ratio_hi"] = perplexity_ratio_ci(start, end, tokens,
-                                                               seed=derive_seed(seed, f"forgetting:{lg}"))
+        row["ratio_lo"], row["ratio_hi"] = perplexity_ratio_ci(start, end, tokens)
         ref, _ = _window_nll(windows.get("none", []), last, lg)
         if len(ref) == len(end):
             row["vs_none"] = math.exp((sum(end) - sum(ref)) / sum(tokens))
-            row["vs_none_lo"], row["vs_none_hi"] = perplexity_ratio_ci(ref, end, tokens,
-                                                                       seed=derive_seed(seed, f"forgetting:{lg}"))
+            row["vs_none_lo"], row["vs_none_hi"] = perplexity_ratio_ci(ref, end, tokens)
 
 
 def forgetting(
@@ -545,7 +542,7 @@ def forgetting(
                 "ppl_start": next(s["ppl"] for s in combined if s["mode"] == r["mode"] and s["step"] == 0
                                   and s["language"] == r["language"]),
                 "ppl_end": r["ppl"], "ratio": r["ratio"]} for r in combined if r["step"] == last]
-    add_intervals(summary, windows, last, seed)
+    add_intervals(summary, windows, last)
     write_csv(out / "summary.csv", summary, list(dict.fromkeys(k for row in summary for k in row)))
     plot_forgetting(combined, out / "plots" / "forgetting.png", lang)
     config = {"language": lang, "modes": modes, "frozen_entries": {m: region_size(r) if r is not None else 0

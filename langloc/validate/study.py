@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from langloc.artefacts import cached_step, write_csv, write_json
-from langloc.controls import derive_seed, random_control
+from langloc.controls import random_control
 from langloc.data.packing import corpus_windows
 from langloc.errors import LanglocError
 from langloc.evaluate.ablation import AblationRow, perplexity_table, write_ablation_csv
@@ -77,12 +77,12 @@ def validate_study(lm, run_stats, neuron_set, corpus, out: str | Path, *, domain
     common = {"eval_tokens": eval_tokens, "window": window, "seed": seed, "set": neuron_set.to_dict()["neurons"],
               "model": lm.meta["weights_fingerprint"], "corpus": corpus.describe()}
     table = _cached(out, "main", common, lambda: perplexity_table(
-        lm, evals, main_conditions, batch_size=batch_size, progress=progress, desc="validate: sets", seed=seed),
+        lm, evals, main_conditions, batch_size=batch_size, progress=progress, desc="validate: sets"),
         steps)
     wall["sets"] = time.time() - t
 
     # Controls are evaluated on their own language only: the verdict compares them with the
-    # set's own-language ratio (the bootstrap resamples are the same windows, shared by name).
+    # set's own-language ratio (the same windows).
     t = time.time()
     p = run_stats.activation_probability()
     controls, off_bin = [], {}
@@ -100,7 +100,7 @@ def validate_study(lm, run_stats, neuron_set, corpus, out: str | Path, *, domain
         controls += _cached(out, f"controls-{lang}", {**common, "draws": control_draws, "bins": bins},
                             lambda ctl=ctl, lang=lang: perplexity_table(
                                 lm, {lang: evals[lang]}, ctl, batch_size=batch_size, progress=progress,
-                                desc=f"validate: controls {lang}", seed=seed), steps)
+                                desc=f"validate: controls {lang}"), steps)
     wall["controls"] = time.time() - t
 
     domain_table = None
@@ -110,8 +110,7 @@ def validate_study(lm, run_stats, neuron_set, corpus, out: str | Path, *, domain
                    for lang in langs}
         d_conditions = [(lang, lambda layers=neuron_set.layers(lang): deactivate(lm, layers)) for lang in langs]
         domain_table = _cached(out, "domain", {**common, "corpus": domain.describe()}, lambda: perplexity_table(
-            lm, d_evals, d_conditions, batch_size=batch_size, progress=progress, desc="validate: 2nd domain",
-            seed=derive_seed(seed, "domain")), steps)
+            lm, d_evals, d_conditions, batch_size=batch_size, progress=progress, desc="validate: 2nd domain"), steps)
         wall["domain"] = time.time() - t
 
     tbl = {(r.deactivated, r.evaluated): r for r in table}
