@@ -30,9 +30,9 @@ class DemoConfig:
     languages: tuple[str, ...] = DEMO_LANGUAGES
     tokens: int = 16_384  # statistics tokens per language
     eval_tokens: int = 384  # held-out tokens per language for perplexity
-    # Short held-out windows give the bootstrap intervals several units (4) per language at the
-    # same cost (the LM head, per token, dominates perplexity).
-    eval_window: int = 96
+    # Short held-out windows give the intervals 12 units per language at the same cost (the LM
+    # head, per token, dominates perplexity); 8 is the fewest with an interval (docs/statistics.md).
+    eval_window: int = 32
     window: int = 512  # tokens per statistics window
     batch_size: int = 4  # statistics windows per batch
 
@@ -44,7 +44,7 @@ class DemoConfig:
     seed: int = 0
     # One random draw per language: each further draw costs as much as the language's own set
     # (`langloc ablate` defaults to 3 and reports their range; the demo's time bound does not
-    # allow it). The control still carries its bootstrap interval over windows.
+    # allow it). The control still carries its interval over windows.
     control_draws: int = 1
 
 

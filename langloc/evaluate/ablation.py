@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import math
+import sys
 
 import torch
 from tqdm.auto import tqdm
@@ -103,7 +104,8 @@ def perplexity_table(lm, evals: dict[str, torch.Tensor], conditions, *, batch_si
     few = [f"{lang}: {no_interval(len(evals[lang]))}" for lang in langs if len(evals[lang]) < MIN_UNITS]
     if few and distributed.rank_and_world()[0] == 0:
         # Fewer windows would give intervals that cover well under 95%: say so rather than print them.
-        tqdm.write(f"warning: {'; '.join(few)}; give more held-out tokens (--eval-tokens) or a smaller window")
+        tqdm.write(f"warning: {'; '.join(few)}; give more held-out tokens (--eval-tokens) or a smaller window",
+                   file=sys.stderr)
     # All languages' windows go through the model together (fuller batches), then the per-window
     # NLL sums are added up per language.
     ids = torch.cat([evals[lang] for lang in langs])

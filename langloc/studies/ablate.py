@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from langloc.evaluate.intervals import default_window
 from langloc.studies.base import Manifest, StudyConfig, load_model_of, run_corpus_spec
 
 KIND = "langloc.ablation"
@@ -25,7 +26,7 @@ class Config(StudyConfig):
     RUN/neurons/lape.json); model: model (default: the run's); languages: subset of the set's
     languages (default all); eval_tokens: held-out tokens per language; corpus: corpus whose
     eval split is used (default the run's); window: tokens per evaluation window (default the
-    run's, else 512); batch_size: windows per forward pass; controls: also zero random neurons
+    run's if eval_tokens fill 16 of them, else eval_tokens / 16: the interval's units); batch_size: windows per forward pass; controls: also zero random neurons
     of the same count per layer; control_draws: independent draws of each control; seed: the
     run seed the controls' draws derive from; dtype, device: how the model
     is loaded; progress: show progress bars."""
@@ -67,7 +68,7 @@ def run(lm, config: Config, out: str | Path) -> Manifest:
     # Evaluate on the held-out split of the corpus the statistics came from, unless told otherwise.
     eval_corpus = load_corpus(run_corpus_spec(meta, c.corpus), seed=meta.get("seed", 0))
     languages = list(c.languages) if c.languages else None
-    window = c.window or meta.get("window", 512)
+    window = c.window or default_window(c.eval_tokens, meta.get("window", 512))
     rows = ablate(lm, ns, eval_corpus, languages=languages, eval_tokens=c.eval_tokens, window=window,
                   batch_size=c.batch_size, seed=c.seed, controls=c.controls, control_draws=c.control_draws,
                   progress=c.progress)

@@ -16,6 +16,7 @@ from typing import Optional
 import torch
 
 from langloc.errors import LanglocError
+from langloc.evaluate.intervals import default_window
 from langloc.studies.base import Manifest, StudyConfig, check_numbers
 
 KIND = "langloc.perturb"
@@ -110,7 +111,8 @@ def run(lm, config: Config, out: str | Path) -> Manifest:
     if hidden_axis(lm, name, p.shape) is None:
         raise LanglocError(f"{name} has no hidden-size axis to perturb a dimension of")
     corpus_ = folder_corpus(info, c.corpus)
-    evals = {lang: corpus_windows(lm, corpus_, lang, "eval", window=info.get("window", 512), max_tokens=eval_tokens)
+    window = default_window(eval_tokens, info.get("window", 512))
+    evals = {lang: corpus_windows(lm, corpus_, lang, "eval", window=window, max_tokens=eval_tokens)
              for lang in languages}
     conditions, described = [], {}
     for d in dims:
@@ -130,7 +132,7 @@ def run(lm, config: Config, out: str | Path) -> Manifest:
                                                                               "index", "original")},
               "operation": op, "language": r.evaluated, "base_ppl": round(r.base_ppl, 4), "ppl": round(r.ppl, 4),
               "ratio": round(r.ratio, 4),
-              "ratio_lo": round(r.ratio_lo, 4), "ratio_hi": round(r.ratio_hi, 4)} for r in rows]
+              "ratio_lo": round(r.ratio_lo, 4), "ratio_hi": round(r.ratio_hi, 4), "windows": r.windows} for r in rows]
     if not distributed.is_main():
         return Manifest(result=table)
     path = Path(out) / "perturb.csv"

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from langloc.evaluate.intervals import default_window
 from langloc.studies.base import Manifest, StudyConfig
 
 KIND = "langloc.region_ablation"
@@ -55,8 +56,9 @@ def run(lm, config: Config, out: str | Path) -> Manifest:
     lm = lm or folder_model(c.folder, c.model, c.dtype, c.device)
     corpus = folder_corpus(info, c.corpus)
     languages, names = list(c.languages), list(c.regions) if c.regions else None
+    window = default_window(c.eval_tokens, info.get("window", 512))
     rows = region_ablation(lm, regions, corpus, languages=languages, names=names, eval_tokens=c.eval_tokens,
-                           window=info.get("window", 512), batch_size=c.batch_size, progress=c.progress)
+                           window=window, batch_size=c.batch_size, progress=c.progress)
     if not distributed.is_main():
         return Manifest(result=rows)
     path = write_ablation_csv(rows, out / "region_ablation.csv")
@@ -67,6 +69,6 @@ def run(lm, config: Config, out: str | Path) -> Manifest:
     manifest = make_manifest(
         KIND, model=lm.meta, corpus=corpus.describe(), split="eval", started=started,
         config={"languages": languages, "regions": names, "eval_tokens": c.eval_tokens,
-                "window": info.get("window", 512), "batch_size": c.batch_size, "rate": regions.meta.get("rate")})
+                "window": window, "batch_size": c.batch_size, "rate": regions.meta.get("rate")})
     write_manifest(path, manifest, [path, plot])
     return Manifest(manifest, result=rows, path=path)

@@ -47,7 +47,7 @@ class Config(StudyConfig):
     resamples: int = 200
     core_min: float = 0.8
     eval_tokens: int = 384
-    window: int = 96
+    window: int = 32
     batch_size: int = 10
     control_draws: int = 3
     bins: int = 10
