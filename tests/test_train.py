@@ -20,7 +20,7 @@ from langloc.train import trainer as trainer_module
 from langloc.train.trainer import region_digest
 
 KW = dict(steps=4, batch_size=2, window=16, lr=1e-2, weight_decay=0.1, warmup=1, eval_languages=["en"],
-          eval_tokens=32, eval_every=2, checkpoint_every=2, progress=False)
+          eval_tokens=128, eval_every=2, checkpoint_every=2, progress=False)  # 8 held-out windows
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -222,11 +222,11 @@ def test_forgetting_runs_three_modes_on_the_same_data_from_the_same_weights(corp
     with open(tmp_path / "summary.csv") as fh:
         summary = list(csv.DictReader(fh))
     for row in summary:  # paired intervals over held-out windows around each ratio
-        assert float(row["ratio_lo"]) <= float(row["ratio"]) <= float(row["ratio_hi"])
-        assert float(row["vs_none_lo"]) <= float(row["vs_none"]) <= float(row["vs_none_hi"])
-        if row["mode"] == "none":
-            assert float(row["vs_none"]) == 1.0 == float(row["vs_none_lo"]) == float(row["vs_none_hi"])
+        assert float(row["ratio_lo"]) < float(row["ratio"]) < float(row["ratio_hi"])
+        if row["mode"] == "none":  # the same run on the same windows: no spread, so no interval
+            assert float(row["vs_none"]) == 1.0 and row["vs_none_lo"] in ("", "nan") and row["vs_none_hi"] in ("", "nan")
         else:  # frozen entries make the end perplexity differ from the nothing-frozen run's
+            assert float(row["vs_none_lo"]) < float(row["vs_none"]) < float(row["vs_none_hi"])
             assert float(row["vs_none"]) != 1.0
     assert forgetting(lm, corpus, "fr", core, out=tmp_path, **kw) == rows  # finished modes are reused
     control = random_region_like(lm, core, seed=7)

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from langloc.controls import random_control
 from langloc.errors import LanglocError
-from langloc.evaluate.intervals import ratio_estimate_ci
+from langloc.evaluate.intervals import ratio_estimate_ci, share_ci
 from langloc.intervene import Edit, Intervention
 from langloc.share.categories import modal_neurons
 
@@ -76,12 +76,13 @@ def conditions(sets: dict[str, list[torch.Tensor]], boosts: Sequence[float] = (1
 
 
 def accuracy_interval(score) -> tuple[float | None, float | None]:
-    """95% interval of a task score's accuracy over its items (None without units): a ratio
-    estimate of right over counted tokens (Student-t, as a perplexity ratio's log)."""
+    """95% interval of a task score's accuracy over its items (None without units): Clopper-
+    Pearson where each item is one answer, else a ratio estimate of right over counted tokens
+    (Student-t, none below 8 items)."""
     if not score.units:
         return None, None
     right, counted = zip(*score.units)
-    return ratio_estimate_ci(right, counted)
+    return share_ci(right) if set(counted) == {1} else ratio_estimate_ci(right, counted)
 
 
 def causal_study(lm, task, items: dict[str, list], modal: torch.Tensor, *, boosts: Sequence[float] = (1.5, 2.0),
