@@ -276,3 +276,21 @@ def test_alpha_is_in_typical_residual_norms(tiny_lm):
     edit = DiffMeanMethod(None, norms)._edit(tiny_lm, ResidualSetting((0, 1), 0.5), v, {})
     assert [float(e.norm()) for e in edit.vectors] == pytest.approx([0.5 * n for n in norms], rel=1e-5)
     assert float(torch.nn.functional.cosine_similarity(edit.vectors[1].double(), v[1], dim=0)) == pytest.approx(1.0)
+
+
+def test_relevance_scores_only_the_continuation_and_is_zero_against_its_own_prompt(tiny_lm):
+    import torch
+
+    from langloc.steer.relevance import continuation_logprob, pmi
+
+    tok = tiny_lm.tokenizer
+    prompts, conts = ["the river flows", "le"], [tok("ing on", add_special_tokens=False)["input_ids"], [70, 71, 72]]
+    batched = continuation_logprob(tiny_lm, prompts, conts, batch_size=2)  # right-padded together
+    for p, c, got in zip(prompts, conts, batched):
+        ids = torch.tensor([tok(p)["input_ids"] + c])
+        with torch.no_grad():
+            logp = torch.log_softmax(tiny_lm.model(input_ids=ids).logits[0].double(), -1)
+        n = ids.shape[1] - len(c)
+        assert got == pytest.approx(sum(float(logp[n - 1 + k, t]) for k, t in enumerate(c)), abs=1e-4)
+    # compared with copies of its own prompt, no continuation is more or less relevant: PMI 0
+    assert pmi(tiny_lm, prompts[:1], conts[:1], others=2, reference=prompts[:1] * 3) == [pytest.approx(0.0, abs=1e-6)]
