@@ -21,6 +21,7 @@ from langloc.demo import DEMO_LANGUAGES
 from langloc.errors import LanglocError
 from langloc.identify.methods import METHODS
 from langloc.report import tables
+from langloc.steer.study import GridSpec
 from langloc.studies import STUDIES
 from langloc.studies.base import split_list
 
@@ -161,8 +162,8 @@ def steer(
     rules: str = typer.Option("set:1/2,add:1/2,scale:2/4", help="Neuron rules the search tries, each with its strengths."),
     modes: str = typer.Option("on", help="Neuron modes the search tries: on, on+off, off."),
     positions: str = typer.Option("all", help="Position modes the search tries: all, prompt (the prefill only) or generated (new tokens only)."),
-    residual_layers: str = typer.Option("6,9,12,5-7,8-10", help="DiffMean layer groups the search tries: single layers and bands (5-7)."),
-    alphas: str = typer.Option("2,4,8", help="DiffMean strengths the search tries."),
+    residual_layers: str = typer.Option(",".join(GridSpec.residual_layers), help="DiffMean layer groups the search tries first: an integer is a layer (6, a band 5-7); a number with a decimal point a fraction of the depth (0.5, a band 0.4-0.6: layer round(f x (L-1))), resolved per model."),
+    alphas: str = typer.Option(",".join(f"{a:g}" for a in GridSpec.alphas), help="DiffMean strengths the search tries first, in typical residual norms at the layer (docs/methods.md §7a). Where the best sits at an edge of the grid (alpha, layer or neuron strength), the search goes outward on the tuning prompts until the optimum is inside or a bound is reached; summary.csv says which (at_grid_edge)."),
     k: Optional[float] = typer.Option(None, help="Strict judge: perplexity at most k x the native median (default: measured, the 95th percentile of the unsteered model's native ppl / median; do not tune it)."),
     max_new_tokens: int = typer.Option(32, help="Tokens generated per prompt."),
     sample: bool = typer.Option(False, "--sample/--greedy", help="Sample the continuations (seeded by --seed, the same draws for every setting) instead of greedy decoding. Report greedy beside it."),

@@ -228,7 +228,7 @@ def test_methods_compare_and_steer_end_to_end(setup, tmp_path, monkeypatch):
     out = tmp_path / "steer"
     steer_args = ("steer", "-n", sets[1], "-n", sets[2], "-t", "fr,ru", "--run", run, "-o", out,
                   "--prompts", prompts, "--tune-prompts", tune, "--rules", "set:1,add:1,scale:2",
-                  "--residual-layers", "0,0-1", "--alphas", "2", "--matrix-sources", "fr", "--max-new-tokens", "6",
+                  "--residual-layers", "0.0,0-1", "--alphas", "2", "--matrix-sources", "fr", "--max-new-tokens", "6",
                   "--device", "cpu")
     assert invoke(*steer_args) == 0
     result = json.loads((out / "steer.json").read_text())
@@ -236,9 +236,16 @@ def test_methods_compare_and_steer_end_to_end(setup, tmp_path, monkeypatch):
         ("thresholding", "fr"), ("thresholding", "ru"), ("expert_units", "fr"), ("expert_units", "ru"),
         ("diffmean", "fr"), ("diffmean", "ru")]
     assert all(r["n"] == 3 and r["control_strict_rate"] is not None for r in result["rows"])
-    assert [t["label"] for t in result["details"][0]["search"]] == [
-        "on(mean_activex1)", "on(+mean_activex1)", "on(x2)"]
-    assert [t["label"] for t in result["details"][4]["search"]] == ["diffmean(L0x2)", "diffmean(L0-1x2)"]
+    first = lambda d: [t["label"] for t in d["search"] if not t["extended"]]  # noqa: E731
+    assert first(result["details"][0]) == ["on(mean_activex1)", "on(+mean_activex1)", "on(x2)"]
+    assert first(result["details"][4]) == ["diffmean(L0x2)", "diffmean(L0-1x2)"]  # 0.0: the first layer
+    assert result["grid"]["layer_groups"] == {"0.0": [0], "0-1": [0, 1]} and result["grid"]["num_layers"] == 2
+    assert len(result["grid"]["diffmean_unit"]["norms"]) == 2 and result["grid"]["diffmean_unit"]["measured_on"]
+    for d, row in zip(result["details"], result["rows"]):  # one grid of one setting per line: never left at
+        # the first grid's edge unless a bound stopped it, and then the row says so
+        assert len(d["search"]) > len(first(d)) and row["at_grid_edge"] == bool(d["edge"]["stops"])
+        assert row["grid_extension"].startswith(f"{len(d['search']) - len(first(d))} more:")
+        assert all("at its bound" in why for why in d["edge"]["stops"])
     assert result["details"][2]["chosen"]["value"] == "median_response"  # expert units' own value
     assert result["k"] > 0 and {r["language"] for r in result["native"]} == {"fr", "ru"}
     gens = [json.loads(x) for x in (out / "generations.jsonl").read_text().splitlines()]
@@ -248,6 +255,7 @@ def test_methods_compare_and_steer_end_to_end(setup, tmp_path, monkeypatch):
     matrix = list(csv.DictReader((out / "matrix.csv").open()))
     assert {(r["source"], r["target"]) for r in matrix} == {("en", "fr"), ("en", "ru"), ("fr", "ru")}
     summary = list(csv.DictReader((out / "summary.csv").open()))
+    assert [r["at_grid_edge"] for r in summary] == [str(r["at_grid_edge"]) for r in result["rows"]]
     for r in summary:  # rates with 95% intervals over prompts
         for k in ("strict_rate", "fluent_target_rate", "target_rate", "control_strict_rate"):
             assert float(r[f"{k}_lo"]) <= float(r[k]) <= float(r[f"{k}_hi"])
@@ -268,7 +276,8 @@ def test_methods_compare_and_steer_end_to_end(setup, tmp_path, monkeypatch):
     monkeypatch.setattr(steering, "generate", lambda lm, prompts, *a, **k: calls.append(len(prompts)) or generate(
         lm, prompts, *a, **k))
     assert invoke(*steer_args) == 0
-    assert calls == [2, 2, 3, 3]  # tuning prompts x 2 settings, held-out prompts, control
+    tried = len(result["details"][5]["search"])  # the first grid's 2 settings and the extension's
+    assert calls == [2] * tried + [3, 3]  # tuning prompts x settings tried, held-out prompts, control
     assert {f: (out / f).read_text() for f in first} == first
     resumed = json.loads((out / "steer.json").read_text())  # wall time: this invocation; compute: every step
     assert resumed["compute_seconds"] is not None and resumed["compute_seconds"] >= 0

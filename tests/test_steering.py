@@ -8,9 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from langloc.errors import LanglocError
 from langloc.steer.judge import LanguageIdentifier, StrictRule, chunks, native_k, script_share, target_share
-from langloc.steer.steering import ResidualSetting, SteerSetting, parse_setting
 from langloc.evaluate.intervals import rate_ci
+from langloc.steer.search import axes, edge_search
+from langloc.steer.steering import ResidualSetting, SteerSetting, layer_group, parse_setting
 from langloc.steer.study import GridSpec
 
 
@@ -26,13 +28,100 @@ def test_grid_tries_each_rule_and_mode_gentle_first():
 
 
 def test_residual_grid_covers_layers_and_bands_times_alphas():
-    spec = GridSpec(residual_layers=((6,), (5, 6, 7)), alphas=(2.0, 4.0))
-    assert [s.label() for s in spec.residual_grid()] == [
+    spec = GridSpec(residual_layers=("6", "5-7"), alphas=(2.0, 4.0))
+    assert [s.label() for s in spec.residual_grid(18)] == [
         "diffmean(L6x2)", "diffmean(L6x4)", "diffmean(L5-7x2)", "diffmean(L5-7x4)"]
     with pytest.raises(Exception, match="steering rule"):
         SteerSetting("on", 1.0, "mean_active", "all", "flip")
     with pytest.raises(Exception, match="at least one layer"):
         ResidualSetting(())
+
+
+# -- defaults that scale with the model ----------------------------------------------------------
+def test_a_decimal_point_makes_a_fraction_of_the_depth_and_an_integer_a_layer():
+    assert layer_group("6", 18) == layer_group("6") == (6,)  # absolute: the same on every model
+    assert layer_group("5-7") == (5, 6, 7) and layer_group("6,4") == (4, 6)
+    assert layer_group("0.5", 18) == (9,) and layer_group("0.5", 32) == (16,)  # round(f x (L - 1)), halves up
+    assert layer_group("0.0", 18) == (0,) and layer_group("1.0", 18) == (17,)
+    assert layer_group("0.4-0.6", 18) == (7, 8, 9, 10) and layer_group("0.25,0.75", 9) == (2, 6)
+
+
+@pytest.mark.parametrize("spec", ["0.4-6", "1.5", "7-5", "x", "0.5-", "-1", "6,,7", "0.2-0.4-0.6"])
+def test_a_bad_layer_group_is_one_clear_error(spec):
+    from langloc.studies import steer
+
+    with pytest.raises(LanglocError, match="a number with a decimal point is a fraction of the depth"):
+        steer._layer_groups((spec,))
+
+
+def test_the_default_layer_groups_sit_at_the_same_relative_depths_on_models_of_any_depth(tmp_path):
+    from langloc.models.loading import load_model
+    from langloc.studies import steer
+    from tiny import save_tiny_llama
+
+    spec = steer._spec(steer.Config(targets=("fr",)))  # the study's defaults, as a user gets them
+    assert spec.residual_layers == GridSpec.residual_layers and spec.alphas == GridSpec.alphas
+    assert all("." in g for g in spec.residual_layers)  # fractions, not layers fitted to one model
+    depths = {}
+    for n in (5, 9):
+        lm = load_model(str(save_tiny_llama(tmp_path / f"tiny{n}", layers=n)), device="cpu")
+        assert lm.num_layers == n
+        depths[n] = {g: [l / (n - 1) for l in layer_group(g, lm.num_layers)] for g in spec.residual_layers}
+    for g in spec.residual_layers:  # each group: the same share of the depth, within half a layer
+        ends = [float(f) for f in g.split("-")]
+        for n, d in depths.items():
+            assert abs(d[g][0] - ends[0]) <= 0.5 / (n - 1) and abs(d[g][-1] - ends[-1]) <= 0.5 / (n - 1), (g, n, d[g])
+    singles = [g for g in spec.residual_layers if "-" not in g]  # on these depths, exactly the same
+    assert [depths[5][g] for g in singles] == [depths[9][g] for g in singles] == [[0.25], [0.5], [0.75]]
+
+
+# -- a search that cannot silently stop at its edge ----------------------------------------------
+def _peak(layer: float, log2_alpha: float):
+    """A tuning score with one peak (a stand-in for the strict rate on tuning prompts)."""
+    return lambda s: -(sum(s.layers) / len(s.layers) - layer) ** 2 - (math.log2(s.alpha) - log2_alpha) ** 2 \
+        - 0.5 * (len(s.layers) - 1)
+
+
+def test_the_search_goes_past_the_grid_edge_to_an_optimum_outside_it():
+    spec = GridSpec()  # on 18 layers: L4, L9, L13, L7-10 x alpha 0.25, 0.5, 1
+    grid = spec.residual_grid(18)
+    seen = []
+    found = edge_search(grid, lambda s: seen.append(s) or _peak(1, -4)(s), replace(spec.bounds, num_layers=18))
+    assert found.best == ResidualSetting((1,), 1 / 16)  # outside the first grid on both axes
+    assert found.best not in grid and not found.at_grid_edge and found.stops == []
+    assert seen[:len(grid)] == grid and len(seen) == len(set(seen)) == len(found.scores)  # each scored once
+    assert "alpha down to 0.03125" in found.extension() and "layers down to L0" in found.extension()
+    # where the optimum lies past a bound, the search stops there and says so
+    found = edge_search(grid, _peak(-3, -9), replace(spec.bounds, num_layers=18))
+    assert found.best == ResidualSetting((0,), 1 / 64) and found.at_grid_edge
+    assert found.stops == ["alpha down: at its bound (0.015625)", "layers down: at its bound (L0)"]
+    # upward too: alpha doubled up to the cap, layers out to the last
+    found = edge_search(grid, _peak(30, 5), replace(spec.bounds, num_layers=18))
+    assert found.best == ResidualSetting((17,), 8.0) and found.at_grid_edge
+    # an optimum inside the first grid: nothing beyond a neighbour on each side is tried
+    found = edge_search(grid, _peak(9, -1), replace(spec.bounds, num_layers=18))
+    assert found.best == ResidualSetting((9,), 0.5) and not found.at_grid_edge and found.extension() == ""
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from([0, 1, 2, 3, 4, 13, 14, 15, 16, 17]), st.integers(-6, 3))
+def test_the_search_finds_a_single_peak_anywhere_beyond_the_grid_within_its_bounds(layer, log2_alpha):
+    spec = GridSpec()  # on 18 layers: single layers 4, 9, 13 (and the band 7-10) x alpha 1/4, 1/2, 1
+    found = edge_search(spec.residual_grid(18), _peak(layer, log2_alpha), replace(spec.bounds, num_layers=18))
+    assert found.best == ResidualSetting((layer,), 2.0 ** log2_alpha)
+    assert found.at_grid_edge == (layer in (0, 17) or log2_alpha in (-6, 3))  # only a bound leaves it at an edge
+
+
+def test_neuron_strengths_extend_too_and_scale_moves_its_excess_over_one():
+    spec = GridSpec(rules={"set": (1.0, 2.0), "scale": (2.0,)})
+    grid = spec.neuron_grid("mean_active", with_source=False)
+    want = {"set": 8.0, "scale": 1.25}
+    score = lambda s: -abs(math.log2(s.strength / want[s.rule])) if s.rule == "set" else -9  # noqa: E731
+    found = edge_search(grid, score, spec.bounds)
+    assert found.best == SteerSetting("on", 8.0, "mean_active", "all", "set") and not found.at_grid_edge
+    found = edge_search(grid, lambda s: -abs(s.strength - 1.25) if s.rule == "scale" else -9, spec.bounds)
+    assert found.best.strength == 1.25 and found.best.rule == "scale"  # 2 -> 1.5 -> 1.25: excess halved
+    assert axes(SteerSetting("off")) == {}  # zeroing the source's neurons has no strength to move
 
 
 @settings(max_examples=200, deadline=None)
@@ -169,3 +258,40 @@ def test_the_decoding_is_said_in_words_with_every_setting_that_shapes_it():
         "sampled (temperature 1, top-p 0.95, top-k 64; seed 3); 32 new tokens"
     assert describe_decoding(asdict(Generation(repetition_penalty=1.3, no_repeat_ngram_size=3))) == \
         "greedy, repetition penalty 1.3, no repeated 3-gram; 32 new tokens"
+
+
+def test_alpha_is_in_typical_residual_norms(tiny_lm):
+    import torch
+
+    from langloc.steer.diffmean import residual_norms
+    from langloc.steer.study import DiffMeanMethod
+
+    prompts = ["the river flows", "le matin je", "In the beginning"]
+    norms = residual_norms(tiny_lm, prompts, batch_size=2)  # padded batches: padding is left out
+    tok = tiny_lm.tokenizer
+    with torch.no_grad():  # the same medians from a plain forward pass per prompt, BOS left out
+        states = [tiny_lm.model(**tok(p, return_tensors="pt"), output_hidden_states=True).hidden_states for p in prompts]
+    direct = torch.cat([h[1][0, 1:].norm(dim=-1) for h in states]).median()  # layer 0's output (the last is normed)
+    assert norms[0] == pytest.approx(float(direct), rel=1e-5)
+    v = torch.randn(tiny_lm.num_layers, 32, dtype=torch.float64) * 1e-3  # a mean difference of any raw size
+    edit = DiffMeanMethod(None, norms)._edit(tiny_lm, ResidualSetting((0, 1), 0.5), v, {})
+    assert [float(e.norm()) for e in edit.vectors] == pytest.approx([0.5 * n for n in norms], rel=1e-5)
+    assert float(torch.nn.functional.cosine_similarity(edit.vectors[1].double(), v[1], dim=0)) == pytest.approx(1.0)
+
+
+def test_relevance_scores_only_the_continuation_and_is_zero_against_its_own_prompt(tiny_lm):
+    import torch
+
+    from langloc.steer.relevance import continuation_logprob, pmi
+
+    tok = tiny_lm.tokenizer
+    prompts, conts = ["the river flows", "le"], [tok("ing on", add_special_tokens=False)["input_ids"], [70, 71, 72]]
+    batched = continuation_logprob(tiny_lm, prompts, conts, batch_size=2)  # right-padded together
+    for p, c, got in zip(prompts, conts, batched):
+        ids = torch.tensor([tok(p)["input_ids"] + c])
+        with torch.no_grad():
+            logp = torch.log_softmax(tiny_lm.model(input_ids=ids).logits[0].double(), -1)
+        n = ids.shape[1] - len(c)
+        assert got == pytest.approx(sum(float(logp[n - 1 + k, t]) for k, t in enumerate(c)), abs=1e-4)
+    # compared with copies of its own prompt, no continuation is more or less relevant: PMI 0
+    assert pmi(tiny_lm, prompts[:1], conts[:1], others=2, reference=prompts[:1] * 3) == [pytest.approx(0.0, abs=1e-6)]

@@ -63,7 +63,7 @@ def test_config_types_from_strings_and_json():
 
     c = steer.Config(neurons=["a.json"], targets="fr, zh", alphas="1,2.5", residual_layers="6,5-7")
     assert c.neurons == (Path("a.json"),) and c.targets == ("fr", "zh") and c.alphas == (1.0, 2.5)
-    assert steer._layer_groups(c.residual_layers) == ((6,), (5, 6, 7))
+    assert steer._layer_groups(c.residual_layers) == ("6", "5-7")
     assert perturb.Config(folder="f", languages="en", dims="3,7").dims == (3, 7)
     with pytest.raises(LanglocError, match="unknown setting"):
         steer.Config.from_dict({"neurons": [], "targets": [], "no_such_field": 1})

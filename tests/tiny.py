@@ -43,8 +43,8 @@ def tiny_llama(seed: int = 0, layers: int = 2, width: int = 64):
     return AutoModelForCausalLM.from_config(cfg).eval()
 
 
-def save_tiny_llama(path: Path, seed: int = 0) -> Path:
-    tiny_llama(seed).save_pretrained(path)
+def save_tiny_llama(path: Path, seed: int = 0, layers: int = 2) -> Path:
+    tiny_llama(seed, layers).save_pretrained(path)
     byte_tokenizer().save_pretrained(path)
     return path
 

@@ -317,6 +317,25 @@ def _generation(r: dict | None) -> str:
             f"{h.esc(r.get('text', ''))}</td>")
 
 
+def _edge(r: dict) -> str:
+    """Whether a chosen setting still sits at an edge of the search, and how far it went."""
+    edge = r.get("at_grid_edge")
+    if edge in (None, ""):  # a fixed setting, or a study made before the search could extend
+        return "–"
+    ext = r.get("grid_extension") or "first grid only"
+    return f"{'YES' if str(edge).lower() == 'true' else 'no'} ({ext})"
+
+
+def _grid(grid: dict | None) -> str | None:
+    if not grid or not grid.get("layer_groups"):
+        return None
+    from langloc.steer.steering import ResidualSetting
+
+    groups = ", ".join(f"{g} → {ResidualSetting(tuple(ls)).where()}" for g, ls in grid["layer_groups"].items())
+    return (f"layers {groups} of {grid['num_layers']}; alpha {', '.join(f'{a:g}' for a in grid['alphas'])} "
+            "typical residual norms; extended past an edge within its bounds")
+
+
 @section("langloc.steer", "Steering")
 def steer_section(o: Output, _all, examples: int = 3) -> str:
     from langloc.report.plots import plot_steering
@@ -330,6 +349,7 @@ def steer_section(o: Output, _all, examples: int = 3) -> str:
              "best method": d.get("best_method"), "strict judge's k": d.get("k"), "k's rule": d.get("k_rule"),
              "prompts (tuning, held-out)": d.get("prompts"),
              "decoding": describe_decoding(d["generation"]) if isinstance(d.get("generation"), dict) else None,
+             "search grid (resolved for this model)": _grid(d.get("grid")),
              "setting": (f"fixed: {', '.join(cfg['fixed'])}" if cfg.get("fixed")
                          else "searched on the tuning prompts" if cfg.get("search", True) else "fixed")}
     body = h.facts({k: v for k, v in items.items() if v is not None})
@@ -348,8 +368,8 @@ def steer_section(o: Output, _all, examples: int = 3) -> str:
                 "rule chosen": m.get("rules_chosen")} for m in methods])
         key = "strict_rate" if strict else "fluent_target_rate"
         body += ("<h3>Per target</h3><p class=muted>rates over held-out prompts with 95% intervals</p>" + h.table([{
-            "method": r["method"], "target": r["target"], "setting": r.get("setting"), "neurons": r.get("neurons"),
-            "success": pct_ci(r, key), "lenient": pct_ci(r, "fluent_target_rate") if strict else "–",
+            "method": r["method"], "target": r["target"], "setting": r.get("setting"),
+            "at grid edge": _edge(r), "neurons": r.get("neurons"), "success": pct_ci(r, key), "lenient": pct_ci(r, "fluent_target_rate") if strict else "–",
             "random control": pct_ci(r, f"control_{key}"), "in target (any fluency)": pct_ci(r, "target_rate"),
             "unsteered": pct_ci(r, f"unsteered_{key}") if f"unsteered_{key}_lo" in r
             else h.fmt(h.number(r.get(f"unsteered_{key}"))),

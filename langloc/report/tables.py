@@ -41,9 +41,9 @@ def compare(rows: list[dict]) -> list:
 
 def steer(result: dict) -> list:
     from langloc.steer.steering import describe_decoding
-    from langloc.steer.study import format_table
+    from langloc.steer.study import format_table, grid_lines
 
-    t = Table("method", "target", "setting", "strict", "lenient", "control (strict)", "median ppl", "distinct",
+    t = Table("method", "target", "setting", "at edge", "strict", "lenient", "control (strict)", "median ppl", "distinct",
               box=box.SIMPLE_HEAD, title=f"steering {result['prompts']['eval']} held-out prompts (k = {result['k']:.2f}; "
                                          f"{describe_decoding(result['generation'])})",
               caption="in brackets: 95% Clopper-Pearson interval over prompts")
@@ -55,7 +55,7 @@ def steer(result: dict) -> list:
     for r in result["method_table"]:
         m.add_row(r["method"], str(r["targets"]), f"{pct(r['strict_rate'])} [{pct(r['strict_rate_lo'])}-{pct(r['strict_rate_hi'])}]",
                   pct(r["fluent_target_rate"]), pct(r.get("control_strict_rate")), r["rules_chosen"])
-    return [t, m]
+    return [t, m, *grid_lines(result)]
 
 
 def _own(name: str, evald: list[str]) -> str | None:

@@ -16,6 +16,7 @@ same count per layer, or a random direction of the same norm.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Callable
@@ -66,22 +67,56 @@ class ResidualSetting:
         if not self.layers:
             raise LanglocError("a residual setting needs at least one layer")
 
-    def label(self) -> str:
+    def where(self) -> str:
+        """The layers as labels write them: ``L6``, ``L5-7``, ``L4,6``."""
         ls = self.layers
-        where = f"L{ls[0]}" if len(ls) == 1 else (f"L{ls[0]}-{ls[-1]}" if list(ls) == list(range(ls[0], ls[-1] + 1))
-                                                  else "L" + ",".join(map(str, ls)))
-        label = f"diffmean({where}x{self.alpha:g})"
+        return f"L{ls[0]}" if len(ls) == 1 else (f"L{ls[0]}-{ls[-1]}" if list(ls) == list(range(ls[0], ls[-1] + 1))
+                                                 else "L" + ",".join(map(str, ls)))
+
+    def label(self) -> str:
+        label = f"diffmean({self.where()}x{self.alpha:g})"
         return label if self.positions == "all" else f"{label}@{self.positions}"
 
 
-def layer_group(spec: str) -> tuple[int, ...]:
-    """Layers as ``ResidualSetting.label`` writes them: ``6``, a band ``5-7`` or a list ``4,6``
-    (ValueError otherwise)."""
-    spec = str(spec)
-    if "-" in spec:
-        a, b = (int(x) for x in spec.split("-"))
-        return tuple(range(a, b + 1))
-    return tuple(int(x) for x in spec.split(","))
+def depth_layer(fraction: float, num_layers: int) -> int:
+    """The layer at ``fraction`` of a model's depth: ``fraction`` × (L − 1) rounded to the
+    nearest layer, halves up, so 0.0 is the first layer and 1.0 the last."""
+    return math.floor(fraction * (num_layers - 1) + 0.5)
+
+
+LAYER_GROUP_RULE = ("an integer is a layer index (6, a band 5-7, a list 4,6); a number with a decimal point is a "
+                    "fraction of the depth (0.5, a band 0.4-0.6), 0.0 the first layer and 1.0 the last")
+
+
+def layer_group(spec: str, num_layers: int | None = None) -> tuple[int, ...]:
+    """The layers a group names (ValueError otherwise): absolute layers as
+    ``ResidualSetting.label`` writes them, ``6``, a band ``5-7`` or a list ``4,6``; or fractions
+    of the depth, ``0.5``, a band ``0.4-0.6`` or a list ``0.25,0.75`` (one kind per group),
+    resolved for a model of ``num_layers`` layers by :func:`depth_layer`."""
+    spec = str(spec).strip()
+    band = "-" in spec
+    parts = [p.strip() for p in (spec.split("-") if band else spec.split(","))]
+    if not all(parts) or (band and len(parts) != 2):
+        raise ValueError(spec)
+    fractional = {"." in p for p in parts}
+    if len(fractional) > 1:
+        raise ValueError(f"{spec}: layers and fractions mixed")
+    if fractional.pop():
+        fractions = [float(p) for p in parts]
+        if not all(0.0 <= f <= 1.0 for f in fractions):
+            raise ValueError(f"{spec}: fractions of the depth lie in 0.0..1.0")
+        if num_layers is None:
+            raise ValueError(f"{spec}: a fraction of the depth needs the model's number of layers")
+        values = [depth_layer(f, num_layers) for f in fractions]
+    else:
+        values = [int(p) for p in parts]
+        if any(v < 0 for v in values):
+            raise ValueError(spec)
+    if band:
+        if values[0] > values[1]:
+            raise ValueError(f"{spec}: a band runs from its lower end to its upper end")
+        return tuple(range(values[0], values[1] + 1))
+    return tuple(sorted(set(values)))
 
 
 def parse_setting(label: str) -> SteerSetting | ResidualSetting:

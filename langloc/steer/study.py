@@ -36,17 +36,18 @@ from langloc.evaluate.intervals import rate_ci, share_ci
 from langloc.intervene.intervention import Intervention, ResidualEdit
 from langloc.manifest import make_manifest, stamp
 from langloc.steer.judge import StrictRule, median, native_k, summarise
-from langloc.steer.steering import ResidualSetting, SteerSetting, Steerer, steering_intervention
+from langloc.steer.search import Bounds, edge_search
+from langloc.steer.steering import ResidualSetting, SteerSetting, Steerer, layer_group, steering_intervention
 
 RATES = ("strict_rate", "fluent_target_rate", "target_rate", "fluent_rate")
-COLUMNS = ("method", "target", "setting", "neurons", "n", *[c for r in RATES for c in (r, f"{r}_lo", f"{r}_hi")],
+COLUMNS = ("method", "target", "setting", "at_grid_edge", "grid_extension", "neurons", "n", *[c for r in RATES for c in (r, f"{r}_lo", f"{r}_hi")],
            "median_ppl", "mean_distinct", "control_draws",
            *[c for r in ("strict_rate", "fluent_target_rate", "target_rate") for c in
              (f"control_{r}", f"control_{r}_lo", f"control_{r}_hi")],
            "unsteered_strict_rate", "unsteered_target_rate")
 METHOD_COLUMNS = ("method", "targets", "strict_rate", "strict_rate_lo", "strict_rate_hi", "fluent_target_rate",
                   "control_strict_rate", "control_strict_rate_lo", "control_strict_rate_hi",
-                  "control_strict_rate_max_cell", "rules_chosen")
+                  "control_strict_rate_max_cell", "rules_chosen", "cells_at_grid_edge")
 MATRIX_COLUMNS = ("method", "source", "target", "setting", "n",
                   *[c for r in ("strict_rate", "fluent_target_rate", "target_rate") for c in (r, f"{r}_lo", f"{r}_hi")],
                   "unsteered_strict_rate")
@@ -74,14 +75,30 @@ def rate_row(runs: list[list[dict]], target: str, prefix: str = "", rates=RATES)
 class GridSpec:
     """What the search tries. Neuron methods: each rule with its strengths, in each mode and
     position mode; DiffMean: each layer group with each alpha, in each position mode. Gentle
-    settings come first: ties go to the earlier one."""
+    settings come first: ties go to the earlier one. Then the search goes outward while the
+    best sits at an edge of the grid, within the bounds (:mod:`langloc.steer.search`).
+
+    The defaults scale with the model and are stated here only (the command line and the
+    study's config take them from here): layer groups are fractions of the depth, resolved
+    per model (:func:`~langloc.steer.steering.layer_group`), spread over the network rather
+    than fitted to one model's layers; alpha is in units of the residual stream's typical norm
+    at the steered layer (:class:`DiffMeanMethod`); neuron strengths are multiples of each
+    neuron's own value (its mean activation, for ``set`` and ``add``) or factors (``scale``).
+    The extension's bounds: alpha 1/64 to 8 typical norms, strengths 1/8 to 16, at most 32
+    more settings per cell."""
 
     rules: dict = field(default_factory=lambda: {"set": (1.0, 2.0), "add": (1.0, 2.0), "scale": (2.0, 4.0)})
     modes: tuple = ("on",)
     positions: tuple = ("all",)
-    residual_layers: tuple = ((6,), (9,), (12,), (5, 6, 7), (8, 9, 10))
-    alphas: tuple = (2.0, 4.0, 8.0)
+    residual_layers: tuple = ("0.25", "0.5", "0.75", "0.4-0.6")
+    alphas: tuple = (0.25, 0.5, 1.0)
     residual_positions: tuple = ("all",)
+    bounds: Bounds = field(default_factory=Bounds)
+
+    def layer_groups(self, num_layers: int) -> list[tuple[int, ...]]:
+        """The layer groups resolved for a model of ``num_layers`` layers (a group that resolves
+        to the same layers as an earlier one is tried once)."""
+        return list(dict.fromkeys(layer_group(g, num_layers) for g in self.residual_layers))
 
     def neuron_grid(self, value: str, with_source: bool) -> list[SteerSetting]:
         grid = []
@@ -97,9 +114,9 @@ class GridSpec:
                     grid += [SteerSetting(mode, s, value, pos, rule) for s in strengths]
         return grid
 
-    def residual_grid(self) -> list[ResidualSetting]:
-        return [ResidualSetting(tuple(ls), a, pos) for pos in self.residual_positions
-                for ls in self.residual_layers for a in self.alphas]
+    def residual_grid(self, num_layers: int) -> list[ResidualSetting]:
+        return [ResidualSetting(ls, a, pos) for pos in self.residual_positions
+                for ls in self.layer_groups(num_layers) for a in self.alphas]
 
 
 @dataclass
@@ -145,16 +162,28 @@ class NeuronMethod:
 
 @dataclass
 class DiffMeanMethod:
-    """The residual-stream DiffMean vector from the run's statistics."""
+    """The residual-stream DiffMean vector from the run's statistics, added in units of the
+    residual stream's typical norm: ``alpha * norms[l] * v[l] / |v[l]|`` at each steered layer
+    (:mod:`langloc.steer.diffmean`; ``norms`` from :func:`~langloc.steer.diffmean.residual_norms`,
+    measured on ``reference``)."""
 
     stats: object
+    norms: list
+    reference: str = ""
     name: str = "diffmean"
 
     def grid(self, spec: GridSpec, source: str | None) -> list:
-        return spec.residual_grid()
+        return spec.residual_grid(self.stats.num_layers)
 
     def _edit(self, lm, setting: ResidualSetting, vectors, source: dict) -> ResidualEdit:
-        return ResidualEdit.at(lm.num_layers, {l: setting.alpha * vectors[l].float() for l in setting.layers}, source)
+        return ResidualEdit.at(lm.num_layers, {l: setting.alpha * self.norms[l] * (vectors[l] / vectors[l].norm()).float()
+                                               for l in setting.layers}, source)
+
+    def unit(self) -> dict:
+        """The unit of alpha, for steer.json: the typical norm per layer and what it was measured on."""
+        return {"alpha": "a multiple of the residual stream's typical norm at the steered layer (median |h_l| over "
+                         "tokens), along the DiffMean direction", "norms": [round(n, 4) for n in self.norms],
+                "measured_on": self.reference}
 
     def vectors(self, target, source):
         from langloc.steer.diffmean import diffmean_vectors
@@ -184,7 +213,7 @@ class DiffMeanMethod:
         return ResidualSetting(**d)
 
     def fingerprint(self, target) -> str:
-        return "residual means of the run"
+        return "residual means of the run; alpha in typical norms"
 
 
 def native_reference(steerer: Steerer, languages: list[str], prompts_of, k: float | None = None) -> tuple[dict, float, list]:
@@ -294,7 +323,9 @@ def steer_study(steerer: Steerer, methods: list, targets: list[str], *, source: 
             for d, crecs in enumerate(control_runs):
                 gens += [{"method": f"random:{m.name}", "source": source, "target": target,
                           "setting": chosen.label(), "draw": d, **r} for r in crecs]
-            row = {"method": m.name, "target": target, "setting": chosen.label(), "neurons": m.size(target),
+            edge = cell.get("search") or {}  # None: a fixed setting, nothing searched
+            row = {"method": m.name, "target": target, "setting": chosen.label(), "at_grid_edge": edge.get("at_grid_edge"),
+                   "grid_extension": edge.get("extension"), "neurons": m.size(target),
                    "n": len(recs), **rate_row([recs], target), "median_ppl": summ["median_ppl"],
                    "mean_distinct": summ["mean_distinct"], "control_draws": draws if controls else None,
                    **(rate_row(control_runs, target, "control_", ("strict_rate", "fluent_target_rate", "target_rate"))
@@ -306,7 +337,7 @@ def steer_study(steerer: Steerer, methods: list, targets: list[str], *, source: 
             if control_runs:
                 examples[f"random:{m.name}:{source}->{target}"] = _examples(control_runs[0], 2)
             details.append({"method": m.name, "target": target, "chosen": asdict(chosen), "search": trials,
-                            "eval": summ})
+                            "edge": edge, "eval": summ})
             if out is not None:
                 iv.save(Path(out) / "interventions" / f"{m.name}-{source}-{target}.json")
             bar.set_postfix_str(f"{m.name} {target}: {100 * row['strict_rate']:.0f}% strict")
@@ -326,7 +357,8 @@ def steer_study(steerer: Steerer, methods: list, targets: list[str], *, source: 
         mr = {"method": m.name, "targets": len(mine), "strict_rate": sum(r["strict_rate"] for r in mine) / len(mine),
               "strict_rate_lo": lo, "strict_rate_hi": hi,
               "fluent_target_rate": sum(r["fluent_target_rate"] for r in mine) / len(mine),
-              "rules_chosen": ", ".join(sorted({_rule(chosen_of[(m.name, r['target'])]) for r in mine}))}
+              "rules_chosen": ", ".join(sorted({_rule(chosen_of[(m.name, r['target'])]) for r in mine})),
+              "cells_at_grid_edge": sum(bool(r["at_grid_edge"]) for r in mine) if spec is not None else None}
         if controls:
             cvals = [sum(v) / len(v) for v in per_prompt[f"random:{m.name}"].values()]
             clo, chi = share_ci(cvals)
@@ -367,6 +399,7 @@ def steer_study(steerer: Steerer, methods: list, targets: list[str], *, source: 
               "strict": asdict(steerer.strict), "k": k_used, "k_rule": "95th percentile of native ppl / median" if k is None else "given",
               "native": native_rows, "language_candidates": steerer.identify.candidates,
               "prompts": {"tune": len(tune_prompts or []), "eval": len(eval_prompts)},
+              "grid": _grid_doc(spec, lm.num_layers, methods),
               "rows": rows, "method_table": method_rows, "matrix": matrix, "examples": examples, "details": details,
               "wall_seconds": round(time.time() - started, 1),  # this invocation only
               "compute_seconds": step_seconds(steps)}  # every step when it was computed, across resumes
@@ -381,20 +414,40 @@ def _cell(steerer: Steerer, m, target: str, source: str, spec, fixed, tune_promp
           seed: int, progress: bool) -> dict:
     """One method on one target: search (or take) the setting, evaluate it on the held-out
     prompts, run its controls. Plain JSON, so that a finished cell is kept for a resumed run."""
-    trials = []
+    trials, search = [], None
     if spec is not None:
-        grid = m.grid(spec, source)
-        for st in tqdm(grid, desc=f"search {m.name} {target}", leave=False, disable=not progress):
+        grid = list(dict.fromkeys(m.grid(spec, source)))
+        bar = tqdm(total=len(grid), desc=f"search {m.name} {target}", leave=False, disable=not progress)
+
+        def score(st):  # the tuning prompts only: the held-out ones never feed back into the choice
             _, summ = steerer.run(tune_prompts, target, m.intervention(steerer, st, target, source))
-            trials.append({"setting": asdict(st), "label": st.label(), **summ})
-        best = max(range(len(grid)), key=lambda i: (trials[i]["strict_rate"], trials[i]["fluent_target_rate"], -i))
-        chosen = grid[best]
+            trials.append({"setting": asdict(st), "label": st.label(), "extended": len(trials) >= len(grid), **summ})
+            bar.update()
+            return summ["strict_rate"], summ["fluent_target_rate"]
+
+        found = edge_search(grid, score, replace(spec.bounds, num_layers=steerer.lm.num_layers))
+        bar.close()
+        chosen = found.best
+        search = {"at_grid_edge": found.at_grid_edge, "extension": found.extension(), "stops": found.stops}
     else:
         chosen = fixed[m.name]
     recs, summ = steerer.run(eval_prompts, target, m.intervention(steerer, chosen, target, source))
     controls = [steerer.run(eval_prompts, target, m.control(steerer, chosen, target, source, seed, d))[0]
                 for d in range(draws)]
-    return {"trials": trials, "chosen": asdict(chosen), "recs": recs, "summary": summ, "controls": controls}
+    return {"trials": trials, "chosen": asdict(chosen), "search": search, "recs": recs, "summary": summ,
+            "controls": controls}
+
+
+def _grid_doc(spec: GridSpec | None, num_layers: int, methods: list) -> dict | None:
+    """What the search tried first and how far it could go, as resolved for this model."""
+    dm = next((m for m in methods if isinstance(m, DiffMeanMethod)), None)
+    doc = {"diffmean_unit": dm.unit()} if dm is not None else {}
+    if spec is None:
+        return doc or None
+    return {**doc, "layer_groups": {g: list(layer_group(g, num_layers)) for g in spec.residual_layers},
+            "layer_rule": "a fraction f of the depth is layer round(f x (L - 1)), halves up; an integer is a layer",
+            "num_layers": num_layers, "alphas": list(spec.alphas), "rules": {k: list(v) for k, v in spec.rules.items()},
+            "bounds": asdict(replace(spec.bounds, num_layers=num_layers))}
 
 
 def _rule(setting) -> str:
@@ -420,13 +473,32 @@ def write_outputs(out: Path, result: dict, gens: list[dict]) -> None:
 
 
 def format_table(rows: list[dict]) -> list[list[str]]:
-    """Rows for a console table: method, target, setting, strict success and lenient success
-    with their 95% intervals, the control's strict success, median perplexity."""
+    """Rows for a console table: method, target, setting, whether it still sits at a grid edge,
+    strict success and lenient success with their 95% intervals, the control's strict
+    success, median perplexity."""
     pct = lambda v: "-" if v is None else f"{100 * v:.0f}%"  # noqa: E731
 
     def ci(r, k):  # the rate and its 95% interval over prompts: 45% [30-60]
         lo, hi = r.get(f"{k}_lo"), r.get(f"{k}_hi")
         return pct(r.get(k)) if r.get(k) is None or lo is None else f"{pct(r[k])} [{100 * lo:.0f}-{100 * hi:.0f}]"
 
-    return [[r["method"], r["target"], r["setting"], ci(r, "strict_rate"), ci(r, "fluent_target_rate"),
+    edge = lambda r: "-" if r.get("at_grid_edge") is None else ("YES" if r["at_grid_edge"] else "no")  # noqa: E731
+    return [[r["method"], r["target"], r["setting"], edge(r), ci(r, "strict_rate"), ci(r, "fluent_target_rate"),
              ci(r, "control_strict_rate"), f"{r['median_ppl']:.0f}", f"{r['mean_distinct']:.2f}"] for r in rows]
+
+
+def grid_lines(result: dict) -> list[str]:
+    """The search grid as resolved for the model, and a warning for each chosen setting that
+    still sits at an edge of what was tried."""
+    grid = result.get("grid") or {}
+    lines = []
+    if grid.get("layer_groups"):
+        groups = ", ".join(f"{g} -> {ResidualSetting(tuple(ls)).where()}" for g, ls in grid["layer_groups"].items())
+        lines.append(f"DiffMean layer groups on {grid['num_layers']} layers: {groups}; "
+                     f"alpha {', '.join(f'{a:g}' for a in grid['alphas'])} typical residual norms")
+    stops = {(d["method"], d["target"]): d.get("edge", {}).get("stops") for d in result.get("details", [])}
+    for r in result["rows"]:
+        if r.get("at_grid_edge"):
+            lines.append(f"[yellow]warning:[/] {r['method']} -> {r['target']}: {r['setting']} still sits at an edge of "
+                         f"the search ({'; '.join(stops.get((r['method'], r['target'])) or [])})")
+    return lines

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Optional
 
 from langloc.errors import LanglocError
+from langloc.steer.study import GridSpec
 from langloc.studies.base import Manifest, StudyConfig, check_numbers, load_model_of, run_corpus_spec
 
 KIND = "langloc.steer"
@@ -34,7 +35,8 @@ class Config(StudyConfig):
     empty: search each method's setting on the tuning prompts; rules: search grid of neuron rules
     (rule:strength/strength,...); modes: neuron modes searched (on, on+off, off); positions:
     position modes searched (all, prompt, generated); residual_layers: DiffMean layer groups
-    searched (e.g. 6 9 5-7); alphas: DiffMean strengths searched; k: the strict judge's
+    searched: layers (6, a band 5-7) or, with a decimal point, fractions of the depth (0.5, 0.4-0.6),
+    resolved per model; alphas: DiffMean strengths searched, in typical residual norms; k: the strict judge's
     perplexity factor (default: measured, the 95th percentile of native ppl / median);
     max_new_tokens, sample, temperature, top_p, top_k, no_repeat_ngram_size, repetition_penalty,
     batch_size: generation; seed: sampling seed and the controls'; max_ppl, min_distinct: the
@@ -55,8 +57,8 @@ class Config(StudyConfig):
     rules: str = "set:1/2,add:1/2,scale:2/4"
     modes: tuple[str, ...] = ("on",)
     positions: tuple[str, ...] = ("all",)
-    residual_layers: tuple[str, ...] = ("6", "9", "12", "5-7", "8-10")
-    alphas: tuple[float, ...] = (2.0, 4.0, 8.0)
+    residual_layers: tuple[str, ...] = GridSpec.residual_layers
+    alphas: tuple[float, ...] = GridSpec.alphas
     k: Optional[float] = None
     max_new_tokens: int = 32
     sample: bool = False
@@ -79,15 +81,17 @@ class Config(StudyConfig):
 
 
 def _layer_groups(specs) -> tuple:
-    from langloc.steer.steering import layer_group
+    """The layer groups as given, each checked (fractions are resolved once the model is loaded)."""
+    from langloc.steer.steering import LAYER_GROUP_RULE, layer_group
 
-    groups = []
     for spec in specs:
         try:
-            groups.append(layer_group(spec))
+            layer_group(spec, num_layers=1)
         except ValueError:
-            raise LanglocError(f"--residual-layers: give layers as 6 or bands as 5-7, got {spec!r}") from None
-    return tuple(groups)
+            raise LanglocError(f"--residual-layers: {LAYER_GROUP_RULE}; got {spec!r}") from None
+    if not specs:
+        raise LanglocError("--residual-layers: give at least one layer group")
+    return tuple(str(s) for s in specs)
 
 
 def _rules(spec: str) -> dict:
@@ -191,6 +195,21 @@ def _values(lm, c: Config, run_meta: dict | None):
                         batches=batches if corpus is not None else None)
 
 
+def _diffmean(lm, source: str, stats, eval_prompts: list[str]):
+    """DiffMean, with its unit of alpha measured: the residual stream's typical norm per layer
+    on the source language's built-in prompts (all of them; where it has none, on the held-out
+    prompts). It is measured once, unsteered, and judges nothing: the choice of a setting
+    still sees the tuning prompts only."""
+    from langloc.steer import prompts as P
+    from langloc.steer.diffmean import residual_norms
+    from langloc.steer.study import DiffMeanMethod
+
+    builtin = source in P.PROMPTS
+    reference = f"builtin:{source} (all {len(P.PROMPTS[source])})" if builtin else "the held-out prompts"
+    return DiffMeanMethod(stats, residual_norms(lm, P.builtin_prompts(source, "all") if builtin else eval_prompts),
+                          reference)
+
+
 def run(lm, config: Config, out: str | Path | None) -> Manifest:
     from dataclasses import replace
 
@@ -199,7 +218,7 @@ def run(lm, config: Config, out: str | Path | None) -> Manifest:
     from langloc.steer import prompts as P
     from langloc.steer.judge import DEFAULT_CANDIDATES, FluencyRule, LanguageIdentifier
     from langloc.steer.steering import Generation, Steerer
-    from langloc.steer.study import DiffMeanMethod, NeuronMethod, steer_study
+    from langloc.steer.study import NeuronMethod, steer_study
 
     c = config
     check_draws(c.control_draws)
@@ -238,13 +257,14 @@ def run(lm, config: Config, out: str | Path | None) -> Manifest:
                            str(c.run or c.neurons[0]))
     values = _values(lm, c, run_meta)
     methods = [NeuronMethod(name, ns) for name, ns in sets.items()]
-    groups = spec.residual_layers if spec is not None else ((fixed_residual.layers,) if fixed_residual else ())
+    groups = (spec.layer_groups(lm.num_layers) if spec is not None
+              else ((fixed_residual.layers,) if fixed_residual else ()))
     if c.diffmean and any(not 0 <= l < lm.num_layers for g in groups for l in g):
         raise LanglocError(f"DiffMean layers {', '.join(map(str, sorted({l for g in groups for l in g})))} must lie in "
                            f"0..{lm.num_layers - 1} (the model has {lm.num_layers} layers)")
     if c.diffmean:
         values.stats.mean_residual(c.source)  # a clear error for statistics without residual sums
-        methods.append(DiffMeanMethod(values.stats))
+        methods.append(_diffmean(lm, c.source, values.stats, eval_p))
     fixed = None
     if c.fixed:
         fixed = {m.name: replace(fixed_neurons, value=m.value if fixed_neurons.value == "auto" else fixed_neurons.value)

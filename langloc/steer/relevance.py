@@ -1,0 +1,94 @@
+"""Relevance: does a continuation belong to its prompt? Pointwise mutual information under the
+unsteered model, with no extra model (issue 28, item 3).
+
+``pmi(c; p) = [log p(c | p) − log mean_j p(c | p_j)] / |c|``, in nats per continuation token:
+how much likelier the continuation is after its own prompt than after ``others`` other prompts
+``p_j`` (the ones following ``p`` in the list, cyclically; a fixed, seed-free choice). The
+criterion fixed before any measurement: relevant when ``pmi > 0``. A fluent output unrelated to
+its prompt is about as likely after any prompt, so its PMI sits near or below 0 (the mean of
+probabilities in the reference is at least their geometric mean).
+
+:func:`validate` measures the criterion on the model's own continuations of native prompts
+(true pairs, which it should accept) against the same continuations paired with another
+prompt of the set (shuffled pairs, which it should reject).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from langloc.errors import LanglocError
+
+
+@torch.inference_mode()
+def continuation_logprob(lm, prompts: list[str], continuations: list[list[int]], batch_size: int = 8) -> list[float]:
+    """log p(continuation tokens | prompt), summed over the continuation's tokens, under ``lm``
+    as it is (call outside any intervention)."""
+    if len(prompts) != len(continuations):
+        raise LanglocError("give one prompt per continuation")
+    tok = lm.tokenizer
+    pad = tok.pad_token_id if getattr(tok, "pad_token_id", None) is not None else 0
+    out = []
+    for s in range(0, len(prompts), batch_size):
+        items = [(tok(p)["input_ids"], list(c)) for p, c in zip(prompts[s:s + batch_size], continuations[s:s + batch_size])]
+        T = max(len(p) + len(c) for p, c in items)
+        ids = torch.full((len(items), T), pad, dtype=torch.long)
+        mask = torch.zeros(len(items), T, dtype=torch.long)
+        scored = torch.zeros(len(items), T - 1, dtype=torch.bool)  # target positions that are continuation tokens
+        for r, (p, c) in enumerate(items):
+            ids[r, :len(p) + len(c)] = torch.tensor(p + c, dtype=torch.long)
+            mask[r, :len(p) + len(c)] = 1
+            scored[r, len(p) - 1:len(p) + len(c) - 1] = True
+        logits = lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), use_cache=False).logits
+        logp = -F.cross_entropy(logits[:, :-1].float().flatten(0, 1), ids[:, 1:].to(lm.device).flatten(),
+                                reduction="none").view(len(items), -1).cpu().double()
+        out += [float(logp[r][scored[r]].sum()) for r in range(len(items))]
+    return out
+
+
+def pmi(lm, prompts: list[str], continuations: list[list[int]], others: int = 4, reference: list[str] | None = None,
+        batch_size: int = 8) -> list[float]:
+    """Per pair, PMI in nats per continuation token (see the module); ``reference``: the prompts
+    the other ones are drawn from (default ``prompts``), the ``others`` after pair i's position."""
+    ref = reference if reference is not None else prompts
+    if len(ref) <= others:
+        raise LanglocError(f"relevance needs more than {others} prompts to compare with, got {len(ref)}")
+    own = continuation_logprob(lm, prompts, continuations, batch_size)
+    alt = [continuation_logprob(lm, [ref[(i + j) % len(ref)] for i in range(len(prompts))], continuations, batch_size)
+           for j in range(1, others + 1)]
+    out = []
+    for i, c in enumerate(continuations):
+        if not c:
+            out.append(float("-inf"))
+            continue
+        base = torch.logsumexp(torch.tensor([a[i] for a in alt], dtype=torch.float64), 0) - math.log(others)
+        out.append((own[i] - float(base)) / len(c))
+    return out
+
+
+def validate(lm, languages: list[str], gen, others: int = 4) -> list[dict]:
+    """Per language: the unsteered model continues the built-in native prompts; the share of
+    true pairs with PMI > 0 (accepted) and of shuffled pairs (each continuation after the
+    prompt half the set away, compared with the ``others`` prompts after that one, none of
+    them its own) with PMI ≤ 0 (rejected)."""
+    from langloc.steer.prompts import builtin_prompts
+    from langloc.steer.steering import generate
+
+    rows = []
+    for lang in languages:
+        prompts = builtin_prompts(lang, "all")
+        n = len(prompts)
+        conts = [g["tokens"] for g in generate(lm, prompts, gen)]
+        true = pmi(lm, prompts, conts, others)
+        half = n // 2  # continuation of prompt i + n/2 after prompt i; others i+1..i+others exclude it
+        if others >= half:
+            raise LanglocError(f"{lang}: {n} prompts are too few to shuffle against {others} others")
+        shuffled = pmi(lm, prompts, [conts[(i + half) % n] for i in range(n)], others)
+        rows.append({"language": lang, "n": n, "accepted_true": sum(v > 0 for v in true) / n,
+                     "rejected_shuffled": sum(v <= 0 for v in shuffled) / n,
+                     "median_pmi_true": float(torch.tensor(true).median()),
+                     "median_pmi_shuffled": float(torch.tensor(shuffled).median())})
+    return rows
