@@ -95,7 +95,8 @@ def test_zeroing_the_planted_sets_is_diagonal(planted, lm):
 def _validate(run, out, **kw):
     from langloc.studies import validate
 
-    config = validate.Config(run=run, eval_tokens=512, window=64, resamples=20, control_draws=2, progress=False, **kw)
+    config = validate.Config(run=run, **{"eval_tokens": 512, "window": 64, "resamples": 20, "control_draws": 2,
+                                         "progress": False, **kw})
     return validate.run(None, config, out)
 
 
@@ -289,3 +290,38 @@ def test_selective_compares_with_the_largest_upper_bound_over_all_other_language
     table[("aa", "cc")] = row("cc", 1.2, 1.0, 1.4)  # now every other interval lies below 1.5
     assert language_row("aa", ["aa", "bb", "cc"], table, {}, None, None,
                         {"set_size": 2, "exclusive_size": 2, "shared_size": 0}, 0)["selective"]
+
+
+def test_validate_rerun_with_another_dtype_recomputes_every_step(planted, tmp_path):
+    """Every kept step (.parts tables and the shards) names the dtype it was computed in: a
+    rerun into the same folder with another --dtype makes each again; the same rerun reuses it."""
+    import json
+
+    from langloc.manifest import content, read_safetensors_manifest
+    from langloc.validate.shards import language_file, shard_folder
+
+    folder, run, truth = planted
+    out = tmp_path / "v"
+
+    def kept():
+        parts = {p.name: json.loads(p.read_text())["settings"]["model"] for p in (out / ".parts").glob("*.json")}
+        shards = {(j, lang): content(read_safetensors_manifest(language_file(shard_folder(out / "shards", j), lang),
+                                                               "langloc.stats"))["key"]["model"]
+                  for j in range(4) for lang in LANGUAGES}
+        return parts, shards
+
+    def validate(dtype):
+        return _validate(run, out, methods=("lape",), dtype=dtype, resamples=5, control_draws=1)
+
+    validate("float32")
+    parts, shards = kept()
+    assert set(parts) == {"main.json", *(f"controls-{lang}.json" for lang in LANGUAGES)}
+    assert {m["dtype"] for m in [*parts.values(), *shards.values()]} == {"float32"}
+    m = validate("bfloat16")
+    again, again_shards = kept()
+    assert set(again) == set(parts) and set(again_shards) == set(shards)
+    assert {m["dtype"] for m in [*again.values(), *again_shards.values()]} == {"bfloat16"}  # none reused
+    assert m["model"]["dtype"] == "bfloat16"
+    stamps = {p: p.stat().st_mtime_ns for p in [*(out / ".parts").glob("*.json"), *(out / "shards").rglob("*.safetensors")]}
+    validate("bfloat16")
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from langloc.artefacts import cached_step, write_csv, write_json
+from langloc.artefacts import cached_step, compute_key, write_csv, write_json
 from langloc.controls import derive_seed, random_control
 from langloc.data.packing import corpus_windows
 from langloc.errors import LanglocError
@@ -75,8 +75,10 @@ def validate_study(lm, run_stats, neuron_set, corpus, out: str | Path, *, domain
             layers = parts[lang][k]
             if sum(len(i) for i in layers):
                 main_conditions.append((f"{name}:{lang}", lambda layers=layers: deactivate(lm, layers)))
+    # A kept table is reused only if everything that changes its numbers is the same: the
+    # windows, the set, the model *as computed* (dtype, device class) and the batches.
     common = {"eval_tokens": eval_tokens, "window": window, "seed": seed, "set": neuron_set.to_dict()["neurons"],
-              "model": lm.meta["weights_fingerprint"], "corpus": corpus.describe()}
+              "model": compute_key(lm), "batch_size": batch_size, "corpus": corpus.describe()}
     table = _cached(out, "main", common, lambda: perplexity_table(
         lm, evals, main_conditions, batch_size=batch_size, progress=progress, desc="validate: sets", seed=seed),
         steps)
