@@ -156,11 +156,14 @@ def test_ablate_rows_have_intervals_and_control_draws(run_folder, tmp_path):
     rows = ablate(lm, ns, corpus, control_draws=2, **kw)
     assert len(rows) == 2 * 3 * 3
     for r in rows:
-        assert r.ratio_lo <= r.ratio <= r.ratio_hi or r.draws  # a control's mean may sit outside one draw's
+        # Every row's interval is of its own figure: for a control, of the mean over its draws
+        # (each draw on the same resampled windows), so it holds that mean, not one draw's ratio.
+        assert r.ratio_lo <= r.ratio <= r.ratio_hi, r
         if r.deactivated.startswith("random:"):
             assert r.draws == 2 and r.ratio_min <= r.ratio <= r.ratio_max
         else:
             assert r.draws is None and r.ratio_min is None
+    assert any(r.draws and r.ratio_lo < r.ratio_hi for r in rows)  # controls with a real spread were checked
     # The sets' rows are those of a run without controls; one draw reports the draw itself.
     alone = ablate(lm, ns, corpus, controls=False, **kw)
     assert [(r.deactivated, r.evaluated, r.ppl, r.ratio_lo, r.ratio_hi) for r in alone] == \
