@@ -687,6 +687,24 @@ def _on_sigint(signum, frame):
     raise Interrupted()
 
 
+_AGAIN = "rerun the same command into the same folder: it continues after its last finished step"
+# How an interrupted command continues; the commands not named here start again.
+RESUME_ROUTES = {
+    "collect": "rerun the same command with --resume to continue from its last checkpoint",
+    "importance": "rerun the same command with --resume to continue from its last checkpoint",
+    "train": "rerun the same command to continue from its last checkpoint (train resumes by default)",
+    "steer": _AGAIN,
+    "validate": _AGAIN,
+}
+
+
+def interrupted_message(argv: list[str]) -> str:
+    """The line printed on Ctrl-C: the resume route of the command that was interrupted."""
+    command = next((a for a in argv[1:] if not a.startswith("-")), "")
+    route = RESUME_ROUTES.get(command, f"{command or 'this command'} does not resume: rerun it to start again")
+    return f"interrupted: finished artefacts are kept; {route}"
+
+
 def main() -> None:
     import signal
 
@@ -701,7 +719,7 @@ def main() -> None:
         err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except (Interrupted, KeyboardInterrupt):
-        err.print("[yellow]interrupted:[/] finished artefacts are kept; rerun the same command with --resume to continue")
+        err.print(escape(interrupted_message(sys.argv)), style="yellow", highlight=False, soft_wrap=True)
         sys.exit(130)
     except OSError as exc:
         # Disk full, permission denied, ...: artefacts are written atomically, so none is half-written.

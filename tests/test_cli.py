@@ -313,6 +313,42 @@ def test_the_reported_k_is_the_95th_percentile_of_the_native_outputs_written(set
     assert all(int(rows[lang]["n"]) == sum(g["target"] == lang for g in native) for lang in rows)
 
 
+@pytest.mark.parametrize("command, where, route", [
+    ("steer", "langloc.steer.study.native_reference", "rerun the same command into the same folder"),
+    ("validate", "langloc.validate.study.collect_shards", "rerun the same command into the same folder"),
+    ("ablate", "langloc.evaluate.ablation.perplexity_table", "ablate does not resume: rerun it to start again"),
+])
+def test_ctrl_c_names_the_resume_route_of_the_interrupted_command(setup, tmp_path, monkeypatch, capsys,
+                                                                  command, where, route):
+    """Ctrl-C (the SIGINT handler raises cli.Interrupted) inside each command: one line naming
+    how *that* command continues; only collect, importance and train take --resume."""
+    import importlib
+
+    from langloc.cli import Interrupted, interrupted_message
+
+    root, model, corpus, run = setup
+
+    def stop(*a, **k):
+        raise Interrupted()
+
+    assert invoke("identify", run, "--top-rate", "0.05") == 0
+    module, name = where.rsplit(".", 1)
+    monkeypatch.setattr(importlib.import_module(module), name, stop)
+    capsys.readouterr()
+    if command == "steer":
+        status = _steer_tiny(setup, tmp_path, tmp_path / "s")
+    elif command == "validate":
+        status = invoke("validate", run, "-o", tmp_path / "v", "--methods", "lape", "--device", "cpu")
+    else:
+        status = invoke("ablate", run, "--eval-tokens", "128", "--device", "cpu")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 130 and err[-1].startswith("interrupted: finished artefacts are kept; ") and route in err[-1]
+    assert "--resume" not in err[-1] and "Traceback" not in "".join(err)
+    for resumable in ("collect", "importance"):
+        assert "with --resume" in interrupted_message(["langloc", resumable, "-o", "x"])
+    assert "--resume" not in interrupted_message(["langloc", "train", "x"])  # it resumes by default
+
+
 def _kept_steps(out):
     return {p.name: json.loads(p.read_text()) for p in (out / ".parts").glob("*.json")}
 
