@@ -37,8 +37,9 @@ class Config(StudyConfig):
     activation_bar_ratio (LAPE), rate, other_max (thresholding): identification settings of the
     stability check (None: for the set's own method the settings recorded in the set, which
     must find the set again on the run's statistics; for another method identify's defaults;
-    a value given for the set's method must equal the recorded one); seed: controls, resamples and bootstrap; model, dtype, device: the model
-    (default: the run's model and dtype); progress: bars."""
+    a value given for the set's method must equal the recorded one); seed: controls, resamples
+    and bootstrap; model, dtype, device: the model (default: the run's model and dtype);
+    progress: bars."""
 
     run: Path
     neurons: Optional[Path] = None

@@ -62,6 +62,24 @@ def _sizes(ns: NeuronSet, langs) -> str:
     return "/".join(str(ns.count(lang)) for lang in langs)
 
 
+def _own_settings(method: str, neuron_set: NeuronSet, given: dict, what: str) -> tuple[dict, dict]:
+    """The settings of the set's own method (recorded, else given, else identify's default) and
+    where each came from; a given setting that contradicts the recorded one is refused."""
+    settings, source = {}, {}
+    for n in METHODS[method].settings:
+        if n in neuron_set.params:
+            if given.get(n) is not None and not _same(given[n], neuron_set.params[n]):
+                raise LanglocError(f"{what} was made with {method} {n}={neuron_set.params[n]}; "
+                                   f"--{n.replace('_', '-')} {given[n]} would measure the stability of another "
+                                   "set: leave the option out (validate uses the set's settings)")
+            settings[n], source[n] = neuron_set.params[n], "recorded in the set"
+        elif given.get(n) is not None:
+            settings[n], source[n] = given[n], "given"
+        else:
+            settings[n], source[n] = DEFAULTS[n], "identify's default"
+    return settings, source
+
+
 def identification_settings(methods, neuron_set: NeuronSet, given: dict, run_stats: ActivationStats,
                             what: str = "the set") -> dict[str, dict]:
     """Per method, the settings its stability is measured with (see the module docstring).
@@ -76,18 +94,7 @@ def identification_settings(methods, neuron_set: NeuronSet, given: dict, run_sta
         if method != neuron_set.method:
             out[method] = {n: given[n] if given.get(n) is not None else DEFAULTS[n] for n in names}
             continue
-        settings, source = {}, {}
-        for n in names:
-            if n in neuron_set.params:
-                if given.get(n) is not None and not _same(given[n], neuron_set.params[n]):
-                    raise LanglocError(f"{what} was made with {method} {n}={neuron_set.params[n]}; "
-                                       f"--{n.replace('_', '-')} {given[n]} would measure the stability of another "
-                                       "set: leave the option out (validate uses the set's settings)")
-                settings[n], source[n] = neuron_set.params[n], "recorded in the set"
-            elif given.get(n) is not None:
-                settings[n], source[n] = given[n], "given"
-            else:
-                settings[n], source[n] = DEFAULTS[n], "identify's default"
+        settings, source = _own_settings(method, neuron_set, given, what)
         found = find(method, run_stats, settings)
         langs = [lang for lang in neuron_set.languages if lang in run_stats.languages]  # the study refuses the rest
         if any(not torch.equal(found.mask(lang), neuron_set.mask(lang)) for lang in langs):
