@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from langloc.data.packing import corpus_windows, iter_batches
 from langloc.artefacts import compute_key
+from langloc.data.packing import corpus_windows, iter_batches
 from langloc.errors import LanglocError
 from langloc.manifest import check_same_model, content, read_safetensors_manifest
 from langloc.stats import ActivationStats
