@@ -93,6 +93,15 @@ def cached_step(folder: str | os.PathLike | None, name: str, settings: dict, com
     return result
 
 
+def compute_key(lm) -> dict:
+    """What a kept step's numbers depend on in the model as loaded, for the key of every step a
+    study keeps (:func:`cached_step`): the weights and tokenizer (fingerprints) *and* the dtype
+    and device class they compute in. The weights fingerprint deliberately ignores the dtype
+    (an artefact made in float32 applies to a bfloat16 load), so a resumed step must name it."""
+    return {"weights": lm.meta["weights_fingerprint"], "tokenizer": lm.meta["tokenizer_fingerprint"],
+            "dtype": str(next(lm.model.parameters()).dtype).replace("torch.", ""), "device": lm.device.type}
+
+
 def step_seconds(seconds: dict) -> float | None:
     """The summed compute time of a study's steps, fresh and kept; None if any is unknown."""
     vals = list(seconds.values())

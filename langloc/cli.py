@@ -640,9 +640,11 @@ def validate(
     window: int = typer.Option(32, help="Tokens per evaluation window (the interval's units are windows: at least 8 per language)."),
     control_draws: int = typer.Option(3, help="Independent draws of the matched and of the random control."),
     bins: int = typer.Option(10, help="Activation-probability bins of the matched control (10: width 0.1)."),
-    top_rate: float = typer.Option(0.01, help="LAPE's top rate for the stability check (as identify)."),
-    rate: float = typer.Option(0.00125, help="Thresholding's rate for the stability check (as identify)."),
-    other_max: Optional[float] = typer.Option(None, help="Thresholding's other-language maximum (as identify)."),
+    top_rate: Optional[float] = typer.Option(None, help="LAPE's top rate for the stability check. Default: for the set's own method the settings recorded in it (which must find the set again on the run's statistics; a value given must equal them), for another method identify's default. The same for the four options below."),
+    filter_rate: Optional[float] = typer.Option(None, help="LAPE's filter rate for the stability check."),
+    activation_bar_ratio: Optional[float] = typer.Option(None, help="LAPE's activation bar ratio for the stability check."),
+    rate: Optional[float] = typer.Option(None, help="Thresholding's rate for the stability check."),
+    other_max: Optional[float] = typer.Option(None, help="Thresholding's other-language maximum for the stability check."),
     seed: int = typer.Option(0, help="Seed of the controls' draws and the shard resamples."),
     dtype: Optional[str] = typer.Option(None, help="Default: the run's dtype (so the shards add up to the run)."),
     device: Optional[str] = DeviceOpt,
@@ -669,12 +671,14 @@ def planted(
     corpus of 4 "languages", collect its statistics and identify LAPE neurons (docs/validate.md).
 
     Writes OUT/model, OUT/corpus, OUT/domain, OUT/truth.json and the run folder OUT/run;
-    then try [bold]langloc validate OUT/run --domain OUT/domain --methods lape[/].
+    then try [bold]langloc validate OUT/run --domain OUT/domain --methods lape[/] (it prints
+    that command for OUT).
     """
-    from langloc.planted import planted_run, read_truth
+    from langloc.planted import planted_run, read_truth, validate_hint
 
     run = planted_run(out_dir)
     _show(f"planted: {read_truth(out_dir)['specific']}", f"-> {run}")
+    out.print(f"then: {escape(validate_hint(out_dir))}", soft_wrap=True, highlight=False)  # one line, to copy
 
 
 class Interrupted(Exception):
@@ -683,6 +687,24 @@ class Interrupted(Exception):
 
 def _on_sigint(signum, frame):
     raise Interrupted()
+
+
+_AGAIN = "rerun the same command into the same folder: it continues after its last finished step"
+# How an interrupted command continues; the commands not named here start again.
+RESUME_ROUTES = {
+    "collect": "rerun the same command with --resume to continue from its last checkpoint",
+    "importance": "rerun the same command with --resume to continue from its last checkpoint",
+    "train": "rerun the same command to continue from its last checkpoint (train resumes by default)",
+    "steer": _AGAIN,
+    "validate": _AGAIN,
+}
+
+
+def interrupted_message(argv: list[str]) -> str:
+    """The line printed on Ctrl-C: the resume route of the command that was interrupted."""
+    command = next((a for a in argv[1:] if not a.startswith("-")), "")
+    route = RESUME_ROUTES.get(command, f"{command or 'this command'} does not resume: rerun it to start again")
+    return f"interrupted: finished artefacts are kept; {route}"
 
 
 def main() -> None:
@@ -699,7 +721,7 @@ def main() -> None:
         err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except (Interrupted, KeyboardInterrupt):
-        err.print("[yellow]interrupted:[/] finished artefacts are kept; rerun the same command with --resume to continue")
+        err.print(escape(interrupted_message(sys.argv)), style="yellow", highlight=False, soft_wrap=True)
         sys.exit(130)
     except OSError as exc:
         # Disk full, permission denied, ...: artefacts are written atomically, so none is half-written.

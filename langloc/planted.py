@@ -268,6 +268,17 @@ def describe(truth: dict) -> str:
     return json.dumps({k: truth[k] for k in ("specific", "shared", "always_on")})
 
 
+def validate_hint(out: str | Path) -> str:
+    """The ``langloc validate`` command ``langloc planted`` suggests for ``out``: validate's
+    defaults, the planted second domain, LAPE's stability (measured with the settings recorded
+    in the identified set; tests/test_planted.py runs it as printed)."""
+    import shlex
+
+    out = Path(out)
+    return (f"langloc validate {shlex.quote(str(out / 'run'))} --domain {shlex.quote(str(out / 'domain'))} "
+            "--methods lape")
+
+
 def planted_run(out: str | Path, config: PlantedConfig = PlantedConfig(), *, tokens: int = 2048, window: int = 64,
                 progress: bool = False) -> Path:
     """``langloc planted``: build the planted folder, a second-domain corpus (``OUT/domain``:

@@ -290,6 +290,97 @@ def test_methods_compare_and_steer_end_to_end(setup, tmp_path, monkeypatch):
     assert fixed["rows"][0]["setting"] == "on(p90x2)+off@generated" and fixed["rows"][0].get("control_strict_rate") is None
 
 
+def _steer_tiny(setup, tmp_path, out, *extra):
+    root, model, corpus, run = setup
+    assert invoke("identify", run, "--method", "thresholding", "--rate", "0.05") == 0
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("In the beginning\nThe word was\nAnd the people\n", encoding="utf-8")
+    return invoke("steer", "-n", run / "neurons" / "thresholding.json", "-t", "fr", "--run", run, "-o", out,
+                  "--prompts", prompts, "--fixed", "on(mean_activex2)", "--no-diffmean", "--no-controls",
+                  "--max-new-tokens", "4", "--device", "cpu", *extra)
+
+
+def test_the_reported_k_is_the_95th_percentile_of_the_native_outputs_written(setup, tmp_path):
+    """k in steer.json, recomputed (numpy's percentile, statistics' median) from the native
+    continuations in generations.jsonl: the figure is tied to the outputs it was measured on."""
+    import statistics
+
+    import numpy as np
+
+    out = tmp_path / "steer"
+    assert _steer_tiny(setup, tmp_path, out) == 0
+    result = json.loads((out / "steer.json").read_text())
+    native = [g for g in map(json.loads, (out / "generations.jsonl").read_text().splitlines())
+              if g["method"] == "native"]
+    assert native and {g["target"] for g in native} == {"fr"} and result["k_rule"].startswith("95th percentile")
+    ratios, medians = [], {}
+    for lang in {g["target"] for g in native}:
+        ppls = [g["ppl"] for g in native if g["target"] == lang and np.isfinite(g["ppl"])]
+        medians[lang] = statistics.median(ppls)
+        ratios += [p / medians[lang] for p in ppls]
+    assert result["k"] == pytest.approx(float(np.percentile(ratios, 95)), rel=1e-12)
+    assert result["strict"]["k"] == result["k"] and result["strict"]["native_median"] == pytest.approx(medians)
+    rows = {r["language"]: r for r in csv.DictReader((out / "native.csv").open())}
+    assert {lang: float(r["median_ppl"]) for lang, r in rows.items()} == pytest.approx(medians, abs=1e-4)
+    assert all(int(rows[lang]["n"]) == sum(g["target"] == lang for g in native) for lang in rows)
+
+
+@pytest.mark.parametrize("command, where, route", [
+    ("steer", "langloc.steer.study.native_reference", "rerun the same command into the same folder"),
+    ("validate", "langloc.validate.study.collect_shards", "rerun the same command into the same folder"),
+    ("ablate", "langloc.evaluate.ablation.perplexity_table", "ablate does not resume: rerun it to start again"),
+])
+def test_ctrl_c_names_the_resume_route_of_the_interrupted_command(setup, tmp_path, monkeypatch, capsys,
+                                                                  command, where, route):
+    """Ctrl-C (the SIGINT handler raises cli.Interrupted) inside each command: one line naming
+    how *that* command continues; only collect, importance and train take --resume."""
+    import importlib
+
+    from langloc.cli import Interrupted, interrupted_message
+
+    root, model, corpus, run = setup
+
+    def stop(*a, **k):
+        raise Interrupted()
+
+    assert invoke("identify", run, "--top-rate", "0.05") == 0
+    module, name = where.rsplit(".", 1)
+    monkeypatch.setattr(importlib.import_module(module), name, stop)
+    capsys.readouterr()
+    if command == "steer":
+        status = _steer_tiny(setup, tmp_path, tmp_path / "s")
+    elif command == "validate":
+        status = invoke("validate", run, "-o", tmp_path / "v", "--methods", "lape", "--device", "cpu")
+    else:
+        status = invoke("ablate", run, "--eval-tokens", "128", "--device", "cpu")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 130 and err[-1].startswith("interrupted: finished artefacts are kept; ") and route in err[-1]
+    assert "--resume" not in err[-1] and "Traceback" not in "".join(err)
+    for resumable in ("collect", "importance"):
+        assert "with --resume" in interrupted_message(["langloc", resumable, "-o", "x"])
+    assert "--resume" not in interrupted_message(["langloc", "train", "x"])  # it resumes by default
+
+
+def _kept_steps(out):
+    return {p.name: json.loads(p.read_text()) for p in (out / ".parts").glob("*.json")}
+
+
+def test_steer_rerun_with_another_dtype_recomputes_every_step(setup, tmp_path):
+    out = tmp_path / "steer"
+    assert _steer_tiny(setup, tmp_path, out, "--dtype", "float32") == 0
+    first = _kept_steps(out)
+    assert first and all(d["settings"]["compute"]["dtype"] == "float32" for d in first.values())
+    assert _steer_tiny(setup, tmp_path, out, "--dtype", "bfloat16") == 0
+    second = _kept_steps(out)
+    assert set(second) == set(first)
+    for name, doc in second.items():  # every kept step was made again, in bfloat16, none reused
+        assert doc["settings"]["compute"] == {**first[name]["settings"]["compute"], "dtype": "bfloat16"}, name
+    # ... and the same command once more reuses every step (the key is not always new).
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / ".parts").glob("*.json")}
+    assert _steer_tiny(setup, tmp_path, out, "--dtype", "bfloat16") == 0
+    assert {p.name: p.stat().st_mtime_ns for p in (out / ".parts").glob("*.json")} == stamps
+
+
 @pytest.mark.parametrize("args, message", [
     (["--fixed", "on(loudx1)", "--no-diffmean"], "unknown value source"),
     (["--fixed", "on(autox1)@middle", "--no-diffmean"], "positions must be one of"),

@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from langloc.identify import NeuronSet
 from langloc.stats import ActivationStats
@@ -71,6 +72,7 @@ def test_ctrl_c_exits_cleanly_and_the_run_resumes(files, tmp_path):
     assert ref.returncode == 0, ref.stderr
     a, b = ActivationStats.load(tmp_path / "run"), ActivationStats.load(tmp_path / "ref")
     assert (a.over_zero == b.over_zero).all() and (a.active_sum == b.active_sum).all()
+    assert a.resid_sum is not None and torch.equal(a.resid_sum, b.resid_sum)  # DiffMean's sums survive Ctrl-C too
 
 
 def test_binary_file_lines_are_skipped_and_counted(files, tmp_path, capsys):

@@ -1,6 +1,8 @@
 """Interventions: every rule and position mode does what it says on tiny models of several
 architectures, and removing an intervention leaves the model bit for bit as before."""
 
+import contextlib
+
 import pytest
 import torch
 
@@ -363,6 +365,65 @@ def test_residual_edit_position_modes_during_generate(positions):
     if positions == "generated":
         # the first step after the prompt is steered (the prompt pass itself was not)
         torch.testing.assert_close(seen[1], plain[1] + edit.vectors[1], rtol=0, atol=1e-6)
+
+
+def _decode(lm, prompt, tokens, layer, iv=None):
+    """Layer ``layer``'s output and the logits of every pass: the prompt pass with ``iv``
+    applied (if given), then ``tokens`` fed one at a time on its KV cache with the model as it
+    is (no intervention): what an unsteered model computes after a steered prefix."""
+    outs = []
+
+    def capture():  # registered after the intervention's hooks: sees their result
+        return lm.layers[layer].register_forward_hook(
+            lambda m, a, o: outs.append((o[0] if isinstance(o, tuple) else o).clone()))
+
+    with torch.no_grad():
+        with (iv.apply(lm) if iv is not None else contextlib.nullcontext()):
+            h = capture()
+            first = lm.model(input_ids=prompt, use_cache=True)
+            h.remove()
+        h = capture()
+        cache, logits = first.past_key_values, [first.logits[:, -1]]
+        for t in range(tokens.shape[1] - 1):
+            step = lm.model(input_ids=tokens[:, t:t + 1], past_key_values=cache, use_cache=True)
+            cache = step.past_key_values
+            logits.append(step.logits[:, -1])
+        h.remove()
+    return outs, logits
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_residual_prompt_mode_leaves_the_generated_steps_alone(arch):
+    """Steering the residual stream at the prompt positions only: every generated step's hidden
+    state and logits are those of the unsteered model continuing the same steered prefix (its
+    KV cache); with ``all`` they are not, so the comparison can tell the two apart."""
+    lm = make(arch)
+    edit = residual_edit(lm, layers=(0, 1), scale=2.0)
+    prompt = IDS[:, :5]
+    runs = {}
+    for positions in ("prompt", "all"):
+        seen = []
+        with Intervention([edit], positions).apply(lm):
+            h = lm.layers[1].register_forward_hook(lambda m, a, o: seen.append(
+                (o[0] if isinstance(o, tuple) else o).clone()))  # after the edit's hook: sees its result
+            with torch.no_grad():
+                out = lm.model.generate(input_ids=prompt, max_new_tokens=4, do_sample=False, pad_token_id=0,
+                                        output_logits=True, return_dict_in_generate=True)
+            h.remove()
+        new = out.sequences[:, prompt.shape[1]:]
+        ref, ref_logits = _decode(lm, prompt, new, 1, Intervention([edit], positions))
+        runs[positions] = (seen, list(out.logits), ref, ref_logits, new)
+    seen, logits, ref, ref_logits, new = runs["prompt"]
+    assert len(seen) == len(ref) == 4 and [s.shape[1] for s in seen] == [5, 1, 1, 1]
+    for got, want in zip(seen, ref):  # the prompt pass steered alike, then the unsteered steps
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    for got, want in zip(logits, ref_logits):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    plain, _ = _decode(lm, prompt, new, 1)
+    assert not torch.allclose(seen[0], plain[0], atol=1e-3)  # the prompt was steered ...
+    assert not torch.allclose(seen[1], plain[1], atol=1e-3)  # ... and the steps see it through the cache
+    seen_all, _, ref_all, _, _ = runs["all"]
+    assert all(not torch.allclose(g, w, atol=1e-3) for g, w in zip(seen_all[1:], ref_all[1:]))  # all: steps steered
 
 
 def test_residual_edit_save_load_roundtrip_and_refusals(tmp_path):

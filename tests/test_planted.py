@@ -95,7 +95,8 @@ def test_zeroing_the_planted_sets_is_diagonal(planted, lm):
 def _validate(run, out, **kw):
     from langloc.studies import validate
 
-    config = validate.Config(run=run, eval_tokens=512, window=64, resamples=20, control_draws=2, progress=False, **kw)
+    config = validate.Config(run=run, **{"eval_tokens": 512, "window": 32, "resamples": 20, "control_draws": 2,
+                                         "progress": False, **kw})
     return validate.run(None, config, out)
 
 
@@ -177,3 +178,150 @@ def test_shards_must_be_between_two_and_the_number_of_batches():
     for bad in (1, 9):
         with pytest.raises(LanglocError, match="--shards"):
             shard_bounds(8, bad)
+
+
+# -- validate checks the set it was given -------------------------------------------------------
+def test_the_validate_command_planted_prints_works_as_printed(tmp_path, capsys):
+    """`langloc planted` ends with a validate command; run exactly as printed it calls every
+    planted language stable and selective, with stability measured on the validated sets."""
+    import csv
+    import shlex
+
+    from report_run import invoke
+
+    assert invoke("planted", "-o", tmp_path / "p") == 0
+    hint = [line for line in capsys.readouterr().out.splitlines() if line.startswith("then: ")]
+    assert len(hint) == 1
+    argv = shlex.split(hint[0].removeprefix("then: "))
+    assert argv[:2] == ["langloc", "validate"]
+    assert invoke(*argv[1:]) == 0
+    out = tmp_path / "p" / "run" / "validate"
+    ns = NeuronSet.load(tmp_path / "p" / "run" / "neurons" / "lape.json")
+    rows = {r["language"]: r for r in csv.DictReader((out / "validation.csv").open())}
+    assert set(rows) == set(LANGUAGES)
+    for lang, r in rows.items():
+        assert r["selective"] == "True" and r["stable"] == "True", r["verdict"]
+        assert r["verdict"].startswith(f"{lang}: selective") and "; stable (core 100%" in r["verdict"]
+    stab = list(csv.DictReader((out / "stability.csv").open()))
+    assert [r["method"] for r in stab] == ["lape"] * len(LANGUAGES)
+    for r in stab:  # the validated sets (3/3/2/2), found with the settings recorded in them
+        size = ns.count(r["language"])
+        assert int(r["set_size"]) == size and r["shard_sizes"] == "/".join([str(size)] * 4)
+        assert r["settings"] == f"top_rate={ns.params['top_rate']} filter_rate=0.95 activation_bar_ratio=0.95"
+
+
+def test_a_set_is_re_identified_with_its_own_settings_or_refused(planted, lm, tmp_path, capsys):
+    from langloc.identify.lape import lape_from_stats
+    from langloc.validate.stability import identification_settings
+    from report_run import invoke
+
+    folder, run, truth = planted
+    stats = ActivationStats.load(run)
+    none = dict.fromkeys(("top_rate", "filter_rate", "activation_bar_ratio", "rate", "other_max"))
+    # Made with non-default settings: re-identified with them, whatever the options' defaults.
+    odd = lape_from_stats(stats, top_rate=truth["settings"]["lape_top_rate"], filter_rate=0.9,
+                          activation_bar_ratio=0.9)
+    got = identification_settings(("lape", "thresholding"), odd, none, stats)
+    assert got["lape"] == {"top_rate": truth["settings"]["lape_top_rate"], "filter_rate": 0.9,
+                           "activation_bar_ratio": 0.9}
+    assert got["thresholding"] == {"rate": 0.00125, "other_max": None}  # another method: identify's defaults
+    import inspect
+
+    from langloc.identify.methods import DEFAULTS
+    from langloc.workflows import identify_run
+
+    params = inspect.signature(identify_run).parameters
+    assert {k: params[k].default for k in DEFAULTS} == DEFAULTS
+    # An option that contradicts the recorded settings is refused, not silently used.
+    with pytest.raises(LanglocError, match="was made with lape top_rate=0.0703125; --top-rate 0.01"):
+        identification_settings(("lape",), odd, {**none, "top_rate": 0.01}, stats)
+    # A set that records no settings (imported, hand-made) and that identify's defaults do not
+    # find again: refused, saying why; given the settings that find it, measured.
+    bare = NeuronSet(odd.neurons, odd.num_layers, odd.intermediate_size, method="lape",
+                     params={"imported_from": "elsewhere"}, meta={"model": lm.meta})
+    with pytest.raises(LanglocError, match=r"top_rate=0.01 \(identify's default\).*cannot be measured here"):
+        identification_settings(("lape",), bare, none, stats, what="bare.json")
+    given = {**none, "top_rate": truth["settings"]["lape_top_rate"], "filter_rate": 0.9, "activation_bar_ratio": 0.9}
+    assert identification_settings(("lape",), bare, given, stats)["lape"] == got["lape"]
+    # Through the CLI: one error line, before anything is computed or written.
+    path = bare.save(tmp_path / "bare.json")
+    capsys.readouterr()
+    assert invoke("validate", run, "--neurons", path, "--methods", "lape", "-o", tmp_path / "v") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: lape with top_rate=0.01") and str(path) in err[0]
+    assert not (tmp_path / "v").exists()
+
+
+def test_empty_sets_have_no_jaccard_and_no_stable_core():
+    from langloc.validate.stability import jaccard, stability
+
+    assert jaccard(torch.zeros(1, 4, dtype=torch.bool), torch.zeros(1, 4, dtype=torch.bool)) != 0.0  # NaN, not 1
+    # Language b's only active neuron is as active in a: thresholding with other_max finds nothing for b.
+    over = torch.tensor([[[8, 8, 0, 0]], [[0, 8, 0, 0]]])
+
+    def stats(scale):
+        return ActivationStats(["a", "b"], torch.tensor([10, 10]) * scale, over * scale,
+                               torch.zeros(2, 1, 4, dtype=torch.float64), torch.zeros(2, 1, 4, dtype=torch.float64))
+
+    rows, core = stability("thresholding", stats(4), [stats(1)] * 4, {"rate": 0.25, "other_max": 0.5}, resamples=5)
+    a, b = rows
+    assert (a["set_size"], a["shard_jaccard"], a["stable_core"]) == (1, 1.0, 1.0)
+    assert b["set_size"] == 0 and b["shard_sizes"] == "0/0/0/0"
+    for key in ("shard_jaccard", "shard_jaccard_min", "shard_vs_full_jaccard", "stable_core"):
+        assert b[key] != b[key], key  # NaN: reported as n/a
+
+
+def test_selective_compares_with_the_largest_upper_bound_over_all_other_languages():
+    """The largest other *ratio* (bb) has a narrow interval; cc's is lower but wider and reaches
+    above the own interval: not selective, though own_lo clears bb's upper bound."""
+    from langloc.evaluate.ablation import AblationRow
+    from langloc.validate.verdicts import by_condition, language_row
+
+    def row(evaluated, ratio, lo, hi):
+        return AblationRow("aa", evaluated, 10.0, 10.0 * ratio, lo, hi)
+
+    table = by_condition([row("aa", 2.0, 1.5, 2.5), row("bb", 1.3, 1.28, 1.32), row("cc", 1.2, 1.0, 1.6),
+                          AblationRow("exclusive:aa", "bb", 10.0, 13.0, 1.28, 1.32)])  # the set is all exclusive
+    r = language_row("aa", ["aa", "bb", "cc"], table, {}, None, None,
+                     {"set_size": 2, "exclusive_size": 2, "shared_size": 0}, 0)
+    assert r["other_language"] == "bb" and r["own_lo"] > r["other_hi"]  # the old rule would say selective
+    assert r["other_hi_max_language"] == "cc" and r["other_hi_max"] == 1.6
+    assert not r["selective"] and "not selective" in r["verdict"] and "upper bound 1.60 on cc" in r["verdict"]
+    table[("aa", "cc")] = row("cc", 1.2, 1.0, 1.4)  # now every other interval lies below 1.5
+    assert language_row("aa", ["aa", "bb", "cc"], table, {}, None, None,
+                        {"set_size": 2, "exclusive_size": 2, "shared_size": 0}, 0)["selective"]
+
+
+def test_validate_rerun_with_another_dtype_recomputes_every_step(planted, tmp_path):
+    """Every kept step (.parts tables and the shards) names the dtype it was computed in: a
+    rerun into the same folder with another --dtype makes each again; the same rerun reuses it."""
+    import json
+
+    from langloc.manifest import content, read_safetensors_manifest
+    from langloc.validate.shards import language_file, shard_folder
+
+    folder, run, truth = planted
+    out = tmp_path / "v"
+
+    def kept():
+        parts = {p.name: json.loads(p.read_text())["settings"]["model"] for p in (out / ".parts").glob("*.json")}
+        shards = {(j, lang): content(read_safetensors_manifest(language_file(shard_folder(out / "shards", j), lang),
+                                                               "langloc.stats"))["key"]["model"]
+                  for j in range(4) for lang in LANGUAGES}
+        return parts, shards
+
+    def validate(dtype):
+        return _validate(run, out, methods=("lape",), dtype=dtype, resamples=5, control_draws=1)
+
+    validate("float32")
+    parts, shards = kept()
+    assert set(parts) == {"main.json", *(f"controls-{lang}.json" for lang in LANGUAGES)}
+    assert {m["dtype"] for m in [*parts.values(), *shards.values()]} == {"float32"}
+    m = validate("bfloat16")
+    again, again_shards = kept()
+    assert set(again) == set(parts) and set(again_shards) == set(shards)
+    assert {m["dtype"] for m in [*again.values(), *again_shards.values()]} == {"bfloat16"}  # none reused
+    assert m["model"]["dtype"] == "bfloat16"
+    stamps = {p: p.stat().st_mtime_ns for p in [*(out / ".parts").glob("*.json"), *(out / "shards").rglob("*.safetensors")]}
+    validate("bfloat16")
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps

@@ -25,8 +25,11 @@ def files(tmp_path_factory):
 
 
 def same_bits(a: ActivationStats, b: ActivationStats) -> bool:
+    """Every counter equal bit for bit, the residual sums (DiffMean's means) included."""
+    assert a.resid_sum is not None and b.resid_sum is not None  # collect keeps them: they are compared, not skipped
     return (a.languages == b.languages and torch.equal(a.n, b.n) and torch.equal(a.over_zero, b.over_zero)
-            and torch.equal(a.active_sum, b.active_sum) and torch.equal(a.act_sum, b.act_sum))
+            and torch.equal(a.active_sum, b.active_sum) and torch.equal(a.act_sum, b.act_sum)
+            and torch.equal(a.resid_sum, b.resid_sum))
 
 
 def cli(*args):

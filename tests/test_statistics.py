@@ -262,6 +262,7 @@ def test_ablate_rows_have_intervals_and_control_draws(run_folder, tmp_path):
             assert r.draws == 2 and r.ratio_min <= r.ratio <= r.ratio_max
         else:
             assert r.draws is None and r.ratio_min is None
+    assert any(r.draws and r.ratio_lo < r.ratio_hi for r in rows)  # controls with a real spread were checked
     # The sets' rows are those of a run without controls; one draw reports the draw itself.
     alone = ablate(lm, ns, corpus, controls=False, **kw)
     key = lambda r: (r.deactivated, r.evaluated, r.ppl, *(None if v != v else v for v in (r.ratio_lo, r.ratio_hi)))  # noqa: E731

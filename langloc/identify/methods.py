@@ -42,6 +42,11 @@ def _expert_units(stats, run: Path, *, n_units: int, **_) -> NeuronSet:
     return ns
 
 
+# identify's default settings (langloc.workflows.identify_run, the CLI's identify), for the
+# commands that re-identify with a method other than the one a set was made with.
+DEFAULTS = {"top_rate": 0.01, "filter_rate": 0.95, "activation_bar_ratio": 0.95, "rate": 0.00125, "other_max": None,
+            "n_units": 2000}
+
 METHODS: dict[str, Method] = {
     "lape": Method(_lape, "Tang et al. 2024", ("top_rate", "filter_rate", "activation_bar_ratio")),
     "thresholding": Method(_thresholding, "Mondal et al. 2025", ("rate", "other_max")),

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from langloc.artefacts import atomic_path, cached_step, step_seconds, write_csv, write_json
+from langloc.artefacts import atomic_path, cached_step, compute_key, step_seconds, write_csv, write_json
 from langloc.controls import check_draws, derive_seed, random_control
 from langloc.errors import LanglocError
 from langloc.evaluate.intervals import rate_ci, share_ci
@@ -278,8 +278,13 @@ def steer_study(steerer: Steerer, methods: list, targets: list[str], *, source: 
     # (targets, sets and sources are not part of it: each cell's key names its own, so a rerun
     # with one more target or method keeps the cells it shares with the first run)
     unkeyed = ("progress", "targets", "matrix_sources", "neurons", "diffmean", "controls", "control_draws")
+    # "compute": the dtype and device class in use (the config's --dtype may say "auto"); the
+    # batch size is in "generation"; "statistics": the run's windows the values come from.
+    run_stats = steerer.values.stats
     step_key = {"config": {n: v for n, v in (config or {}).items() if n not in unkeyed}, "model": lm.meta,
-                "generation": asdict(steerer.gen), "lenient": asdict(steerer.rule), "source": source,
+                "compute": compute_key(lm), "generation": asdict(steerer.gen),
+                "statistics": {n: run_stats.meta.get(n) for n in ("corpus", "window", "tokens", "seed")}
+                if run_stats is not None else None, "lenient": asdict(steerer.rule), "source": source,
                 "eval_prompts": eval_prompts, "tune_prompts": tune_prompts, "seed": seed}
     languages = list(dict.fromkeys(targets))
     n_controls = draws if controls else 0

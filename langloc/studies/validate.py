@@ -35,8 +35,11 @@ class Config(StudyConfig):
     windows per forward pass; control_draws: independent draws of each control; bins:
     activation-probability bins of the matched control; top_rate, filter_rate,
     activation_bar_ratio (LAPE), rate, other_max (thresholding): identification settings of the
-    stability check; seed: controls and shard resamples; model, dtype, device: the model
-    (default: the run's model and dtype); progress: bars."""
+    stability check (None: for the set's own method the settings recorded in the set, which
+    must find the set again on the run's statistics; for another method identify's defaults;
+    a value given for the set's method must equal the recorded one); seed: controls and shard
+    resamples; model, dtype, device: the model (default: the run's model and dtype);
+    progress: bars."""
 
     run: Path
     neurons: Optional[Path] = None
@@ -51,10 +54,10 @@ class Config(StudyConfig):
     batch_size: int = 10
     control_draws: int = 3
     bins: int = 10
-    top_rate: float = 0.01
-    filter_rate: float = 0.95
-    activation_bar_ratio: float = 0.95
-    rate: float = 0.00125
+    top_rate: Optional[float] = None
+    filter_rate: Optional[float] = None
+    activation_bar_ratio: Optional[float] = None
+    rate: Optional[float] = None
     other_max: Optional[float] = None
     seed: int = 0
     model: Optional[str] = None
@@ -87,6 +90,7 @@ def run(lm, config: Config, out: str | Path) -> Manifest:
     from langloc.manifest import make_manifest, write_manifest
     from langloc.stats import ActivationStats
     from langloc.validate.domain import resolve_domain
+    from langloc.validate.stability import identification_settings
     from langloc.validate.study import validate_study, write_outputs
     from langloc.workflows import default_neurons
 
@@ -96,6 +100,9 @@ def run(lm, config: Config, out: str | Path) -> Manifest:
     stats = ActivationStats.load(c.run)
     neurons = c.neurons or default_neurons(c.run)
     ns = NeuronSet.load(neurons)
+    given = {"top_rate": c.top_rate, "filter_rate": c.filter_rate, "activation_bar_ratio": c.activation_bar_ratio,
+             "rate": c.rate, "other_max": c.other_max}
+    settings = identification_settings(c.methods, ns, given, stats, what=str(neurons))
     corpus = load_corpus(run_corpus_spec(stats.meta), seed=stats.meta.get("seed", 0))
     corpus.require_text(ns.languages, "eval")
     domain_spec = resolve_domain(c.domain, ns.languages, out)
@@ -105,8 +112,6 @@ def run(lm, config: Config, out: str | Path) -> Manifest:
     dtype = c.dtype or stats.meta["model"].get("dtype", "auto")
     lm = lm or load_model_of(stats.meta, c.model, dtype, c.device, str(c.run))
     ns.check_model(lm)
-    settings = {"top_rate": c.top_rate, "filter_rate": c.filter_rate, "activation_bar_ratio": c.activation_bar_ratio,
-                "rate": c.rate, "other_max": c.other_max, "n_units": 2}
     result = validate_study(lm, stats, ns, corpus, out, domain=domain, methods=c.methods, identify_settings=settings,
                             shards=c.shards, stats_batch_size=c.stats_batch_size, resamples=c.resamples,
                             core_min=c.core_min, eval_tokens=c.eval_tokens, window=c.window,
@@ -117,7 +122,7 @@ def run(lm, config: Config, out: str | Path) -> Manifest:
         KIND, model=lm.meta, corpus={"stats": stats.meta.get("corpus"), "eval": corpus.describe(),
                                      "domain": domain.describe() if domain else None},
         split={"shards": "stats", "ratios": "eval", "domain": "eval"}, started=started,
-        config={**c.to_dict(), "neurons": str(neurons), "method": ns.method},
+        config={**c.to_dict(), "neurons": str(neurons), "method": ns.method, "stability_settings": settings},
         seeds={"controls": c.seed, "shard_resamples": c.seed})
     write_manifest(paths[0], manifest, paths, shard_check=result["shard_check"],
                    wall_seconds_by_step={k: round(v, 1) for k, v in result["wall"].items()},

@@ -12,20 +12,25 @@ the run's bit for bit; :func:`compare_with_run` measures how far they are from i
 Each shard is a run folder of its own (``SHARDS/shard<j>/run.json`` and
 ``stats/<lang>.safetensors``, with ``"shard": {"index", "of", "batches"}`` in the manifest), so
 ``ActivationStats.load`` and ``langloc identify`` read it. A language's shards are written as
-each shard is finished, atomically; a killed run resumes from the shards already there.
+each shard is finished, atomically; a killed run resumes from the shards already there, but
+only from those counted with the same key (the run's corpus, window, tokens and seed, the
+shards and batch size, and the model's dtype and device class: ``"key"`` in each shard's
+metadata); the others are counted again.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
+from langloc.artefacts import compute_key
 from langloc.data.packing import corpus_windows, iter_batches
 from langloc.errors import LanglocError
-from langloc.manifest import check_same_model
+from langloc.manifest import check_same_model, content, read_safetensors_manifest
 from langloc.stats import ActivationStats
 from langloc.stats.activation_stats import language_file, read_run, save_language_stats, write_run_meta
 from langloc.stats.counters import ActivationCounter, totals_from_state
@@ -54,10 +59,12 @@ def collect_shards(lm, corpus, run_meta: dict, languages: list[str], root: str |
     n_batches = -(-(tokens // window) // batch_size)
     bounds = shard_bounds(n_batches, shards)
     settings = {"corpus": run_meta["corpus"], "window": window, "tokens": tokens, "seed": seed}
+    key = {**settings, "shards": shards, "batch_size": batch_size, "model": compute_key(lm)}
+    fresh = {j for j in range(shards) if _made_with(shard_folder(root, j), key)}  # the others are counted anew
     counter = ActivationCounter(lm, skip_first_position=lm.add_bos)
     with counter, torch.inference_mode():
         for lang in languages:
-            todo = [j for j in range(shards) if not language_file(shard_folder(root, j), lang).is_file()]
+            todo = [j for j in range(shards) if not (j in fresh and _kept(shard_folder(root, j), lang, key))]
             if not todo:
                 continue
             windows = corpus_windows(lm, corpus, lang, "stats", window=window, max_tokens=tokens, lazy=True)
@@ -75,23 +82,46 @@ def collect_shards(lm, corpus, run_meta: dict, languages: list[str], root: str |
                 counter.run(batch)
                 bar.update()
                 if b == bounds[j][1] - 1:
-                    _save_shard(root, j, shards, bounds[j], lang, counter, lm, settings, started)
+                    _save_shard(root, j, shards, bounds[j], lang, counter, lm, {**settings, "key": key}, started,
+                                anew=j not in fresh)
+                    fresh.add(j)
             bar.close()
-            missing = [j for j in todo if not language_file(shard_folder(root, j), lang).is_file()]
+            missing = [j for j in todo if not _kept(shard_folder(root, j), lang, key)]
             if missing:
                 raise LanglocError(f"the {lang} statistics ran out before shard(s) {missing} were filled: the "
                                    "corpus changed since the run was collected")
     return [load_shard(root, j, languages) for j in range(shards)]
 
 
+def _made_with(folder: Path, key: dict) -> bool:
+    """Whether the shard folder's run.json was written with ``key`` (not: another dtype, ...)."""
+    try:
+        return read_run(folder).get("key") == json.loads(json.dumps(key))
+    except LanglocError:
+        return False
+
+
+def _kept(folder: Path, lang: str, key: dict) -> bool:
+    """Whether ``lang``'s shard file is there and was counted with ``key``."""
+    path = language_file(folder, lang)
+    try:
+        return path.is_file() and content(read_safetensors_manifest(path, "langloc.stats")).get("key") == \
+            json.loads(json.dumps(key))
+    except LanglocError:
+        return False
+
+
 def _save_shard(root: Path, j: int, shards: int, bounds: tuple[int, int], lang: str, counter, lm, settings: dict,
-                started: float) -> None:
+                started: float, anew: bool) -> None:
+    """Write ``lang``'s shard ``j``; ``anew``: the folder's run.json is stale (another key) and
+    is started again, listing only the languages counted with this key."""
     folder = shard_folder(root, j)
     shard = {"index": j, "of": shards, "batches": list(bounds)}
     save_language_stats(folder, lang, totals_from_state(counter.state()),
                         {"model": lm.meta, **settings, "shard": shard}, started)
     path = folder / "run.json"
-    meta = read_run(folder) if path.is_file() else {"model": lm.meta, **settings, "shard": shard, "languages": []}
+    meta = read_run(folder) if path.is_file() and not anew else {"model": lm.meta, **settings, "shard": shard,
+                                                                  "languages": []}
     if lang not in meta["languages"]:
         meta["languages"].append(lang)
     write_run_meta(folder, meta, started)

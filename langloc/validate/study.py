@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from langloc.artefacts import cached_step, write_csv, write_json
+from langloc.artefacts import cached_step, compute_key, write_csv, write_json
 from langloc.controls import random_control
 from langloc.data.packing import corpus_windows
 from langloc.errors import LanglocError
@@ -41,8 +41,9 @@ def validate_study(lm, run_stats, neuron_set, corpus, out: str | Path, *, domain
                    identify_settings: dict, shards: int = 4, stats_batch_size: int = 4, resamples: int = 200,
                    core_min: float = 0.8, eval_tokens: int = 384, window: int = 96, batch_size: int = 8,
                    control_draws: int = 3, bins: int = cond.BINS, seed: int = 0, progress: bool = True) -> dict:
-    """Everything ``langloc validate`` computes; returns ``{"rows", "stability", "tables",
-    "shard_check", "wall", "steps"}`` (the files are written by the study's ``run``); ``wall``: this
+    """Everything ``langloc validate`` computes; ``identify_settings``: per method in ``methods``,
+    the settings of the stability check (:func:`langloc.validate.stability.identification_settings`).
+    Returns ``{"rows", "stability", "tables", "shard_check", "wall", "steps"}`` (the files are written by the study's ``run``); ``wall``: this
     invocation's seconds per stage; ``steps``: each kept step's seconds when it was computed,
     in this invocation or an earlier one."""
     out = Path(out)
@@ -59,7 +60,7 @@ def validate_study(lm, run_stats, neuron_set, corpus, out: str | Path, *, domain
     t = time.time()
     stab_rows, cores = [], {}
     for method in methods:
-        rows, core = stability(method, run_stats, shard_stats, identify_settings, resamples=resamples,
+        rows, core = stability(method, run_stats, shard_stats, identify_settings[method], resamples=resamples,
                                core_min=core_min, seed=seed)
         stab_rows += rows
         cores[method] = core
@@ -74,8 +75,10 @@ def validate_study(lm, run_stats, neuron_set, corpus, out: str | Path, *, domain
             layers = parts[lang][k]
             if sum(len(i) for i in layers):
                 main_conditions.append((f"{name}:{lang}", lambda layers=layers: deactivate(lm, layers)))
+    # A kept table is reused only if everything that changes its numbers is the same: the
+    # windows, the set, the model *as computed* (dtype, device class) and the batches.
     common = {"eval_tokens": eval_tokens, "window": window, "seed": seed, "set": neuron_set.to_dict()["neurons"],
-              "model": lm.meta["weights_fingerprint"], "corpus": corpus.describe()}
+              "model": compute_key(lm), "batch_size": batch_size, "corpus": corpus.describe()}
     table = _cached(out, "main", common, lambda: perplexity_table(
         lm, evals, main_conditions, batch_size=batch_size, progress=progress, desc="validate: sets"),
         steps)

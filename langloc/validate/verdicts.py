@@ -2,8 +2,10 @@
 
 The rules (fixed before any result was seen; docs/validate.md explains them):
 
-* **selective**: the own-language ratio's 95% interval lies above the interval of the largest
-  ratio on another language (``own_lo > other_hi``).
+* **selective**: the own-language ratio's 95% interval lies above the interval of every other
+  language: ``own_lo`` above the largest upper bound over the other languages (which need not
+  be the upper bound of the largest ratio: a smaller ratio can have a wider interval; an
+  interval that is missing counts as unbounded).
 * **stable**: at least 80% of the set's neurons are in its stable core (found in >= 80% of the
   shard resamples), for the method the set was made with.
 * **beats a control**: ``own_lo`` is above both the control's interval (``ratio_hi``, the mean
@@ -43,8 +45,20 @@ def largest_other(table: dict, cond: str, lang: str, langs: list[str]):
     return max(others, key=lambda r: r.ratio) if others else None
 
 
-def selective(own, other) -> bool:
-    return own is not None and other is not None and own.ratio_lo > other.ratio_hi
+def _upper(row) -> float:
+    hi = row.ratio_hi
+    return math.inf if hi is None or hi != hi else hi  # no interval: nothing bounds it
+
+
+def largest_upper(table: dict, cond: str, lang: str, langs: list[str]):
+    """The other language's row whose interval reaches highest (largest ``ratio_hi``)."""
+    others = [table[(cond, e)] for e in langs if e != lang and (cond, e) in table]
+    return max(others, key=_upper) if others else None
+
+
+def selective(own, top) -> bool:
+    """``own``'s interval lies above ``top``'s, the largest upper bound of the other languages."""
+    return own is not None and top is not None and own.ratio_lo > _upper(top)
 
 
 def beats(own, control) -> bool | None:
@@ -73,14 +87,16 @@ def language_row(lang: str, langs: list[str], table: dict, controls: dict, domai
     """One row of validation.csv (see docs/validate.md for the columns)."""
     own = table[(lang, lang)]
     other = largest_other(table, lang, lang, langs)
+    top = largest_upper(table, lang, lang, langs)
     row = {"language": lang, **sizes, "always_on": always_on,
            "shard_jaccard": stab["shard_jaccard"] if stab else math.nan,
            "shard_jaccard_min": stab["shard_jaccard_min"] if stab else math.nan,
            "stable_core": stab["stable_core"] if stab else math.nan,
            "own_ratio": own.ratio, "own_lo": own.ratio_lo, "own_hi": own.ratio_hi,
            "other_language": other.evaluated if other else "", "other_ratio": other.ratio if other else math.nan,
-           "other_lo": other.ratio_lo if other else math.nan, "other_hi": other.ratio_hi if other else math.nan}
-    row["selective"] = selective(own, other)
+           "other_lo": other.ratio_lo if other else math.nan, "other_hi": other.ratio_hi if other else math.nan,
+           "other_hi_max": _upper(top) if top else math.nan, "other_hi_max_language": top.evaluated if top else ""}
+    row["selective"] = selective(own, top)
     for kind in ("matched", "random"):
         c = controls.get((f"{kind}:{lang}", lang))
         row.update({f"{kind}_ratio": c.ratio if c else math.nan, f"{kind}_lo": c.ratio_lo if c else math.nan,
@@ -90,12 +106,14 @@ def language_row(lang: str, langs: list[str], table: dict, controls: dict, domai
     if domain:
         d_own = domain[(lang, lang)]
         d_other = largest_other(domain, lang, lang, langs)
+        d_top = largest_upper(domain, lang, lang, langs)
         row.update({"domain_own_ratio": d_own.ratio, "domain_own_lo": d_own.ratio_lo, "domain_own_hi": d_own.ratio_hi,
                     "domain_other_language": d_other.evaluated if d_other else "",
                     "domain_other_ratio": d_other.ratio if d_other else math.nan,
                     "domain_other_lo": d_other.ratio_lo if d_other else math.nan,
                     "domain_other_hi": d_other.ratio_hi if d_other else math.nan,
-                    "domain_selective": selective(d_own, d_other)})
+                    "domain_other_hi_max": _upper(d_top) if d_top else math.nan,
+                    "domain_selective": selective(d_own, d_top)})
     spill = other if other is not None and other.ratio_lo > SPILL_MIN else None
     excl = table.get((f"exclusive:{lang}", spill.evaluated)) if spill else None
     shared = table.get((f"shared:{lang}", spill.evaluated)) if spill else None
@@ -116,6 +134,15 @@ def language_row(lang: str, langs: list[str], table: dict, controls: dict, domai
     return row
 
 
+def _reach(r: dict) -> str:
+    """Where another language's interval reaches higher than the largest ratio's: say so."""
+    lang = r.get("other_hi_max_language", "")
+    if not lang or lang == r["other_language"]:
+        return ""
+    hi = r["other_hi_max"]
+    return f"; upper bound {hi:.2f} on {lang}" if math.isfinite(hi) else f"; no interval on {lang}"
+
+
 def verdict(r: dict, has_stability: bool, has_domain: bool) -> str:
     """The plain-words line of one language."""
     lang = r["language"]
@@ -123,10 +150,12 @@ def verdict(r: dict, has_stability: bool, has_domain: bool) -> str:
         return f"{lang}: empty set, nothing to validate"
     other = r["other_language"]
     parts = [f"{lang}: {'selective' if r['selective'] else 'not selective'} (own {_x(r['own_ratio'])}"
-             f"{_ci(r['own_lo'], r['own_hi'])} vs {_x(r['other_ratio'])}{_ci(r['other_lo'], r['other_hi'])} on {other})"]
+             f"{_ci(r['own_lo'], r['own_hi'])} vs {_x(r['other_ratio'])}{_ci(r['other_lo'], r['other_hi'])} on {other}"
+             f"{_reach(r)})"]
     if has_stability:
-        parts.append(f"{'stable' if r['stable'] else 'unstable'} (core {r['stable_core']:.0%}, "
-                     f"shard Jaccard {r['shard_jaccard']:.2f})")
+        core, jac = r["stable_core"], r["shard_jaccard"]  # NaN (n/a) for empty sets
+        parts.append(f"{'stable' if r['stable'] else 'unstable'} (core {'n/a' if core != core else f'{core:.0%}'}, "
+                     f"shard Jaccard {'n/a' if jac != jac else f'{jac:.2f}'})")
     ctl = []
     for kind in ("matched", "random"):
         if r[f"{kind}_draws"]:
