@@ -43,11 +43,24 @@ out = Console()
 ModelOpt = typer.Option("gemma-3-270m", "--model", "-m", help="Hugging Face id, local folder, or alias: gemma-3-270m, smollm2-135m.")
 DtypeOpt = typer.Option("auto", help="auto (float32 on CPU, bfloat16 on GPU), fast (bfloat16 where the CPU/GPU computes it natively, else float32), float32, bfloat16 or float16.")
 DeviceOpt = typer.Option(None, help="cpu, cuda, cuda:1, or auto (device_map='auto': spread a large model over all GPUs). Default: cuda if available.")
+LidOpt = typer.Option(False, "--lid-filter", help="Keep only documents (lines of a .txt corpus) that py3langid gives their language with probability >= --lid-threshold; report what is dropped, and filter the held-out split of later steps the same way (needs langloc[langid]).")
+LidThresholdOpt = typer.Option(0.5, help="With --lid-filter: the least probability of the language (over the 22 Bible languages and it) a document needs to be kept.")
 SiteOpt = typer.Option(None, "--neuron-site", help="For architectures not in langloc's table: LAYERS:NEURON:DOWN module paths relative to model.base_model, e.g. layers:mlp.act_fn:mlp.down_proj.")
 
 
 def _langs(spec: str) -> list[str]:
     return split_list(spec)
+
+
+def _lid(on: bool, threshold: float) -> dict | None:
+    """load_corpus's lid_filter for --lid-filter / --lid-threshold."""
+    return {"threshold": threshold} if on else None
+
+
+def _notes(corpus, languages: list[str]) -> None:
+    """What was skipped of the text (bad encoding, the language-ID filter), on stderr."""
+    for line in tables.corpus_notes(corpus, languages):
+        err.print(line, highlight=False, soft_wrap=True)
 
 
 def _show(*items) -> None:
@@ -80,6 +93,8 @@ def collect(
     checkpoint_every: int = typer.Option(50, help="Checkpoint counters and position every N batches."),
     segments: int = typer.Option(0, help="Also store each neuron's mean response on N text segments per language (needed by identify --method expert_units; 100 is a good start)."),
     segment_tokens: int = typer.Option(32, help="Tokens per segment for --segments."),
+    lid_filter: bool = LidOpt,
+    lid_threshold: float = LidThresholdOpt,
 ):
     """Count, per language and neuron, how often the neuron is active (> 0), on the decoder body only.
 
@@ -96,12 +111,10 @@ def collect(
     stats, c = collect_run(out_dir, _langs(languages), model=model, corpus=corpus, tokens=tokens, window=window,
                            batch_size=batch_size, seed=seed, dtype=dtype, device=device, neuron_site=neuron_site,
                            resume=resume, checkpoint_every=checkpoint_every, segments=segments,
-                           segment_tokens=segment_tokens)
-    if not distributed.is_main():
-        return
-    for name, lines in getattr(c, "skipped", {}).items():
-        err.print(f"[yellow]warning:[/] skipped {len(lines)} line(s) of {name} that are not UTF-8 text")
-    _show(tables.collect(stats), f"statistics in {out_dir}/stats; next: langloc identify {out_dir}")
+                           segment_tokens=segment_tokens, lid_filter=_lid(lid_filter, lid_threshold))
+    if distributed.is_main():
+        _notes(c, _langs(languages))
+        _show(tables.collect(stats), f"statistics in {out_dir}/stats; next: langloc identify {out_dir}")
 
 
 @app.command()
@@ -240,6 +253,8 @@ def importance(
     neuron_site: Optional[str] = SiteOpt,
     resume: bool = typer.Option(False, help="Continue an interrupted language from its last checkpoint."),
     checkpoint_every: int = typer.Option(25, help="Checkpoint the summed gradients every N batches."),
+    lid_filter: bool = LidOpt,
+    lid_threshold: float = LidThresholdOpt,
 ):
     """Score every decoder-layer weight for each language: |θ · ∂L/∂θ| (Zhang et al.).
 
@@ -255,12 +270,13 @@ def importance(
     from langloc.models import load_model
     from langloc.regions.importance import compute_importance
 
-    c = load_corpus(corpus, seed=seed)
+    c = load_corpus(corpus, seed=seed, lid_filter=_lid(lid_filter, lid_threshold))
     c.require_text(_langs(languages), "stats")
     lm = load_model(model, dtype=dtype, device=device or distributed.local_device(), neuron_site=neuron_site)
     compute_importance(lm, c, _langs(languages), out_dir, tokens=tokens, window=window, batch_size=batch_size,
                        precision=precision, resume=resume, checkpoint_every=checkpoint_every)
     if distributed.is_main():
+        _notes(c, _langs(languages))
         out.print(f"scores in {out_dir}/importance; next: langloc regions {out_dir}")
 
 

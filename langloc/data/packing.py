@@ -74,15 +74,25 @@ def corpus_windows(model, corpus, lang: str, split: str, *, window: int, max_tok
                    lazy: bool = False) -> torch.Tensor | Iterator[torch.Tensor]:
     """Windows of ``lang``'s ``split`` of ``corpus`` for ``model`` (a LoadedModel): a tensor
     ``[n, window]``, or with ``lazy=True`` an iterator of ``[window]`` tensors."""
+    corpus.use_tokenizer(model.tokenizer)
     docs = corpus.documents(lang, split)
     first = next(docs, None)
     if first is None:
-        raise LanglocError(f"language {lang!r} has no text in the {split} split of corpus {corpus.name}")
+        raise LanglocError(f"language {lang!r} has no text in the {split} split of corpus {corpus.name}"
+                           + corpus.skip_note(lang, split))
 
     def chain():
         yield first
         yield from docs
 
-    pack = iter_windows if lazy else pack_windows
-    return pack(model.tokenizer, chain(), window=window, max_tokens=max_tokens,
-                add_bos=model.add_bos, what=f"language {lang!r} ({split} split of {corpus.name})")
+    windows = iter_windows(model.tokenizer, chain(), window=window, max_tokens=max_tokens, add_bos=model.add_bos,
+                           what=f"language {lang!r} ({split} split of {corpus.name})")
+
+    def noted():
+        # "too little text" is found only at the end of the text: say then what was skipped.
+        try:
+            yield from windows
+        except LanglocError as exc:
+            raise LanglocError(f"{exc}{corpus.skip_note(lang, split)}") from None
+
+    return noted() if lazy else torch.stack(list(noted()))
