@@ -583,6 +583,47 @@ def import_lape_cmd(
     out.print(f"run folder {import_run(indir, out_dir, model_meta=meta)}")
 
 
+@app.command("export")
+def export_cmd(
+    run: Path = typer.Argument(..., help="Run folder (collect, identify)."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="New folder to share (e.g. upload to a model hub)."),
+    neurons: list[Path] = typer.Option([], "--neurons", "-n", help="Neuron set(s) to export (default: every RUN/neurons/*.json); repeatable."),
+    diffmean: str = typer.Option("", help="DiffMean directions to export, as source-target pairs, e.g. en-fr,en-zh (needs the run's residual sums)."),
+    gguf: bool = typer.Option(False, help="Also write each direction as a llama.cpp control vector (directions/<pair>.gguf; layers 1..L-1, llama.cpp has no slot for layer 0)."),
+):
+    """Neuron sets and DiffMean directions in a documented, versioned safetensors + JSON folder
+    with the model's fingerprint (docs/artefacts.md, "Sharing"): OUT/langloc.json, README.md,
+    neurons/<method>.safetensors, directions/<source>-<target>.safetensors.
+
+    langloc.hub applies a direction to any Hugging Face model with no run folder (README).
+
+    Example: [bold]langloc export runs/gemma --diffmean en-fr,en-zh --gguf -o gemma-languages[/]
+    """
+    from langloc.exports import export_run, parse_pairs
+
+    path = export_run(run, out_dir, neurons=neurons, directions=parse_pairs(diffmean), gguf=gguf)
+    out.print(f"-> {path}/langloc.json, README.md ({len(list(path.rglob('*.safetensors')))} safetensors files)")
+
+
+@app.command("import")
+def import_cmd(
+    folder: Path = typer.Argument(..., help="A folder made by langloc export."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="New run folder."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Check the export against this model's fingerprint before importing."),
+    dtype: str = DtypeOpt,
+):
+    """An export as a run folder: run.json, neurons/<method>.json, directions/; then e.g.
+    [bold]langloc ablate OUT[/] (the exporting run's corpus, or --corpus).
+
+    Example: [bold]langloc import gemma-languages -o runs/shared -m gemma-3-270m[/]
+    """
+    from langloc.exports import import_export
+    from langloc.models import load_model
+
+    meta = load_model(model, dtype=dtype, device="cpu").meta if model else None
+    out.print(f"run folder {import_export(folder, out_dir, model_meta=meta)}")
+
+
 @app.command()
 def demo(
     out_dir: Path = typer.Option(Path("langloc-demo"), "--out", "-o", help="Run folder for the demo."),
