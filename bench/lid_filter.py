@@ -1,6 +1,6 @@
 """Language-ID filtering (``--lid-filter``): what it drops of the Bible, and what it costs.
 
-    python bench/lid_filter.py [--model gemma-3-270m] [--tokens 16384] [--repeats 2]
+    python bench/lid_filter.py [--model gemma-3-270m] [--corpus bible|DIR] [--tokens 16384] [--repeats 2]
 
 1. Drop rates on the Bible (the 10 demo languages, stats split), where every text is in its
    language, so that every drop is a false one: per document as collection filters it (a
@@ -47,13 +47,13 @@ def drop_rates(threshold: float) -> None:
               f" {len(dropped):>6d}/{len(verses):<5d} {len(dropped) / len(verses):6.2%}  {top3}")
 
 
-def overhead(model: str, lang: str, tokens: int, window: int, repeats: int, dtype: str) -> None:
+def overhead(model: str, corpus: str, lang: str, tokens: int, window: int, repeats: int, dtype: str) -> None:
     from langloc.models import load_model
     from langloc.stats import collect
 
     lm = load_model(model, dtype=dtype)
-    corpora = {"plain": lambda: load_corpus("bible"),
-               "filtered": lambda: load_corpus("bible", lid_filter={"threshold": DEFAULT_THRESHOLD})}
+    corpora = {"plain": lambda: load_corpus(corpus),
+               "filtered": lambda: load_corpus(corpus, lid_filter={"threshold": DEFAULT_THRESHOLD})}
     times = {name: [] for name in corpora}
 
     def once(name: str) -> float:
@@ -68,7 +68,7 @@ def overhead(model: str, lang: str, tokens: int, window: int, repeats: int, dtyp
             times[name].append(once(name))
     med = {name: statistics.median(t) for name, t in times.items()}
     print(machine.summary())
-    print(f"model {model} ({lm.meta['dtype']}), {lang}, {tokens} tokens in windows of {window}, {repeats} rounds")
+    print(f"model {model} ({lm.meta['dtype']}), corpus {corpus}, {lang}, {tokens} tokens in windows of {window}, {repeats} rounds")
     for name, t in times.items():
         print(f"collect, {name:8s}: {med[name]:7.2f} s  (rounds: {', '.join(f'{x:.2f}' for x in t)})")
     print(f"ratio filtered / plain wall time: {med['filtered'] / med['plain']:.3f}")
@@ -77,6 +77,7 @@ def overhead(model: str, lang: str, tokens: int, window: int, repeats: int, dtyp
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="gemma-3-270m")
+    ap.add_argument("--corpus", default="bible", help="bible (a document is a chapter) or a folder of <lang>.txt lines")
     ap.add_argument("--language", default="fr")
     ap.add_argument("--tokens", type=int, default=16384)
     ap.add_argument("--window", type=int, default=512)
@@ -87,7 +88,7 @@ def main() -> None:
     args = ap.parse_args()
     drop_rates(args.threshold)
     if not args.no_overhead:
-        overhead(args.model, args.language, args.tokens, args.window, args.repeats, args.dtype)
+        overhead(args.model, args.corpus, args.language, args.tokens, args.window, args.repeats, args.dtype)
 
 
 if __name__ == "__main__":
