@@ -85,8 +85,10 @@ def main() -> None:
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
     ap.add_argument("--no-overhead", action="store_true", help="only the Bible drop rates")
+    ap.add_argument("--no-drop-rates", action="store_true", help="only the overhead")
     args = ap.parse_args()
-    drop_rates(args.threshold)
+    if not args.no_drop_rates:
+        drop_rates(args.threshold)
     if not args.no_overhead:
         overhead(args.model, args.corpus, args.language, args.tokens, args.window, args.repeats, args.dtype)
 
