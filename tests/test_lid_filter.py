@@ -133,3 +133,14 @@ def test_load_corpus_without_the_filter_is_unchanged(tmp_path):
     folder, fr, planted = planted_folder(tmp_path / "c", n_french=100)
     assert kept_lines(load_corpus(str(folder)), "fr") == kept_lines(FolderCorpus(folder), "fr")
     assert "lid_filter" not in load_corpus(str(folder)).describe()
+
+
+def test_importance_filters_and_reports_the_same_way(model, tmp_path, capsys):
+    folder, fr, planted = planted_folder(tmp_path / "c", n_french=200)
+    out = tmp_path / "regions"
+    assert invoke("importance", "-m", model, "--corpus", folder, "-l", "fr", "--tokens", "4096", "--window", "64",
+                  "--lid-filter", "-o", out, "--device", "cpu") == 0
+    assert "language-ID filter, fr (stats): dropped" in capsys.readouterr().err
+    info = json.loads((out / "importance.json").read_text())
+    assert info["corpus"]["lid_filter"]["threshold"] == DEFAULT_THRESHOLD
+    assert info[LID_REPORT]["fr"]["dropped_to"]["en"]["documents"] >= 1
