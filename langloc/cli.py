@@ -44,11 +44,24 @@ out = Console()
 ModelOpt = typer.Option("gemma-3-270m", "--model", "-m", help="Hugging Face id, local folder, or alias: gemma-3-270m, smollm2-135m.")
 DtypeOpt = typer.Option("auto", help="auto (float32 on CPU, bfloat16 on GPU), fast (bfloat16 where the CPU/GPU computes it natively, else float32), float32, bfloat16 or float16.")
 DeviceOpt = typer.Option(None, help="cpu, cuda, cuda:1, or auto (device_map='auto': spread a large model over all GPUs). Default: cuda if available.")
+LidOpt = typer.Option(False, "--lid-filter", help="Keep only documents (lines of a .txt corpus) that py3langid gives their language with probability >= --lid-threshold; report what is dropped, and filter the held-out split of later steps the same way (needs langloc[langid]).")
+LidThresholdOpt = typer.Option(0.5, help="With --lid-filter: the least probability of the language (over the 22 Bible languages and it) a document needs to be kept.")
 SiteOpt = typer.Option(None, "--neuron-site", help="For architectures not in langloc's table: LAYERS:NEURON:DOWN module paths relative to model.base_model, e.g. layers:mlp.act_fn:mlp.down_proj.")
 
 
 def _langs(spec: str) -> list[str]:
     return split_list(spec)
+
+
+def _lid(on: bool, threshold: float) -> dict | None:
+    """load_corpus's lid_filter for --lid-filter / --lid-threshold."""
+    return {"threshold": threshold} if on else None
+
+
+def _notes(corpus, languages: list[str]) -> None:
+    """What was skipped of the text (bad encoding, the language-ID filter), on stderr."""
+    for line in tables.corpus_notes(corpus, languages):
+        err.print(line, highlight=False, soft_wrap=True)
 
 
 def _show(*items) -> None:
@@ -81,6 +94,8 @@ def collect(
     checkpoint_every: int = typer.Option(50, help="Checkpoint counters and position every N batches."),
     segments: int = typer.Option(0, help="Also store each neuron's mean response on N text segments per language (needed by identify --method expert_units; 100 is a good start)."),
     segment_tokens: int = typer.Option(32, help="Tokens per segment for --segments."),
+    lid_filter: bool = LidOpt,
+    lid_threshold: float = LidThresholdOpt,
 ):
     """Count, per language and neuron, how often the neuron is active (> 0), on the decoder body only.
 
@@ -97,12 +112,10 @@ def collect(
     stats, c = collect_run(out_dir, _langs(languages), model=model, corpus=corpus, tokens=tokens, window=window,
                            batch_size=batch_size, seed=seed, dtype=dtype, device=device, neuron_site=neuron_site,
                            resume=resume, checkpoint_every=checkpoint_every, segments=segments,
-                           segment_tokens=segment_tokens)
-    if not distributed.is_main():
-        return
-    for name, lines in getattr(c, "skipped", {}).items():
-        err.print(f"[yellow]warning:[/] skipped {len(lines)} line(s) of {name} that are not UTF-8 text")
-    _show(tables.collect(stats), f"statistics in {out_dir}/stats; next: langloc identify {out_dir}")
+                           segment_tokens=segment_tokens, lid_filter=_lid(lid_filter, lid_threshold))
+    if distributed.is_main():
+        _notes(c, _langs(languages))
+        _show(tables.collect(stats), f"statistics in {out_dir}/stats; next: langloc identify {out_dir}")
 
 
 @app.command()
@@ -242,6 +255,8 @@ def importance(
     neuron_site: Optional[str] = SiteOpt,
     resume: bool = typer.Option(False, help="Continue an interrupted language from its last checkpoint."),
     checkpoint_every: int = typer.Option(25, help="Checkpoint the summed gradients every N batches."),
+    lid_filter: bool = LidOpt,
+    lid_threshold: float = LidThresholdOpt,
 ):
     """Score every decoder-layer weight for each language: |θ · ∂L/∂θ| (Zhang et al.).
 
@@ -257,12 +272,13 @@ def importance(
     from langloc.models import load_model
     from langloc.regions.importance import compute_importance
 
-    c = load_corpus(corpus, seed=seed)
+    c = load_corpus(corpus, seed=seed, lid_filter=_lid(lid_filter, lid_threshold))
     c.require_text(_langs(languages), "stats")
     lm = load_model(model, dtype=dtype, device=device or distributed.local_device(), neuron_site=neuron_site)
     compute_importance(lm, c, _langs(languages), out_dir, tokens=tokens, window=window, batch_size=batch_size,
                        precision=precision, resume=resume, checkpoint_every=checkpoint_every)
     if distributed.is_main():
+        _notes(c, _langs(languages))
         out.print(f"scores in {out_dir}/importance; next: langloc regions {out_dir}")
 
 
@@ -567,6 +583,47 @@ def import_lape_cmd(
 
     meta = load_model(model, dtype=dtype, device="cpu").meta if model else None
     out.print(f"run folder {import_run(indir, out_dir, model_meta=meta)}")
+
+
+@app.command("export")
+def export_cmd(
+    run: Path = typer.Argument(..., help="Run folder (collect, identify)."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="New folder to share (e.g. upload to a model hub)."),
+    neurons: list[Path] = typer.Option([], "--neurons", "-n", help="Neuron set(s) to export (default: every RUN/neurons/*.json); repeatable."),
+    diffmean: str = typer.Option("", help="DiffMean directions to export, as source-target pairs, e.g. en-fr,en-zh (needs the run's residual sums)."),
+    gguf: bool = typer.Option(False, help="Also write each direction as a llama.cpp control vector (directions/<pair>.gguf; layers 1..L-1, llama.cpp has no slot for layer 0)."),
+):
+    """Neuron sets and DiffMean directions in a documented, versioned safetensors + JSON folder
+    with the model's fingerprint (docs/artefacts.md, "Sharing"): OUT/langloc.json, README.md,
+    neurons/<method>.safetensors, directions/<source>-<target>.safetensors.
+
+    langloc.hub applies a direction to any Hugging Face model with no run folder (README).
+
+    Example: [bold]langloc export runs/gemma --diffmean en-fr,en-zh --gguf -o gemma-languages[/]
+    """
+    from langloc.exports import export_run, parse_pairs
+
+    path = export_run(run, out_dir, neurons=neurons, directions=parse_pairs(diffmean), gguf=gguf)
+    out.print(f"-> {path}/langloc.json, README.md ({len(list(path.rglob('*.safetensors')))} safetensors files)")
+
+
+@app.command("import")
+def import_cmd(
+    folder: Path = typer.Argument(..., help="A folder made by langloc export."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="New run folder."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Check the export against this model's fingerprint before importing."),
+    dtype: str = DtypeOpt,
+):
+    """An export as a run folder: run.json, neurons/<method>.json, directions/; then e.g.
+    [bold]langloc ablate OUT[/] (the exporting run's corpus, or --corpus).
+
+    Example: [bold]langloc import gemma-languages -o runs/shared -m gemma-3-270m[/]
+    """
+    from langloc.exports import import_export
+    from langloc.models import load_model
+
+    meta = load_model(model, dtype=dtype, device="cpu").meta if model else None
+    out.print(f"run folder {import_export(folder, out_dir, model_meta=meta)}")
 
 
 @app.command()

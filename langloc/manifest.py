@@ -87,6 +87,8 @@ KINDS: dict[str, Kind] = {k: Kind(*v) for k, v in {
     "langloc.planted": ("planted ground truth", "langloc planted", "OUT/truth.json"),
     "langloc.validation": ("validation study", "langloc validate", "RUN/validate/validation.manifest.json"),
     "langloc.spread": ("residual-spread study", "langloc spread", "<out>.manifest.json beside the CSV"),
+    # issue 30: neuron sets and DiffMean directions to share (langloc.hub reads them)
+    "langloc.export": ("langloc export", "langloc export", "OUT/langloc.json"),
 }.items()}
 
 # What files of format 1 said their kind was, where it was not a KINDS key.

@@ -53,16 +53,18 @@ def identify_run(run: str | Path, *, method: str = "lape", top_rate=0.01, filter
 def collect_run(out: str | Path, languages: list[str], *, model: str, corpus: str = "bible", tokens: int = 100_000,
                 window: int = 512, batch_size: int = 4, seed: int = 0, dtype: str = "auto", device: str | None = None,
                 neuron_site: str | None = None, resume: bool = False, checkpoint_every: int = 50, segments: int = 0,
-                segment_tokens: int = 32):
+                segment_tokens: int = 32, lid_filter: dict | None = None):
     """``langloc collect``: load the corpus (checked first) and the model, count activations
     into ``out`` (data-parallel under torchrun) and, with ``segments``, the segment responses
-    expert units need (first process only). Returns ``(stats, corpus)``."""
+    expert units need (first process only). ``lid_filter``: keep only the documents language
+    identification assigns to their language (:class:`langloc.data.lid_filter.LidFilter`'s
+    settings, e.g. ``{"threshold": 0.5}``). Returns ``(stats, corpus)``."""
     from langloc import distributed
     from langloc.data import load_corpus
     from langloc.models import load_model
     from langloc.stats import collect
 
-    c = load_corpus(corpus, seed=seed)
+    c = load_corpus(corpus, seed=seed, lid_filter=lid_filter)
     c.require_text(languages, "stats")
     lm = load_model(model, dtype=dtype, device=device or distributed.local_device(), neuron_site=neuron_site)
     stats = collect(lm, c, languages, out=out, tokens=tokens, window=window, batch_size=batch_size, seed=seed,

@@ -56,6 +56,7 @@ def made(tmp_path_factory):
          "-o", root / "share", *DEV],
         ["validate", run, "--shards", "2", "--stats-batch-size", "1", "--resamples", "2", "--control-draws", "1",
          "--methods", "lape", "--top-rate", "0.05", "--eval-tokens", "64", "--window", "32", *DEV],
+        ["export", run, "--diffmean", "en-fr", "-o", root / "export"],
         ["spread", model, "--corpus", corpus, "--tokens", "64", "--window", "32", "-o", root / "spread.csv", *DEV],
     ]
     for args in commands:
@@ -97,6 +98,7 @@ WRITTEN = {
     "langloc.harness": (None, None, True),
     "langloc.validation": ("run/validate/validation.manifest.json", "validate", True),
     "langloc.spread": ("spread.manifest.json", "spread", True),
+    "langloc.export": ("export/langloc.json", "export", True),
     "langloc.planted": (None, None, False),  # made for its own model: checked against that one
 }
 

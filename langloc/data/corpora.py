@@ -46,6 +46,18 @@ class Corpus:
     def describe(self) -> dict:
         return {"name": self.name}
 
+    def skip_note(self, lang: str, split: str) -> str:
+        """What was skipped of ``lang``'s text so far (bad encoding, a filter), as a clause
+        that starts with "; " for an error or warning, or "" if nothing was."""
+        return ""
+
+    def use_tokenizer(self, tokenizer) -> None:
+        """Count tokens with ``tokenizer`` in :meth:`report` (a filter's; others count nothing)."""
+
+    def report(self, lang: str, split: str) -> dict | None:
+        """What a filter dropped of ``lang``'s ``split`` in the last pass over it (None: no filter)."""
+        return None
+
     def check_languages(self, langs: list[str]) -> None:
         if not langs:
             raise LanglocError("no languages given; pass e.g. --languages en,fr,zh")
@@ -65,7 +77,8 @@ class Corpus:
         self.check_languages(langs)
         for lang in langs:
             if next(iter(self.documents(lang, split)), None) is None:
-                raise LanglocError(f"language {lang!r} has no text in the {split} split of corpus {self.name}")
+                raise LanglocError(f"language {lang!r} has no text in the {split} split of corpus {self.name}"
+                                   + self.skip_note(lang, split))
 
 
 def _check_split(split: str) -> None:
@@ -146,12 +159,13 @@ class FolderCorpus(Corpus):
     The eval split is ``<lang>.eval.<ext>`` if such a file exists, else every 10th document
     (index % 10 == 9) of the main file; the stats split is everything else. Lines that are not
     valid UTF-8 (or contain NUL bytes) are skipped; :attr:`skipped` maps a file name to the
-    numbers of the lines skipped so far.
+    numbers of the lines skipped so far, :attr:`lines` to the number of lines read so far.
     """
 
     root: Path
     name: str = "folder"
     skipped: dict = field(default_factory=dict)
+    lines: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.root = Path(self.root)
@@ -176,6 +190,17 @@ class FolderCorpus(Corpus):
     def describe(self) -> dict:
         return {"name": self.name, "eval_split": "<lang>.eval.<ext> if present, else documents with index % 10 == 9"}
 
+    def skip_note(self, lang: str, split: str) -> str:
+        files = [p.name for p in (self._file(lang), self._file(lang, ".eval")) if p is not None]
+        notes = []
+        for name in files:
+            skipped, lines = len(self.skipped.get(name, ())), self.lines.get(name, 0)
+            if skipped:
+                most = ", most of them" if skipped > lines / 2 else ""
+                notes.append(f"; skipped {skipped} line(s) of {name} (of {lines} read{most}) as not UTF-8 text: "
+                             "save the file as UTF-8")
+        return "".join(notes)
+
     def _read(self, path: Path) -> Iterator[str]:
         if path.suffix == ".parquet":
             try:
@@ -192,6 +217,7 @@ class FolderCorpus(Corpus):
             return
         with open(path, "rb") as fh:
             for lineno, raw in enumerate(fh, 1):
+                self.lines[path.name] = max(self.lines.get(path.name, 0), lineno)
                 try:
                     line = raw.decode("utf-8")
                 except UnicodeDecodeError:
@@ -263,8 +289,19 @@ class HFCorpus(Corpus):
                 yield text
 
 
-def load_corpus(spec: str = "bible", *, seed: int = 0) -> Corpus:
-    """``bible``, a folder path, or ``hf:PATH[:CONFIG]``."""
+def load_corpus(spec: str = "bible", *, seed: int = 0, lid_filter: dict | None = None) -> Corpus:
+    """``bible``, a folder path, or ``hf:PATH[:CONFIG]``; with ``lid_filter`` (the keyword
+    arguments of :class:`langloc.data.lid_filter.LidFilter`, e.g. ``{"threshold": 0.5}``), only
+    its documents that language identification assigns to their language."""
+    corpus = _load_corpus(spec, seed)
+    if lid_filter is None:
+        return corpus
+    from langloc.data.lid_filter import LidFilter
+
+    return LidFilter(corpus, **lid_filter)
+
+
+def _load_corpus(spec: str, seed: int) -> Corpus:
     if spec == "bible":
         BibleCorpus.db_path()
         return BibleCorpus(seed=seed)

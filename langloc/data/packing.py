@@ -86,8 +86,13 @@ def spread_windows(tokenizer, documents: Iterable[str], *, window: int, max_toke
     n = max(1, max_tokens // window)
     read = list(iter_windows(tokenizer, documents, window=window, max_tokens=SPREAD * n * window, add_bos=add_bos,
                              what=what))
+    return torch.stack(evenly(read, n))
+
+
+def evenly(read: list, n: int) -> list:
+    """``n`` of ``read`` taken evenly (all of them if there are no more than ``n``)."""
     n = min(n, len(read))
-    return torch.stack([read[(2 * i + 1) * len(read) // (2 * n)] for i in range(n)])
+    return [read[(2 * i + 1) * len(read) // (2 * n)] for i in range(n)]
 
 
 def corpus_windows(model, corpus, lang: str, split: str, *, window: int, max_tokens: int,
@@ -95,15 +100,31 @@ def corpus_windows(model, corpus, lang: str, split: str, *, window: int, max_tok
     """Windows of ``lang``'s ``split`` of ``corpus`` for ``model`` (a LoadedModel): a tensor
     ``[n, window]``, or with ``lazy=True`` an iterator of ``[window]`` tensors (contiguous, for
     counting statistics). Windows of the ``eval`` split are spread over it (:data:`SPREAD`)."""
+    corpus.use_tokenizer(model.tokenizer)
     docs = corpus.documents(lang, split)
     first = next(docs, None)
     if first is None:
-        raise LanglocError(f"language {lang!r} has no text in the {split} split of corpus {corpus.name}")
+        raise LanglocError(f"language {lang!r} has no text in the {split} split of corpus {corpus.name}"
+                           + corpus.skip_note(lang, split))
 
     def chain():
         yield first
         yield from docs
 
-    pack = iter_windows if lazy else spread_windows if split == "eval" else pack_windows
-    return pack(model.tokenizer, chain(), window=window, max_tokens=max_tokens,
-                add_bos=model.add_bos, what=f"language {lang!r} ({split} split of {corpus.name})")
+    what = f"language {lang!r} ({split} split of {corpus.name})"
+    spread = split == "eval" and not lazy
+    wanted = max(1, max_tokens // window)
+    windows = iter_windows(model.tokenizer, chain(), window=window, add_bos=model.add_bos, what=what,
+                           max_tokens=SPREAD * wanted * window if spread else max_tokens)
+
+    def noted():
+        # "too little text" is found only at the end of the text: say then what was skipped.
+        try:
+            yield from windows
+        except LanglocError as exc:
+            raise LanglocError(f"{exc}{corpus.skip_note(lang, split)}") from None
+
+    if lazy:
+        return noted()
+    read = list(noted())
+    return torch.stack(evenly(read, wanted) if spread else read)

@@ -37,6 +37,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from langloc.artefacts import atomic_path, write_json
+from langloc.data.lid_filter import LID_REPORT
 from langloc.data.packing import corpus_windows, iter_batches
 from langloc.errors import LanglocError
 from langloc.manifest import check_same_model, make_manifest, read_manifest, read_safetensors_manifest, stamp
@@ -147,6 +148,9 @@ def compute_importance(
                               "score": "|theta * dL/dtheta| (mean token NLL)"}, manifest("langloc.importance_scores"))
                 with atomic_path(importance_file(out, lang)) as tmp:
                     save_file(scores, str(tmp), metadata={"langloc": json.dumps(meta, ensure_ascii=False)})
+                dropped = corpus.report(lang, "stats")
+                if dropped is not None:  # what the language-ID filter dropped of the text read
+                    info.setdefault(LID_REPORT, {})[lang] = dropped
                 if lang not in info["languages"]:
                     info["languages"].append(lang)
                 write_json(info_path, stamp(info, manifest("langloc.importance")))

@@ -21,7 +21,6 @@ import numpy as np
 import torch
 
 from langloc.artefacts import read_json, write_csv, write_json
-from langloc.data import load_corpus
 from langloc.data.packing import corpus_windows
 from langloc.manifest import make_manifest, read_manifest, stamp
 from langloc.regions.dimensions import dimension_counts, massive_activations
@@ -38,9 +37,9 @@ def folder_info(folder: str | Path) -> dict:
 
 
 def folder_corpus(info: dict, corpus: str | None = None):
-    from langloc.studies.base import run_corpus_spec
+    from langloc.studies.base import run_corpus
 
-    return load_corpus(run_corpus_spec(info, corpus), seed=info.get("corpus", {}).get("seed", 0))
+    return run_corpus(info, corpus, seed=info.get("corpus", {}).get("seed", 0))
 
 
 def folder_model(folder: str | Path, model: str | None, dtype: str, device: str | None):

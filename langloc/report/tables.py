@@ -22,6 +22,24 @@ def collect(stats) -> list:
     return [t]
 
 
+def corpus_notes(corpus, languages: list[str], split: str = "stats") -> list:
+    """Per language: what the language-ID filter dropped (if one ran) and a warning for text
+    skipped as not UTF-8 or mostly dropped by the filter."""
+    lines = []
+    for lang in languages:
+        r = corpus.report(lang, split)
+        if r is not None:
+            tokens = (f", {r['dropped_tokens']} of {r['tokens']} tokens ({r['dropped_token_share']:.2%})"
+                      if "tokens" in r else "")
+            to = ", ".join(f"{k} {v['documents']}" for k, v in r["dropped_to"].items()) or "-"
+            lines.append(f"language-ID filter, {lang} ({split}): dropped {r['dropped_documents']} of {r['documents']} "
+                         f"documents ({r['dropped_document_share']:.2%}){tokens}; identified as: {to}")
+        note = corpus.skip_note(lang, split)
+        if note:
+            lines.append(f"[yellow]warning:[/] {lang}: {note[2:]}")
+    return lines
+
+
 def identify(ns) -> list:
     t = Table("language", "neurons", "per layer")
     for lang, row in zip(ns.languages, ns.per_layer_counts().tolist()):

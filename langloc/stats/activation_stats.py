@@ -3,7 +3,8 @@
 A run folder::
 
     RUN/run.json                 the manifest (model, corpus, window, token budget, seed, ...: see
-                                 langloc.manifest) and the languages
+                                 langloc.manifest) and the languages; with --lid-filter, per
+                                 language what the filter dropped (``lid_filter_report``)
     RUN/stats/<lang>.safetensors over_zero [L, I] int64, active_sum / act_sum [L, I] float64, n [1],
                                  resid_sum [L, H] float64 (sum of each layer's output, the
                                  residual stream; absent in runs made before it was added);
@@ -26,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from langloc.artefacts import atomic_path, write_json
+from langloc.data.lid_filter import LID_REPORT
 from langloc.data.packing import corpus_windows, iter_batches
 from langloc.errors import LanglocError
 from langloc.manifest import check_same_model, content, make_manifest, read_manifest, read_safetensors_manifest, stamp
@@ -250,6 +252,9 @@ def collect(
             state = distributed.all_reduce_sum(counter.state(), lm.device)
             if rank == 0:
                 save_language_stats(out, lang, totals_from_state(state), {"model": lm.meta, **settings}, started)
+                dropped = corpus.report(lang, "stats")
+                if dropped is not None:  # what the language-ID filter dropped of the text read
+                    meta.setdefault(LID_REPORT, {})[lang] = dropped
                 if lang not in meta["languages"]:
                     meta["languages"].append(lang)
                 write_run_meta(out, meta, started)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 from langloc.evaluate.intervals import default_window
-from langloc.studies.base import Manifest, StudyConfig, load_model_of, run_corpus_spec
+from langloc.studies.base import Manifest, StudyConfig, load_model_of, run_corpus
 
 KIND = "langloc.ablation"
 
@@ -50,7 +50,7 @@ class Config(StudyConfig):
 def run(lm, config: Config, out: str | Path) -> Manifest:
     from langloc import distributed
     from langloc.controls import check_draws
-    from langloc.data import load_corpus
+    from langloc.data.lid_filter import LID_REPORT
     from langloc.evaluate.ablation import ablate, write_ablation_csv
     from langloc.identify import NeuronSet
     from langloc.manifest import make_manifest, write_manifest
@@ -66,7 +66,7 @@ def run(lm, config: Config, out: str | Path) -> Manifest:
     ns = NeuronSet.load(neurons)
     lm = lm or load_model_of(meta, c.model, c.dtype, c.device or distributed.local_device(), str(c.run))
     # Evaluate on the held-out split of the corpus the statistics came from, unless told otherwise.
-    eval_corpus = load_corpus(run_corpus_spec(meta, c.corpus), seed=meta.get("seed", 0))
+    eval_corpus = run_corpus(meta, c.corpus, seed=meta.get("seed", 0))
     languages = list(c.languages) if c.languages else None
     window = c.window or default_window(c.eval_tokens, meta.get("window", 512))
     rows = ablate(lm, ns, eval_corpus, languages=languages, eval_tokens=c.eval_tokens, window=window,
@@ -81,5 +81,8 @@ def run(lm, config: Config, out: str | Path) -> Manifest:
         config={"neurons": str(neurons), "method": ns.method, "languages": languages,
                 "eval_tokens": c.eval_tokens, "window": window, "batch_size": c.batch_size,
                 "controls": c.controls, "control_draws": c.control_draws}, seeds={"controls": c.seed})
-    write_manifest(csv_path, manifest, [csv_path, out / "plots" / "ablation.png"])
+    evaluated = dict.fromkeys(r.evaluated for r in rows)
+    dropped = {lang: eval_corpus.report(lang, "eval") for lang in evaluated}  # None: no language-ID filter
+    write_manifest(csv_path, manifest, [csv_path, out / "plots" / "ablation.png"],
+                   **({LID_REPORT: dropped} if None not in dropped.values() else {}))
     return Manifest(manifest, result=rows, path=csv_path)

@@ -134,3 +134,13 @@ def load_model_of(meta: dict, model: str | None, dtype: str, device: str | None,
 def run_corpus_spec(meta: dict, corpus: str | None = None) -> str:
     """The corpus a run's statistics came from (``corpus`` overrides), as a load_corpus spec."""
     return corpus or meta.get("corpus", {}).get("name", "bible").split("folder:", 1)[-1]
+
+
+def run_corpus(meta: dict, corpus: str | None = None, seed: int = 0):
+    """The corpus a run's (or importance folder's) text came from (``corpus`` overrides the
+    source), through the same language-ID filter as that text, if it went through one."""
+    from langloc.data import load_corpus
+
+    lid = (meta.get("corpus") or {}).get("lid_filter")
+    return load_corpus(run_corpus_spec(meta, corpus), seed=seed, lid_filter=None if lid is None else {
+        "threshold": lid["threshold"], "candidates": tuple(lid["candidates"])})

@@ -15,7 +15,7 @@ from typing import Optional
 
 from langloc.errors import LanglocError
 from langloc.steer.study import GridSpec
-from langloc.studies.base import Manifest, StudyConfig, check_numbers, load_model_of, run_corpus_spec
+from langloc.studies.base import Manifest, StudyConfig, check_numbers, load_model_of, run_corpus, run_corpus_spec
 
 KIND = "langloc.steer"
 
@@ -175,7 +175,6 @@ def _prompts(c: Config):
 def _values(lm, c: Config, run_meta: dict | None):
     """Where the values target neurons are set to come from: the run's statistics, median
     segment responses and text of its statistics split (for quantiles)."""
-    from langloc.data import load_corpus
     from langloc.data.packing import corpus_windows, iter_batches
     from langloc.stats import ActivationStats
     from langloc.steer.steering import ValueContext
@@ -184,7 +183,7 @@ def _values(lm, c: Config, run_meta: dict | None):
     if not run_meta:
         return ValueContext(stats=None, medians=None, batches=None)
     spec = run_corpus_spec(run_meta)
-    corpus = load_corpus(spec, seed=run_meta.get("seed", 0)) if not spec.startswith("imported:") else None
+    corpus = run_corpus(run_meta, seed=run_meta.get("seed", 0)) if not spec.startswith("imported:") else None
     window = run_meta.get("window", 512)
 
     def batches(lang):  # text for quantile values: the run's statistics split

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Optional
 
 from langloc.errors import LanglocError
-from langloc.studies.base import Manifest, StudyConfig, check_choices, load_model_of, run_corpus_spec
+from langloc.studies.base import Manifest, StudyConfig, check_choices, load_model_of, run_corpus
 
 KIND = "langloc.validation"
 
@@ -103,7 +103,7 @@ def run(lm, config: Config, out: str | Path) -> Manifest:
     given = {"top_rate": c.top_rate, "filter_rate": c.filter_rate, "activation_bar_ratio": c.activation_bar_ratio,
              "rate": c.rate, "other_max": c.other_max}
     settings = identification_settings(c.methods, ns, given, stats, what=str(neurons))
-    corpus = load_corpus(run_corpus_spec(stats.meta), seed=stats.meta.get("seed", 0))
+    corpus = run_corpus(stats.meta, seed=stats.meta.get("seed", 0))  # through the run's language-ID filter, if any
     corpus.require_text(ns.languages, "eval")
     domain_spec = resolve_domain(c.domain, ns.languages, out)
     domain = load_corpus(domain_spec) if domain_spec else None
