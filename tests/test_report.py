@@ -44,8 +44,10 @@ def test_ablation_section_shows_intervals_and_controls(analysis):
     _, page = analysis
     s = section(page, "ablation")
     assert "random control on own text" in s
-    # "ratio [lo, hi]" for each language's own set and its control
-    assert len(re.findall(r"\d\.\d{3} \[\d+\.\d{3}, \d+\.\d{3}\]", s)) == 2 * 3
+    # "ratio [lo, hi]" for each language's own set and its control, or why there is none
+    shown = re.findall(r"\d\.\d{3} \[\d+\.\d{3}, \d+\.\d{3}\]", s)
+    missing = re.findall(r"\d\.\d{3} \(interval not reported: no spread over 16 windows\)", s)
+    assert len(shown) >= 4 and len(shown) + len(missing) == 2 * 3
     assert "random:fr" in s
 
 

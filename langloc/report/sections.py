@@ -136,11 +136,15 @@ def pct_ci(row: dict, key: str) -> str:
 
 
 def ratio_ci(row: dict) -> str:
+    from langloc.evaluate.intervals import no_interval
+
     v, lo, hi = (h.number(row.get(k)) for k in ("ratio", "ratio_lo", "ratio_hi"))
     if v is None:
         return "–"
-    ci = f" [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None and not math.isnan(lo) else ""
-    return f"{v:.3f}{ci}"
+    if lo is not None and hi is not None and not math.isnan(lo):
+        return f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
+    units = h.number(row.get("windows"))
+    return f"{v:.3f} ({no_interval(int(units))})" if units else f"{v:.3f}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,7 +271,7 @@ def _ablation_body(o: Output, csv_path: Path, ylabel: str, title: str, caption: 
                     "hurts own language most": all(mine.ratio > r.ratio for r in others) if others else None})
     full = [{"zeroed": r.deactivated, "evaluated": r.evaluated, "base ppl": r.base_ppl, "ppl": r.ppl,
              "ratio": r.ratio, "95% lo": r.ratio_lo, "95% hi": r.ratio_hi,
-             "control min": r.ratio_min, "control max": r.ratio_max, "draws": r.draws} for r in rows]
+             "control min": r.ratio_min, "control max": r.ratio_max, "draws": r.draws, "windows": r.windows} for r in rows]
     body = fig(o, h.svg(plot_ablation, rows, ylabel=ylabel, title=title), caption)
     if own:
         body += ("<h3>Each language's own set against its random control</h3>"
