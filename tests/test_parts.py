@@ -36,7 +36,7 @@ def parts(tmp_path, monkeypatch):
         (data / f"part{i:02d}.bin").write_bytes(piece)
     monkeypatch.syspath_prepend(str(site))
     whole = b"".join(_pieces())
-    return site, PartedFile(prefix, COUNT, len(whole), hashlib.sha256(whole).hexdigest(), "run make install-fake")
+    return site, PartedFile("fake model", prefix, COUNT, len(whole), hashlib.sha256(whole).hexdigest(), "run make install-fake")
 
 
 def _one_line(err: pytest.ExceptionInfo) -> str:
@@ -89,7 +89,7 @@ def test_missing_parts_are_one_error_line_naming_them_and_what_to_run(parts, tmp
     with pytest.raises(LanglocError) as err:
         assemble(what, tmp_path / "model.gguf")
     message = _one_line(err)
-    assert message.startswith(f"parts 2-4, 9 of {what.package}1-{COUNT} are not installed")
+    assert message.startswith(f"fake model: parts 2-4, 9 of {what.package}1-{COUNT} are not installed")
     assert message.endswith("run make install-fake")
     assert not (tmp_path / "model.gguf").exists()
 
@@ -100,7 +100,7 @@ def test_a_missing_package_is_named_like_a_missing_piece(parts, tmp_path):
 
     shutil.rmtree(site / f"{what.package}11")
     sys.modules.pop(f"{what.package}11", None)
-    with pytest.raises(LanglocError, match=f"^part 11 of {what.package}1-{COUNT} is not installed"):
+    with pytest.raises(LanglocError, match=f"^fake model: part 11 of {what.package}1-{COUNT} is not installed"):
         assemble(what, tmp_path / "model.gguf")
 
 
@@ -123,3 +123,31 @@ def test_the_qwen_alias_assembles_into_the_langloc_cache_and_names_its_remedy(mo
     assert what.sha256 == "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
     assert "make install-qwen" in what.remedy and "\n" not in what.remedy
     assert [what.piece(i) for i in (1, 22)] == ["data/part01.bin", "data/part22.bin"]
+
+
+@pytest.mark.parametrize("fault", ["wrong checksum", "missing part"])
+def test_langloc_collect_on_the_qwen_alias_with_bad_parts_prints_one_error_line(fault, parts, tmp_path, monkeypatch,
+                                                                                capsys):
+    """The alias end to end through the CLI, with the fake parts standing in for the 22 real
+    ones: one `error:` line, exit status 2, and nothing in the cache or the output folder."""
+    from dataclasses import replace
+
+    from report_run import invoke
+    from tiny import write_folder_corpus
+
+    site, what = parts
+    if fault == "wrong checksum":
+        what = replace(what, sha256="0" * 64)
+    else:
+        (site / f"{what.package}5" / "data" / "part05.bin").unlink()
+    monkeypatch.setattr(loading, "QWEN_PARTS", replace(what, remedy=loading.QWEN_PARTS.remedy))
+    monkeypatch.setenv("LANGLOC_CACHE", str(tmp_path / "cache"))
+    corpus = write_folder_corpus(tmp_path / "corpus", langs=("en",), repeat=20)
+    status = invoke("collect", "-m", "qwen2.5-coder-1.5b", "--corpus", corpus, "-l", "en", "-o", tmp_path / "run")
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and sum(line.startswith("error:") for line in lines) == 1, lines
+    error = lines[-1]
+    assert ("sha256" if fault == "wrong checksum" else "part 5 of") in error
+    assert "make install-qwen" in error and "Traceback" not in error
+    assert not (tmp_path / "run").exists()
+    assert not any(p.is_file() for p in (tmp_path / "cache").rglob("*"))

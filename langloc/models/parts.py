@@ -24,6 +24,7 @@ _CHUNK = 1 << 22  # 4 MiB: large enough to stream at disk speed, small enough to
 class PartedFile:
     """What the assembled file must be, and where its parts are installed."""
 
+    name: str  # what the file is, to begin every message with
     package: str  # import name of part i is f"{package}{i}"
     count: int  # parts 1 .. count
     size: int  # bytes of the assembled file
@@ -47,7 +48,7 @@ class PartedFile:
                 found.append(path)
         if missing:
             one = len(missing) == 1
-            raise LanglocError(f"{'part' if one else 'parts'} {_ranges(missing)} of {self.package}1-{self.count} "
+            raise LanglocError(f"{self.name}: {'part' if one else 'parts'} {_ranges(missing)} of {self.package}1-{self.count} "
                                f"{'is' if one else 'are'} not installed; {self.remedy}")
         return found
 
@@ -74,7 +75,7 @@ def _digest(path: Path) -> tuple[int, str]:
 
 def _check(what: PartedFile, size: int, digest: str, source: str) -> None:
     if size != what.size or digest != what.sha256:
-        raise LanglocError(f"{source} is {size:,} bytes with sha256 {digest[:16]}…, expected {what.size:,} bytes "
+        raise LanglocError(f"{what.name}: {source} is {size:,} bytes with sha256 {digest[:16]}…, expected {what.size:,} bytes "
                            f"with sha256 {what.sha256[:16]}…; {what.remedy}")
 
 
