@@ -48,8 +48,8 @@ class PartedFile:
                 found.append(path)
         if missing:
             one = len(missing) == 1
-            raise LanglocError(f"{self.name}: {'part' if one else 'parts'} {_ranges(missing)} of {self.package}1-{self.count} "
-                               f"{'is' if one else 'are'} not installed; {self.remedy}")
+            raise LanglocError(f"{self.name}: {'part' if one else 'parts'} {_ranges(missing)} of "
+                               f"{self.package}1-{self.count} {'is' if one else 'are'} not installed; {self.remedy}")
         return found
 
 
