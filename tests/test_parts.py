@@ -36,7 +36,8 @@ def parts(tmp_path, monkeypatch):
         (data / f"part{i:02d}.bin").write_bytes(piece)
     monkeypatch.syspath_prepend(str(site))
     whole = b"".join(_pieces())
-    return site, PartedFile("fake model", prefix, COUNT, len(whole), hashlib.sha256(whole).hexdigest(), "run make install-fake")
+    digest = hashlib.sha256(whole).hexdigest()
+    return site, PartedFile("fake model", prefix, COUNT, len(whole), digest, "run make install-fake")
 
 
 def _one_line(err: pytest.ExceptionInfo) -> str:

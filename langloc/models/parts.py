@@ -75,8 +75,8 @@ def _digest(path: Path) -> tuple[int, str]:
 
 def _check(what: PartedFile, size: int, digest: str, source: str) -> None:
     if size != what.size or digest != what.sha256:
-        raise LanglocError(f"{what.name}: {source} is {size:,} bytes with sha256 {digest[:16]}…, expected {what.size:,} bytes "
-                           f"with sha256 {what.sha256[:16]}…; {what.remedy}")
+        raise LanglocError(f"{what.name}: {source} is {size:,} bytes with sha256 {digest[:16]}…, "
+                           f"expected {what.size:,} bytes with sha256 {what.sha256[:16]}…; {what.remedy}")
 
 
 def assemble(what: PartedFile, target: Path) -> Path:
