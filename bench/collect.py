@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from typing import Callable
 
 import torch
 
@@ -93,6 +94,53 @@ def matmul_rate(dtype: torch.dtype, device: torch.device, n: int = 2048, repeats
     return best
 
 
+def bare_forward(lm, batches: list[torch.Tensor]) -> Callable[[], None]:
+    """The physical limit: the decoder body alone over ``batches`` (no hooks, no LM head)."""
+    def bare() -> None:
+        for b in batches:
+            lm.body(input_ids=b, use_cache=False)
+    return bare
+
+
+def counted_forward(lm, batches: list[torch.Tensor]) -> Callable[[], None]:
+    """langloc's collection over ``batches``: the decoder body with the counting hooks."""
+    counter = ActivationCounter(lm, skip_first_position=lm.add_bos)
+
+    def collect() -> None:
+        counter.reset()
+        with counter:
+            for b in batches:
+                counter.run(b)
+    return collect
+
+
+def alternating_rates(pairs, collect, tokens: int, repeats: int, device: torch.device) -> dict:
+    """Tokens/s of each ``(name, fn)`` of ``pairs`` and of ``collect`` in the same rounds.
+
+    Each pair is warmed up once (allocator, kernels, caches), then timed in ``repeats``
+    alternating rounds, so that drift in the machine's speed hits both sides alike. Returns
+    ``{name: [rates], "collect": {name: [rates]}}``.
+    """
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def timed(fn) -> float:
+        sync()
+        t = time.perf_counter()
+        fn()
+        sync()
+        return tokens / (time.perf_counter() - t)
+
+    rates: dict = {"collect": {}}
+    with torch.inference_mode():
+        for name, other in pairs:
+            other(), collect()
+            rates[name], rates["collect"][name] = [], []
+            for _ in range(repeats):
+                rates[name].append(timed(other))
+                rates["collect"][name].append(timed(collect))
+    return rates
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="gemma-3-270m")
@@ -110,38 +158,14 @@ def main() -> None:
     ids = corpus_windows(lm, load_corpus("bible"), args.language, "stats", window=args.window, max_tokens=args.tokens)
     batches = [ids[i:i + args.batch_size].to(lm.device) for i in range(0, len(ids), args.batch_size)]
     sentences = naive_sentences(ids, lm.add_bos, lm.tokenizer.bos_token_id)
-    counter = ActivationCounter(lm, skip_first_position=lm.add_bos)
-    sync = torch.cuda.synchronize if lm.device.type == "cuda" else (lambda: None)
-
-    def bare() -> None:
-        for b in batches:
-            lm.body(input_ids=b, use_cache=False)
-
-    def collect() -> None:
-        counter.reset()
-        with counter:
-            for b in batches:
-                counter.run(b)
+    bare, collect = bare_forward(lm, batches), counted_forward(lm, batches)
 
     def naive() -> None:
         naive_collect(lm, sentences)
 
-    def timed(fn) -> float:
-        sync()
-        t = time.perf_counter()
-        fn()
-        sync()
-        return ids.numel() / (time.perf_counter() - t)
-
     pairs = [("bare", bare)] + ([] if args.no_naive else [("naive", naive)])
-    rates = {"collect": {}, "bare": [], "naive": []}
+    rates = alternating_rates(pairs, collect, ids.numel(), args.repeats, lm.device)
     with torch.inference_mode():
-        for name, other in pairs:
-            other(), collect()  # warm-up: allocator, kernels, caches
-            rates["collect"][name] = []
-            for _ in range(args.repeats):
-                rates[name].append(timed(other))
-                rates["collect"][name].append(timed(collect))
         peak = matmul_rate(next(lm.model.parameters()).dtype, lm.device)
     med = {name: statistics.median(rates[name]) for name, _ in pairs}
     coll = {name: statistics.median(r) for name, r in rates["collect"].items()}

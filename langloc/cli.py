@@ -41,7 +41,7 @@ app = typer.Typer(
 err = Console(stderr=True)
 out = Console()
 
-ModelOpt = typer.Option("gemma-3-270m", "--model", "-m", help="Hugging Face id, local folder, or alias: gemma-3-270m, smollm2-135m.")
+ModelOpt = typer.Option("gemma-3-270m", "--model", "-m", help="Hugging Face id, local folder, or alias: gemma-3-270m, smollm2-135m, qwen2.5-coder-1.5b.")
 DtypeOpt = typer.Option("auto", help="auto (float32 on CPU, bfloat16 on GPU), fast (bfloat16 where the CPU/GPU computes it natively, else float32), float32, bfloat16 or float16.")
 DeviceOpt = typer.Option(None, help="cpu, cuda, cuda:1, or auto (device_map='auto': spread a large model over all GPUs). Default: cuda if available.")
 LidOpt = typer.Option(False, "--lid-filter", help="Keep only documents (lines of a .txt corpus) that py3langid gives their language with probability >= --lid-threshold; report what is dropped, and filter the held-out split of later steps the same way (needs langloc[langid]).")

