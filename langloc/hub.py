@@ -16,8 +16,12 @@ torch and safetensors besides the export::
         ids = model.generate(**tok("The weather today", return_tensors="pt"), max_new_tokens=20)
 
 Steering adds ``alpha * vectors[l]`` to the output of decoder layer ``l`` (0-based, the
-residual stream after the layer) at every position: the same as langloc's own
-``ResidualEdit`` (``diffmean(L6x4)`` in ``langloc steer``'s labels).
+residual stream after the layer) at every position: the same edit as langloc's own
+``ResidualEdit`` with that vector. The vectors are raw DiffMean differences (mean target minus
+mean source residual state), so ``alpha`` here multiplies that difference; ``langloc steer``
+states its alphas in typical residual norms instead (docs/methods.md §7a): its
+``diffmean(L6x0.5)`` is ``alpha = 0.5 * n_6 / |v_6|`` here, with ``n_6`` the typical norm of
+the residual stream at layer 6 that its ``steer.json`` records.
 """
 
 from __future__ import annotations
