@@ -402,7 +402,7 @@ def test_the_budget_sentence_names_the_budget_from_which_on_the_share_holds():
     rows = [{"language": "fr", "k": k + 1, "shards": 4, "tokens": 8192 * (k + 1), "full_size": 20, "full_share": s,
              "jaccard": s, "core_share": 1.0} for k, s in enumerate(shares)]
     text = sentence(rows, "fr", 0.9)
-    assert text.startswith("fr: 90% of the full set (20 neurons) at 24,576 tokens (3/4 of the budget)"), text
+    assert text.startswith("fr: 90% of the full set (20 neurons) from 24,576 tokens on (3/4 of the budget)"), text
     assert "at 8,192 tokens: 95% of it" in text
 
 

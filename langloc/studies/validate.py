@@ -140,8 +140,9 @@ def run(lm, config: Config, out: str | Path) -> Manifest:
         split={"shards": "stats", "ratios": "eval", "domain": "eval"}, started=started,
         config={**c.to_dict(), "neurons": str(neurons), "method": ns.method, "stability_settings": settings},
         seeds={"controls": c.seed, "shard_resamples": c.seed})
+    if c.budget_curve:  # the sentence per language, for the console and the report
+        manifest["budget_curve"] = result["budget_curve"]["sentences"]
     write_manifest(paths[0], manifest, paths, shard_check=result["shard_check"],
                    wall_seconds_by_step={k: round(v, 1) for k, v in result["wall"].items()},
-                   compute_seconds_of_kept_steps=result["steps"],
-                   budget_curve=result.get("budget_curve", {}).get("sentences"))
+                   compute_seconds_of_kept_steps=result["steps"])
     return Manifest(manifest, result=result["rows"], path=paths[0])

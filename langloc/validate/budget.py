@@ -61,7 +61,7 @@ def curve_sets(method: str, shards: list, settings: dict, full_set, core, run_to
                          "set_size": int(a.sum()), "full_size": size, "jaccard": jaccard(a, f),
                          "full_share": int((a & f).sum()) / size if size else math.nan,
                          "core_share": int((a & c).sum()) / core_size if core_size else math.nan,
-                         "settings": label(settings)})
+                         "own_ratio": math.nan, "own_lo": math.nan, "own_hi": math.nan, "settings": label(settings)})
     return rows, sets
 
 
@@ -93,7 +93,7 @@ def _tokens(n: int) -> str:
 
 
 def sentence(rows: list[dict], lang: str, target: float = TARGET) -> str:
-    """``fr: 90% of the full set at 8,192 tokens (2/8 of the budget) and from there on; ...``."""
+    """``fr: 90% of the full set (N neurons) from 8,192 tokens on (1/8 of the budget): ...``."""
     own = sorted((r for r in rows if r["language"] == lang), key=lambda r: r["k"])
     full = own[-1]
     if not full["full_size"]:
@@ -101,8 +101,8 @@ def sentence(rows: list[dict], lang: str, target: float = TARGET) -> str:
     reached = [r["full_share"] >= target - 1e-12 for r in own]
     first = next(i for i in range(len(own)) if all(reached[i:]))  # k = K always holds the whole set
     r = own[first]
-    where = (f"at {_tokens(r['tokens'])} tokens ({r['k']}/{r['shards']} of the budget)"
-             + (" and every larger prefix" if r["k"] < r["shards"] else ", the full budget, only"))
+    where = (f"from {_tokens(r['tokens'])} tokens on ({r['k']}/{r['shards']} of the budget)" if r["k"] < r["shards"]
+             else f"only at the full budget ({_tokens(r['tokens'])} tokens)")
     text = (f"{lang}: {target:.0%} of the full set ({full['full_size']} neurons) {where}: "
             f"{r['full_share']:.0%} of it, Jaccard {r['jaccard']:.2f}")
     if r["core_share"] == r["core_share"]:
