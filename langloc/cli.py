@@ -713,8 +713,8 @@ def validate(
     (exclusive or shared with other languages) causes spill-over. One verdict per language.
 
     Writes OUT/validation.csv, verdicts.txt, stability.csv, conditions.csv, controls.csv,
-    domain.csv, plots/validation.png, plots/stability.png (docs/validate.md). Resumes where it
-    stopped when run again.
+    domain.csv, plots/validation.png, plots/stability.png, with --budget-curve budget_curve.csv
+    (docs/validate.md). Resumes where it stopped when run again.
 
     Example: [bold]langloc validate runs/gemma --domain gsm-symbolic[/]
     """
