@@ -702,6 +702,8 @@ def validate(
     activation_bar_ratio: Optional[float] = typer.Option(None, help="LAPE's activation bar ratio for the stability check."),
     rate: Optional[float] = typer.Option(None, help="Thresholding's rate for the stability check."),
     other_max: Optional[float] = typer.Option(None, help="Thresholding's other-language maximum for the stability check."),
+    budget_curve: bool = typer.Option(False, help="Also find the set on the first 1/K, 2/K, ... K/K of the statistics (prefix sums of the shards, no second pass): Jaccard with the full set, share of the stable core, own-language ratio with its interval (at most (K-1) evaluations per language). Writes OUT/budget_curve.csv, .txt and plots/budget_curve.png."),
+    curve_target: float = typer.Option(0.9, help="The share of the full set that the budget curve's sentence per language asks for."),
     seed: int = typer.Option(0, help="Seed of the controls' draws and the shard resamples."),
     dtype: Optional[str] = typer.Option(None, help="Default: the run's dtype (so the shards add up to the run)."),
     device: Optional[str] = DeviceOpt,
@@ -711,13 +713,13 @@ def validate(
     (exclusive or shared with other languages) causes spill-over. One verdict per language.
 
     Writes OUT/validation.csv, verdicts.txt, stability.csv, conditions.csv, controls.csv,
-    domain.csv, plots/validation.png, plots/stability.png (docs/validate.md). Resumes where it
-    stopped when run again.
+    domain.csv, plots/validation.png, plots/stability.png, with --budget-curve budget_curve.csv
+    (docs/validate.md). Resumes where it stopped when run again.
 
     Example: [bold]langloc validate runs/gemma --domain gsm-symbolic[/]
     """
     m = _run("validate", None, locals(), out_dir or run / "validate")
-    _show(tables.validation(m.result), f"-> {m.path}")
+    _show(tables.validation(m.result), m.get("budget_curve") or [], f"-> {m.path}")
 
 
 @app.command()

@@ -325,3 +325,96 @@ def test_validate_rerun_with_another_dtype_recomputes_every_step(planted, tmp_pa
     stamps = {p: p.stat().st_mtime_ns for p in [*(out / ".parts").glob("*.json"), *(out / "shards").rglob("*.safetensors")]}
     validate("bfloat16")
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+# -- the budget curve (validate --budget-curve) -----------------------------------------------
+def test_the_budget_curve_ends_at_the_run_and_the_full_set(planted, tmp_path):
+    """Prefix sums of the shards at k = K are the run's statistics exactly; there the set found is
+    the full set (Jaccard 1), holds the whole stable core, and has validation.csv's own ratio."""
+    import csv
+    import json
+
+    from langloc.report.sections import build
+    from langloc.validate.budget import prefix_stats
+    from langloc.validate.shards import load_shard
+
+    folder, run, truth = planted
+    out = tmp_path / "v"
+    m = _validate(run, out, methods=("lape",), resamples=5, control_draws=1, budget_curve=True)
+    stats = ActivationStats.load(run)
+    whole = prefix_stats([load_shard(out / "shards", j, list(LANGUAGES)) for j in range(4)])[-1]
+    for name in ("n", "over_zero", "active_sum", "act_sum"):
+        assert torch.equal(getattr(whole, name), getattr(stats, name)), name
+    rows = list(csv.DictReader((out / "budget_curve.csv").open()))
+    assert len(rows) == 4 * len(LANGUAGES)
+    own = {r["language"]: r for r in m.result}
+    for r in rows:
+        assert int(r["tokens"]) == stats.meta["tokens"] * int(r["k"]) // 4
+        if r["k"] == "4":
+            assert float(r["jaccard"]) == 1.0 and float(r["core_share"]) == 1.0 and float(r["full_share"]) == 1.0
+            assert float(r["own_ratio"]) == pytest.approx(own[r["language"]]["own_ratio"], rel=1e-5)
+    # One sentence per language, on the console (the manifest) and in budget_curve.txt.
+    doc = json.loads((out / "validation.manifest.json").read_text())
+    lines = (out / "budget_curve.txt").read_text().splitlines()
+    assert lines == doc["budget_curve"] and [s.split(":")[0] for s in lines] == list(LANGUAGES)
+    assert all(": 90% of the full set (" in s for s in lines)
+    assert "budget_curve.csv" in doc["outputs"] and (out / "plots" / "budget_curve.png").stat().st_size > 0
+    page = build([out])
+    assert "The budget curve: how many statistics tokens" in page and __import__("html").escape(lines[0]) in page
+
+
+def test_a_prefix_set_unlike_the_full_set_is_zeroed_on_its_own_language(planted, lm):
+    """A prefix set other than the full set gets its own evaluation on its own language; one
+    equal to the full set takes the full set's ratio."""
+    from langloc.evaluate.ablation import perplexity_table
+    from langloc.intervene.hooks import deactivate
+    from langloc.data.packing import corpus_windows
+    from langloc.validate.budget import add_ratios
+
+    folder, run, truth = planted
+    full = NeuronSet.load(run / "neurons" / "lape.json")
+    specific = _set(truth, truth_sets(truth)["specific"])  # the full set less the shared neuron
+    a = truth["shared"]["languages"][0]
+    corpus = load_corpus(str(folder / "corpus"))
+    evals = {lang: corpus_windows(lm, corpus, lang, "eval", window=32, max_tokens=256) for lang in LANGUAGES}
+    main = perplexity_table(lm, evals, [(lang, lambda ls=full.layers(lang): deactivate(lm, ls)) for lang in LANGUAGES],
+                            batch_size=8, progress=False)
+    rows = [{"language": lang, "k": k, "set_size": 1} for lang in LANGUAGES for k in (1, 2)]
+    add_ratios(lm, rows, [specific, full], full, evals, main, cached=lambda name, key, compute: compute(),
+               batch_size=8, progress=False)
+    alone = perplexity_table(lm, {a: evals[a]}, [("x", lambda: deactivate(lm, specific.layers(a)))], batch_size=8,
+                             progress=False)[-1]
+    got = {(r["language"], r["k"]): r["own_ratio"] for r in rows}
+    assert got[(a, 1)] == alone.ratio and got[(a, 1)] != got[(a, 2)]
+    by = {(r.deactivated, r.evaluated): r.ratio for r in main}
+    for lang in LANGUAGES:
+        assert got[(lang, 2)] == by[(lang, lang)]
+    c = next(lang for lang in LANGUAGES if lang not in truth["shared"]["languages"])
+    assert got[(c, 1)] == by[(c, c)]  # there the specific set is the full set: no evaluation
+
+
+def test_the_budget_sentence_names_the_budget_from_which_on_the_share_holds():
+    """The curve need not be monotone: the sentence names the smallest prefix from which every
+    larger prefix holds the target share, not the first one that happens to."""
+    from langloc.validate.budget import sentence
+
+    shares = [0.95, 0.5, 0.9, 1.0]
+    rows = [{"language": "fr", "k": k + 1, "shards": 4, "tokens": 8192 * (k + 1), "full_size": 20, "full_share": s,
+             "jaccard": s, "core_share": 1.0} for k, s in enumerate(shares)]
+    text = sentence(rows, "fr", 0.9)
+    assert text.startswith("fr: 90% of the full set (20 neurons) from 24,576 tokens on (3/4 of the budget)"), text
+    assert "at 8,192 tokens: 95% of it" in text
+
+
+def test_a_bad_curve_target_or_method_is_one_error_line(planted, tmp_path, capsys):
+    from report_run import invoke
+
+    folder, run, truth = planted
+    capsys.readouterr()
+    assert invoke("validate", run, "--budget-curve", "--curve-target", "1.5", "-o", tmp_path / "v") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: --curve-target must be a share in (0, 1], got 1.5"]
+    assert invoke("validate", run, "--budget-curve", "--methods", "thresholding", "-o", tmp_path / "v") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --budget-curve finds the set again with its own method (lape)")
+    assert not (tmp_path / "v").exists()

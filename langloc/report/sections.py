@@ -473,13 +473,35 @@ def validation_section(o: Output, _all) -> str:
     } for r in rows]
     body += h.table(table_rows, caption="Ratios are perplexity ratios (zeroed / base) with 95% "
                                         "intervals over held-out windows; controls: mean over draws (range).")
-    for p in plots_listed(o):
+    for p in plots_listed(o, skip={"budget_curve.png"}):
         body += fig(o, h.png(p, p.stem), p.name)
+    body += _budget_curve(o)
     for p in csvs_listed(o):
-        if p.name != "validation.csv":
+        if p.name not in ("validation.csv", "budget_curve.csv"):
             sub = read_csv(p)
             body += h.details(f"{p.name} ({len(sub)} rows)", h.table(sub, limit=200))
     return body + settings(o)
+
+
+def _budget_curve(o: Output) -> str:
+    """validate --budget-curve: the sentence per language, the plot and the curve's table."""
+    path = o.folder / "budget_curve.csv"
+    if path not in csvs_listed(o):
+        return ""
+    rows = read_csv(path)
+    body = ("<h3>The budget curve: how many statistics tokens does the set need?</h3><p>The set found again on "
+            "the first k of the K shards of the statistics (prefix sums of the shards' counters), with the validated "
+            "set's own settings, compared with the full set (docs/validate.md).</p><ul>"
+            + "".join(f"<li>{h.esc(s)}</li>" for s in o.doc.get("budget_curve") or []) + "</ul>")
+    for p in plots_listed(o):
+        if p.name == "budget_curve.png":
+            body += fig(o, h.png(p, p.stem), "Per language against the prefix's statistics tokens: Jaccard with "
+                        "the full set, share of the stable core held, own-language ratio with its 95% interval.")
+    table = [{"lang": r["language"], "k/K": f"{r['k']}/{r['shards']}", "tokens": r["tokens"],
+              "set (full)": f"{r['set_size']} ({r['full_size']})", "Jaccard": h.number(r.get("jaccard")),
+              "share of full set": h.number(r.get("full_share")), "share of stable core": h.number(r.get("core_share")),
+              "own": _ci(r, "own_ratio")} for r in rows]
+    return body + h.details(f"budget_curve.csv ({len(rows)} rows)", h.table(table, limit=400))
 
 
 def generic(o: Output, _all) -> str:

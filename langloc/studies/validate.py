@@ -5,7 +5,8 @@ Writes into ``OUT`` (default ``RUN/validate``): ``validation.csv`` (one row per 
 every figure with its 95% interval, the verdict), ``verdicts.txt``, ``stability.csv``,
 ``conditions.csv`` / ``controls.csv`` / ``domain.csv`` (every perplexity ratio, in
 ``ablation.csv``'s columns), ``stable_core_<method>.json`` (neuron sets), ``plots/validation.png``,
-``plots/stability.png``, ``shards/shard<j>/`` (the shards' statistics, run folders) and
+``plots/stability.png``, with ``--budget-curve`` ``budget_curve.csv`` / ``.txt`` and
+``plots/budget_curve.png``, ``shards/shard<j>/`` (the shards' statistics, run folders) and
 ``validation.manifest.json``. docs/validate.md says what each check means.
 """
 
@@ -37,8 +38,10 @@ class Config(StudyConfig):
     activation_bar_ratio (LAPE), rate, other_max (thresholding): identification settings of the
     stability check (None: for the set's own method the settings recorded in the set, which
     must find the set again on the run's statistics; for another method identify's defaults;
-    a value given for the set's method must equal the recorded one); seed: controls and shard
-    resamples; model, dtype, device: the model (default: the run's model and dtype);
+    a value given for the set's method must equal the recorded one); budget_curve: also find
+    the set on the first k of the K shards, k = 1..K, and compare it with the full set
+    (budget_curve.csv, docs/validate.md); curve_target: the share of the full set the curve's
+    sentence per language asks for; seed: controls and shard resamples; model, dtype, device: the model (default: the run's model and dtype);
     progress: bars."""
 
     run: Path
@@ -59,6 +62,8 @@ class Config(StudyConfig):
     activation_bar_ratio: Optional[float] = None
     rate: Optional[float] = None
     other_max: Optional[float] = None
+    budget_curve: bool = False
+    curve_target: float = 0.9
     seed: int = 0
     model: Optional[str] = None
     dtype: Optional[str] = None
@@ -68,6 +73,7 @@ class Config(StudyConfig):
 
 def _check(c: Config) -> None:
     from langloc.controls import check_draws
+    from langloc.validate.budget import check_target
     from langloc.validate.stability import check_methods
 
     check_draws(c.control_draws)
@@ -81,6 +87,7 @@ def _check(c: Config) -> None:
         raise LanglocError(f"--eval-tokens ({c.eval_tokens}) must hold at least one --window ({c.window}, >= 2)")
     if not 0 < c.core_min <= 1:
         raise LanglocError(f"--core-min must be in (0, 1], got {c.core_min}")
+    check_target(c.curve_target)
 
 
 def run(lm, config: Config, out: str | Path) -> Manifest:
@@ -89,6 +96,7 @@ def run(lm, config: Config, out: str | Path) -> Manifest:
     from langloc.identify import NeuronSet
     from langloc.manifest import make_manifest, write_manifest
     from langloc.stats import ActivationStats
+    from langloc.validate.budget import budget_curve
     from langloc.validate.domain import resolve_domain
     from langloc.validate.stability import identification_settings
     from langloc.validate.study import validate_study, write_outputs
@@ -103,6 +111,9 @@ def run(lm, config: Config, out: str | Path) -> Manifest:
     given = {"top_rate": c.top_rate, "filter_rate": c.filter_rate, "activation_bar_ratio": c.activation_bar_ratio,
              "rate": c.rate, "other_max": c.other_max}
     settings = identification_settings(c.methods, ns, given, stats, what=str(neurons))
+    if c.budget_curve and ns.method not in settings:
+        raise LanglocError(f"--budget-curve finds the set again with its own method ({ns.method}): add it to "
+                           f"--methods (given: {','.join(c.methods)})")
     corpus = run_corpus(stats.meta, seed=stats.meta.get("seed", 0))  # through the run's language-ID filter, if any
     corpus.require_text(ns.languages, "eval")
     domain_spec = resolve_domain(c.domain, ns.languages, out)
@@ -117,6 +128,11 @@ def run(lm, config: Config, out: str | Path) -> Manifest:
                             core_min=c.core_min, eval_tokens=c.eval_tokens, window=c.window,
                             batch_size=c.batch_size, control_draws=c.control_draws, bins=c.bins, seed=c.seed,
                             progress=c.progress)
+    if c.budget_curve:
+        t = time.time()
+        result["budget_curve"] = budget_curve(lm, result, ns, settings[ns.method], stats.meta["tokens"], out,
+                                              target=c.curve_target, batch_size=c.batch_size, progress=c.progress)
+        result["wall"]["budget_curve"] = time.time() - t
     paths = write_outputs(result, out)
     manifest = make_manifest(
         KIND, model=lm.meta, corpus={"stats": stats.meta.get("corpus"), "eval": corpus.describe(),
@@ -124,6 +140,8 @@ def run(lm, config: Config, out: str | Path) -> Manifest:
         split={"shards": "stats", "ratios": "eval", "domain": "eval"}, started=started,
         config={**c.to_dict(), "neurons": str(neurons), "method": ns.method, "stability_settings": settings},
         seeds={"controls": c.seed, "shard_resamples": c.seed})
+    if c.budget_curve:  # the sentence per language, for the console and the report
+        manifest["budget_curve"] = result["budget_curve"]["sentences"]
     write_manifest(paths[0], manifest, paths, shard_check=result["shard_check"],
                    wall_seconds_by_step={k: round(v, 1) for k, v in result["wall"].items()},
                    compute_seconds_of_kept_steps=result["steps"])

@@ -8,6 +8,7 @@ module             holds
 ``conditions``     exclusive / shared parts of a set, the activation-matched control
 ``domain``         the gsm-symbolic word problems as a second-domain folder corpus
 ``verdicts``       a language's row of validation.csv and its verdict line
+``budget``         the budget curve: the set found on prefixes of the shards (``--budget-curve``)
 ``study``          the whole study (:func:`validate_study`)
 ``plots``          validation.png, stability.png
 =================  ===============================================================

@@ -1,4 +1,4 @@
-"""validate's plots: the per-language figures side by side, and stability."""
+"""validate's plots: the per-language figures side by side, stability, and the budget curve."""
 
 from __future__ import annotations
 
@@ -65,4 +65,40 @@ def plot_stability(rows: list[dict], path: str | Path) -> Path:
         ax.set_ylim(0, 1.05)
         ax.set_title(method)
         ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_budget_curve(rows: list[dict], path: str | Path) -> Path:
+    """Per language against the statistics tokens of each prefix: the prefix set's Jaccard with
+    the full set, the share of the stable core it holds, and its own-language ratio with its
+    95% interval."""
+    langs = list(dict.fromkeys(r["language"] for r in rows))
+    panels = [("jaccard", "Jaccard with the full set"), ("core_share", "share of the stable core held"),
+              ("own_ratio", "own-language ratio (zeroed / base)")]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    colors = plt.get_cmap("tab10" if len(langs) <= 10 else "tab20")
+    for i, lang in enumerate(langs):
+        mine = sorted((r for r in rows if r["language"] == lang), key=lambda r: r["k"])
+        x = np.array([r["tokens"] for r in mine], dtype=float)
+        for ax, (key, _) in zip(axes, panels):
+            v = np.array([r.get(key, np.nan) for r in mine], dtype=float)
+            if key == "own_ratio":
+                lo = np.array([r.get("own_lo", np.nan) for r in mine], dtype=float)
+                hi = np.array([r.get("own_hi", np.nan) for r in mine], dtype=float)
+                ax.errorbar(x, v, yerr=_err(np.nan_to_num(v, nan=1), np.nan_to_num(lo, nan=1),
+                                            np.nan_to_num(hi, nan=1)),
+                            marker="o", ms=3, capsize=2, color=colors(i), label=lang)
+            else:
+                ax.plot(x, v, marker="o", ms=3, color=colors(i), label=lang)
+    ticks = sorted({r["tokens"] for r in rows})  # the prefixes are evenly spaced: a linear axis
+    for ax, (key, title) in zip(axes, panels):
+        ax.set_xticks(ticks, [f"{t:,}" for t in ticks], rotation=30, fontsize=7)
+        ax.set_xlabel("statistics tokens per language")
+        ax.set_title(title, fontsize=10)
+        if key == "own_ratio":
+            ax.axhline(1, color="black", lw=0.6)
+        else:
+            ax.set_ylim(0, 1.05)
+    axes[-1].legend(fontsize=7, ncol=2)
+    fig.suptitle("validate: the budget curve (sets found on the first k of K shards)")
     return _save(fig, path)

@@ -131,13 +131,17 @@ def validate_study(lm, run_stats, neuron_set, corpus, out: str | Path, *, domain
                            int((neuron_set.mask(lang) & always).sum()))
         row["matched_off_bin"] = "/".join(map(str, off_bin.get(lang, [])))
         rows.append(row)
+    # The shards, held-out windows and their key stay in the result for the budget curve
+    # (langloc.validate.budget), which reuses them rather than counting or reading again.
     return {"rows": rows, "stability": stab_rows, "cores": cores, "tables": {"sets": table, "controls": controls,
-            "domain": domain_table}, "shard_check": shard_check, "wall": wall, "steps": steps}
+            "domain": domain_table}, "shard_check": shard_check, "wall": wall, "steps": steps,
+            "shard_stats": shard_stats, "evals": evals, "eval_key": common}
 
 
 def write_outputs(result: dict, out: Path) -> list[Path]:
     """validation.csv, verdicts.txt, stability.csv, conditions.csv, controls.csv, domain.csv,
-    stable-core neuron sets and the plots; returns their paths."""
+    stable-core neuron sets, the plots, and budget_curve.csv / .txt where the result has a
+    budget curve; returns their paths."""
     from langloc.validate.plots import plot_stability, plot_validation
 
     rows = result["rows"]
@@ -158,6 +162,14 @@ def write_outputs(result: dict, out: Path) -> list[Path]:
         paths.append(core.save(out / f"stable_core_{method}.json"))
     paths.append(plot_validation(rows, out / "plots" / "validation.png"))
     paths.append(plot_stability(stab, out / "plots" / "stability.png"))
+    curve = result.get("budget_curve")
+    if curve:
+        from langloc.validate.plots import plot_budget_curve
+
+        paths += [out / "budget_curve.csv", out / "budget_curve.txt"]
+        write_csv(paths[-2], [{k: _cell(v) for k, v in r.items()} for r in curve["rows"]], list(curve["rows"][0]))
+        write_text(paths[-1], "\n".join(curve["sentences"]) + "\n")
+        paths.append(plot_budget_curve(curve["rows"], out / "plots" / "budget_curve.png"))
     return paths
 
 
