@@ -168,7 +168,7 @@ def verdict(r: dict, has_stability: bool, has_domain: bool) -> str:
                      f"({_x(r['domain_own_ratio'])} vs {_x(r['domain_other_ratio'])} on {r['domain_other_language']})")
     if r["spill_language"]:
         source = {"shared": "from the shared neurons", "exclusive": "from the exclusive neurons",
-                  "both": "from both parts (intervals overlap)"}[r["spill_from"]]
+                  "both": "from both parts (intervals overlap)", "none": "(neither part measured)"}[r["spill_from"]]
         parts.append(f"spill-over onto {r['spill_language']} {_x(r['other_ratio'])} {source} "
                      f"(shared {_x(r['spill_shared_ratio'])}, exclusive {_x(r['spill_exclusive_ratio'])})")
     else:
