@@ -359,3 +359,19 @@ def test_the_clas_score_is_the_harmonic_mean_of_language_control_and_relevance()
     assert clas_score(0.8, 0.5) == pytest.approx(2 / (1 / 0.8 + 1 / 0.5))
     assert clas_score(1.0, 1.0) == 1.0 and clas_score(0.0, 0.9) == 0.0 and clas_score(0.0, 0.0) == 0.0
     assert clas_score(0.7, None) is None  # relevance off: no score rather than a wrong one
+
+
+def test_the_relevance_validation_counts_every_pair_once_and_pools_them(tiny_lm):
+    from langloc.steer.relevance import pmi, validate
+    from langloc.steer.steering import Generation, generate
+    from langloc.steer.prompts import builtin_prompts
+
+    gen = Generation(max_new_tokens=4)
+    rows = validate(tiny_lm, ["fr", "de"], gen)
+    assert [r["language"] for r in rows] == ["fr", "de", "all"] and rows[-1]["n"] == rows[0]["n"] + rows[1]["n"]
+    prompts = builtin_prompts("fr", "all")
+    true = pmi(tiny_lm, prompts, [g["tokens"] for g in generate(tiny_lm, prompts, gen)])
+    assert rows[0]["accepted_true"] == sum(v > 0 for v in true)  # the same criterion, the same pairs
+    for r in rows:
+        assert r["accept_lo"] <= r["accept_rate"] <= r["accept_hi"] and r["reject_lo"] <= r["reject_rate"] <= r["reject_hi"]
+    assert rows[-1]["rejected_shuffled"] == rows[0]["rejected_shuffled"] + rows[1]["rejected_shuffled"]
