@@ -35,15 +35,14 @@ def main() -> None:
     lm = load_model(a.model, dtype=a.dtype, device="cpu")
     gen = Generation(max_new_tokens=a.max_new_tokens, repetition_penalty=a.repetition_penalty)
     started = time.time()
-    rows = validate(lm, a.languages.split(","), gen, a.others)
     print(f"{a.model} ({lm.meta.get('dtype', a.dtype)}), greedy, {a.max_new_tokens} new tokens, repetition penalty "
           f"{a.repetition_penalty:g}; criterion PMI > 0 against {a.others} other prompts")
     print(f"{'language':9s} {'n':>4s}  {'true pairs accepted':>24s}  {'shuffled pairs rejected':>24s}  "
-          f"median PMI true / shuffled (nats per token)")
+          f"median PMI true / shuffled (nats per token)", flush=True)
     ci = lambda r, k: f"{100 * r[f'{k}_rate']:5.1f}% [{100 * r[f'{k}_lo']:.0f}-{100 * r[f'{k}_hi']:.0f}]"  # noqa: E731
-    for r in rows:
-        print(f"{r['language']:9s} {r['n']:4d}  {ci(r, 'accept'):>24s}  {ci(r, 'reject'):>24s}  "
-              f"{r['median_pmi_true']:+.3f} / {r['median_pmi_shuffled']:+.3f}")
+    validate(lm, a.languages.split(","), gen, a.others, report=lambda r: print(
+        f"{r['language']:9s} {r['n']:4d}  {ci(r, 'accept'):>24s}  {ci(r, 'reject'):>24s}  "
+        f"{r['median_pmi_true']:+.3f} / {r['median_pmi_shuffled']:+.3f}", flush=True))
     print(f"wall {time.time() - started:.0f} s")
 
 

@@ -103,12 +103,12 @@ def pmi(lm, prompts: list[str], continuations: list[list[int]], others: int = 4,
     return out
 
 
-def validate(lm, languages: list[str], gen, others: int = 4) -> list[dict]:
+def validate(lm, languages: list[str], gen, others: int = 4, report=None) -> list[dict]:
     """Per language: the unsteered model continues the built-in native prompts; the true pairs
     with PMI > 0 (accepted) and the shuffled pairs (each continuation after the prompt half the
     set away, compared with the ``others`` prompts after that one, none of them its own) with
     PMI ≤ 0 (rejected), as counts and rates with 95% Clopper-Pearson intervals; then the pooled
-    row (``language`` "all")."""
+    row (``language`` "all"); ``report(row)`` is called on each row as it is made."""
     from langloc.evaluate.intervals import rate_ci
     from langloc.steer.prompts import builtin_prompts
     from langloc.steer.steering import generate
@@ -133,6 +133,10 @@ def validate(lm, languages: list[str], gen, others: int = 4) -> list[dict]:
         all_true += true
         all_shuffled += shuffled
         rows.append(row(lang, n, sum(v > 0 for v in true), sum(v <= 0 for v in shuffled), true, shuffled))
+        if report is not None:
+            report(rows[-1])
     rows.append(row("all", len(all_true), sum(v > 0 for v in all_true), sum(v <= 0 for v in all_shuffled),
                     all_true, all_shuffled))
+    if report is not None:
+        report(rows[-1])
     return rows
