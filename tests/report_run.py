@@ -34,7 +34,8 @@ def make_analysis(root: Path) -> dict[str, Path]:
     assert invoke("identify", run, "--top-rate", "0.05") == 0
     assert invoke("ablate", run, "--eval-tokens", "128", "--device", "cpu", "--control-draws", "1") == 0
     prompts = root / "prompts.txt"
-    prompts.write_text("In the beginning\nThe word was\nAnd the people\n", encoding="utf-8")
+    prompts.write_text("In the beginning\nThe word was\nAnd the people\nOn the first day\nThe king said\n",
+                       encoding="utf-8")  # more than the 4 each output's relevance is compared with
     assert invoke("steer", "-n", run / "neurons" / "lape.json", "-t", "fr", "--run", run, "-o", steer,
                   "--prompts", prompts, "--fixed", "on(autox1)", "--fixed", "diffmean(L1x4)", "--max-new-tokens", "4", "--control-draws", "1",
                   "--device", "cpu") == 0

@@ -221,10 +221,10 @@ def test_methods_compare_and_steer_end_to_end(setup, tmp_path, monkeypatch):
     assert len(lines) == 1 + 3 * 3 * (2 + 1)  # 3 pairs x 3 languages x (2 layers + all)
     assert (tmp_path / "cmp" / "compare.png").stat().st_size > 0
 
-    prompts = tmp_path / "prompts.txt"
-    prompts.write_text("In the beginning\nThe word was\nAnd the people\n", encoding="utf-8")
+    prompts = tmp_path / "prompts.txt"  # more than the 4 prompts each output's relevance is compared with
+    prompts.write_text("In the beginning\nThe word was\nAnd the people\nOn the first day\nThe king said\n", encoding="utf-8")
     tune = tmp_path / "tune.txt"
-    tune.write_text("Of the land\nWith the word\n", encoding="utf-8")
+    tune.write_text("Of the land\nWith the word\nUnder the sky\nBy the river\nAt the gate\n", encoding="utf-8")
     out = tmp_path / "steer"
     steer_args = ("steer", "-n", sets[1], "-n", sets[2], "-t", "fr,ru", "--run", run, "-o", out,
                   "--prompts", prompts, "--tune-prompts", tune, "--rules", "set:1,add:1,scale:2",
@@ -235,7 +235,7 @@ def test_methods_compare_and_steer_end_to_end(setup, tmp_path, monkeypatch):
     assert [(r["method"], r["target"]) for r in result["rows"]] == [
         ("thresholding", "fr"), ("thresholding", "ru"), ("expert_units", "fr"), ("expert_units", "ru"),
         ("diffmean", "fr"), ("diffmean", "ru")]
-    assert all(r["n"] == 3 and r["control_strict_rate"] is not None for r in result["rows"])
+    assert all(r["n"] == 5 and r["control_strict_rate"] is not None for r in result["rows"])
     first = lambda d: [t["label"] for t in d["search"] if not t["extended"]]  # noqa: E731
     assert first(result["details"][0]) == ["on(mean_activex1)", "on(+mean_activex1)", "on(x2)"]
     assert first(result["details"][4]) == ["diffmean(L0x2)", "diffmean(L0-1x2)"]  # 0.0: the first layer
@@ -249,7 +249,9 @@ def test_methods_compare_and_steer_end_to_end(setup, tmp_path, monkeypatch):
     assert result["details"][2]["chosen"]["value"] == "median_response"  # expert units' own value
     assert result["k"] > 0 and {r["language"] for r in result["native"]} == {"fr", "ru"}
     gens = [json.loads(x) for x in (out / "generations.jsonl").read_text().splitlines()]
-    assert all("strict" in g and "success" in g for g in gens)
+    assert all("strict" in g and "success" in g and isinstance(g["relevant"], bool) for g in gens)
+    assert all(("relevance" in g["strict_fails"]) == (not g["relevant"]) for g in gens if "strict_fails" in g)
+    assert result["relevance"]["on"] and result["relevance"]["others"] == 4
     assert {g["method"] for g in gens} == {"native", "unsteered", "thresholding", "expert_units", "diffmean",
                                            "random:thresholding", "random:expert_units", "random:diffmean"}
     matrix = list(csv.DictReader((out / "matrix.csv").open()))
@@ -257,10 +259,17 @@ def test_methods_compare_and_steer_end_to_end(setup, tmp_path, monkeypatch):
     summary = list(csv.DictReader((out / "summary.csv").open()))
     assert [r["at_grid_edge"] for r in summary] == [str(r["at_grid_edge"]) for r in result["rows"]]
     for r in summary:  # rates with 95% intervals over prompts
-        for k in ("strict_rate", "fluent_target_rate", "target_rate", "control_strict_rate"):
+        for k in ("strict_rate", "fluent_target_rate", "target_rate", "relevance_rate", "control_strict_rate"):
             assert float(r[f"{k}_lo"]) <= float(r[k]) <= float(r[f"{k}_hi"])
+        mine = [g for g in gens if g["method"] == r["method"] and g["target"] == r["target"]]
+        assert float(r["relevance_rate"]) == pytest.approx(sum(g["relevant"] for g in mine) / len(mine), abs=1e-4)
+        t, rel = float(r["target_rate"]), float(r["relevance_rate"])  # CLaS: their harmonic mean
+        assert float(r["clas"]) == pytest.approx(0.0 if t + rel == 0 else 2 * t * rel / (t + rel), abs=1e-4)
     methods = list(csv.DictReader((out / "methods.csv").open()))
     assert [m["method"] for m in methods] == ["thresholding", "expert_units", "diffmean"]
+    for m in methods:  # the method's CLaS-style score: the mean of its cells'
+        cells = [float(r["clas"]) for r in summary if r["method"] == m["method"]]
+        assert float(m["clas"]) == pytest.approx(sum(cells) / len(cells), abs=1e-3)
     assert (out / "interventions" / "diffmean-en-ru.json").is_file() and (out / "steering.png").is_file()
     from langloc.intervene import Intervention
 
@@ -277,7 +286,7 @@ def test_methods_compare_and_steer_end_to_end(setup, tmp_path, monkeypatch):
         lm, prompts, *a, **k))
     assert invoke(*steer_args) == 0
     tried = len(result["details"][5]["search"])  # the first grid's 2 settings and the extension's
-    assert calls == [2] * tried + [3, 3]  # tuning prompts x settings tried, held-out prompts, control
+    assert calls == [5] * tried + [5, 5]  # tuning prompts x settings tried, held-out prompts, control
     assert {f: (out / f).read_text() for f in first} == first
     resumed = json.loads((out / "steer.json").read_text())  # wall time: this invocation; compute: every step
     assert resumed["compute_seconds"] is not None and resumed["compute_seconds"] >= 0
@@ -290,14 +299,15 @@ def test_methods_compare_and_steer_end_to_end(setup, tmp_path, monkeypatch):
     assert fixed["rows"][0]["setting"] == "on(p90x2)+off@generated" and fixed["rows"][0].get("control_strict_rate") is None
 
 
-def _steer_tiny(setup, tmp_path, out, *extra):
+def _steer_tiny(setup, tmp_path, out, *extra, relevance=False):
     root, model, corpus, run = setup
     assert invoke("identify", run, "--method", "thresholding", "--rate", "0.05") == 0
     prompts = tmp_path / "prompts.txt"
-    prompts.write_text("In the beginning\nThe word was\nAnd the people\n", encoding="utf-8")
+    prompts.write_text("In the beginning\nThe word was\nAnd the people\nOn the first day\nThe king said\n",
+                       encoding="utf-8")
     return invoke("steer", "-n", run / "neurons" / "thresholding.json", "-t", "fr", "--run", run, "-o", out,
                   "--prompts", prompts, "--fixed", "on(mean_activex2)", "--no-diffmean", "--no-controls",
-                  "--max-new-tokens", "4", "--device", "cpu", *extra)
+                  "--max-new-tokens", "4", "--device", "cpu", "--relevance" if relevance else "--no-relevance", *extra)
 
 
 def test_the_reported_k_is_the_95th_percentile_of_the_native_outputs_written(setup, tmp_path):
@@ -379,6 +389,40 @@ def test_steer_rerun_with_another_dtype_recomputes_every_step(setup, tmp_path):
     stamps = {p.name: p.stat().st_mtime_ns for p in (out / ".parts").glob("*.json")}
     assert _steer_tiny(setup, tmp_path, out, "--dtype", "bfloat16") == 0
     assert {p.name: p.stat().st_mtime_ns for p in (out / ".parts").glob("*.json")} == stamps
+
+
+def test_steer_records_relevance_off_and_a_rerun_with_it_on_recomputes_every_step(setup, tmp_path):
+    out = tmp_path / "steer"
+    assert _steer_tiny(setup, tmp_path, out) == 0
+    result = json.loads((out / "steer.json").read_text())
+    assert result["relevance"]["on"] is False and "PMI" in result["relevance"]["criterion"]
+    row = next(csv.DictReader((out / "summary.csv").open()))
+    assert row["relevance_rate"] == row["relevance_rate_lo"] == row["clas"] == ""  # not judged: no figure
+    gens = [json.loads(x) for x in (out / "generations.jsonl").read_text().splitlines()]
+    assert not any("relevant" in g or "relevance" in g.get("strict_fails", []) for g in gens)
+    first = _kept_steps(out)
+    assert first and all(d["settings"]["relevance"]["on"] is False for d in first.values())
+    assert _steer_tiny(setup, tmp_path, out, relevance=True) == 0
+    second = _kept_steps(out)
+    assert set(second) == set(first)
+    for name, doc in second.items():  # every kept step made again with relevance judged
+        assert doc["settings"]["relevance"] == {"on": True, "others": 4}, name
+    gens = [json.loads(x) for x in (out / "generations.jsonl").read_text().splitlines()]
+    assert all(isinstance(g["relevant"], bool) for g in gens)
+    row = next(csv.DictReader((out / "summary.csv").open()))
+    assert 0 <= float(row["relevance_rate_lo"]) <= float(row["relevance_rate"]) <= float(row["relevance_rate_hi"]) <= 1
+
+
+def test_steer_refuses_relevance_with_too_few_prompts_to_compare_with(setup, capsys, tmp_path):
+    root, model, corpus, run = setup
+    assert invoke("identify", run, "--method", "thresholding", "--rate", "0.05") == 0
+    few = tmp_path / "few.txt"
+    few.write_text("In the beginning\nThe word was\nAnd the people\n", encoding="utf-8")
+    capsys.readouterr()
+    assert invoke("steer", "-n", run / "neurons" / "thresholding.json", "-t", "fr", "--run", run, "-o", tmp_path / "s",
+                  "--prompts", few, "--fixed", "on(x2)", "--no-diffmean", "--device", "cpu") == 2
+    err = capsys.readouterr().err
+    assert "more than 4 distinct held-out prompts, or --no-relevance" in err and err.count("\n") == 1
 
 
 @pytest.mark.parametrize("args, message", [

@@ -62,6 +62,8 @@ def test_steering_section_shows_rates_and_example_outputs(analysis):
         assert g["prompt"] in s
     assert re.search(r"\d+% \[\d+–\d+\]", s)  # a rate with its interval
     assert "<th>decoding</th><td>greedy; 4 new tokens</td>" in s  # the rates hold for this decoding only
+    assert "<th>relevance criterion</th><td>PMI &gt; 0 under the unsteered model" in s
+    assert s.count(">relevant</th>") == 2 and s.count(">CLaS-style score</th>") == 2  # per method and per target
 
 
 def test_the_inventory_lists_studies_and_counts_their_pieces(analysis):

@@ -295,3 +295,83 @@ def test_relevance_scores_only_the_continuation_and_is_zero_against_its_own_prom
         assert got == pytest.approx(sum(float(logp[n - 1 + k, t]) for k, t in enumerate(c)), abs=1e-4)
     # compared with copies of its own prompt, no continuation is more or less relevant: PMI 0
     assert pmi(tiny_lm, prompts[:1], conts[:1], others=2, reference=prompts[:1] * 3) == [pytest.approx(0.0, abs=1e-6)]
+
+
+# -- relevance in the strict judge -------------------------------------------------------------
+def test_the_strict_judge_rejects_an_output_copied_from_another_prompt(identify, monkeypatch):
+    """The wiring, with the model's scoring replaced by a stand-in whose answer is known: a
+    continuation is likely only after the prompt it was written for. (The tiny test model is
+    random, so it cannot show relevance; the real scorer has its own test above.)"""
+    import langloc.steer.judge as J
+    import langloc.steer.relevance as R
+
+    prompts = [f"topic {i}" for i in range(6)]
+    monkeypatch.setattr(R, "continuation_logprob", lambda lm, ps, cs, batch_size=8: [
+        0.0 if p == f"topic {c[-1]}" else -10.0 for p, c in zip(ps, cs)])
+    monkeypatch.setattr(J, "text_perplexities", lambda lm, token_lists: [12.0] * len(token_lists))
+    recs = [{"prompt": p, "text": FR, "tokens": TOKENS + [i]} for i, p in enumerate(prompts)]
+    recs[3]["tokens"] = TOKENS + [4]  # prompt 3's output is the one written for prompt 4
+    recs[5]["tokens"] = TOKENS + [4]  # prompt 5's too: it is compared with prompts 0-3, not with 4
+    out = J.judge(recs, None, identify, "fr", J.FluencyRule(), RULE, R.Relevance(others=4))
+    assert [r["relevant"] for r in out] == [True, True, True, False, True, False]
+    assert [r["strict"] for r in out] == [True, True, True, False, True, False]
+    assert out[3]["strict_fails"] == ["relevance"] and out[3]["pmi"] < 0 and out[0]["pmi"] > 0
+    assert out[5]["pmi"] == pytest.approx(0.0)  # no better after its prompt than after the others: rejected
+    assert J.summarise(out, "fr")["relevance_rate"] == pytest.approx(4 / 6)
+    off = J.judge([dict(r, tokens=r["tokens"]) for r in recs[:1]], None, identify, "fr", J.FluencyRule(), RULE,
+                  R.Relevance(on=False))
+    assert "relevant" not in off[0] and off[0]["strict"] and J.summarise(off, "fr")["relevance_rate"] is None
+
+
+def test_relevance_and_perplexity_are_scored_with_the_steering_intervention_off(tiny_lm):
+    import torch
+
+    from langloc.intervene.intervention import Intervention, ResidualEdit
+    from langloc.stats.counters import hidden_size
+    from langloc.steer.judge import FluencyRule, judge
+    from langloc.steer.relevance import Relevance
+
+    tok = tiny_lm.tokenizer
+    prompts = ["the river flows", "le matin je", "in the beginning", "and the people", "of the land", "with the word"]
+    recs = [{"prompt": p, "text": "went on and on", "tokens": tok(f" went on {p}", add_special_tokens=False)["input_ids"]}
+            for p in prompts]
+    iv = Intervention([ResidualEdit.at(tiny_lm.num_layers, {0: torch.full((hidden_size(tiny_lm),), 3.0)}, {})])
+    ids = tok(prompts[0], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        plain_logits = tiny_lm.model(input_ids=ids).logits
+        with iv.apply(tiny_lm):
+            steered_logits = tiny_lm.model(input_ids=ids).logits
+    assert not torch.allclose(plain_logits, steered_logits)  # the hook is live and changes the model
+
+    def scores(records):
+        out = judge(records, tiny_lm, LanguageIdentifier(), "fr", FluencyRule(), relevance=Relevance(others=4))
+        return [(r["pmi"], r["relevant"], r["ppl"]) for r in out]
+
+    plain = scores([dict(r) for r in recs])
+    with iv.apply(tiny_lm):
+        hooked = scores([dict(r) for r in recs])
+    assert hooked == plain and all(p is not None for p, _, _ in plain)
+
+
+def test_the_clas_score_is_the_harmonic_mean_of_language_control_and_relevance():
+    from langloc.steer.judge import clas_score
+
+    assert clas_score(0.8, 0.5) == pytest.approx(2 / (1 / 0.8 + 1 / 0.5))
+    assert clas_score(1.0, 1.0) == 1.0 and clas_score(0.0, 0.9) == 0.0 and clas_score(0.0, 0.0) == 0.0
+    assert clas_score(0.7, None) is None  # relevance off: no score rather than a wrong one
+
+
+def test_the_relevance_validation_counts_every_pair_once_and_pools_them(tiny_lm):
+    from langloc.steer.relevance import pmi, validate
+    from langloc.steer.steering import Generation, generate
+    from langloc.steer.prompts import builtin_prompts
+
+    gen = Generation(max_new_tokens=4)
+    rows = validate(tiny_lm, ["fr", "de"], gen)
+    assert [r["language"] for r in rows] == ["fr", "de", "all"] and rows[-1]["n"] == rows[0]["n"] + rows[1]["n"]
+    prompts = builtin_prompts("fr", "all")
+    true = pmi(tiny_lm, prompts, [g["tokens"] for g in generate(tiny_lm, prompts, gen)])
+    assert rows[0]["accepted_true"] == sum(v > 0 for v in true)  # the same criterion, the same pairs
+    for r in rows:
+        assert r["accept_lo"] <= r["accept_rate"] <= r["accept_hi"] and r["reject_lo"] <= r["reject_rate"] <= r["reject_hi"]
+    assert rows[-1]["rejected_shuffled"] == rows[0]["rejected_shuffled"] + rows[1]["rejected_shuffled"]

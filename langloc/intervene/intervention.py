@@ -50,6 +50,22 @@ KIND = "langloc.intervention"
 RULES = ("zero", "set", "scale", "add")  # neuron rules; ResidualEdit's rule is RESIDUAL_RULE
 RESIDUAL_RULE = "residual_add"
 POSITIONS = ("all", "prompt", "generated")
+_SUSPENDED: dict[int, int] = {}  # id(model) -> depth of :func:`unsteered` blocks around it
+
+
+@contextlib.contextmanager
+def unsteered(lm) -> Iterator[None]:
+    """Inside this block every intervention applied to ``lm`` passes its activations through
+    unchanged (and its position tracker ignores the passes): a judge scoring an output with the
+    *unsteered* model gets the same numbers whether or not a steering hook is still active."""
+    key = id(lm.model)
+    _SUSPENDED[key] = _SUSPENDED.get(key, 0) + 1
+    try:
+        yield
+    finally:
+        _SUSPENDED[key] -= 1
+        if not _SUSPENDED[key]:
+            del _SUSPENDED[key]
 
 
 @dataclass
@@ -311,26 +327,29 @@ class Intervention:
             if self.positions != "all":
                 # On the CausalLM (OPT's calls its decoder directly, never its base model) and on
                 # the body (called directly by statistics code); both see the same input.
+                track = lambda *a: None if id(lm.model) in _SUSPENDED else tracker.pre_hook(*a)  # noqa: E731
                 for m in (lm.model, lm.body):
-                    handles.append(m.register_forward_pre_hook(tracker.pre_hook, with_kwargs=True))
+                    handles.append(m.register_forward_pre_hook(track, with_kwargs=True))
             fns, rfns = {}, {}
             for layer in range(lm.num_layers):
                 edits = [e for e in self.neuron_edits if len(e.layers[layer])]
                 if edits:
-                    fns[layer] = self._hook(layer, edits, tracker)
+                    fns[layer] = self._hook(layer, edits, tracker, id(lm.model))
                 redits = [e for e in self.residual_edits if e.vectors[layer] is not None]
                 if redits:
-                    rfns[layer] = self._hook(layer, redits, tracker)
+                    rfns[layer] = self._hook(layer, redits, tracker, id(lm.model))
             with neuron_hooks(lm, fns), residual_hooks(lm, rfns):
                 yield self
         finally:
             for h in handles:
                 h.remove()
 
-    def _hook(self, layer: int, edits: list[Edit], tracker: _Positions):
+    def _hook(self, layer: int, edits: list[Edit], tracker: _Positions, model_id: int):
         mode = self.positions
 
         def hook(a):
+            if model_id in _SUSPENDED:
+                return None  # inside unsteered(lm): the layer's output as the model made it
             new = a
             for e in edits:
                 new = e.apply_to(layer, new)

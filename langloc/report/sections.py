@@ -340,6 +340,16 @@ def _grid(grid: dict | None) -> str | None:
             "typical residual norms; extended past an edge within its bounds")
 
 
+def _relevance(d: dict) -> str | None:
+    rel = d.get("relevance")
+    if not isinstance(rel, dict):
+        return None
+    if not rel.get("on"):
+        return "off (not judged: the strict rate has no relevance criterion, no CLaS-style score)"
+    return (f"PMI > 0 under the unsteered model, against {rel.get('others')} other prompts; "
+            "CLaS-style score = harmonic mean of the in-target and relevant shares")
+
+
 @section("langloc.steer", "Steering")
 def steer_section(o: Output, _all, examples: int = 3) -> str:
     from langloc.report.plots import plot_steering
@@ -351,7 +361,7 @@ def steer_section(o: Output, _all, examples: int = 3) -> str:
     strict = bool(rows) and "strict_rate" in rows[0]
     items = {"source language": d.get("source"), "targets": d.get("targets"), "methods": d.get("methods"),
              "best method": d.get("best_method"), "strict judge's k": d.get("k"), "k's rule": d.get("k_rule"),
-             "prompts (tuning, held-out)": d.get("prompts"),
+             "prompts (tuning, held-out)": d.get("prompts"), "relevance criterion": _relevance(d),
              "decoding": describe_decoding(d["generation"]) if isinstance(d.get("generation"), dict) else None,
              "search grid (resolved for this model)": _grid(d.get("grid")),
              "setting": (f"fixed: {', '.join(cfg['fixed'])}" if cfg.get("fixed")
@@ -359,7 +369,8 @@ def steer_section(o: Output, _all, examples: int = 3) -> str:
     body = h.facts({k: v for k, v in items.items() if v is not None})
     if rows:
         what = ("passes the strict judge (target language in most chunks, target script, perplexity at most k × "
-                "the median of the model's own native continuations)" if strict
+                "the median of the model's own native continuations, relevant to its prompt where relevance is "
+                "judged, no loop)" if strict
                 else "is fluent and in the target language")
         body += fig(o, h.svg(plot_steering, rows), f"Share of held-out prompts whose continuation {what}, "
                     "steered (solid) and with the method's random control (hatched).")
@@ -369,12 +380,14 @@ def steer_section(o: Output, _all, examples: int = 3) -> str:
                 "method": m.get("method"), "targets": m.get("targets"), "strict success": pct_ci(m, "strict_rate"),
                 "lenient (fluent, in target)": pct_ci(m, "fluent_target_rate"),
                 "control": pct_ci(m, "control_strict_rate"), "worst control cell": m.get("control_strict_rate_max_cell"),
+                "relevant": pct_ci(m, "relevance_rate"), "CLaS-style score": h.fmt(h.number(m.get("clas"))),
                 "rule chosen": m.get("rules_chosen")} for m in methods])
         key = "strict_rate" if strict else "fluent_target_rate"
         body += ("<h3>Per target</h3><p class=muted>rates over held-out prompts with 95% intervals</p>" + h.table([{
             "method": r["method"], "target": r["target"], "setting": r.get("setting"),
             "at grid edge": _edge(r), "neurons": r.get("neurons"), "success": pct_ci(r, key), "lenient": pct_ci(r, "fluent_target_rate") if strict else "–",
             "random control": pct_ci(r, f"control_{key}"), "in target (any fluency)": pct_ci(r, "target_rate"),
+            "relevant": pct_ci(r, "relevance_rate"), "CLaS-style score": h.fmt(h.number(r.get("clas"))),
             "unsteered": pct_ci(r, f"unsteered_{key}") if f"unsteered_{key}_lo" in r
             else h.fmt(h.number(r.get(f"unsteered_{key}"))),
             "median ppl": r.get("median_ppl")} for r in rows]))

@@ -61,18 +61,22 @@ def steer(result: dict) -> list:
     from langloc.steer.steering import describe_decoding
     from langloc.steer.study import format_table, grid_lines
 
-    t = Table("method", "target", "setting", "at edge", "strict", "lenient", "control (strict)", "median ppl", "distinct",
+    t = Table("method", "target", "setting", "at edge", "strict", "lenient", "control (strict)", "relevant", "CLaS",
+              "median ppl", "distinct",
               box=box.SIMPLE_HEAD, title=f"steering {result['prompts']['eval']} held-out prompts (k = {result['k']:.2f}; "
                                          f"{describe_decoding(result['generation'])})",
-              caption="in brackets: 95% Clopper-Pearson interval over prompts")
+              caption="in brackets: 95% Clopper-Pearson interval over prompts; CLaS: harmonic mean of in-target "
+                      "and relevant shares (relevance off: -)")
     for row in format_table(result["rows"]):
         t.add_row(*row)
-    m = Table("method", "targets", "strict", "lenient", "control (strict)", "rules chosen", box=box.SIMPLE_HEAD,
+    m = Table("method", "targets", "strict", "lenient", "control (strict)", "relevant", "CLaS", "rules chosen",
+              box=box.SIMPLE_HEAD,
               title="methods, averaged over targets", caption="95% Clopper-Pearson interval over prompts")
     pct = lambda v: "-" if v is None else f"{100 * v:.0f}%"  # noqa: E731
     for r in result["method_table"]:
         m.add_row(r["method"], str(r["targets"]), f"{pct(r['strict_rate'])} [{pct(r['strict_rate_lo'])}-{pct(r['strict_rate_hi'])}]",
-                  pct(r["fluent_target_rate"]), pct(r.get("control_strict_rate")), r["rules_chosen"])
+                  pct(r["fluent_target_rate"]), pct(r.get("control_strict_rate")), pct(r.get("relevance_rate")),
+                  "-" if r.get("clas") is None else f"{r['clas']:.2f}", r["rules_chosen"])
     return [t, m, *grid_lines(result)]
 
 

@@ -45,8 +45,11 @@ class FluencyRule:
 
 @torch.inference_mode()
 def text_perplexities(lm, token_lists: list[list[int]], batch_size: int = 8) -> list[float]:
-    """Perplexity of each token list under ``lm`` as it is (call outside any intervention),
-    scoring every token after a BOS (or, without BOS, every token after the first)."""
+    """Perplexity of each token list under the unsteered ``lm`` (any intervention still hooked
+    into it is passed through), scoring every token after a BOS (or, without BOS, every token
+    after the first)."""
+    from langloc.intervene.intervention import unsteered
+
     out = [float("inf")] * len(token_lists)
     bos = [lm.meta["bos_token_id"]] if lm.add_bos else []
     items = [(i, bos + t) for i, t in enumerate(token_lists) if len(bos + t) >= 2]
@@ -59,7 +62,8 @@ def text_perplexities(lm, token_lists: list[list[int]], batch_size: int = 8) -> 
         for r, (_, t) in enumerate(chunk):
             ids[r, :len(t)] = torch.tensor(t)
             mask[r, :len(t)] = 1
-        logits = lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), use_cache=False).logits
+        with unsteered(lm):
+            logits = lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), use_cache=False).logits
         nll = F.cross_entropy(logits[:, :-1].float().flatten(0, 1), ids[:, 1:].to(lm.device).flatten(),
                               reduction="none").view(len(chunk), -1).cpu()
         m = mask[:, 1:].double()
@@ -144,6 +148,10 @@ class StrictRule:
       perplexity of the unsteered model's continuations of native prompts in the target. ``k``
       is measured from those native continuations by a rule fixed in advance
       (:func:`native_k`), never tuned.
+    * **relevance to its prompt**: the unsteered model's pointwise mutual information between
+      prompt and output is positive (:mod:`langloc.steer.relevance`; fixed before measurement).
+      Scored by :func:`judge` when relevance is on; with it off the criterion is not applied
+      and the outputs say so.
     * at least ``min_tokens`` tokens and a distinct-token share of at least ``min_distinct``
       (as the lenient judge: a loop has a low perplexity, so perplexity alone does not catch it).
     """
@@ -163,8 +171,10 @@ class StrictRule:
         if self.k <= 0 or self.chunk_words < 1 or self.chunk_chars < 1:
             raise LanglocError("k, chunk_words and chunk_chars must be positive")
 
-    def verdict(self, text: str, tokens: list[int], ppl: float, target: str, identify) -> dict:
-        """The strict judge's fields for one output: ``strict`` (success) and why not."""
+    def verdict(self, text: str, tokens: list[int], ppl: float, target: str, identify,
+                relevant: bool | None = None) -> dict:
+        """The strict judge's fields for one output: ``strict`` (success) and why not
+        (``relevant``: the relevance criterion's verdict, None where relevance is off)."""
         if target not in self.native_median:
             raise LanglocError(f"the strict judge has no native perplexity for {target!r}")
         share, parts = target_share(text, target, identify, self.chunk_words, self.chunk_chars)
@@ -177,6 +187,8 @@ class StrictRule:
             fails.append("script")
         if not ppl <= limit:
             fails.append("perplexity")
+        if relevant is False:
+            fails.append("relevance")
         if len(tokens) < self.min_tokens or distinct_share(tokens) < self.min_distinct:
             fails.append("repetitive_or_short")
         return {"target_share": round(share, 4), "script_share": None if script is None else round(script, 4),
@@ -198,6 +210,15 @@ def native_k(ratios: list[float], quantile: float = 0.95) -> float:
     return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
+def clas_score(target_rate: float | None, relevance_rate: float | None) -> float | None:
+    """CLaS-Bench's score: the harmonic mean of language control (here the share of outputs
+    identified as the target) and relevance (here the share the PMI criterion accepts); None
+    where relevance was not judged, 0 where either is 0."""
+    if target_rate is None or relevance_rate is None:
+        return None
+    return 0.0 if target_rate + relevance_rate == 0 else 2 * target_rate * relevance_rate / (target_rate + relevance_rate)
+
+
 def median(xs: list[float]) -> float:
     xs = sorted(xs)
     n = len(xs)
@@ -211,10 +232,14 @@ def distinct_share(tokens: list[int]) -> float:
 
 
 def judge(records: list[dict], lm, identify: LanguageIdentifier, target: str, rule: FluencyRule,
-          strict: StrictRule | None = None) -> list[dict]:
+          strict: StrictRule | None = None, relevance=None) -> list[dict]:
     """Add ``lang``, ``lang_prob``, ``ppl``, ``distinct``, ``fluent`` and ``success`` (the
-    lenient judge) to each record (a dict with ``text`` and ``tokens``), and with ``strict``
-    the strict judge's fields (``strict``, ``strict_fails``, ``target_share``, ...)."""
+    lenient judge) to each record (a dict with ``prompt``, ``text`` and ``tokens``); with
+    ``relevance`` (a :class:`~langloc.steer.relevance.Relevance` that is on) ``pmi`` and
+    ``relevant``; with ``strict`` the strict judge's fields (``strict``, ``strict_fails``,
+    ``target_share``, ...). Every score comes from the unsteered model."""
+    if relevance is not None:
+        relevance.score(lm, records)
     ppls = text_perplexities(lm, [r["tokens"] for r in records])
     for r, ppl in zip(records, ppls):
         lang, prob = identify(r["text"])
@@ -223,7 +248,7 @@ def judge(records: list[dict], lm, identify: LanguageIdentifier, target: str, ru
         r.update(lang=lang, lang_prob=round(prob, 4), ppl=round(ppl, 3), distinct=round(d, 4),
                  fluent=bool(fluent), success=bool(fluent and lang == target))
         if strict is not None:
-            r.update(strict.verdict(r["text"], r["tokens"], ppl, target, identify))
+            r.update(strict.verdict(r["text"], r["tokens"], ppl, target, identify, r.get("relevant")))
     return records
 
 
@@ -231,6 +256,8 @@ def summarise(records: list[dict], target: str) -> dict:
     n = len(records)
     if n == 0:
         return {"n": 0}
+    target_rate = sum(r["lang"] == target for r in records) / n
+    relevance_rate = (sum(bool(r["relevant"]) for r in records) / n) if "relevant" in records[0] else None
     ppl = sorted(r["ppl"] for r in records)
     langs: dict[str, int] = {}
     for r in records:
@@ -238,7 +265,9 @@ def summarise(records: list[dict], target: str) -> dict:
     return {
         "n": n,
         "strict_rate": (sum(bool(r["strict"]) for r in records) / n) if "strict" in records[0] else None,
-        "target_rate": sum(r["lang"] == target for r in records) / n,
+        "target_rate": target_rate,
+        "relevance_rate": relevance_rate,
+        "clas": clas_score(target_rate, relevance_rate),
         "fluent_target_rate": sum(r["success"] for r in records) / n,
         "fluent_rate": sum(r["fluent"] for r in records) / n,
         "median_ppl": ppl[n // 2] if n % 2 else (ppl[n // 2 - 1] + ppl[n // 2]) / 2,

@@ -16,6 +16,7 @@ prompt of the set (shuffled pairs, which it should reject).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -23,10 +24,37 @@ import torch.nn.functional as F
 from langloc.errors import LanglocError
 
 
+@dataclass
+class Relevance:
+    """The relevance criterion of the strict judge: ``on`` (off: not judged, for speed; the
+    outputs say so) and ``others``, the prompts each continuation is compared with. It costs
+    ``1 + others`` scoring passes over prompt + continuation per output."""
+
+    on: bool = True
+    others: int = 4
+
+    def __post_init__(self):
+        if self.others < 1:
+            raise LanglocError(f"relevance needs at least one other prompt to compare with, got {self.others}")
+
+    def score(self, lm, records: list[dict]) -> list[dict]:
+        """Add ``pmi`` and ``relevant`` (PMI > 0) to each record (``prompt`` and ``tokens``) that
+        lacks them, comparing it with the distinct prompts of ``records``, in their order."""
+        todo = [r for r in records if "pmi" not in r]
+        if not self.on or not todo:
+            return records
+        ref = list(dict.fromkeys(r["prompt"] for r in records))
+        for r, v in zip(todo, pmi(lm, [r["prompt"] for r in todo], [r["tokens"] for r in todo], self.others, ref)):
+            r.update(pmi=round(v, 4) if math.isfinite(v) else None, relevant=bool(v > 0))
+        return records
+
+
 @torch.inference_mode()
 def continuation_logprob(lm, prompts: list[str], continuations: list[list[int]], batch_size: int = 8) -> list[float]:
-    """log p(continuation tokens | prompt), summed over the continuation's tokens, under ``lm``
-    as it is (call outside any intervention)."""
+    """log p(continuation tokens | prompt), summed over the continuation's tokens, under the
+    unsteered ``lm`` (any intervention still hooked into it is passed through)."""
+    from langloc.intervene.intervention import unsteered
+
     if len(prompts) != len(continuations):
         raise LanglocError("give one prompt per continuation")
     tok = lm.tokenizer
@@ -42,7 +70,8 @@ def continuation_logprob(lm, prompts: list[str], continuations: list[list[int]],
             ids[r, :len(p) + len(c)] = torch.tensor(p + c, dtype=torch.long)
             mask[r, :len(p) + len(c)] = 1
             scored[r, len(p) - 1:len(p) + len(c) - 1] = True
-        logits = lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), use_cache=False).logits
+        with unsteered(lm):
+            logits = lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), use_cache=False).logits
         logp = -F.cross_entropy(logits[:, :-1].float().flatten(0, 1), ids[:, 1:].to(lm.device).flatten(),
                                 reduction="none").view(len(items), -1).cpu().double()
         out += [float(logp[r][scored[r]].sum()) for r in range(len(items))]
@@ -52,12 +81,17 @@ def continuation_logprob(lm, prompts: list[str], continuations: list[list[int]],
 def pmi(lm, prompts: list[str], continuations: list[list[int]], others: int = 4, reference: list[str] | None = None,
         batch_size: int = 8) -> list[float]:
     """Per pair, PMI in nats per continuation token (see the module); ``reference``: the prompts
-    the other ones are drawn from (default ``prompts``), the ``others`` after pair i's position."""
+    the other ones are drawn from (default ``prompts``), the ``others`` after pair i's prompt's
+    first place in ``reference`` (after place i where it is not there)."""
     ref = reference if reference is not None else prompts
     if len(ref) <= others:
         raise LanglocError(f"relevance needs more than {others} prompts to compare with, got {len(ref)}")
+    first = {}
+    for i, p in enumerate(ref):
+        first.setdefault(p, i)
+    at = [first.get(p, i) for i, p in enumerate(prompts)]
     own = continuation_logprob(lm, prompts, continuations, batch_size)
-    alt = [continuation_logprob(lm, [ref[(i + j) % len(ref)] for i in range(len(prompts))], continuations, batch_size)
+    alt = [continuation_logprob(lm, [ref[(a + j) % len(ref)] for a in at], continuations, batch_size)
            for j in range(1, others + 1)]
     out = []
     for i, c in enumerate(continuations):
@@ -69,26 +103,40 @@ def pmi(lm, prompts: list[str], continuations: list[list[int]], others: int = 4,
     return out
 
 
-def validate(lm, languages: list[str], gen, others: int = 4) -> list[dict]:
-    """Per language: the unsteered model continues the built-in native prompts; the share of
-    true pairs with PMI > 0 (accepted) and of shuffled pairs (each continuation after the
-    prompt half the set away, compared with the ``others`` prompts after that one, none of
-    them its own) with PMI ≤ 0 (rejected)."""
+def validate(lm, languages: list[str], gen, others: int = 4, report=None) -> list[dict]:
+    """Per language: the unsteered model continues the built-in native prompts; the true pairs
+    with PMI > 0 (accepted) and the shuffled pairs (each continuation after the prompt half the
+    set away, compared with the ``others`` prompts after that one, none of them its own) with
+    PMI ≤ 0 (rejected), as counts and rates with 95% Clopper-Pearson intervals; then the pooled
+    row (``language`` "all"); ``report(row)`` is called on each row as it is made."""
+    from langloc.evaluate.intervals import rate_ci
     from langloc.steer.prompts import builtin_prompts
     from langloc.steer.steering import generate
 
-    rows = []
+    def row(lang, n, acc, rej, true, shuffled):
+        (alo, ahi), (rlo, rhi) = rate_ci(acc, n), rate_ci(rej, n)
+        return {"language": lang, "n": n, "accepted_true": acc, "accept_rate": acc / n, "accept_lo": alo,
+                "accept_hi": ahi, "rejected_shuffled": rej, "reject_rate": rej / n, "reject_lo": rlo, "reject_hi": rhi,
+                "median_pmi_true": float(torch.tensor(true).median()),
+                "median_pmi_shuffled": float(torch.tensor(shuffled).median())}
+
+    rows, all_true, all_shuffled = [], [], []
     for lang in languages:
         prompts = builtin_prompts(lang, "all")
         n = len(prompts)
-        conts = [g["tokens"] for g in generate(lm, prompts, gen)]
-        true = pmi(lm, prompts, conts, others)
         half = n // 2  # continuation of prompt i + n/2 after prompt i; others i+1..i+others exclude it
         if others >= half:
             raise LanglocError(f"{lang}: {n} prompts are too few to shuffle against {others} others")
+        conts = [g["tokens"] for g in generate(lm, prompts, gen)]
+        true = pmi(lm, prompts, conts, others)
         shuffled = pmi(lm, prompts, [conts[(i + half) % n] for i in range(n)], others)
-        rows.append({"language": lang, "n": n, "accepted_true": sum(v > 0 for v in true) / n,
-                     "rejected_shuffled": sum(v <= 0 for v in shuffled) / n,
-                     "median_pmi_true": float(torch.tensor(true).median()),
-                     "median_pmi_shuffled": float(torch.tensor(shuffled).median())})
+        all_true += true
+        all_shuffled += shuffled
+        rows.append(row(lang, n, sum(v > 0 for v in true), sum(v <= 0 for v in shuffled), true, shuffled))
+        if report is not None:
+            report(rows[-1])
+    rows.append(row("all", len(all_true), sum(v > 0 for v in all_true), sum(v <= 0 for v in all_shuffled),
+                    all_true, all_shuffled))
+    if report is not None:
+        report(rows[-1])
     return rows

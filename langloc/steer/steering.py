@@ -28,6 +28,7 @@ from langloc.errors import LanglocError, check_range
 from langloc.intervene.intervention import Edit, Intervention
 from langloc.intervene.values import neuron_values
 from langloc.steer.judge import FluencyRule, LanguageIdentifier, StrictRule, judge, summarise
+from langloc.steer.relevance import Relevance
 
 STEER_MODES = ("on", "off", "on+off")
 STEER_RULES = ("set", "add", "scale")
@@ -276,10 +277,11 @@ class Steerer:
     rule: FluencyRule = field(default_factory=FluencyRule)
     identify: LanguageIdentifier = field(default_factory=LanguageIdentifier)
     strict: StrictRule | None = None  # set once the native references are measured
+    relevance: Relevance = field(default_factory=Relevance)  # the strict judge's relevance criterion
 
     def run(self, prompts, target, intervention) -> tuple[list[dict], dict]:
         recs = judge(generate(self.lm, prompts, self.gen, intervention), self.lm, self.identify, target, self.rule,
-                     self.strict)
+                     self.strict, self.relevance)
         return recs, summarise(recs, target)
 
     def intervention(self, setting, target, t_layers, source, s_layers, meta=None) -> Intervention:

@@ -35,36 +35,46 @@ from langloc.errors import LanglocError
 from langloc.evaluate.intervals import rate_ci, share_ci
 from langloc.intervene.intervention import Intervention, ResidualEdit
 from langloc.manifest import make_manifest, stamp
-from langloc.steer.judge import StrictRule, median, native_k, summarise
+from langloc.steer.judge import StrictRule, clas_score, median, native_k, summarise
 from langloc.steer.search import Bounds, edge_search
 from langloc.steer.steering import ResidualSetting, SteerSetting, Steerer, layer_group, steering_intervention
 
-RATES = ("strict_rate", "fluent_target_rate", "target_rate", "fluent_rate")
+RATES = ("strict_rate", "fluent_target_rate", "target_rate", "fluent_rate", "relevance_rate")
 COLUMNS = ("method", "target", "setting", "at_grid_edge", "grid_extension", "neurons", "n", *[c for r in RATES for c in (r, f"{r}_lo", f"{r}_hi")],
-           "median_ppl", "mean_distinct", "control_draws",
+           "clas", "median_ppl", "mean_distinct", "control_draws",
            *[c for r in ("strict_rate", "fluent_target_rate", "target_rate") for c in
              (f"control_{r}", f"control_{r}_lo", f"control_{r}_hi")],
            "unsteered_strict_rate", "unsteered_target_rate")
 METHOD_COLUMNS = ("method", "targets", "strict_rate", "strict_rate_lo", "strict_rate_hi", "fluent_target_rate",
+                  "target_rate", "relevance_rate", "clas",
                   "control_strict_rate", "control_strict_rate_lo", "control_strict_rate_hi",
                   "control_strict_rate_max_cell", "rules_chosen", "cells_at_grid_edge")
 MATRIX_COLUMNS = ("method", "source", "target", "setting", "n",
                   *[c for r in ("strict_rate", "fluent_target_rate", "target_rate") for c in (r, f"{r}_lo", f"{r}_hi")],
                   "unsteered_strict_rate")
 NATIVE_COLUMNS = ("language", "n", "median_ppl", "strict_rate", "strict_rate_lo", "strict_rate_hi", "target_rate",
-                  "target_rate_lo", "target_rate_hi")
+                  "target_rate_lo", "target_rate_hi", "relevance_rate", "relevance_rate_lo", "relevance_rate_hi")
+
+
+RELEVANCE_RULE = ("relevant when the unsteered model's PMI between prompt and output, in nats per output token, "
+                  "is > 0, against the mean likelihood after the `others` prompts that follow in the list")
 
 
 def _unit(r: dict, rate: str, target: str) -> float:
     return float({"strict_rate": bool(r.get("strict")), "fluent_target_rate": bool(r["success"]),
-                  "target_rate": r["lang"] == target, "fluent_rate": bool(r["fluent"])}[rate])
+                  "target_rate": r["lang"] == target, "fluent_rate": bool(r["fluent"]),
+                  "relevance_rate": bool(r.get("relevant"))}[rate])
 
 
 def rate_row(runs: list[list[dict]], target: str, prefix: str = "", rates=RATES) -> dict:
-    """``<prefix><rate>`` and its Clopper-Pearson interval, averaged over ``runs`` (draws) of the same prompts."""
+    """``<prefix><rate>`` and its Clopper-Pearson interval, averaged over ``runs`` (draws) of the
+    same prompts (the relevance rate is None where relevance was not judged)."""
     out = {}
     n = len(runs[0])
     for rate in rates:
+        if rate == "relevance_rate" and not all("relevant" in r for run in runs for r in run):
+            out[f"{prefix}{rate}"] = out[f"{prefix}{rate}_lo"] = out[f"{prefix}{rate}_hi"] = None
+            continue
         s = sum(_unit(r, rate, target) for run in runs for r in run) / len(runs)
         lo, hi = rate_ci(s, n)
         out[f"{prefix}{rate}"], out[f"{prefix}{rate}_lo"], out[f"{prefix}{rate}_hi"] = s / n, lo, hi
@@ -234,7 +244,7 @@ def _unsteered(steerer: Steerer, prompts: list[str], targets: list[str]) -> dict
     from langloc.steer.judge import judge
     from langloc.steer.steering import generate
 
-    outs = generate(steerer.lm, prompts, steerer.gen)
+    outs = steerer.relevance.score(steerer.lm, generate(steerer.lm, prompts, steerer.gen))  # once, for every target
     return {t: judge([dict(r) for r in outs], steerer.lm, steerer.identify, t, steerer.rule, steerer.strict)
             for t in targets}
 
@@ -285,6 +295,7 @@ def steer_study(steerer: Steerer, methods: list, targets: list[str], *, source: 
                 "compute": compute_key(lm), "generation": asdict(steerer.gen),
                 "statistics": {n: run_stats.meta.get(n) for n in ("corpus", "window", "tokens", "seed")}
                 if run_stats is not None else None, "lenient": asdict(steerer.rule), "source": source,
+                "relevance": asdict(steerer.relevance),
                 "eval_prompts": eval_prompts, "tune_prompts": tune_prompts, "seed": seed}
     languages = list(dict.fromkeys(targets))
     n_controls = draws if controls else 0
@@ -299,10 +310,10 @@ def steer_study(steerer: Steerer, methods: list, targets: list[str], *, source: 
     native_rows, gens = [], []
     for lang in languages:
         recs = [r for r in native_recs if r["target"] == lang]
-        judged = [dict(r, **steerer.strict.verdict(r["text"], r["tokens"], r["ppl"], lang, steerer.identify))
-                  for r in recs]
+        judged = [dict(r, **steerer.strict.verdict(r["text"], r["tokens"], r["ppl"], lang, steerer.identify,
+                                                   r.get("relevant"))) for r in recs]
         native_rows.append({"language": lang, "n": len(recs), "median_ppl": medians[lang],
-                            **rate_row([judged], lang, rates=("strict_rate", "target_rate"))})
+                            **rate_row([judged], lang, rates=("strict_rate", "target_rate", "relevance_rate"))})
         gens += judged
     strict_key = {**step_key, "strict": asdict(steerer.strict)}
     base = cached_step(parts, f"unsteered-{source}", {**strict_key, "targets": targets},  # generated once, judged per target
@@ -337,6 +348,7 @@ def steer_study(steerer: Steerer, methods: list, targets: list[str], *, source: 
                       if control_runs else {}),
                    "unsteered_strict_rate": sum(_unit(r, "strict_rate", target) for r in base[target]) / len(base[target]),
                    "unsteered_target_rate": sum(r["lang"] == target for r in base[target]) / len(base[target])}
+            row["clas"] = clas_score(row["target_rate"], row["relevance_rate"])
             rows.append(row)
             examples[f"{m.name}:{source}->{target}"] = _examples(recs)
             if control_runs:
@@ -362,6 +374,8 @@ def steer_study(steerer: Steerer, methods: list, targets: list[str], *, source: 
         mr = {"method": m.name, "targets": len(mine), "strict_rate": sum(r["strict_rate"] for r in mine) / len(mine),
               "strict_rate_lo": lo, "strict_rate_hi": hi,
               "fluent_target_rate": sum(r["fluent_target_rate"] for r in mine) / len(mine),
+              "target_rate": sum(r["target_rate"] for r in mine) / len(mine),
+              "relevance_rate": _mean([r["relevance_rate"] for r in mine]), "clas": _mean([r["clas"] for r in mine]),
               "rules_chosen": ", ".join(sorted({_rule(chosen_of[(m.name, r['target'])]) for r in mine})),
               "cells_at_grid_edge": sum(bool(r["at_grid_edge"]) for r in mine) if spec is not None else None}
         if controls:
@@ -401,7 +415,8 @@ def steer_study(steerer: Steerer, methods: list, targets: list[str], *, source: 
                 examples[f"{m.name}:{src}->{t}"] = _examples(recs, 2)
     result = {"model": lm.meta, "source": source, "targets": targets, "methods": [m.name for m in methods],
               "best_method": best, "generation": asdict(steerer.gen), "lenient": asdict(steerer.rule),
-              "strict": asdict(steerer.strict), "k": k_used, "k_rule": "95th percentile of native ppl / median" if k is None else "given",
+              "strict": asdict(steerer.strict), "relevance": {**asdict(steerer.relevance), "criterion": RELEVANCE_RULE},
+              "k": k_used, "k_rule": "95th percentile of native ppl / median" if k is None else "given",
               "native": native_rows, "language_candidates": steerer.identify.candidates,
               "prompts": {"tune": len(tune_prompts or []), "eval": len(eval_prompts)},
               "grid": _grid_doc(spec, lm.num_layers, methods),
@@ -455,6 +470,11 @@ def _grid_doc(spec: GridSpec | None, num_layers: int, methods: list) -> dict | N
             "bounds": asdict(replace(spec.bounds, num_layers=num_layers))}
 
 
+def _mean(xs: list) -> float | None:
+    """The mean over targets; None where any is None (relevance not judged)."""
+    return None if not xs or any(x is None for x in xs) else sum(xs) / len(xs)
+
+
 def _rule(setting) -> str:
     if isinstance(setting, ResidualSetting):
         return "residual_add"
@@ -480,7 +500,7 @@ def write_outputs(out: Path, result: dict, gens: list[dict]) -> None:
 def format_table(rows: list[dict]) -> list[list[str]]:
     """Rows for a console table: method, target, setting, whether it still sits at a grid edge,
     strict success and lenient success with their 95% intervals, the control's strict
-    success, median perplexity."""
+    success, the relevance rate (- where not judged), the CLaS-style score, median perplexity."""
     pct = lambda v: "-" if v is None else f"{100 * v:.0f}%"  # noqa: E731
 
     def ci(r, k):  # the rate and its 95% interval over prompts: 45% [30-60]
@@ -488,8 +508,10 @@ def format_table(rows: list[dict]) -> list[list[str]]:
         return pct(r.get(k)) if r.get(k) is None or lo is None else f"{pct(r[k])} [{100 * lo:.0f}-{100 * hi:.0f}]"
 
     edge = lambda r: "-" if r.get("at_grid_edge") is None else ("YES" if r["at_grid_edge"] else "no")  # noqa: E731
+    clas = lambda r: "-" if r.get("clas") is None else f"{r['clas']:.2f}"  # noqa: E731
     return [[r["method"], r["target"], r["setting"], edge(r), ci(r, "strict_rate"), ci(r, "fluent_target_rate"),
-             ci(r, "control_strict_rate"), f"{r['median_ppl']:.0f}", f"{r['mean_distinct']:.2f}"] for r in rows]
+             ci(r, "control_strict_rate"), ci(r, "relevance_rate"), clas(r), f"{r['median_ppl']:.0f}",
+             f"{r['mean_distinct']:.2f}"] for r in rows]
 
 
 def grid_lines(result: dict) -> list[str]:

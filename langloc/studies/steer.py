@@ -40,7 +40,8 @@ class Config(StudyConfig):
     perplexity factor (default: measured, the 95th percentile of native ppl / median);
     max_new_tokens, sample, temperature, top_p, top_k, no_repeat_ngram_size, repetition_penalty,
     batch_size: generation; seed: sampling seed and the controls'; max_ppl, min_distinct: the
-    lenient judge; controls, control_draws: random controls; quantile_tokens: text for
+    lenient judge; relevance, relevance_others: the strict judge's relevance criterion (PMI > 0
+    against that many other prompts; off: not judged, for speed); controls, control_draws: random controls; quantile_tokens: text for
     quantile values; candidates: languages the language identifier chooses from; dtype,
     device: how the model is loaded; progress: show progress bars."""
 
@@ -71,6 +72,8 @@ class Config(StudyConfig):
     batch_size: int = 16
     max_ppl: float = 200.0
     min_distinct: float = 0.5
+    relevance: bool = True
+    relevance_others: int = 4
     controls: bool = True
     control_draws: int = 1
     quantile_tokens: int = 16384
@@ -216,6 +219,7 @@ def run(lm, config: Config, out: str | Path | None) -> Manifest:
     from langloc.stats import read_run
     from langloc.steer import prompts as P
     from langloc.steer.judge import DEFAULT_CANDIDATES, FluencyRule, LanguageIdentifier
+    from langloc.steer.relevance import Relevance
     from langloc.steer.steering import Generation, Steerer
     from langloc.steer.study import NeuronMethod, steer_study
 
@@ -248,6 +252,11 @@ def run(lm, config: Config, out: str | Path | None) -> Manifest:
         if missing:
             raise LanglocError(f"neuron set {name!r} has no neurons for {', '.join(missing)} ({', '.join(ns.languages)})")
     eval_p, tune_p = _prompts(c)
+    relevance = Relevance(c.relevance, c.relevance_others)
+    for what, ps in (("held-out", eval_p), ("tuning", tune_p if spec is not None else None)):
+        if relevance.on and ps is not None and len(set(ps)) <= relevance.others:
+            raise LanglocError(f"the relevance criterion compares each output with {relevance.others} other prompts: "
+                               f"give more than {relevance.others} distinct {what} prompts, or --no-relevance")
     for lang in (*c.targets, *c.matrix_sources):
         P.builtin_prompts(lang, "all")  # native references and matrix prompts: refuse before the model loads
     run_meta = read_run(c.run) if c.run else None
@@ -271,7 +280,8 @@ def run(lm, config: Config, out: str | Path | None) -> Manifest:
         if fixed_residual is not None:
             fixed["diffmean"] = fixed_residual
     steerer = Steerer(lm, values, gen, fluency,
-                      LanguageIdentifier(list(c.candidates) if c.candidates else DEFAULT_CANDIDATES))
+                      LanguageIdentifier(list(c.candidates) if c.candidates else DEFAULT_CANDIDATES),
+                      relevance=relevance)
     config_doc = c.to_dict()
     result = steer_study(steerer, methods, list(c.targets), source=c.source, eval_prompts=eval_p, tune_prompts=tune_p,
                          spec=spec, fixed=fixed, native_prompts=lambda lang: P.builtin_prompts(lang, "all"), k=c.k,
