@@ -187,7 +187,7 @@ def steer(
     repetition_penalty: float = typer.Option(1.0, help="Hugging Face generate's repetition penalty (1.0: off, the default; report both if you use one)."),
     seed: int = typer.Option(0, help="Seed for sampling; the random controls' seeds are derived from it (docs/statistics.md)."),
     min_distinct: float = typer.Option(0.5, help="Both judges: at least this share of the output's tokens are distinct."),
-    relevance: bool = typer.Option(True, help="Strict judge: the output must be relevant to its prompt (PMI > 0 under the unsteered model against 4 other prompts; docs/methods.md §7a). --no-relevance: not judged (5 fewer scoring passes per output), recorded in steer.json."),
+    relevance: bool = typer.Option(False, help="Strict judge: also require the output to be relevant to its prompt (PMI > 0 under the unsteered model against 4 other prompts; docs/methods.md §7a). Off by default until the criterion is validated on a real model; recorded in steer.json."),
     controls: bool = typer.Option(True, help="Also run each method's random control (random neurons of the same count per layer; for DiffMean a random direction of the same norm)."),
     control_draws: int = typer.Option(1, help="Independent draws of each random control; its rates are their mean."),
     dtype: str = DtypeOpt,

@@ -38,7 +38,7 @@ def make_analysis(root: Path) -> dict[str, Path]:
                        encoding="utf-8")  # more than the 4 each output's relevance is compared with
     assert invoke("steer", "-n", run / "neurons" / "lape.json", "-t", "fr", "--run", run, "-o", steer,
                   "--prompts", prompts, "--fixed", "on(autox1)", "--fixed", "diffmean(L1x4)", "--max-new-tokens", "4", "--control-draws", "1",
-                  "--device", "cpu") == 0
+                  "--device", "cpu", "--relevance") == 0
     # A study kind from a newer langloc (or one added after this report's sections): a CSV with
     # its manifest beside it, as write_manifest makes them.
     other = root / "claims"

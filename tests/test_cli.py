@@ -229,7 +229,7 @@ def test_methods_compare_and_steer_end_to_end(setup, tmp_path, monkeypatch):
     steer_args = ("steer", "-n", sets[1], "-n", sets[2], "-t", "fr,ru", "--run", run, "-o", out,
                   "--prompts", prompts, "--tune-prompts", tune, "--rules", "set:1,add:1,scale:2",
                   "--residual-layers", "0.0,0-1", "--alphas", "2", "--matrix-sources", "fr", "--max-new-tokens", "6",
-                  "--device", "cpu")
+                  "--device", "cpu", "--relevance")
     assert invoke(*steer_args) == 0
     result = json.loads((out / "steer.json").read_text())
     assert [(r["method"], r["target"]) for r in result["rows"]] == [
@@ -420,7 +420,7 @@ def test_steer_refuses_relevance_with_too_few_prompts_to_compare_with(setup, cap
     few.write_text("In the beginning\nThe word was\nAnd the people\n", encoding="utf-8")
     capsys.readouterr()
     assert invoke("steer", "-n", run / "neurons" / "thresholding.json", "-t", "fr", "--run", run, "-o", tmp_path / "s",
-                  "--prompts", few, "--fixed", "on(x2)", "--no-diffmean", "--device", "cpu") == 2
+                  "--prompts", few, "--fixed", "on(x2)", "--no-diffmean", "--device", "cpu", "--relevance") == 2
     err = capsys.readouterr().err
     assert "more than 4 distinct held-out prompts, or --no-relevance" in err and err.count("\n") == 1
 

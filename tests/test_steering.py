@@ -318,7 +318,8 @@ def test_the_strict_judge_rejects_an_output_copied_from_another_prompt(identify,
     assert out[3]["strict_fails"] == ["relevance"] and out[3]["pmi"] < 0 and out[0]["pmi"] > 0
     assert out[5]["pmi"] == pytest.approx(0.0)  # no better after its prompt than after the others: rejected
     assert J.summarise(out, "fr")["relevance_rate"] == pytest.approx(4 / 6)
-    off = J.judge([dict(r, tokens=r["tokens"]) for r in recs[:1]], None, identify, "fr", J.FluencyRule(), RULE,
+    fresh = [{k: v for k, v in r.items() if k not in ("pmi", "relevant")} for r in recs[:1]]  # not yet judged
+    off = J.judge(fresh, None, identify, "fr", J.FluencyRule(), RULE,
                   R.Relevance(on=False))
     assert "relevant" not in off[0] and off[0]["strict"] and J.summarise(off, "fr")["relevance_rate"] is None
 
