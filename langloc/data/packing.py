@@ -86,13 +86,8 @@ def spread_windows(tokenizer, documents: Iterable[str], *, window: int, max_toke
     n = max(1, max_tokens // window)
     read = list(iter_windows(tokenizer, documents, window=window, max_tokens=SPREAD * n * window, add_bos=add_bos,
                              what=what))
-    return torch.stack(evenly(read, n))
-
-
-def evenly(read: list, n: int) -> list:
-    """``n`` of ``read`` taken evenly (all of them if there are no more than ``n``)."""
     n = min(n, len(read))
-    return [read[(2 * i + 1) * len(read) // (2 * n)] for i in range(n)]
+    return torch.stack([read[(2 * i + 1) * len(read) // (2 * n)] for i in range(n)])
 
 
 def corpus_windows(model, corpus, lang: str, split: str, *, window: int, max_tokens: int,
@@ -112,19 +107,22 @@ def corpus_windows(model, corpus, lang: str, split: str, *, window: int, max_tok
         yield from docs
 
     what = f"language {lang!r} ({split} split of {corpus.name})"
-    spread = split == "eval" and not lazy
-    wanted = max(1, max_tokens // window)
-    windows = iter_windows(model.tokenizer, chain(), window=window, add_bos=model.add_bos, what=what,
-                           max_tokens=SPREAD * wanted * window if spread else max_tokens)
+    kw = dict(window=window, max_tokens=max_tokens, add_bos=model.add_bos, what=what)
 
-    def noted():
+    def noted(exc: LanglocError) -> LanglocError:
         # "too little text" is found only at the end of the text: say then what was skipped.
+        return LanglocError(f"{exc}{corpus.skip_note(lang, split)}")
+
+    def lazy_windows():
         try:
-            yield from windows
+            yield from iter_windows(model.tokenizer, chain(), **kw)
         except LanglocError as exc:
-            raise LanglocError(f"{exc}{corpus.skip_note(lang, split)}") from None
+            raise noted(exc) from None
 
     if lazy:
-        return noted()
-    read = list(noted())
-    return torch.stack(evenly(read, wanted) if spread else read)
+        return lazy_windows()
+    pack = spread_windows if split == "eval" else pack_windows
+    try:
+        return pack(model.tokenizer, chain(), **kw)
+    except LanglocError as exc:
+        raise noted(exc) from None
