@@ -32,15 +32,18 @@ def steps(model: str, out: Path, dtype: str) -> list[tuple[str, list[str]]]:
     return [
         ("collect", ["collect", "-m", model, "-l", LANGS, "--tokens", "8192", "--dtype", dtype, "-o", r, "--resume"]),
         ("identify", ["identify", r]),
-        ("ablate", ["ablate", r, "--eval-tokens", "384", "--window", "32", "--control-draws", "2"]),
+        ("ablate", ["ablate", r, "--eval-tokens", "384", "--window", "32", "--control-draws", "2",
+                    "--batch-size", "12"]),
         ("validate", ["validate", r, "--shards", "3", "--eval-tokens", "256", "--window", "32",
                       "--control-draws", "2"]),
         ("importance", ["importance", "-m", model, "-l", REGION_LANGS, "--tokens", "1024", "-o", g, "--resume"]),
         ("regions", ["regions", g, "--rate", "0.01", "--dtype", dtype]),
-        ("region-ablate", ["region-ablate", g, "-l", EVAL_LANGS, "--eval-tokens", "256", "--dtype", dtype]),
-        ("perturb", ["perturb", g, "-l", "en,fr,zh,ru", "--eval-tokens", "512", "--dtype", "float32"]),
+        ("region-ablate", ["region-ablate", g, "-l", EVAL_LANGS, "--eval-tokens", "256", "--dtype", dtype,
+                           "--batch-size", "16"]),
+        ("perturb", ["perturb", g, "-l", "en,fr,zh,ru", "--eval-tokens", "512", "--dtype", "float32",
+                     "--batch-size", "16"]),
         ("perturb-massive", ["perturb", g, "-l", "en,fr,zh,ru", "--eval-tokens", "512", "--dtype", "float32",
-                             "--matrix", "1.mlp.down_proj", "--dims", "{massive},{ordinary}"]),
+                             "--batch-size", "16", "--matrix", "1.mlp.down_proj", "--dims", "{massive},{ordinary}"]),
         ("spread", ["spread", model, "-o", str(out / "spread.csv")]),
     ]
 
