@@ -24,27 +24,31 @@ from pathlib import Path
 
 LANGS = "en,zh,fr,ru,ja,ar,hi"           # Latin, Han, Cyrillic, Japanese, Arabic, Devanagari
 REGION_LANGS = "ar,es,ru,zh,ko,vi"       # the six languages Zhang et al. score
-EVAL_LANGS = "en,zh,fr,es,ru,ja,ar,ko,vi,hi"
+EVAL_LANGS = "en,zh,es,ru,ar,ko,vi,hi"   # the six scored and two not scored
 
 
 def steps(model: str, out: Path, dtype: str) -> list[tuple[str, list[str]]]:
+    # Budgets for a 1.5B model on 2 CPU cores (about 70 minutes in all); the gemma-3-270m run of
+    # 2026-12-05 took larger ones for ablate (384 tokens), importance (1,024), regions' probe (1,024),
+    # region-ablate (10 languages), perturb (512 tokens, 4 languages) and spread (1,024): its
+    # steps.json holds the commands it ran.
     r, g = str(out), str(out / "regions")
     return [
         ("collect", ["collect", "-m", model, "-l", LANGS, "--tokens", "8192", "--dtype", dtype, "-o", r, "--resume"]),
         ("identify", ["identify", r]),
-        ("ablate", ["ablate", r, "--eval-tokens", "384", "--window", "32", "--control-draws", "2",
-                    "--batch-size", "12"]),
+        ("ablate", ["ablate", r, "--eval-tokens", "256", "--window", "32", "--control-draws", "2",
+                    "--batch-size", "16"]),
         ("validate", ["validate", r, "--shards", "3", "--eval-tokens", "256", "--window", "32",
                       "--control-draws", "2"]),
-        ("importance", ["importance", "-m", model, "-l", REGION_LANGS, "--tokens", "1024", "-o", g, "--resume"]),
-        ("regions", ["regions", g, "--rate", "0.01", "--dtype", dtype]),
+        ("importance", ["importance", "-m", model, "-l", REGION_LANGS, "--tokens", "512", "-o", g, "--resume"]),
+        ("regions", ["regions", g, "--rate", "0.01", "--dtype", dtype, "--probe-tokens", "256"]),
         ("region-ablate", ["region-ablate", g, "-l", EVAL_LANGS, "--eval-tokens", "256", "--dtype", dtype,
                            "--batch-size", "16"]),
-        ("perturb", ["perturb", g, "-l", "en,fr,zh,ru", "--eval-tokens", "512", "--dtype", "float32",
+        ("perturb", ["perturb", g, "-l", "en,zh,ru", "--eval-tokens", "256", "--dtype", "float32",
                      "--batch-size", "16"]),
-        ("perturb-massive", ["perturb", g, "-l", "en,fr,zh,ru", "--eval-tokens", "512", "--dtype", "float32",
+        ("perturb-massive", ["perturb", g, "-l", "en,zh,ru", "--eval-tokens", "256", "--dtype", "float32",
                              "--batch-size", "16", "--matrix", "1.mlp.down_proj", "--dims", "{massive},{ordinary}"]),
-        ("spread", ["spread", model, "-o", str(out / "spread.csv")]),
+        ("spread", ["spread", model, "-o", str(out / "spread.csv"), "--tokens", "512"]),
     ]
 
 
