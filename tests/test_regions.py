@@ -3,6 +3,8 @@ hidden-dimension counts and single-parameter perturbation."""
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch.nn.functional as F
 
 from conftest import CharTokenizer, tiny_model
@@ -237,3 +239,17 @@ def test_perturbing_one_entry_or_a_dimension_and_restoring():
     with pytest.raises(LanglocError, match="exactly one"):
         with perturbed(lm, name, 7):
             pass
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 5), min_size=1, max_size=200), st.data())
+def test_region_selection_is_a_stable_sorts_first_k_ties_to_the_lower_index(values, data):
+    """The regions pick entries by selection (kthvalue), not by sorting; with scores full of
+    ties (bfloat16 makes them common at the boundary) the pick is the stable sort's, exactly."""
+    from langloc.regions.regions import _bottom, _top
+
+    scores = torch.tensor(values, dtype=torch.float32).view(1, -1)
+    k = data.draw(st.integers(1, len(values)))
+    flat = scores.flatten()
+    assert torch.equal(_top(scores, k), torch.sort(flat, descending=True, stable=True).indices[:k].sort().values)
+    assert torch.equal(_bottom(scores, k), torch.sort(flat, stable=True).indices[:k].sort().values)
