@@ -3,9 +3,9 @@ hidden-dimension counts and single-parameter perturbation."""
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
-import torch.nn.functional as F
 
 from conftest import CharTokenizer, tiny_model
 from langloc.data import FolderCorpus, corpus_windows
