@@ -94,6 +94,7 @@ def collect(
     checkpoint_every: int = typer.Option(50, help="Checkpoint counters and position every N batches."),
     segments: int = typer.Option(0, help="Also store each neuron's mean response on N text segments per language (needed by identify --method expert_units; 100 is a good start)."),
     segment_tokens: int = typer.Option(32, help="Tokens per segment for --segments."),
+    residual_sample: int = typer.Option(0, help="Also keep a seeded sample of N tokens' residual states (every decoder layer's output) per language, for steer's probe, lda and pca methods (2000 is a good start); 0: none. Disk: N x layers x hidden x 2 bytes per language (bfloat16), e.g. gemma-3-270m (18 x 640), N=2000: 46 MB per language. The same for any batch size or number of processes."),
     lid_filter: bool = LidOpt,
     lid_threshold: float = LidThresholdOpt,
 ):
@@ -112,7 +113,8 @@ def collect(
     stats, c = collect_run(out_dir, _langs(languages), model=model, corpus=corpus, tokens=tokens, window=window,
                            batch_size=batch_size, seed=seed, dtype=dtype, device=device, neuron_site=neuron_site,
                            resume=resume, checkpoint_every=checkpoint_every, segments=segments,
-                           segment_tokens=segment_tokens, lid_filter=_lid(lid_filter, lid_threshold))
+                           segment_tokens=segment_tokens, lid_filter=_lid(lid_filter, lid_threshold),
+                           residual_sample=residual_sample)
     if distributed.is_main():
         _notes(c, _langs(languages))
         _show(tables.collect(stats), f"statistics in {out_dir}/stats; next: langloc identify {out_dir}")
