@@ -166,14 +166,15 @@ def steer(
     targets: str = typer.Option(..., "--target", "-t", help="Target language(s), comma-separated, e.g. fr,zh,ja (each needs built-in native prompts: en fr es de zh ru ja ar hi vi id)."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Folder for steer.json, summary.csv, methods.csv, matrix.csv, native.csv, generations.jsonl, interventions/, steering.png."),
     neurons: list[Path] = typer.Option([], "--neurons", "-n", help="Neuron set file(s); each is one method in the table. Repeat the option to compare methods."),
-    diffmean: bool = typer.Option(True, help="Also steer with DiffMean: alpha x (mean residual state on the target - on the source) added to chosen layers' outputs (needs --run collected with residual sums)."),
+    methods: str = typer.Option("diffmean", help="Methods beside the neuron sets, in this order, comma-separated (docs/methods.md §7a): diffmean (alpha typical norms along mean residual state on the target - on the source, added to chosen layers' outputs; needs --run), probe, lda, pca (the same, along a direction fitted on the run's residual sample, target vs source: needs --run collected with --residual-sample N), prompting (no intervention: an instruction to continue in the target language, through the chat template where the tokenizer has one). E.g. prompting,diffmean,probe,lda,pca."),
+    diffmean: bool = typer.Option(True, help="--no-diffmean drops diffmean from --methods."),
     source: str = typer.Option("en", help="Language of the prompts: DiffMean subtracts its mean, the off modes zero its neurons."),
     matrix_sources: str = typer.Option("", help="Other source languages (comma-separated, built-in prompts, all of them held out) steered with the settings chosen for --source: the source x target matrix, for the best method and LAPE."),
     run: Optional[Path] = typer.Option(None, help="Run folder with the statistics (mean active values, residual means, expert-unit medians)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model (default: the run's / the neuron set's)."),
     prompts: str = typer.Option("builtin:en", help="builtin:<lang> (its held-out part) or a file with one prompt per line."),
     tune_prompts: Optional[str] = typer.Option(None, help="Prompts for the search (default: the built-in set's tuning part)."),
-    fixed: list[str] = typer.Option([], help="Evaluate these settings instead of searching, written as summary.csv labels them: one for the neuron sets, e.g. 'on(autox2)+off@generated' (rules: on(VALUExS) set, on(+VALUExS) add, on(xS) scale; VALUE auto, mean_active, p90, a number...), and one for DiffMean, e.g. 'diffmean(L6x4)'. Repeat the option."),
+    fixed: list[str] = typer.Option([], help="Evaluate these settings instead of searching, written as summary.csv labels them: one for the neuron sets, e.g. 'on(autox2)+off@generated' (rules: on(VALUExS) set, on(+VALUExS) add, on(xS) scale; VALUE auto, mean_active, p90, a number...), and one per residual method, e.g. 'diffmean(L6x4)', 'probe(L6x0.5)', 'lda(L5-7x1)', 'pca(L6x0.25)' (prompting has one setting). Repeat the option."),
     rules: str = typer.Option("set:1/2,add:1/2,scale:2/4", help="Neuron rules the search tries, each with its strengths."),
     modes: str = typer.Option("on", help="Neuron modes the search tries: on, on+off, off."),
     positions: str = typer.Option("all", help="Position modes the search tries: all, prompt (the prefill only) or generated (new tokens only)."),
@@ -190,15 +191,14 @@ def steer(
     seed: int = typer.Option(0, help="Seed for sampling; the random controls' seeds are derived from it (docs/statistics.md)."),
     min_distinct: float = typer.Option(0.5, help="Both judges: at least this share of the output's tokens are distinct."),
     relevance: bool = typer.Option(False, help="Strict judge: also require the output to be relevant to its prompt (PMI > 0 under the unsteered model against 4 other prompts; docs/methods.md §7a). Off by default until the criterion is validated on a real model; recorded in steer.json."),
-    controls: bool = typer.Option(True, help="Also run each method's random control (random neurons of the same count per layer; for DiffMean a random direction of the same norm)."),
+    controls: bool = typer.Option(True, help="Also run each method's random control (random neurons of the same count per layer; for DiffMean, probe, LDA and PCA a random direction of the same norm; for prompting the instruction naming a random other language)."),
     control_draws: int = typer.Option(1, help="Independent draws of each random control; its rates are their mean."),
     dtype: str = DtypeOpt,
     device: Optional[str] = DeviceOpt,
 ):
-    """Steer the output language with neurons and DiffMean, under a strict judge (docs/methods.md §7a).
+    """Steer the output language with neurons, DiffMean, fitted residual directions (probe, LDA, PCA) and prompting, each setting searched on tuning prompts (or --fixed) and measured on held-out ones, under a strict judge (docs/methods.md §7a).
 
-    Each method's setting is searched on tuning prompts, then measured on held-out ones (or --fixed).
-    Example: [bold]langloc steer -n runs/gemma/neurons/lape.json -t fr,zh --run runs/gemma -o steer/[/]
+    Example: [bold]langloc steer -n runs/gemma/neurons/lape.json -t fr,zh --run runs/gemma --methods prompting,diffmean,probe,lda,pca -o steer/[/] (the run collected with --residual-sample 2000)
     """
     m = _run("steer", None, locals(), out_dir)
     _show(tables.steer(m.result), f"-> {out_dir}/summary.csv, methods.csv, matrix.csv, generations.jsonl, steering.png")

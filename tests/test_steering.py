@@ -12,7 +12,7 @@ from langloc.errors import LanglocError
 from langloc.steer.judge import LanguageIdentifier, StrictRule, chunks, native_k, script_share, target_share
 from langloc.evaluate.intervals import rate_ci
 from langloc.steer.search import axes, edge_search
-from langloc.steer.steering import ResidualSetting, SteerSetting, layer_group, parse_setting
+from langloc.steer.steering import DirectionSetting, ResidualSetting, SteerSetting, layer_group, parse_setting
 from langloc.steer.study import GridSpec
 
 
@@ -131,7 +131,10 @@ def test_neuron_strengths_extend_too_and_scale_moves_its_excess_over_one():
               value=st.sampled_from(["mean_active", "mean", "median", "p90", "p2.5", "median_response", "auto", "0.5"]),
               positions=st.sampled_from(["all", "prompt", "generated"]), rule=st.sampled_from(["set", "add", "scale"])),
     st.builds(ResidualSetting, layers=st.sampled_from([(6,), (5, 6, 7), (4, 6), (0,), (10, 11)]),
-              alpha=st.sampled_from([0.5, 1.0, 4.0, 8.0]), positions=st.sampled_from(["all", "generated"]))))
+              alpha=st.sampled_from([0.5, 1.0, 4.0, 8.0]), positions=st.sampled_from(["all", "generated"])),
+    st.builds(DirectionSetting, layers=st.sampled_from([(6,), (5, 6, 7), (4, 6)]),
+              alpha=st.sampled_from([0.25, 1.0]), positions=st.sampled_from(["all", "prompt"]),
+              method=st.sampled_from(["probe", "lda", "pca"]))))
 def test_a_label_the_study_prints_gives_back_the_same_setting(setting):
     again = parse_setting(setting.label())
     assert again.label() == setting.label()
@@ -141,7 +144,8 @@ def test_a_label_the_study_prints_gives_back_the_same_setting(setting):
         assert again == (setting if setting.rule != "scale" else replace(setting, value="mean_active"))
 
 
-@pytest.mark.parametrize("label", ["on(mean_active)", "on()", "on(x)", "dm(L6x4)", "diffmean(6x4)", "on(x2)@middle"])
+@pytest.mark.parametrize("label", ["on(mean_active)", "on()", "on(x)", "dm(L6x4)", "diffmean(6x4)", "on(x2)@middle",
+                                   "svm(L6x1)", "probe(6x1)"])
 def test_a_label_that_names_no_setting_is_one_clear_error(label):
     with pytest.raises(Exception, match="setting"):
         parse_setting(label)
@@ -376,3 +380,214 @@ def test_the_relevance_validation_counts_every_pair_once_and_pools_them(tiny_lm)
     for r in rows:
         assert r["accept_lo"] <= r["accept_rate"] <= r["accept_hi"] and r["reject_lo"] <= r["reject_rate"] <= r["reject_hi"]
     assert rows[-1]["rejected_shuffled"] == rows[0]["rejected_shuffled"] + rows[1]["rejected_shuffled"]
+
+
+# -- residual directions fitted on samples: probe, LDA, PCA --------------------------------------
+def _two_languages(n=500, width=32, gap=4.0, seed=0):
+    """Two Gaussian 'languages' (unit noise around an arbitrary common mean) whose means differ
+    by ``gap`` along a known unit axis, not a coordinate axis."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    axis = torch.randn(width, generator=g, dtype=torch.float64)
+    axis /= axis.norm()
+    centre = 5 * torch.randn(width, generator=g, dtype=torch.float64)
+    source = centre + torch.randn(n, width, generator=g, dtype=torch.float64)
+    target = centre + gap * axis + torch.randn(n, width, generator=g, dtype=torch.float64)
+    return target, source, axis
+
+
+@pytest.mark.parametrize("fit", ["probe", "lda", "pca"])
+def test_each_fitted_direction_recovers_a_planted_language_axis_pointing_to_the_target(fit):
+    from langloc.steer.directions import FIT
+
+    target, source, axis = _two_languages()
+    d = FIT[fit](target.float(), source.float())  # the sample is stored in reduced precision
+    assert float(d.norm()) == pytest.approx(1.0)
+    assert float(d @ axis) > 0.9  # cosine with the planted axis, and the sign: towards the target
+    assert float(FIT[fit](source.float(), target.float()) @ axis) < -0.9  # swap the languages: it turns round
+
+
+@pytest.mark.parametrize("fit", ["probe", "lda"])
+def test_probe_and_lda_discount_an_axis_along_which_each_language_varies_widely(fit):
+    """The means differ by 2 along e0 and by 2 along e1, but each language spreads with sd 10
+    along e1: DiffMean points between them (45 degrees), the discriminants mostly along e0."""
+    import torch
+
+    from langloc.steer.directions import FIT
+
+    g = torch.Generator().manual_seed(1)
+    noise = lambda: torch.randn(2000, 8, generator=g, dtype=torch.float64) * torch.tensor([1, 10, 1, 1, 1, 1, 1, 1.0])  # noqa: E731
+    source, target = noise(), noise() + torch.tensor([2, 2, 0, 0, 0, 0, 0, 0.0])
+    diffmean = target.mean(0) - source.mean(0)
+    assert float(diffmean[0] / diffmean.norm()) < 0.8
+    assert float(FIT[fit](target, source)[0]) > 0.97
+
+
+def test_lda_is_defined_with_fewer_samples_than_dimensions():
+    from langloc.steer.directions import lda_direction
+
+    target, source, axis = _two_languages(n=20, width=64, gap=8.0)
+    assert float(lda_direction(target, source) @ axis) > 0.9  # the shrinkage makes Sigma_w invertible
+
+
+def test_a_direction_method_steers_in_typical_norms_and_its_control_is_a_random_direction(tiny_lm, tmp_path):
+    """probe/lda/pca steer as DiffMean does: alpha x n_l x the unit direction at the chosen
+    layers; the control is a random direction of the same length, seeded, other for each draw."""
+    import torch
+
+    from langloc.stats.residual_sample import ResidualSamples
+    from langloc.steer.directions import FIT, DirectionMethod
+    from langloc.steer.steering import Steerer, ValueContext
+
+    class Samples(ResidualSamples):  # two planted languages instead of a run folder
+        def __init__(self):
+            self.data = dict(zip(("fr", "en"), _two_languages(n=100, width=32)[:2]))
+
+        def layer(self, lang, layer):
+            return self.data[lang].float()
+
+        def describe(self, languages):
+            return {}
+
+    norms = [3.0, 5.0]
+    m = DirectionMethod(None, norms, "test", name="lda", samples=Samples())
+    steerer = Steerer(tiny_lm, ValueContext())
+    setting = m.grid(GridSpec(residual_layers=("1",), alphas=(0.5,)), "en")[0]
+    assert setting.label() == "lda(L1x0.5)" and m.setting({"layers": [1], "alpha": 0.5}) == setting
+    edit = m.intervention(steerer, setting, "fr", "en").edits[0]
+    assert edit.vectors[0] is None and float(edit.vectors[1].norm()) == pytest.approx(2.5, rel=1e-5)
+    expect = FIT["lda"](m.samples.data["fr"].float(), m.samples.data["en"].float())
+    assert torch.allclose(edit.vectors[1].double() / 2.5, expect, atol=1e-5)
+    controls = [m.control(steerer, setting, "fr", "en", seed=0, draw=d).edits[0].vectors[1] for d in (0, 0, 1)]
+    assert float(controls[0].norm()) == pytest.approx(2.5, rel=1e-5) and torch.equal(controls[0], controls[1])
+    assert not torch.equal(controls[0], controls[2]) and abs(float(controls[0].double() @ expect)) < 2.5 * 0.9
+
+
+# -- the prompting baseline ----------------------------------------------------------------------
+def _seen_inputs(lm, monkeypatch):
+    """What the model's generate is given, decoded with its special tokens."""
+    seen = []
+    original = type(lm.model).generate
+    monkeypatch.setattr(type(lm.model), "generate", lambda self, **kw: seen.append(
+        [lm.tokenizer.decode(row[row != lm.tokenizer.pad_token_id]) for row in kw["input_ids"]]) or original(self, **kw))
+    return seen
+
+
+def test_prompting_without_a_chat_template_puts_a_plain_instruction_before_the_prompt(tiny_lm, monkeypatch):
+    from langloc.steer.prompting import PromptIntervention, PromptingMethod, prompt_format
+    from langloc.steer.steering import Generation, generate
+
+    assert prompt_format(tiny_lm.tokenizer) == "plain"
+    seen = _seen_inputs(tiny_lm, monkeypatch)
+    iv = PromptingMethod(prompt_format(tiny_lm.tokenizer)).intervention(
+        type("S", (), {"lm": tiny_lm})(), PromptingMethod().only_setting, "fr", "en")
+    recs = generate(tiny_lm, ["The river flows", "In the beginning"], Generation(max_new_tokens=5), iv)
+    assert seen[0] == ["<s>Continue the following text in French:\n\nThe river flows",
+                       "<s>Continue the following text in French:\n\nIn the beginning"]
+    assert isinstance(iv, PromptIntervention)
+    # what is judged: the prompt as given, and the new tokens only (not the instruction)
+    plain = generate(tiny_lm, ["The river flows"], Generation(max_new_tokens=5))
+    assert [r["prompt"] for r in recs] == ["The river flows", "In the beginning"]
+    assert len(recs[0]["tokens"]) <= 5 and recs[0]["text"] == tiny_lm.tokenizer.decode(recs[0]["tokens"])
+    assert "Continue" not in recs[0]["text"] and plain[0]["prompt"] == recs[0]["prompt"]
+
+
+def test_prompting_goes_through_the_chat_template_where_the_tokenizer_has_one(tiny_lm, monkeypatch):
+    from langloc.steer.prompting import PromptIntervention, prompt_format
+    from langloc.steer.steering import Generation, generate
+
+    template = ("{{ bos_token }}{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }} [end]{% endfor %}"
+                "{% if add_generation_prompt %}[model] {% endif %}")
+    monkeypatch.setattr(tiny_lm.tokenizer, "chat_template", template, raising=False)
+    assert prompt_format(tiny_lm.tokenizer) == "chat"
+    seen = _seen_inputs(tiny_lm, monkeypatch)
+    recs = generate(tiny_lm, ["The river flows"], Generation(max_new_tokens=4), PromptIntervention("ja", "chat"))
+    # the template's own BOS, not a second one from the tokenizer
+    assert seen[0] == ["<s>[user] Continue the following text in Japanese:\n\nThe river flows [end][model] "]
+    assert recs[0]["prompt"] == "The river flows" and "[model]" not in recs[0]["text"]
+
+
+def test_the_prompting_control_names_a_random_other_language_the_same_for_a_seed():
+    from langloc.steer.prompting import PromptingMethod
+
+    m, candidates = PromptingMethod(), ["en", "fr", "de", "zh", "ru", "ja"]
+    drawn = [m.control_language(candidates, "fr", seed=0, draw=d) for d in range(20)]
+    assert "fr" not in drawn and set(drawn) <= set(candidates) and len(set(drawn)) > 1
+    assert drawn == [m.control_language(candidates, "fr", seed=0, draw=d) for d in range(20)]
+    assert drawn != [m.control_language(candidates, "fr", seed=1, draw=d) for d in range(20)]
+
+
+# -- one steering study with every method ---------------------------------------------------------
+@pytest.fixture(scope="module")
+def sampled_run(tmp_path_factory):
+    from report_run import invoke
+    from tiny import save_tiny_llama, write_folder_corpus
+
+    root = tmp_path_factory.mktemp("sampled")
+    model, corpus, run = save_tiny_llama(root / "tiny"), write_folder_corpus(root / "corpus"), root / "run"
+    assert invoke("collect", "-m", model, "--corpus", corpus, "-l", "en,fr", "--tokens", "256", "--window", "64",
+                  "-o", run, "--residual-sample", "64", "--device", "cpu") == 0
+    assert invoke("identify", run, "--top-rate", "0.05") == 0
+    prompts = root / "prompts.txt"
+    prompts.write_text("In the beginning\nThe word was\nAnd the people\nOn the first day\nThe king said\n",
+                       encoding="utf-8")
+    tune = root / "tune.txt"
+    tune.write_text("Of the land\nWith the word\nUnder the sky\n", encoding="utf-8")
+    return root, run, prompts, tune
+
+
+def test_one_steer_run_puts_every_method_and_its_control_in_methods_csv(sampled_run):
+    """lape, prompting, diffmean, probe, lda and pca in one run: a row per method in methods.csv
+    with its control and intervals, a searched setting for every method but prompting (which has
+    one setting, so no grid edge), a saved file per method and target."""
+    import csv
+    import json
+
+    from report_run import invoke
+
+    root, run, prompts, tune = sampled_run
+    out = root / "steer"
+    assert invoke("steer", "-n", run / "neurons" / "lape.json", "-t", "fr", "--run", run, "-o", out,
+                  "--methods", "prompting,diffmean,probe,lda,pca", "--prompts", prompts, "--tune-prompts", tune,
+                  "--rules", "set:1", "--residual-layers", "1", "--alphas", "1", "--max-new-tokens", "4",
+                  "--device", "cpu") == 0
+    names = ["lape", "prompting", "diffmean", "probe", "lda", "pca"]
+    methods = list(csv.DictReader((out / "methods.csv").open()))
+    assert [m["method"] for m in methods] == names
+    for m in methods:
+        assert m["control_strict_rate"] != "" and float(m["strict_rate_lo"]) <= float(m["strict_rate"]) <= float(
+            m["strict_rate_hi"])
+    rows = {r["method"]: r for r in csv.DictReader((out / "summary.csv").open())}
+    assert rows["prompting"]["setting"] == "prompt(plain)" and rows["prompting"]["at_grid_edge"] == ""
+    assert {rows[n]["setting"].split("(")[0] for n in ("diffmean", "probe", "lda", "pca")} == {
+        "diffmean", "probe", "lda", "pca"}
+    assert all(rows[n]["at_grid_edge"] in ("True", "False") for n in names if n != "prompting")
+    for r in rows.values():
+        for k in ("target_rate", "control_target_rate"):
+            assert float(r[f"{k}_lo"]) <= float(r[k]) <= float(r[f"{k}_hi"])
+    assert methods[1]["rules_chosen"] == "instruction" and methods[3]["rules_chosen"] == "residual_add"
+    gens = [json.loads(x) for x in (out / "generations.jsonl").read_text().splitlines()]
+    assert {g["method"] for g in gens} >= {*names, *(f"random:{n}" for n in names)}
+    assert all((out / "interventions" / f"{n}-en-fr.json").is_file() for n in names)
+    probe = json.loads((out / "interventions" / "probe-en-fr.json").read_text())
+    assert probe["edits"][0]["source"]["method"] == "probe"
+    from langloc.intervene import Intervention
+
+    with pytest.raises(LanglocError, match="prompting baseline"):
+        Intervention.load(out / "interventions" / "prompting-en-fr.json")
+
+
+def test_fitted_directions_without_a_residual_sample_are_refused_in_one_line(sampled_run, tmp_path, capsys):
+    from report_run import invoke
+    from test_cli import error_line
+
+    root, run, prompts, _ = sampled_run
+    bare = tmp_path / "bare"
+    assert invoke("collect", "-m", root / "tiny", "--corpus", root / "corpus", "-l", "en,fr", "--tokens", "128",
+                  "--window", "64", "-o", bare, "--device", "cpu") == 0
+    capsys.readouterr()
+    assert invoke("steer", "-t", "fr", "--run", bare, "-o", tmp_path / "s", "--methods", "lda", "--prompts", prompts,
+                  "--fixed", "lda(L1x1)", "--device", "cpu") == 2
+    err = error_line(capsys)
+    assert "no residual sample for fr, en" in err and "--residual-sample" in err

@@ -287,7 +287,7 @@ def steer_study(steerer: Steerer, methods: list, targets: list[str], *, source: 
     steps = {}  # step -> seconds it took when computed, in this invocation or an earlier one
     # (targets, sets and sources are not part of it: each cell's key names its own, so a rerun
     # with one more target or method keeps the cells it shares with the first run)
-    unkeyed = ("progress", "targets", "matrix_sources", "neurons", "diffmean", "controls", "control_draws")
+    unkeyed = ("progress", "targets", "matrix_sources", "neurons", "diffmean", "methods", "controls", "control_draws")
     # "compute": the dtype and device class in use (the config's --dtype may say "auto"); the
     # batch size is in "generation"; "statistics": the run's windows the values come from.
     run_stats = steerer.values.stats
@@ -435,7 +435,8 @@ def _cell(steerer: Steerer, m, target: str, source: str, spec, fixed, tune_promp
     """One method on one target: search (or take) the setting, evaluate it on the held-out
     prompts, run its controls. Plain JSON, so that a finished cell is kept for a resumed run."""
     trials, search = [], None
-    if spec is not None:
+    only = getattr(m, "only_setting", None)  # a method of one setting (prompting): nothing to search
+    if spec is not None and only is None:
         grid = list(dict.fromkeys(m.grid(spec, source)))
         bar = tqdm(total=len(grid), desc=f"search {m.name} {target}", leave=False, disable=not progress)
 
@@ -450,7 +451,7 @@ def _cell(steerer: Steerer, m, target: str, source: str, spec, fixed, tune_promp
         chosen = found.best
         search = {"at_grid_edge": found.at_grid_edge, "extension": found.extension(), "stops": found.stops}
     else:
-        chosen = fixed[m.name]
+        chosen = only if only is not None else fixed[m.name]
     recs, summ = steerer.run(eval_prompts, target, m.intervention(steerer, chosen, target, source))
     controls = [steerer.run(eval_prompts, target, m.control(steerer, chosen, target, source, seed, d))[0]
                 for d in range(draws)]
@@ -476,8 +477,8 @@ def _mean(xs: list) -> float | None:
 
 
 def _rule(setting) -> str:
-    if isinstance(setting, ResidualSetting):
-        return "residual_add"
+    if not isinstance(setting, SteerSetting):  # residual settings; the prompting baseline's "instruction"
+        return getattr(setting, "rule_label", "residual_add")
     return setting.mode if setting.mode == "off" else f"{setting.rule} ({setting.mode})"
 
 
