@@ -591,3 +591,16 @@ def test_fitted_directions_without_a_residual_sample_are_refused_in_one_line(sam
                   "--fixed", "lda(L1x1)", "--device", "cpu") == 2
     err = error_line(capsys)
     assert "no residual sample for fr, en" in err and "--residual-sample" in err
+
+
+def test_prompting_alone_needs_only_the_model(sampled_run):
+    import csv
+
+    from report_run import invoke
+
+    root, run, prompts, tune = sampled_run
+    out = root / "prompting"
+    assert invoke("steer", "-m", root / "tiny", "-t", "fr", "--methods", "prompting", "-o", out, "--prompts", prompts,
+                  "--tune-prompts", tune, "--max-new-tokens", "4", "--device", "cpu") == 0
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    assert [(r["method"], r["setting"], r["at_grid_edge"]) for r in rows] == [("prompting", "prompt(plain)", "")]

@@ -293,7 +293,8 @@ def run(lm, config: Config, out: str | Path | None) -> Manifest:
 
         if not c.run:
             raise LanglocError(f"{', '.join(fitted)} are fitted on a run's residual sample: give the run (--run); {HINT}")
-        ResidualSamples(c.run).require([*c.targets, c.source])  # one line naming what is missing
+        # one line naming what is missing (the matrix refits against each of its sources too)
+        ResidualSamples(c.run).require([*c.targets, c.source, *c.matrix_sources])
     fixed_neurons, fixed_residual = _fixed(c, sets, names)
     for name, ns in sets.items():
         missing = [t for t in c.targets if t not in ns.languages]
@@ -309,8 +310,10 @@ def run(lm, config: Config, out: str | Path | None) -> Manifest:
         P.builtin_prompts(lang, "all")  # native references and matrix prompts: refuse before the model loads
     run_meta = read_run(c.run) if c.run else None
     if lm is None:
-        lm = load_model_of(run_meta or next(iter(sets.values())).meta, c.model, c.dtype, c.device,
-                           str(c.run or c.neurons[0]))
+        if not (run_meta or sets or c.model):
+            raise LanglocError("give the model (--model), or a run (--run) or neuron set (--neurons) that names it")
+        lm = load_model_of(run_meta or (next(iter(sets.values())).meta if sets else {}), c.model, c.dtype, c.device,
+                           str(c.run or (c.neurons[0] if c.neurons else "--model")))
     values = _values(lm, c, run_meta)
     methods = [NeuronMethod(name, ns) for name, ns in sets.items()]
     groups = (spec.layer_groups(lm.num_layers) if spec is not None
