@@ -65,7 +65,12 @@ def _notes(corpus, languages: list[str]) -> None:
 
 
 def _show(*items) -> None:
-    """Print tables and lines (lists of them are flattened)."""
+    """Print tables and lines (lists of them are flattened); under torchrun the first process
+    prints, the others (whose studies return the same results and write nothing) do not."""
+    from langloc import distributed
+
+    if not distributed.is_main():
+        return
     for item in items:
         for x in item if isinstance(item, list) else [item]:
             out.print(x)
@@ -788,7 +793,8 @@ def main() -> None:
         err.print(f"[red]error:[/] {escape(str(exc.strerror or exc))} ({escape(str(getattr(exc, 'filename', '') or 'while writing'))}); "
                   "no partial file was left", highlight=False, soft_wrap=True)
         sys.exit(2)
-
+    finally:
+        distributed.shutdown()  # under torchrun: leave the process group before the interpreter exits
 
 
 if __name__ == "__main__":
