@@ -172,7 +172,7 @@ def steer(
     diffmean: bool = typer.Option(True, help="Also steer with DiffMean: alpha x (mean residual state on the target - on the source) added to chosen layers' outputs (needs --run collected with residual sums)."),
     source: str = typer.Option("en", help="Language of the prompts: DiffMean subtracts its mean, the off modes zero its neurons."),
     matrix_sources: str = typer.Option("", help="Other source languages (comma-separated, built-in prompts, all of them held out) steered with the settings chosen for --source: the source x target matrix, for the best method and LAPE."),
-    run: Optional[Path] = typer.Option(None, help="Run folder with the statistics (mean active values, residual means, expert-unit medians)."),
+    run: Optional[Path] = typer.Option(None, "--run", "--run-folder", help="Run folder with the statistics (mean active values, residual means, expert-unit medians). Under torchrun write --run-folder: torchrun's own parser refuses --run as ambiguous."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model (default: the run's / the neuron set's)."),
     prompts: str = typer.Option("builtin:en", help="builtin:<lang> (its held-out part) or a file with one prompt per line."),
     tune_prompts: Optional[str] = typer.Option(None, help="Prompts for the search (default: the built-in set's tuning part)."),
@@ -200,7 +200,7 @@ def steer(
 ):
     """Steer the output language with neurons and DiffMean, under a strict judge (docs/methods.md §7a).
 
-    Each method's setting is searched on tuning prompts, then measured on held-out ones (or --fixed).
+    Each method's setting is searched on tuning prompts, then measured on held-out ones (or --fixed); runs its cells in parallel under torchrun.
     Example: [bold]langloc steer -n runs/gemma/neurons/lape.json -t fr,zh --run runs/gemma -o steer/[/]
     """
     m = _run("steer", None, locals(), out_dir)

@@ -4,7 +4,10 @@ For each method (neuron sets; DiffMean) and target language: search the setting 
 prompts or take the one given, evaluate it on held-out prompts, run the random control, and
 steer from other source languages (:func:`langloc.steer.study.steer_study`). Writes
 ``OUT/steer.json`` (the manifest), ``summary.csv``, ``methods.csv``, ``matrix.csv``,
-``native.csv``, ``generations.jsonl``, ``interventions/`` and ``steering.png``.
+``native.csv``, ``generations.jsonl``, ``interventions/`` and ``steering.png``. Under torchrun
+the native references' languages, then the (method, target) cells with the unsteered
+continuations, then the matrix's cells are shared out over the processes; the first writes
+the files, the same as one process's.
 """
 
 from __future__ import annotations
@@ -261,8 +264,10 @@ def run(lm, config: Config, out: str | Path | None) -> Manifest:
         P.builtin_prompts(lang, "all")  # native references and matrix prompts: refuse before the model loads
     run_meta = read_run(c.run) if c.run else None
     if lm is None:
-        lm = load_model_of(run_meta or next(iter(sets.values())).meta, c.model, c.dtype, c.device,
-                           str(c.run or c.neurons[0]))
+        from langloc import distributed
+
+        lm = load_model_of(run_meta or next(iter(sets.values())).meta, c.model, c.dtype,
+                           c.device or distributed.local_device(), str(c.run or c.neurons[0]))
     values = _values(lm, c, run_meta)
     methods = [NeuronMethod(name, ns) for name, ns in sets.items()]
     groups = (spec.layer_groups(lm.num_layers) if spec is not None
