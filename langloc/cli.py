@@ -720,7 +720,7 @@ def validate(
 
     Writes OUT/validation.csv, verdicts.txt, stability.csv, conditions.csv, controls.csv,
     domain.csv, plots/validation.png, plots/stability.png, with --budget-curve budget_curve.csv
-    (docs/validate.md). Resumes where it stopped when run again.
+    (docs/validate.md). Resumes where it stopped when run again. Runs in parallel under torchrun.
 
     Example: [bold]langloc validate runs/gemma --domain gsm-symbolic[/]
     """
