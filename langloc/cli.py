@@ -509,7 +509,7 @@ def share(
     Per item (one input in K languages) a neuron is all-shared if it is activated (> threshold
     at the last prompt token) in all K languages, partial-shared in 2..K-1, specific in 1,
     non-activated in none. Attribution at the last token: |m|*||W_out[:, i]||, the effective
-    score against the gold token's unembedding, and gradient x activation.
+    score against the gold token's unembedding, and gradient x activation. Runs in parallel under torchrun.
 
     Example: [bold]langloc share -m gemma-3-270m -l en,fr,es,zh,ru,ja --items 30 --causal -o share/[/]
     """
