@@ -456,7 +456,7 @@ def transfer(
     train_items: int = typer.Option(200, help="Training items (stats split)."),
     eval_items: int = typer.Option(100, help="Evaluation items per language (eval split, disjoint verses)."),
     preset: str = typer.Option("langloc", help="Adapter settings: langloc (r 8, alpha 16, gate and up projections) or mondal (the reference code's: r 8, alpha 16, gate projection only, weight decay 0.1). --r / --alpha override it."),
-    r: Optional[int] = typer.Option(None, help="LoRA rank (default: the preset's, 8)."),
+    r: Optional[int] = typer.Option(None, "--r", "--lora-r", help="LoRA rank (default: the preset's, 8). Under torchrun write --lora-r: torchrun's own parser refuses --r as ambiguous."),
     alpha: Optional[int] = typer.Option(None, help="LoRA alpha (default: the preset's, 16)."),
     attention: bool = typer.Option(True, help="Also plain LoRA on the attention projections (Mondal et al.)."),
     down: bool = typer.Option(False, help="Also adapt the MLP output projection (its neuron columns)."),
@@ -473,6 +473,7 @@ def transfer(
     The task runs offline: given a verse in a language, choose its translation among 4
     candidates by log-likelihood (aligned Bible; training and evaluation verses disjoint).
     Baselines: random neurons of the same count, all neurons, no MLP adapter, no adapter.
+    Runs its conditions in parallel under torchrun.
 
     Example: [bold]langloc transfer -n runs/gemma/neurons/lape.json --language fr -l es,vi,id -o transfer.csv[/]
     """
