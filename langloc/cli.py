@@ -65,7 +65,12 @@ def _notes(corpus, languages: list[str]) -> None:
 
 
 def _show(*items) -> None:
-    """Print tables and lines (lists of them are flattened)."""
+    """Print tables and lines (lists of them are flattened); under torchrun the first process
+    prints, the others (whose studies return the same results and write nothing) do not."""
+    from langloc import distributed
+
+    if not distributed.is_main():
+        return
     for item in items:
         for x in item if isinstance(item, list) else [item]:
             out.print(x)
@@ -170,7 +175,7 @@ def steer(
     diffmean: bool = typer.Option(True, help="--no-diffmean drops diffmean from --methods."),
     source: str = typer.Option("en", help="Language of the prompts: DiffMean subtracts its mean, the off modes zero its neurons."),
     matrix_sources: str = typer.Option("", help="Other source languages (comma-separated, built-in prompts, all of them held out) steered with the settings chosen for --source: the source x target matrix, for the best method and LAPE."),
-    run: Optional[Path] = typer.Option(None, help="Run folder with the statistics (mean active values, residual means, expert-unit medians)."),
+    run: Optional[Path] = typer.Option(None, "--run", "--run-folder", help="Run folder with the statistics (mean active values, residual means, expert-unit medians). Under torchrun write --run-folder: torchrun's own parser refuses --run as ambiguous."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model (default: the run's / the neuron set's)."),
     prompts: str = typer.Option("builtin:en", help="builtin:<lang> (its held-out part) or a file with one prompt per line."),
     tune_prompts: Optional[str] = typer.Option(None, help="Prompts for the search (default: the built-in set's tuning part)."),
@@ -197,6 +202,8 @@ def steer(
     device: Optional[str] = DeviceOpt,
 ):
     """Steer the output language with neurons, DiffMean, fitted residual directions (probe, LDA, PCA) and prompting, each setting searched on tuning prompts (or --fixed) and measured on held-out ones, under a strict judge (docs/methods.md §7a).
+
+    Under torchrun its cells (method x target) run in parallel, one process each.
 
     Example: [bold]langloc steer -n runs/gemma/neurons/lape.json -t fr,zh --run runs/gemma --methods prompting,diffmean,probe,lda,pca -o steer/[/] (the run collected with --residual-sample 2000)
     """
@@ -453,7 +460,7 @@ def transfer(
     train_items: int = typer.Option(200, help="Training items (stats split)."),
     eval_items: int = typer.Option(100, help="Evaluation items per language (eval split, disjoint verses)."),
     preset: str = typer.Option("langloc", help="Adapter settings: langloc (r 8, alpha 16, gate and up projections) or mondal (the reference code's: r 8, alpha 16, gate projection only, weight decay 0.1). --r / --alpha override it."),
-    r: Optional[int] = typer.Option(None, help="LoRA rank (default: the preset's, 8)."),
+    r: Optional[int] = typer.Option(None, "--r", "--lora-r", help="LoRA rank (default: the preset's, 8). Under torchrun write --lora-r: torchrun's own parser refuses --r as ambiguous."),
     alpha: Optional[int] = typer.Option(None, help="LoRA alpha (default: the preset's, 16)."),
     attention: bool = typer.Option(True, help="Also plain LoRA on the attention projections (Mondal et al.)."),
     down: bool = typer.Option(False, help="Also adapt the MLP output projection (its neuron columns)."),
@@ -470,6 +477,7 @@ def transfer(
     The task runs offline: given a verse in a language, choose its translation among 4
     candidates by log-likelihood (aligned Bible; training and evaluation verses disjoint).
     Baselines: random neurons of the same count, all neurons, no MLP adapter, no adapter.
+    Runs its conditions in parallel under torchrun.
 
     Example: [bold]langloc transfer -n runs/gemma/neurons/lape.json --language fr -l es,vi,id -o transfer.csv[/]
     """
@@ -506,7 +514,7 @@ def share(
     Per item (one input in K languages) a neuron is all-shared if it is activated (> threshold
     at the last prompt token) in all K languages, partial-shared in 2..K-1, specific in 1,
     non-activated in none. Attribution at the last token: |m|*||W_out[:, i]||, the effective
-    score against the gold token's unembedding, and gradient x activation.
+    score against the gold token's unembedding, and gradient x activation. Runs in parallel under torchrun.
 
     Example: [bold]langloc share -m gemma-3-270m -l en,fr,es,zh,ru,ja --items 30 --causal -o share/[/]
     """
@@ -717,7 +725,7 @@ def validate(
 
     Writes OUT/validation.csv, verdicts.txt, stability.csv, conditions.csv, controls.csv,
     domain.csv, plots/validation.png, plots/stability.png, with --budget-curve budget_curve.csv
-    (docs/validate.md). Resumes where it stopped when run again.
+    (docs/validate.md). Resumes where it stopped when run again. Runs in parallel under torchrun.
 
     Example: [bold]langloc validate runs/gemma --domain gsm-symbolic[/]
     """
@@ -790,7 +798,8 @@ def main() -> None:
         err.print(f"[red]error:[/] {escape(str(exc.strerror or exc))} ({escape(str(getattr(exc, 'filename', '') or 'while writing'))}); "
                   "no partial file was left", highlight=False, soft_wrap=True)
         sys.exit(2)
-
+    finally:
+        distributed.shutdown()  # under torchrun: leave the process group before the interpreter exits
 
 
 if __name__ == "__main__":

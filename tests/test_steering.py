@@ -2,6 +2,7 @@
 criterion rejects a hand-made failing output while a clean native one passes."""
 
 import math
+import re
 from dataclasses import replace
 
 import pytest
@@ -604,3 +605,50 @@ def test_prompting_alone_needs_only_the_model(sampled_run):
                   "--tune-prompts", tune, "--max-new-tokens", "4", "--device", "cpu") == 0
     rows = list(csv.DictReader((out / "summary.csv").open()))
     assert [(r["method"], r["setting"], r["at_grid_edge"]) for r in rows] == [("prompting", "prompt(plain)", "")]
+
+
+# -- many processes ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def steer_run(tmp_path_factory):
+    """A tiny model's run (with residual sums for DiffMean) and its thresholding set."""
+    from report_run import invoke
+    from tiny import save_tiny_llama, write_folder_corpus
+
+    root = tmp_path_factory.mktemp("steer-ddp")
+    model, corpus, run = save_tiny_llama(root / "tiny"), write_folder_corpus(root / "corpus", repeat=20), root / "run"
+    assert invoke("collect", "-m", model, "--corpus", corpus, "-l", "en,fr,ru", "--tokens", "256", "--window", "64",
+                  "-o", run, "--device", "cpu") == 0
+    assert invoke("identify", run, "--method", "thresholding", "--rate", "0.05") == 0
+    prompts = root / "prompts.txt"
+    prompts.write_text("In the beginning\nThe word was\nAnd the people\nOn the first day\nThe king said\n",
+                       encoding="utf-8")
+    return run, prompts
+
+
+def test_two_gloo_processes_write_the_single_process_steering_outputs(steer_run, tmp_path):
+    """The native references, the (method, target) cells with their controls and the matrix
+    are shared out over two processes; every file is the one process's, written once."""
+    import csv
+
+    from parallel import assert_same_outputs, run_cli
+
+    run, prompts = steer_run
+    args = ["steer", "-n", run / "neurons" / "thresholding.json", "-t", "fr,ru", "--run-folder", run, "--prompts", prompts,
+            "--fixed", "on(autox2)", "--fixed", "diffmean(L1x2)", "--matrix-sources", "fr", "--max-new-tokens", "3",
+            "--control-draws", "2", "--device", "cpu"]
+    single = run_cli(*args, "-o", tmp_path / "one")
+    both = run_cli(*args, "-o", tmp_path / "two", processes=2)
+    names = assert_same_outputs(tmp_path / "one", tmp_path / "two")
+    assert {"summary.csv", "methods.csv", "matrix.csv", "native.csv", "generations.jsonl", "steer.json",
+            "steering.png", "interventions/diffmean-en-ru.json", ".parts/cell-thresholding-en-fr.json"} <= set(names)
+    summary = list(csv.DictReader((tmp_path / "two" / "summary.csv").open()))
+    assert [(r["method"], r["target"]) for r in summary] == [("thresholding", "fr"), ("thresholding", "ru"),
+                                                            ("diffmean", "fr"), ("diffmean", "ru")]
+    assert all(r["n"] == "5" and r["control_draws"] == "2" for r in summary)
+    matrix = list(csv.DictReader((tmp_path / "two" / "matrix.csv").open()))
+    assert [(r["source"], r["target"]) for r in matrix][-1] == ("fr", "ru") and len(matrix) == 4 + 1
+    for done in (single, both):  # one process prints the table
+        assert done.stdout.count("steering 5 held-out prompts") == 1, done.stdout
+    # ... and the work was shared: the first of two processes ran 3 of the 5 cells (the unsteered
+    # continuations and 4 method x target cells), one process all 5.
+    assert re.search(r"steer: 100%\S* 5/5", single.stderr) and re.search(r"steer: 100%\S* 3/3", both.stderr)

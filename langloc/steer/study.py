@@ -29,7 +29,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from langloc.artefacts import atomic_path, cached_step, compute_key, step_seconds, write_csv, write_json
+from langloc.artefacts import atomic_path, cached_cells, compute_key, shared_step, step_seconds, write_csv, write_json
 from langloc.controls import check_draws, derive_seed, random_control
 from langloc.errors import LanglocError
 from langloc.evaluate.intervals import rate_ci, share_ci
@@ -229,9 +229,12 @@ class DiffMeanMethod:
 def native_reference(steerer: Steerer, languages: list[str], prompts_of, k: float | None = None) -> tuple[dict, float, list]:
     """The unsteered model's continuations of native prompts in each language: median
     perplexity per language, and ``k`` (measured unless given). Returns (medians, k, records)."""
+    from langloc import distributed
+
     medians, ratios, recs_all = {}, [], []
-    for lang in languages:
-        recs, _ = steerer.run(prompts_of(lang), lang, None)
+    # Under torchrun the languages are shared out over the processes (each a generation of its own).
+    runs = distributed.map_cells(lambda lang: steerer.run(prompts_of(lang), lang, None)[0], languages)
+    for lang, recs in zip(languages, runs):
         ppls = [r["ppl"] for r in recs if math.isfinite(r["ppl"])]
         medians[lang] = median(ppls)
         ratios += [p / medians[lang] for p in ppls]
@@ -272,9 +275,14 @@ def steer_study(steerer: Steerer, methods: list, targets: list[str], *, source: 
         raise LanglocError("give either a search grid or fixed settings")
     if spec is not None and not tune_prompts:
         raise LanglocError("the search needs tuning prompts")
+    from langloc import distributed
+
     draws = check_draws(control_draws)
     started = time.time()
     lm = steerer.lm
+    rank, world = distributed.rank_and_world()
+    main = rank == 0
+    progress = progress and main
     for m in methods:
         if isinstance(m, NeuronMethod):
             m.ns.check_model(lm)
@@ -304,7 +312,7 @@ def steer_study(steerer: Steerer, methods: list, targets: list[str], *, source: 
         m, kk, recs = native_reference(steerer, languages, native_prompts, k)
         return {"medians": m, "k": kk, "recs": recs}
 
-    nat = cached_step(parts, "native", {**step_key, "targets": languages, "k": k}, native, seconds=steps)
+    nat = shared_step(parts, "native", {**step_key, "targets": languages, "k": k}, native, seconds=steps)
     medians, k_used, native_recs = nat["medians"], nat["k"], nat["recs"]
     steerer.strict = StrictRule(native_median=medians, k=k_used)
     native_rows, gens = [], []
@@ -316,50 +324,57 @@ def steer_study(steerer: Steerer, methods: list, targets: list[str], *, source: 
                             **rate_row([judged], lang, rates=("strict_rate", "target_rate", "relevance_rate"))})
         gens += judged
     strict_key = {**step_key, "strict": asdict(steerer.strict)}
-    base = cached_step(parts, f"unsteered-{source}", {**strict_key, "targets": targets},  # generated once, judged per target
-                       lambda: _unsteered(steerer, eval_prompts, targets), seconds=steps)
+    # The unsteered continuations (generated once, judged per target) and every (method, target)
+    # cell are independent: under torchrun they are shared out over the processes.
+    cells = [(f"unsteered-{source}", {**strict_key, "targets": targets},
+              lambda: _unsteered(steerer, eval_prompts, targets))]
+    pairs = [(m, target) for m in methods for target in targets]
+    cells += [(f"cell-{m.name}-{source}-{target}",
+               {**strict_key, "method": m.name, "target": target, "what": m.fingerprint(target), "draws": n_controls},
+               lambda m=m, target=target: _cell(steerer, m, target, source, spec, fixed, tune_prompts, eval_prompts,
+                                                n_controls, seed, progress))
+              for m, target in pairs]
+    bar = tqdm(total=distributed.rank_share(len(cells), rank, world), desc="steer", unit="cell", disable=not progress)
+
+    def cell_done(j, cell):
+        if j:
+            m, target = pairs[j - 1]
+            bar.set_postfix_str(f"{m.name} {target}: {100 * cell['summary']['strict_rate']:.0f}% strict")
+        bar.update()
+
+    base, *computed = cached_cells(parts, cells, steps, cell_done)
+    bar.close()
     gens += [{"method": "unsteered", "source": source, "target": t, **r} for t, recs in base.items() for r in recs]
     rows, details, chosen_of, examples = [], [], {}, {}
-    bar = tqdm(total=len(methods) * len(targets), desc="steer", unit="cell", disable=not progress)
-    for m in methods:
-        for target in targets:
-            cell = cached_step(parts, f"cell-{m.name}-{source}-{target}",
-                               {**strict_key, "method": m.name, "target": target, "what": m.fingerprint(target),
-                                "draws": n_controls},
-                               lambda m=m, target=target: _cell(steerer, m, target, source, spec, fixed, tune_prompts,
-                                                                eval_prompts, n_controls, seed, progress),
-                               seconds=steps)
-            trials, chosen, recs, summ, control_runs = (cell["trials"], m.setting(cell["chosen"]), cell["recs"],
-                                                        cell["summary"], cell["controls"])
-            chosen_of[(m.name, target)] = chosen
+    for (m, target), cell in zip(pairs, computed):
+        trials, chosen, recs, summ, control_runs = (cell["trials"], m.setting(cell["chosen"]), cell["recs"],
+                                                    cell["summary"], cell["controls"])
+        chosen_of[(m.name, target)] = chosen
+        gens += [{"method": m.name, "source": source, "target": target, "setting": chosen.label(), **r} for r in recs]
+        for d, crecs in enumerate(control_runs):
+            gens += [{"method": f"random:{m.name}", "source": source, "target": target,
+                      "setting": chosen.label(), "draw": d, **r} for r in crecs]
+        edge = cell.get("search") or {}  # None: a fixed setting, nothing searched
+        row = {"method": m.name, "target": target, "setting": chosen.label(), "at_grid_edge": edge.get("at_grid_edge"),
+               "grid_extension": edge.get("extension"), "neurons": m.size(target),
+               "n": len(recs), **rate_row([recs], target), "median_ppl": summ["median_ppl"],
+               "mean_distinct": summ["mean_distinct"], "control_draws": draws if controls else None,
+               **(rate_row(control_runs, target, "control_", ("strict_rate", "fluent_target_rate", "target_rate"))
+                  if control_runs else {}),
+               "unsteered_strict_rate": sum(_unit(r, "strict_rate", target) for r in base[target]) / len(base[target]),
+               "unsteered_target_rate": sum(r["lang"] == target for r in base[target]) / len(base[target])}
+        row["clas"] = clas_score(row["target_rate"], row["relevance_rate"])
+        rows.append(row)
+        examples[f"{m.name}:{source}->{target}"] = _examples(recs)
+        if control_runs:
+            examples[f"random:{m.name}:{source}->{target}"] = _examples(control_runs[0], 2)
+        details.append({"method": m.name, "target": target, "chosen": asdict(chosen), "search": trials,
+                        "edge": edge, "eval": summ})
+        if out is not None and main:
             iv = m.intervention(steerer, chosen, target, source,
                                 {"description": f"steer {source}->{target} with {m.name} ({chosen.label()})",
                                  "method": m.name, "target": target, "source": source, "setting": asdict(chosen)})
-            gens += [{"method": m.name, "source": source, "target": target, "setting": chosen.label(), **r} for r in recs]
-            for d, crecs in enumerate(control_runs):
-                gens += [{"method": f"random:{m.name}", "source": source, "target": target,
-                          "setting": chosen.label(), "draw": d, **r} for r in crecs]
-            edge = cell.get("search") or {}  # None: a fixed setting, nothing searched
-            row = {"method": m.name, "target": target, "setting": chosen.label(), "at_grid_edge": edge.get("at_grid_edge"),
-                   "grid_extension": edge.get("extension"), "neurons": m.size(target),
-                   "n": len(recs), **rate_row([recs], target), "median_ppl": summ["median_ppl"],
-                   "mean_distinct": summ["mean_distinct"], "control_draws": draws if controls else None,
-                   **(rate_row(control_runs, target, "control_", ("strict_rate", "fluent_target_rate", "target_rate"))
-                      if control_runs else {}),
-                   "unsteered_strict_rate": sum(_unit(r, "strict_rate", target) for r in base[target]) / len(base[target]),
-                   "unsteered_target_rate": sum(r["lang"] == target for r in base[target]) / len(base[target])}
-            row["clas"] = clas_score(row["target_rate"], row["relevance_rate"])
-            rows.append(row)
-            examples[f"{m.name}:{source}->{target}"] = _examples(recs)
-            if control_runs:
-                examples[f"random:{m.name}:{source}->{target}"] = _examples(control_runs[0], 2)
-            details.append({"method": m.name, "target": target, "chosen": asdict(chosen), "search": trials,
-                            "edge": edge, "eval": summ})
-            if out is not None:
-                iv.save(Path(out) / "interventions" / f"{m.name}-{source}-{target}.json")
-            bar.set_postfix_str(f"{m.name} {target}: {100 * row['strict_rate']:.0f}% strict")
-            bar.update()
-    bar.close()
+            iv.save(Path(out) / "interventions" / f"{m.name}-{source}-{target}.json")
     per_prompt = {}  # (method, control?) -> per prompt, strict successes over targets
     for g in gens:
         if g["method"] in ("native", "unsteered") or g.get("source") != source:
@@ -389,13 +404,25 @@ def steer_study(steerer: Steerer, methods: list, targets: list[str], *, source: 
     matrix = [{"method": r["method"], "source": source, "target": r["target"], "setting": r["setting"], "n": r["n"],
                **{k: r[k] for k in MATRIX_COLUMNS[5:]}} for r in rows]
     matrix_methods = [m for m in methods if m.name in dict.fromkeys([best, "lape"])]
-    for src in matrix_sources:
-        if src == source:
-            continue
-        prompts = matrix_prompts(src)
-        src_key = {**strict_key, "source": src, "prompts": prompts}
-        src_base = cached_step(parts, f"unsteered-{src}", {**src_key, "targets": [t for t in targets if t != src]},
-                               lambda: _unsteered(steerer, prompts, [t for t in targets if t != src]), seconds=steps)
+    # The matrix: each other source's unsteered continuations and each (method, source, target)
+    # cell are independent too, and shared out the same way.
+    srcs = [src for src in matrix_sources if src != source]
+    src_prompts = {src: matrix_prompts(src) for src in srcs}
+    src_keys = {src: {**strict_key, "source": src, "prompts": src_prompts[src]} for src in srcs}
+    src_cells = []
+    for src in srcs:
+        others = [t for t in targets if t != src]
+        src_cells.append((f"unsteered-{src}", {**src_keys[src], "targets": others},
+                          lambda src=src, others=others: _unsteered(steerer, src_prompts[src], others)))
+        src_cells += [(f"matrix-{m.name}-{src}-{t}",
+                       {**src_keys[src], "method": m.name, "target": t, "what": m.fingerprint(t),
+                        "setting": asdict(chosen_of[(m.name, t)])},
+                       lambda m=m, t=t, src=src: steerer.run(src_prompts[src], t, m.intervention(
+                           steerer, chosen_of[(m.name, t)], t, src))[0])
+                      for t in others for m in matrix_methods]
+    kept = dict(zip((name for name, _, _ in src_cells), cached_cells(parts, src_cells, steps)))
+    for src in srcs:
+        src_base = kept[f"unsteered-{src}"]
         for t in targets:
             if t == src:
                 continue
@@ -403,11 +430,7 @@ def steer_study(steerer: Steerer, methods: list, targets: list[str], *, source: 
             gens += [{"method": "unsteered", "source": src, "target": t, **r} for r in brecs]
             for m in matrix_methods:
                 st = chosen_of[(m.name, t)]
-                recs = cached_step(parts, f"matrix-{m.name}-{src}-{t}",
-                                   {**src_key, "method": m.name, "target": t, "what": m.fingerprint(t),
-                                    "setting": asdict(st)},
-                                   lambda m=m, st=st, t=t: steerer.run(prompts, t, m.intervention(steerer, st, t, src))[0],
-                                   seconds=steps)
+                recs = kept[f"matrix-{m.name}-{src}-{t}"]
                 gens += [{"method": m.name, "source": src, "target": t, "setting": st.label(), **r} for r in recs]
                 matrix.append({"method": m.name, "source": src, "target": t, "setting": st.label(), "n": len(recs),
                                **rate_row([recs], t, rates=("strict_rate", "fluent_target_rate", "target_rate")),
@@ -425,7 +448,7 @@ def steer_study(steerer: Steerer, methods: list, targets: list[str], *, source: 
               "compute_seconds": step_seconds(steps)}  # every step when it was computed, across resumes
     result = stamp(result, make_manifest("langloc.steer", model=lm.meta, config=config or {},
                                          seeds={"controls": seed, "generation": steerer.gen.seed}, started=started))
-    if out is not None:
+    if out is not None and main:  # under torchrun the first process writes
         write_outputs(Path(out), result, gens)
     return result
 

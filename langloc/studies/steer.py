@@ -6,7 +6,10 @@ language: search the setting on tuning
 prompts or take the one given, evaluate it on held-out prompts, run the random control, and
 steer from other source languages (:func:`langloc.steer.study.steer_study`). Writes
 ``OUT/steer.json`` (the manifest), ``summary.csv``, ``methods.csv``, ``matrix.csv``,
-``native.csv``, ``generations.jsonl``, ``interventions/`` and ``steering.png``.
+``native.csv``, ``generations.jsonl``, ``interventions/`` and ``steering.png``. Under torchrun
+the native references' languages, then the (method, target) cells with the unsteered
+continuations, then the matrix's cells are shared out over the processes; the first writes
+the files, the same as one process's.
 """
 
 from __future__ import annotations
@@ -310,10 +313,12 @@ def run(lm, config: Config, out: str | Path | None) -> Manifest:
         P.builtin_prompts(lang, "all")  # native references and matrix prompts: refuse before the model loads
     run_meta = read_run(c.run) if c.run else None
     if lm is None:
+        from langloc import distributed
+
         if not (run_meta or sets or c.model):
             raise LanglocError("give the model (--model), or a run (--run) or neuron set (--neurons) that names it")
-        lm = load_model_of(run_meta or (next(iter(sets.values())).meta if sets else {}), c.model, c.dtype, c.device,
-                           str(c.run or (c.neurons[0] if c.neurons else "--model")))
+        lm = load_model_of(run_meta or (next(iter(sets.values())).meta if sets else {}), c.model, c.dtype,
+                           c.device or distributed.local_device(), str(c.run or (c.neurons[0] if c.neurons else "--model")))
     values = _values(lm, c, run_meta)
     methods = [NeuronMethod(name, ns) for name, ns in sets.items()]
     groups = (spec.layer_groups(lm.num_layers) if spec is not None
