@@ -710,3 +710,75 @@ def test_the_ratio_is_empty_with_a_note_where_the_model_never_passes_natively(sa
     assert method["ratio_to_native"] == "" and method["ratio_to_native_targets"] == "0"
     assert "/ native is undefined for fr" in " ".join(capsys.readouterr().out.split())
 
+
+# -- the publisher's decoding ---------------------------------------------------------------------
+def test_publisher_decoding_is_recorded_once_per_alias_and_refused_for_one_without(tmp_path):
+    import json
+
+    from langloc.models.loading import ALIASES, publisher_decoding
+
+    assert publisher_decoding("gemma-3-270m")[0] == {"do_sample": True, "top_k": 64, "top_p": 0.95}
+    assert publisher_decoding("qwen2.5-coder-1.5b")[0] == {"do_sample": True, "temperature": 0.7, "top_p": 0.8,
+                                                           "top_k": 20, "repetition_penalty": 1.05}
+    assert all(a.decoding_source for a in ALIASES.values() if a.decoding is not None)
+    with pytest.raises(LanglocError, match="smollm2-135m .*has no decoding recommended by its publisher"):
+        publisher_decoding("smollm2-135m")
+    # A folder: what its own generation_config.json sets, and nothing it does not (no top-k 50).
+    (tmp_path / "generation_config.json").write_text(json.dumps({"bos_token_id": 1, "do_sample": True,
+                                                                 "temperature": 0.9, "top_p": 0.9}))
+    assert publisher_decoding(str(tmp_path)) == ({"do_sample": True, "temperature": 0.9, "top_p": 0.9},
+                                                 f"{tmp_path} generation_config.json")
+    (tmp_path / "generation_config.json").write_text(json.dumps({"bos_token_id": 1, "eos_token_id": 2}))
+    with pytest.raises(LanglocError, match="sets no sampling"):
+        publisher_decoding(str(tmp_path))
+
+
+def test_decoding_publisher_on_an_alias_samples_with_the_recorded_settings(tiny_lm, tmp_path, monkeypatch):
+    from dataclasses import replace as copy
+
+    from langloc.studies.steer import Config, run
+
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("In the beginning\nThe word was\nAnd the people\n", encoding="utf-8")
+    tune = tmp_path / "t.txt"
+    tune.write_text("Of the land\n", encoding="utf-8")
+    seen = []
+    original = type(tiny_lm.model).generate
+    monkeypatch.setattr(type(tiny_lm.model), "generate", lambda self, **kw: seen.append(kw) or original(self, **kw))
+    gemma = copy(tiny_lm, name="gemma-3-270m")  # the tiny model under the alias's name: nothing is loaded
+    m = run(gemma, Config(targets=("fr",), methods=("prompting",), prompts=str(prompts), tune_prompts=str(tune),
+                          decoding="publisher", max_new_tokens=4, seed=3, controls=False, progress=False), tmp_path / "out")
+    assert m.result["decoding"]["name"] == "publisher" and "google/gemma-3-270m" in m.result["decoding"]["source"]
+    assert {k: m.result["generation"][k] for k in ("do_sample", "top_k", "top_p", "temperature", "seed")} == {
+        "do_sample": True, "top_k": 64, "top_p": 0.95, "temperature": 1.0, "seed": 3}
+    assert seen and all(kw["do_sample"] and kw["top_k"] == 64 and kw["top_p"] == 0.95 for kw in seen)
+    assert m.result["config"]["decoding"] == "publisher"
+    with pytest.raises(LanglocError, match="sets the sampling itself"):
+        run(gemma, Config(targets=("fr",), methods=("prompting",), prompts=str(prompts), tune_prompts=str(tune),
+                          decoding="publisher", sample=True, progress=False), tmp_path / "again")
+
+
+def test_decoding_publisher_refuses_a_model_without_in_one_line_before_loading_it(tmp_path, capsys):
+    from report_run import invoke
+    from test_cli import error_line
+
+    assert invoke("steer", "-m", "smollm2-135m", "-t", "fr", "--methods", "prompting", "-o", tmp_path / "s",
+                  "--decoding", "publisher") == 2
+    err = error_line(capsys)
+    assert "smollm2-135m" in err and "no decoding recommended by its publisher" in err
+
+
+def test_sampled_decoding_with_a_seed_gives_the_same_generations_twice(sampled_run):
+    from report_run import invoke
+
+    root, run, prompts, _ = sampled_run
+
+    def steer(out, seed):
+        assert invoke("steer", "-n", run / "neurons" / "lape.json", "-t", "fr", "--run", run, "-o", root / out,
+                      "--no-diffmean", "--fixed", "on(autox1)", "--prompts", prompts, "--sample", "--top-k", "20",
+                      "--seed", str(seed), "--max-new-tokens", "6", "--device", "cpu") == 0
+        return (root / out / "generations.jsonl").read_bytes()
+
+    first = steer("sampled-a", 3)
+    assert steer("sampled-b", 3) == first  # native references, steered, control and unsteered: every line
+    assert steer("sampled-c", 4) != first
