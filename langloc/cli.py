@@ -193,6 +193,7 @@ def steer(
     top_k: int = typer.Option(0, help="With --sample: keep the k likeliest tokens; 0: off (Hugging Face's own default of 50 is never applied unseen)."),
     no_repeat_ngram_size: int = typer.Option(0, help="Never repeat an n-gram of this size (Hugging Face generate; 0: off)."),
     repetition_penalty: float = typer.Option(1.0, help="Hugging Face generate's repetition penalty (1.0: off, the default; report both if you use one)."),
+    decoding: str = typer.Option("greedy", help="greedy (default: the decoding the options above give, greedy unless --sample) or publisher: the sampling the model's publisher recommends (recorded per alias: gemma-3-270m top-k 64, top-p 0.95; qwen2.5-coder-1.5b temperature 0.7, top-p 0.8, top-k 20, repetition penalty 1.05; a hub id or folder: its generation_config.json), seeded by --seed; refused for a model without one (smollm2-135m). Write the decoding down before the run (docs/methods.md §7a)."),
     seed: int = typer.Option(0, help="Seed for sampling; the random controls' seeds are derived from it (docs/statistics.md)."),
     min_distinct: float = typer.Option(0.5, help="Both judges: at least this share of the output's tokens are distinct."),
     relevance: bool = typer.Option(False, help="Strict judge: also require the output to be relevant to its prompt (PMI > 0 under the unsteered model against 4 other prompts; docs/methods.md §7a). Off by default until the criterion is validated on a real model; recorded in steer.json."),
@@ -204,9 +205,7 @@ def steer(
     """Steer the output language with neurons, DiffMean, fitted residual directions (probe, LDA, PCA) and prompting, each setting searched on tuning prompts (or --fixed) and measured on held-out ones, under a strict judge (docs/methods.md §7a).
 
     Under torchrun its cells (method x target) run in parallel, one process each.
-
-    Example: [bold]langloc steer -n runs/gemma/neurons/lape.json -t fr,zh --run runs/gemma --methods prompting,diffmean,probe,lda,pca -o steer/[/] (the run collected with --residual-sample 2000)
-    """
+    Example: [bold]langloc steer -n runs/gemma/neurons/lape.json -t fr,zh --run runs/gemma --methods prompting,diffmean,probe,lda,pca -o steer/[/] (the run collected with --residual-sample 2000)"""
     m = _run("steer", None, locals(), out_dir)
     _show(tables.steer(m.result), f"-> {out_dir}/summary.csv, methods.csv, matrix.csv, generations.jsonl, steering.png")
 

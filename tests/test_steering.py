@@ -652,3 +652,181 @@ def test_two_gloo_processes_write_the_single_process_steering_outputs(steer_run,
     # ... and the work was shared: the first of two processes ran 3 of the 5 cells (the unsteered
     # continuations and 4 method x target cells), one process all 5.
     assert re.search(r"steer: 100%\S* 5/5", single.stderr) and re.search(r"steer: 100%\S* 3/3", both.stderr)
+
+
+# -- relative to the native ceiling ---------------------------------------------------------------
+def test_ratio_to_native_is_strict_success_over_native_success_and_its_interval_contains_it():
+    from langloc.steer.study import UNDEFINED_RATIO, mean_native_ratio, native_ratio
+
+    fr = native_ratio({"strict_rate": 18 / 36, "n": 36}, {"strict_rate": 15 / 18, "n": 18})
+    assert fr["ratio_to_native"] == pytest.approx(0.5 / (15 / 18)) and fr["native_strict_rate"] == 15 / 18
+    assert 0 < fr["ratio_to_native_lo"] < fr["ratio_to_native"] < fr["ratio_to_native_hi"]
+    zero = native_ratio({"strict_rate": 0.0, "n": 36}, {"strict_rate": 9 / 18, "n": 18})
+    assert zero["ratio_to_native"] == 0 and zero["ratio_to_native_lo"] == 0 < zero["ratio_to_native_hi"] < 1
+    # The model's own native writing never passes: no ceiling, so no ratio and no interval, but a note.
+    ja = native_ratio({"strict_rate": 0.25, "n": 36}, {"strict_rate": 0.0, "n": 18})
+    assert ja["ratio_to_native"] is None and ja["ratio_to_native_lo"] is None and ja["ratio_to_native_hi"] is None
+    assert ja["ratio_to_native_note"] == UNDEFINED_RATIO
+    # A method's figure: the mean over the targets where it is defined, with the mean of their limits.
+    m = mean_native_ratio([{**fr}, {**zero}, {**ja}])
+    assert m["ratio_to_native_targets"] == 2
+    assert m["ratio_to_native"] == pytest.approx((fr["ratio_to_native"] + 0) / 2)
+    assert m["ratio_to_native_lo"] == pytest.approx((fr["ratio_to_native_lo"] + 0) / 2)
+    assert m["ratio_to_native_lo"] < m["ratio_to_native"] < m["ratio_to_native_hi"]
+    assert mean_native_ratio([ja])["ratio_to_native"] is None
+
+
+def _verdict_by_tokens(self, text, tokens, ppl, target, identify, relevant=None):
+    """A stand-in strict judge for the tiny model (whose random bytes never pass the real one):
+    an output passes when its tokens sum to a multiple of 3, so both sides have some successes."""
+    ok = sum(tokens) % 3 == 0
+    return {"strict": ok, "strict_fails": [] if ok else ["language"]}
+
+
+@pytest.fixture(scope="module")
+def relevance_run(sampled_run):
+    """LAPE at a fixed setting with the relevance criterion on, a matrix row from ru, and the
+    stand-in strict judge."""
+    from langloc.steer.judge import StrictRule
+    from report_run import invoke
+
+    root, run, prompts, _ = sampled_run
+    out = root / "relevance"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(StrictRule, "verdict", _verdict_by_tokens)
+        assert invoke("steer", "-n", run / "neurons" / "lape.json", "-t", "fr", "--run", run, "-o", out,
+                      "--no-diffmean", "--fixed", "on(autox1)", "--relevance", "--matrix-sources", "ru",
+                      "--prompts", prompts, "--max-new-tokens", "6", "--device", "cpu") == 0
+    return out
+
+
+def _csv(path):
+    import csv
+
+    return list(csv.DictReader(path.open(encoding="utf-8")))
+
+
+def test_summary_and_methods_csv_give_strict_success_relative_to_the_native_ceiling(relevance_run):
+    import json
+
+    native = {r["language"]: r for r in _csv(relevance_run / "native.csv")}
+    (row,) = _csv(relevance_run / "summary.csv")
+    q = float(native["fr"]["strict_rate"])
+    assert 0 < q and float(row["native_strict_rate"]) == pytest.approx(q, abs=1e-4)
+    ratio, lo, hi = (float(row[k]) for k in ("ratio_to_native", "ratio_to_native_lo", "ratio_to_native_hi"))
+    assert ratio == pytest.approx(float(row["strict_rate"]) / q, abs=1e-3)
+    assert lo <= ratio <= hi and lo < hi and row["ratio_to_native_note"] == ""
+    (method,) = _csv(relevance_run / "methods.csv")
+    assert float(method["ratio_to_native"]) == pytest.approx(ratio, abs=1e-4) and method["ratio_to_native_targets"] == "1"
+    assert row["decoding"] == method["decoding"] == "greedy"
+    doc = json.loads((relevance_run / "steer.json").read_text())
+    assert doc["decoding"]["name"] == "greedy" and doc["decoding"]["settings"]["do_sample"] is False
+    assert "Koopman" in doc["native_ratio"]
+
+
+def test_with_relevance_on_the_matrix_and_every_random_control_have_a_relevance_rate(relevance_run):
+    matrix = _csv(relevance_run / "matrix.csv")
+    assert {(m["source"], m["target"]) for m in matrix} == {("en", "fr"), ("ru", "fr")}
+    for m in matrix:
+        assert float(m["relevance_rate_lo"]) <= float(m["relevance_rate"]) <= float(m["relevance_rate_hi"])
+    (row,) = _csv(relevance_run / "summary.csv")
+    assert float(row["control_relevance_rate_lo"]) <= float(row["control_relevance_rate"]) <= float(
+        row["control_relevance_rate_hi"])
+    import json
+
+    gens = [json.loads(x) for x in (relevance_run / "generations.jsonl").read_text().splitlines()]
+    control = [g for g in gens if g["method"] == "random:lape"]
+    assert float(row["control_relevance_rate"]) == pytest.approx(
+        sum(g["relevant"] for g in control) / len(control), abs=1e-4)
+    (method,) = _csv(relevance_run / "methods.csv")
+    assert float(method["control_relevance_rate"]) == pytest.approx(float(row["control_relevance_rate"]), abs=1e-4)
+
+
+def test_the_ratio_is_empty_with_a_note_where_the_model_never_passes_natively(sampled_run, capsys):
+    from report_run import invoke
+
+    root, _, prompts, tune = sampled_run
+    out = root / "no-ceiling"
+    # 4 new tokens are fewer than the strict judge's 8: no native continuation passes
+    assert invoke("steer", "-m", root / "tiny", "-t", "fr", "--methods", "prompting", "-o", out, "--prompts", prompts,
+                  "--tune-prompts", tune, "--max-new-tokens", "4", "--device", "cpu") == 0
+    (row,) = _csv(out / "summary.csv")
+    assert float(row["native_strict_rate"]) == 0
+    assert row["ratio_to_native"] == row["ratio_to_native_lo"] == row["ratio_to_native_hi"] == ""
+    assert "undefined" in row["ratio_to_native_note"]
+    (method,) = _csv(out / "methods.csv")
+    assert method["ratio_to_native"] == "" and method["ratio_to_native_targets"] == "0"
+    assert "/ native is undefined for fr" in " ".join(capsys.readouterr().out.split())
+
+
+# -- the publisher's decoding ---------------------------------------------------------------------
+def test_publisher_decoding_is_recorded_once_per_alias_and_refused_for_one_without(tmp_path):
+    import json
+
+    from langloc.models.loading import ALIASES, publisher_decoding
+
+    assert publisher_decoding("gemma-3-270m")[0] == {"do_sample": True, "top_k": 64, "top_p": 0.95}
+    assert publisher_decoding("qwen2.5-coder-1.5b")[0] == {"do_sample": True, "temperature": 0.7, "top_p": 0.8,
+                                                           "top_k": 20, "repetition_penalty": 1.05}
+    assert all(a.decoding_source for a in ALIASES.values() if a.decoding is not None)
+    with pytest.raises(LanglocError, match="smollm2-135m .*has no decoding recommended by its publisher"):
+        publisher_decoding("smollm2-135m")
+    # A folder: what its own generation_config.json sets, and nothing it does not (no top-k 50).
+    (tmp_path / "generation_config.json").write_text(json.dumps({"bos_token_id": 1, "do_sample": True,
+                                                                 "temperature": 0.9, "top_p": 0.9}))
+    assert publisher_decoding(str(tmp_path)) == ({"do_sample": True, "temperature": 0.9, "top_p": 0.9},
+                                                 f"{tmp_path} generation_config.json")
+    (tmp_path / "generation_config.json").write_text(json.dumps({"bos_token_id": 1, "eos_token_id": 2}))
+    with pytest.raises(LanglocError, match="sets no sampling"):
+        publisher_decoding(str(tmp_path))
+
+
+def test_decoding_publisher_on_an_alias_samples_with_the_recorded_settings(tiny_lm, tmp_path, monkeypatch):
+    from dataclasses import replace as copy
+
+    from langloc.studies.steer import Config, run
+
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("In the beginning\nThe word was\nAnd the people\n", encoding="utf-8")
+    tune = tmp_path / "t.txt"
+    tune.write_text("Of the land\n", encoding="utf-8")
+    seen = []
+    original = type(tiny_lm.model).generate
+    monkeypatch.setattr(type(tiny_lm.model), "generate", lambda self, **kw: seen.append(kw) or original(self, **kw))
+    gemma = copy(tiny_lm, name="gemma-3-270m")  # the tiny model under the alias's name: nothing is loaded
+    m = run(gemma, Config(targets=("fr",), methods=("prompting",), prompts=str(prompts), tune_prompts=str(tune),
+                          decoding="publisher", max_new_tokens=4, seed=3, controls=False, progress=False), tmp_path / "out")
+    assert m.result["decoding"]["name"] == "publisher" and "google/gemma-3-270m" in m.result["decoding"]["source"]
+    assert {k: m.result["generation"][k] for k in ("do_sample", "top_k", "top_p", "temperature", "seed")} == {
+        "do_sample": True, "top_k": 64, "top_p": 0.95, "temperature": 1.0, "seed": 3}
+    assert seen and all(kw["do_sample"] and kw["top_k"] == 64 and kw["top_p"] == 0.95 for kw in seen)
+    assert m.result["config"]["decoding"] == "publisher"
+    with pytest.raises(LanglocError, match="sets the sampling itself"):
+        run(gemma, Config(targets=("fr",), methods=("prompting",), prompts=str(prompts), tune_prompts=str(tune),
+                          decoding="publisher", sample=True, progress=False), tmp_path / "again")
+
+
+def test_decoding_publisher_refuses_a_model_without_in_one_line_before_loading_it(tmp_path, capsys):
+    from report_run import invoke
+    from test_cli import error_line
+
+    assert invoke("steer", "-m", "smollm2-135m", "-t", "fr", "--methods", "prompting", "-o", tmp_path / "s",
+                  "--decoding", "publisher") == 2
+    err = error_line(capsys)
+    assert "smollm2-135m" in err and "no decoding recommended by its publisher" in err
+
+
+def test_sampled_decoding_with_a_seed_gives_the_same_generations_twice(sampled_run):
+    from report_run import invoke
+
+    root, run, prompts, _ = sampled_run
+
+    def steer(out, seed):
+        assert invoke("steer", "-n", run / "neurons" / "lape.json", "-t", "fr", "--run", run, "-o", root / out,
+                      "--no-diffmean", "--fixed", "on(autox1)", "--prompts", prompts, "--sample", "--top-k", "20",
+                      "--seed", str(seed), "--max-new-tokens", "6", "--device", "cpu") == 0
+        return (root / out / "generations.jsonl").read_bytes()
+
+    first = steer("sampled-a", 3)
+    assert steer("sampled-b", 3) == first  # native references, steered, control and unsteered: every line
+    assert steer("sampled-c", 4) != first

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from langloc.artefacts import atomic_path, cached_cells, compute_key, shared_step, step_seconds, write_csv, write_json
 from langloc.controls import check_draws, derive_seed, random_control
 from langloc.errors import LanglocError
-from langloc.evaluate.intervals import rate_ci, share_ci
+from langloc.evaluate.intervals import mean_of_intervals, rate_ci, rate_ratio_ci, share_ci
 from langloc.intervene.intervention import Intervention, ResidualEdit
 from langloc.manifest import make_manifest, stamp
 from langloc.steer.judge import StrictRule, clas_score, median, native_k, summarise
@@ -42,15 +42,19 @@ from langloc.steer.steering import ResidualSetting, SteerSetting, Steerer, layer
 RATES = ("strict_rate", "fluent_target_rate", "target_rate", "fluent_rate", "relevance_rate")
 COLUMNS = ("method", "target", "setting", "at_grid_edge", "grid_extension", "neurons", "n", *[c for r in RATES for c in (r, f"{r}_lo", f"{r}_hi")],
            "clas", "median_ppl", "mean_distinct", "control_draws",
-           *[c for r in ("strict_rate", "fluent_target_rate", "target_rate") for c in
+           *[c for r in ("strict_rate", "fluent_target_rate", "target_rate", "relevance_rate") for c in
              (f"control_{r}", f"control_{r}_lo", f"control_{r}_hi")],
-           "unsteered_strict_rate", "unsteered_target_rate")
+           "unsteered_strict_rate", "unsteered_target_rate",
+           "native_strict_rate", "ratio_to_native", "ratio_to_native_lo", "ratio_to_native_hi", "ratio_to_native_note",
+           "decoding")
 METHOD_COLUMNS = ("method", "targets", "strict_rate", "strict_rate_lo", "strict_rate_hi", "fluent_target_rate",
                   "target_rate", "relevance_rate", "clas",
                   "control_strict_rate", "control_strict_rate_lo", "control_strict_rate_hi",
-                  "control_strict_rate_max_cell", "rules_chosen", "cells_at_grid_edge")
+                  "control_strict_rate_max_cell", "control_relevance_rate", "rules_chosen", "cells_at_grid_edge",
+                  "ratio_to_native", "ratio_to_native_lo", "ratio_to_native_hi", "ratio_to_native_targets", "decoding")
+MATRIX_RATES = ("strict_rate", "fluent_target_rate", "target_rate", "relevance_rate")
 MATRIX_COLUMNS = ("method", "source", "target", "setting", "n",
-                  *[c for r in ("strict_rate", "fluent_target_rate", "target_rate") for c in (r, f"{r}_lo", f"{r}_hi")],
+                  *[c for r in MATRIX_RATES for c in (r, f"{r}_lo", f"{r}_hi")],
                   "unsteered_strict_rate")
 NATIVE_COLUMNS = ("language", "n", "median_ppl", "strict_rate", "strict_rate_lo", "strict_rate_hi", "target_rate",
                   "target_rate_lo", "target_rate_hi", "relevance_rate", "relevance_rate_lo", "relevance_rate_hi")
@@ -79,6 +83,65 @@ def rate_row(runs: list[list[dict]], target: str, prefix: str = "", rates=RATES)
         lo, hi = rate_ci(s, n)
         out[f"{prefix}{rate}"], out[f"{prefix}{rate}_lo"], out[f"{prefix}{rate}_hi"] = s / n, lo, hi
     return out
+
+
+NATIVE_RATIO_RULE = ("strict success / the strict success of the unsteered model's own continuations of the built-in "
+                     "native prompts in the target, under the same judge and decoding; per target a 95% Koopman score "
+                     "interval (a ratio of two independent rates); averaged over the targets whose native rate is "
+                     "above 0, with the mean of their limits (conservative whatever the targets' correlation)")
+UNDEFINED_RATIO = "native strict rate 0: the ratio is undefined"
+
+
+def native_ratio(row: dict, native: dict) -> dict:
+    """A cell's strict success relative to the native ceiling: ``strict_rate`` / the native
+    strict rate of its target (``native``: its row of native.csv), with Koopman's score interval
+    (:func:`~langloc.evaluate.intervals.rate_ratio_ci`; the steered prompts and the native
+    prompts are independent samples). Where the native strict rate is 0 the ratio is undefined:
+    empty, with a note, never a number or an interval of no width."""
+    q, nn = native.get("strict_rate"), native.get("n") or 0
+    out = {"native_strict_rate": q, "ratio_to_native": None, "ratio_to_native_lo": None,
+           "ratio_to_native_hi": None, "ratio_to_native_note": None}
+    if not nn or not q:
+        out["ratio_to_native_note"] = UNDEFINED_RATIO
+        return out
+    lo, hi = rate_ratio_ci(round(row["strict_rate"] * row["n"]), row["n"], round(q * nn), nn)
+    out.update(ratio_to_native=row["strict_rate"] / q, ratio_to_native_lo=lo, ratio_to_native_hi=hi)
+    return out
+
+
+def mean_native_ratio(rows: list[dict]) -> dict:
+    """A method's ratio to the native ceiling, averaged over the targets where it is defined
+    (``ratio_to_native_targets`` says how many): the mean of the targets' ratios, and the mean of
+    their lower and upper limits (:func:`~langloc.evaluate.intervals.mean_of_intervals`)."""
+    ok = [r for r in rows if r.get("ratio_to_native") is not None]
+    if not ok:
+        return {"ratio_to_native": None, "ratio_to_native_lo": None, "ratio_to_native_hi": None,
+                "ratio_to_native_targets": 0}
+    m, lo, hi = mean_of_intervals([r["ratio_to_native"] for r in ok],
+                                  [(r["ratio_to_native_lo"], r["ratio_to_native_hi"]) for r in ok])
+    return {"ratio_to_native": m, "ratio_to_native_lo": lo, "ratio_to_native_hi": hi, "ratio_to_native_targets": len(ok)}
+
+
+def control_relevance(rows: list[dict], gens: list[dict], source: str) -> None:
+    """Add each cell's random-control relevance rate (mean over draws, Clopper-Pearson over
+    prompts, as the method's own), from the control generations of ``source``; empty where
+    relevance was not judged, absent without controls."""
+    runs: dict = {}
+    for g in gens:
+        if g.get("source") == source and str(g.get("method", "")).startswith("random:") and "draw" in g:
+            runs.setdefault((g["method"][len("random:"):], g["target"]), {}).setdefault(g["draw"], []).append(g)
+    for row in rows:
+        draws = runs.get((row["method"], row["target"]))
+        if draws:
+            row.update(rate_row([draws[d] for d in sorted(draws)], row["target"], "control_", ("relevance_rate",)))
+
+
+def decoding_doc(gen, decoding: dict | None) -> dict:
+    """What steer.json says of the decoding: its name (``greedy``, ``sampled``: the options given,
+    or ``publisher``: the model's publisher's settings, with their source) and the settings."""
+    if decoding is None:
+        decoding = {"name": "sampled" if gen.do_sample else "greedy"}
+    return {**decoding, "settings": asdict(gen)}
 
 
 @dataclass
@@ -261,7 +324,7 @@ def steer_study(steerer: Steerer, methods: list, targets: list[str], *, source: 
                 tune_prompts: list[str] | None, spec: GridSpec | None = None, fixed: dict | None = None,
                 native_prompts=None, k: float | None = None, matrix_sources: tuple = (), matrix_prompts=None,
                 controls: bool = True, control_draws: int = 1, seed: int = 0, out: str | Path | None = None,
-                progress: bool = True, config: dict | None = None) -> dict:
+                progress: bool = True, config: dict | None = None, decoding: dict | None = None) -> dict:
     """Run the study; with ``out`` write ``steer.json`` (the manifest), ``summary.csv``,
     ``methods.csv``, ``matrix.csv``, ``native.csv``, ``generations.jsonl``, ``interventions/``
     and ``steering.png``.
@@ -269,7 +332,8 @@ def steer_study(steerer: Steerer, methods: list, targets: list[str], *, source: 
     ``spec``: search each method's grid on ``tune_prompts``; else ``fixed[method.name]`` is the
     setting. ``native_prompts(lang)``: native prompts in each target (the perplexity bar).
     ``matrix_sources``: other source languages, steered with the setting chosen from ``source``
-    on ``matrix_prompts(lang)``.
+    on ``matrix_prompts(lang)``. ``decoding``: its name and source (:func:`decoding_doc`), for
+    steer.json and the tables.
     """
     if (spec is None) == (fixed is None):
         raise LanglocError("give either a search grid or fixed settings")
@@ -375,6 +439,13 @@ def steer_study(steerer: Steerer, methods: list, targets: list[str], *, source: 
                                 {"description": f"steer {source}->{target} with {m.name} ({chosen.label()})",
                                  "method": m.name, "target": target, "source": source, "setting": asdict(chosen)})
             iv.save(Path(out) / "interventions" / f"{m.name}-{source}-{target}.json")
+    # the rows completed once every cell is in: the controls' relevance, the ratio to the native
+    # ceiling (the natives are the same for every method) and the decoding
+    dec = decoding_doc(steerer.gen, decoding)
+    native_of = {r["language"]: r for r in native_rows}
+    control_relevance(rows, gens, source)
+    for row in rows:
+        row.update(native_ratio(row, native_of[row["target"]]), decoding=dec["name"])
     per_prompt = {}  # (method, control?) -> per prompt, strict successes over targets
     for g in gens:
         if g["method"] in ("native", "unsteered") or g.get("source") != source:
@@ -392,13 +463,15 @@ def steer_study(steerer: Steerer, methods: list, targets: list[str], *, source: 
               "target_rate": sum(r["target_rate"] for r in mine) / len(mine),
               "relevance_rate": _mean([r["relevance_rate"] for r in mine]), "clas": _mean([r["clas"] for r in mine]),
               "rules_chosen": ", ".join(sorted({_rule(chosen_of[(m.name, r['target'])]) for r in mine})),
-              "cells_at_grid_edge": sum(bool(r["at_grid_edge"]) for r in mine) if spec is not None else None}
+              "cells_at_grid_edge": sum(bool(r["at_grid_edge"]) for r in mine) if spec is not None else None,
+              **mean_native_ratio(mine), "decoding": dec["name"]}
         if controls:
             cvals = [sum(v) / len(v) for v in per_prompt[f"random:{m.name}"].values()]
             clo, chi = share_ci(cvals)
             mr.update(control_strict_rate=sum(r["control_strict_rate"] for r in mine) / len(mine),
                       control_strict_rate_lo=clo, control_strict_rate_hi=chi,
-                      control_strict_rate_max_cell=max(r["control_strict_rate"] for r in mine))
+                      control_strict_rate_max_cell=max(r["control_strict_rate"] for r in mine),
+                      control_relevance_rate=_mean([r.get("control_relevance_rate") for r in mine]))
         method_rows.append(mr)
     best = max(method_rows, key=lambda r: r["strict_rate"])["method"]
     matrix = [{"method": r["method"], "source": source, "target": r["target"], "setting": r["setting"], "n": r["n"],
@@ -433,11 +506,12 @@ def steer_study(steerer: Steerer, methods: list, targets: list[str], *, source: 
                 recs = kept[f"matrix-{m.name}-{src}-{t}"]
                 gens += [{"method": m.name, "source": src, "target": t, "setting": st.label(), **r} for r in recs]
                 matrix.append({"method": m.name, "source": src, "target": t, "setting": st.label(), "n": len(recs),
-                               **rate_row([recs], t, rates=("strict_rate", "fluent_target_rate", "target_rate")),
+                               **rate_row([recs], t, rates=MATRIX_RATES),
                                "unsteered_strict_rate": sum(_unit(r, "strict_rate", t) for r in brecs) / len(brecs)})
                 examples[f"{m.name}:{src}->{t}"] = _examples(recs, 2)
     result = {"model": lm.meta, "source": source, "targets": targets, "methods": [m.name for m in methods],
-              "best_method": best, "generation": asdict(steerer.gen), "lenient": asdict(steerer.rule),
+              "best_method": best, "generation": asdict(steerer.gen), "decoding": dec,
+              "native_ratio": NATIVE_RATIO_RULE, "lenient": asdict(steerer.rule),
               "strict": asdict(steerer.strict), "relevance": {**asdict(steerer.relevance), "criterion": RELEVANCE_RULE},
               "k": k_used, "k_rule": "95th percentile of native ppl / median" if k is None else "given",
               "native": native_rows, "language_candidates": steerer.identify.candidates,
@@ -521,10 +595,20 @@ def write_outputs(out: Path, result: dict, gens: list[dict]) -> None:
     plot_steering(result["rows"], out / "steering.png")
 
 
+def format_ratio(r: dict) -> str:
+    """The ratio to the native ceiling and its 95% interval, ``0.52 [0.31-0.80]``; ``-`` where
+    it is undefined (native strict rate 0) or was not measured."""
+    v, lo, hi = r.get("ratio_to_native"), r.get("ratio_to_native_lo"), r.get("ratio_to_native_hi")
+    if v is None or v == "":
+        return "-"
+    return f"{float(v):.2f}" if lo is None or lo == "" else f"{float(v):.2f} [{float(lo):.2f}-{float(hi):.2f}]"
+
+
 def format_table(rows: list[dict]) -> list[list[str]]:
     """Rows for a console table: method, target, setting, whether it still sits at a grid edge,
     strict success and lenient success with their 95% intervals, the control's strict
-    success, the relevance rate (- where not judged), the CLaS-style score, median perplexity."""
+    success, strict success relative to the native ceiling (- where the native rate is 0), the
+    relevance rate (- where not judged), the CLaS-style score, median perplexity."""
     pct = lambda v: "-" if v is None else f"{100 * v:.0f}%"  # noqa: E731
 
     def ci(r, k):  # the rate and its 95% interval over prompts: 45% [30-60]
@@ -534,7 +618,7 @@ def format_table(rows: list[dict]) -> list[list[str]]:
     edge = lambda r: "-" if r.get("at_grid_edge") is None else ("YES" if r["at_grid_edge"] else "no")  # noqa: E731
     clas = lambda r: "-" if r.get("clas") is None else f"{r['clas']:.2f}"  # noqa: E731
     return [[r["method"], r["target"], r["setting"], edge(r), ci(r, "strict_rate"), ci(r, "fluent_target_rate"),
-             ci(r, "control_strict_rate"), ci(r, "relevance_rate"), clas(r), f"{r['median_ppl']:.0f}",
+             ci(r, "control_strict_rate"), format_ratio(r), ci(r, "relevance_rate"), clas(r), f"{r['median_ppl']:.0f}",
              f"{r['mean_distinct']:.2f}"] for r in rows]
 
 

@@ -50,7 +50,10 @@ class Config(StudyConfig):
     directions') strengths searched, in typical residual norms; k: the strict judge's
     perplexity factor (default: measured, the 95th percentile of native ppl / median);
     max_new_tokens, sample, temperature, top_p, top_k, no_repeat_ngram_size, repetition_penalty,
-    batch_size: generation; seed: sampling seed and the controls'; max_ppl, min_distinct: the
+    batch_size: generation; decoding: ``greedy`` (the default: the decoding those options give,
+    greedy unless ``sample``) or ``publisher`` (the sampling the model's publisher recommends:
+    :func:`~langloc.models.loading.publisher_decoding`; refused for a model without, and with
+    any of sample, temperature, top_p, top_k, repetition_penalty); seed: sampling seed and the controls'; max_ppl, min_distinct: the
     lenient judge; relevance, relevance_others: the strict judge's relevance criterion (PMI > 0
     against that many other prompts; off: not judged, for speed); controls, control_draws: random controls; quantile_tokens: text for
     quantile values; candidates: languages the language identifier chooses from; dtype,
@@ -80,6 +83,7 @@ class Config(StudyConfig):
     top_k: int = 0
     no_repeat_ngram_size: int = 0
     repetition_penalty: float = 1.0
+    decoding: str = "greedy"
     seed: int = 0
     batch_size: int = 16
     max_ppl: float = 200.0
@@ -96,6 +100,7 @@ class Config(StudyConfig):
 
 
 METHODS = ("diffmean", "probe", "lda", "pca", "prompting")  # besides the neuron sets
+DECODINGS = ("greedy", "publisher")
 RESIDUAL = ("diffmean", "probe", "lda", "pca")  # steered by a residual setting (layers x alpha)
 
 
@@ -254,6 +259,26 @@ def _residual_methods(lm, names: list[str], source: str, stats, run, eval_prompt
             else DirectionMethod(stats, norms, reference, name=n, samples=samples) for n in names}
 
 
+def _publisher(c: Config, lm, run_meta: dict | None, sets: dict) -> dict | None:
+    """With ``--decoding publisher``: the model's publisher's decoding (settings and source),
+    found before the model loads where it is named; None for ``greedy``."""
+    if c.decoding not in DECODINGS:
+        raise LanglocError(f"--decoding must be one of {', '.join(DECODINGS)}, got {c.decoding!r}")
+    if c.decoding == "greedy":
+        return None
+    if c.sample or (c.temperature, c.top_p, c.top_k, c.repetition_penalty) != (1.0, 1.0, 0, 1.0):
+        raise LanglocError("--decoding publisher sets the sampling itself: leave out --sample, --temperature, "
+                           "--top-p, --top-k and --repetition-penalty")
+    from langloc.models.loading import publisher_decoding
+
+    made_by = (run_meta or (next(iter(sets.values())).meta if sets else {})).get("model") or {}
+    name = lm.name if lm is not None else (c.model or made_by.get("name"))
+    if not name:
+        raise LanglocError("--decoding publisher: give the model (--model), or a run or neuron set that names it")
+    settings, source = publisher_decoding(name)
+    return {"name": "publisher", "model": name, "source": source, "recommended": settings}
+
+
 def run(lm, config: Config, out: str | Path | None) -> Manifest:
     from dataclasses import replace
 
@@ -312,6 +337,9 @@ def run(lm, config: Config, out: str | Path | None) -> Manifest:
     for lang in (*c.targets, *c.matrix_sources):
         P.builtin_prompts(lang, "all")  # native references and matrix prompts: refuse before the model loads
     run_meta = read_run(c.run) if c.run else None
+    publisher = _publisher(c, lm, run_meta, sets)  # refused before the model loads
+    if publisher is not None:
+        gen = replace(gen, **publisher["recommended"])
     if lm is None:
         from langloc import distributed
 
@@ -343,5 +371,6 @@ def run(lm, config: Config, out: str | Path | None) -> Manifest:
                          spec=spec, fixed=fixed, native_prompts=lambda lang: P.builtin_prompts(lang, "all"), k=c.k,
                          matrix_sources=tuple(c.matrix_sources),
                          matrix_prompts=lambda lang: P.builtin_prompts(lang, "all"), controls=c.controls,
-                         control_draws=c.control_draws, seed=c.seed, out=out, progress=c.progress, config=config_doc)
+                         control_draws=c.control_draws, seed=c.seed, out=out, progress=c.progress, config=config_doc,
+                         decoding=publisher)
     return Manifest(result, result=result, path=Path(out) / "steer.json" if out else None)
