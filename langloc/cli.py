@@ -202,9 +202,8 @@ def steer(
     dtype: str = DtypeOpt,
     device: Optional[str] = DeviceOpt,
 ):
-    """Steer the output language with neurons, DiffMean, fitted residual directions (probe, LDA, PCA) and prompting, each setting searched on tuning prompts (or --fixed) and measured on held-out ones, under a strict judge (docs/methods.md §7a).
+    """Steer the output language with neurons, DiffMean, fitted residual directions (probe, LDA, PCA) and prompting, each setting searched on tuning prompts (or --fixed) and measured on held-out ones, under a strict judge (docs/methods.md §7a); under torchrun the (method, target) cells run in parallel.
 
-    Under torchrun its cells (method x target) run in parallel, one process each.
     Example: [bold]langloc steer -n runs/gemma/neurons/lape.json -t fr,zh --run runs/gemma --methods prompting,diffmean,probe,lda,pca -o steer/[/] (the run collected with --residual-sample 2000)"""
     m = _run("steer", None, locals(), out_dir)
     _show(tables.steer(m.result), f"-> {out_dir}/summary.csv, methods.csv, matrix.csv, generations.jsonl, steering.png")
