@@ -391,6 +391,7 @@ def perturb(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model (default: the folder's)."),
     dtype: str = DtypeOpt,
     device: Optional[str] = DeviceOpt,
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="CSV to write (default FOLDER/perturb.csv), so that several cases can sit in one folder."),
 ):
     """Scale or set one parameter on a hidden dimension and measure perplexity.
 
@@ -398,13 +399,13 @@ def perturb(
     dimension. On a dimension the core region concentrates on, one parameter can break the
     model; on an ordinary one nothing happens.
 
-    Writes FOLDER/perturb.csv.
+    Writes FOLDER/perturb.csv (or --out).
 
-    Example: [bold]langloc perturb runs/regions -l en,fr,zh --scale 4[/]
+    Example: [bold]langloc perturb runs/regions -l en,fr,zh --scale 4 -o runs/regions/perturb-x4.csv[/]
     """
     from langloc import distributed
 
-    m = _run("perturb", None, locals(), folder)
+    m = _run("perturb", None, locals(), out or folder)
     if distributed.is_main():
         _show(tables.perturb(m.result), f"-> {m.path}")
 

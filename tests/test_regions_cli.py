@@ -51,10 +51,13 @@ def test_regions_ablation_and_perturbation_end_to_end(folder, capsys):
     assert invoke("perturb", out, "-l", "en", "--eval-tokens", "128", "--device", "cpu") == 0
     rows = list(csv.DictReader((out / "perturb.csv").open()))
     assert [r["kind"] for r in rows] == ["densest", "ordinary"] and rows[0]["operation"] == "x4"
+    # A second case goes to its own CSV (-o), beside the first, which it leaves as it was.
+    first = (out / "perturb.csv").read_bytes()
     assert invoke("perturb", out, "-l", "en", "--matrix", "1.mlp.down_proj", "--dims", "3", "--whole",
-                  "--value", "0", "--eval-tokens", "128", "--device", "cpu") == 0
-    rows = list(csv.DictReader((out / "perturb.csv").open()))
+                  "--value", "0", "--eval-tokens", "128", "--device", "cpu", "-o", out / "whole.csv") == 0
+    rows = list(csv.DictReader((out / "whole.csv").open()))
     assert rows[0]["parameter"] == "model.layers.1.mlp.down_proj.weight" and rows[0]["operation"] == "=0"
+    assert (out / "perturb.csv").read_bytes() == first and (out / "whole.manifest.json").exists()
 
 
 @pytest.mark.parametrize("args, message", [

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -193,8 +194,42 @@ def _load_checkpoint(path: Path, settings: dict, params: dict) -> tuple[int, int
     return meta["next"], meta["predicted"]
 
 
+class LazyScores(Mapping):
+    """One language's scores, ``param -> float32 tensor``, read from its file one matrix at a
+    time (memory-mapped). All languages' scores of a 1.5B model held at once would need 31 GB in
+    float32 (6 languages × 1.31 B entries); the regions are built one matrix at a time, so this
+    keeps the peak at a few matrices."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            self._file = safe_open(str(path), "pt")
+            self._keys = list(self._file.keys())
+        except Exception as exc:  # noqa: BLE001 - any damage means the same thing to the user
+            raise LanglocError(f"importance file {path} is unreadable (truncated or not safetensors): {exc}") from None
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        if name not in self._keys:
+            raise KeyError(name)
+        try:
+            return self._file.get_tensor(name).float()
+        except Exception as exc:  # noqa: BLE001
+            raise LanglocError(f"importance file {self.path} is unreadable at {name}: {exc}") from None
+
+    def shape(self, name: str) -> list[int]:
+        """A matrix's shape, read from the file's header (no data)."""
+        return list(self._file.get_slice(name).get_shape())
+
+    def __iter__(self):
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
 def load_importance(out: str | Path, languages: list[str] | None = None, lm=None) -> tuple[dict, dict]:
-    """``(scores, info)``: ``scores[lang][param] -> float32 tensor``; refused for another model."""
+    """``(scores, info)``: ``scores[lang][param] -> float32 tensor``, read on access (see
+    :class:`LazyScores`); refused for another model."""
     out = Path(out)
     info = read_manifest(out / INFO_FILE, "langloc.importance")
     if lm is not None:
@@ -207,8 +242,5 @@ def load_importance(out: str | Path, languages: list[str] | None = None, lm=None
     for lang in langs:
         path = importance_file(out, lang)
         read_safetensors_manifest(path, "langloc.importance_scores")
-        try:
-            scores[lang] = {k: v.float() for k, v in load_file(str(path)).items()}
-        except Exception as exc:  # noqa: BLE001
-            raise LanglocError(f"importance file {path} is unreadable (truncated or not safetensors): {exc}") from None
+        scores[lang] = LazyScores(path)
     return scores, info

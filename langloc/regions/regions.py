@@ -147,17 +147,18 @@ def regions_from_scores(scores: dict[str, dict[str, torch.Tensor]], *, rate: flo
         out.update({f"mono:{lang}": {} for lang in langs})
         out.update({f"mono-bottom:{lang}": {} for lang in langs})
     for p, name in enumerate(params):
-        shape = scores[langs[0]][name].shape
+        mats = {lang: scores[lang][name] for lang in langs}  # one matrix of each language at a time
+        shape = mats[langs[0]].shape
         k = region_count(shape.numel(), rate, rounding)
-        core = torch.stack([scores[lang][name].float() for lang in langs]).sum(0)
+        core = torch.stack([mats[lang].float() for lang in langs]).sum(0)
         out["top"][name] = _top(core, k)
         out["bottom"][name] = _bottom(core, k)
         g = torch.Generator().manual_seed(seed * 1_000_003 + p)
         out["random"][name] = torch.randperm(shape.numel(), generator=g)[:k].sort().values
         if monolingual:
-            for lang, idx in _only_mine({lang: _top(scores[lang][name], k) for lang in langs}, shape.numel()).items():
+            for lang, idx in _only_mine({lang: _top(mats[lang], k) for lang in langs}, shape.numel()).items():
                 out[f"mono:{lang}"][name] = idx
-            for lang, idx in _only_mine({lang: _bottom(scores[lang][name], k) for lang in langs}, shape.numel()).items():
+            for lang, idx in _only_mine({lang: _bottom(mats[lang], k) for lang in langs}, shape.numel()).items():
                 out[f"mono-bottom:{lang}"][name] = idx
     return out
 
@@ -167,7 +168,8 @@ def build_regions(folder: str | Path, *, languages: list[str] | None = None, rat
     """Regions from the importance scores in ``folder`` (see :mod:`langloc.regions.importance`)."""
     scores, info = load_importance(folder, languages, lm=lm)
     regions = regions_from_scores(scores, rate=rate, seed=seed, rounding=rounding)
-    shapes = {name: list(t.shape) for name, t in scores[next(iter(scores))].items()}
+    first = scores[next(iter(scores))]
+    shapes = {name: first.shape(name) if hasattr(first, "shape") else list(first[name].shape) for name in first}
     meta = {"model": info["model"], "languages": list(scores), "rate": rate, "seed": seed, "rounding": rounding,
             "importance": {k: info[k] for k in ("corpus", "tokens", "window", "precision")}, "shapes": shapes}
     return Regions(regions, meta)

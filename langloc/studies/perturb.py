@@ -64,7 +64,8 @@ def _parse_target(lm, spec: str) -> str:
 
 def run(lm, config: Config, out: str | Path) -> Manifest:
     """Perturb one parameter (or a whole dimension) of the matrix on each dimension and measure
-    perplexity; see :class:`Config` for the defaults."""
+    perplexity; see :class:`Config` for the defaults. ``out``: the CSV to write, or a folder
+    (OUT/perturb.csv)."""
     from langloc import distributed
     from langloc.artefacts import write_csv
     from langloc.data.packing import corpus_windows
@@ -135,7 +136,8 @@ def run(lm, config: Config, out: str | Path) -> Manifest:
               "ratio_lo": round(r.ratio_lo, 4), "ratio_hi": round(r.ratio_hi, 4), "windows": r.windows} for r in rows]
     if not distributed.is_main():
         return Manifest(result=table)
-    path = Path(out) / "perturb.csv"
+    path = Path(out) if str(out).endswith(".csv") else Path(out) / "perturb.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
     write_csv(path, table, table[0].keys())
     write_manifest(path, manifest := make_manifest(
         KIND, model=lm.meta, corpus=corpus_.describe(), split="eval",
