@@ -75,19 +75,73 @@ def cached_step(folder: str | os.PathLike | None, name: str, settings: dict, com
     """
     path = Path(folder) / f"{name}.json" if folder is not None else None
     key = json.loads(json.dumps(settings, default=str))
+    kept = _kept_step(path, key)
+    if kept is not None:
+        result, took = kept
+    else:
+        result, took = _compute_step(path, key, compute, write=True)
+    if seconds is not None:
+        seconds[name] = took
+    return result
+
+
+def _kept_step(path: Path | None, key) -> tuple[Any, float | None] | None:
+    """(result, seconds) of the step kept at ``path`` if it was made with ``key``, else None."""
     try:
         doc = json.loads(path.read_text(encoding="utf-8")) if path is not None else None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         doc = None  # absent, or damaged by hand (files are written atomically): compute it again
-    kept = isinstance(doc, dict) and doc.get("settings") == key and "result" in doc
-    if kept:
-        result, took = doc["result"], doc.get("seconds")
-    else:
-        t = time.perf_counter()
-        result = compute()
-        took = round(time.perf_counter() - t, 1)
-        if path is not None:
-            write_json(path, {"settings": key, "result": result, "seconds": took})
+    if isinstance(doc, dict) and doc.get("settings") == key and "result" in doc:
+        return doc["result"], doc.get("seconds")
+    return None
+
+
+def _compute_step(path: Path | None, key, compute, write: bool) -> tuple[Any, float]:
+    t = time.perf_counter()
+    result = compute()
+    took = round(time.perf_counter() - t, 1)
+    if path is not None and write:
+        write_json(path, {"settings": key, "result": result, "seconds": took})
+    return result, took
+
+
+def cached_cells(folder: str | os.PathLike | None, cells, seconds: dict | None = None, done=None) -> list:
+    """:func:`cached_step` for independent steps ``cells``, ``(name, settings, compute)`` each,
+    shared out over the processes of a torchrun launch (:func:`langloc.distributed.map_cells`:
+    cell j on rank j % W, which reads and writes its file); every rank gets every result, in
+    order. In one process: the steps one after the other. ``compute`` must not talk to the
+    other processes (every rank computes different cells). ``done(j, result)`` is called on
+    the rank that computed (or read) cell j."""
+    from langloc import distributed
+
+    def one(cell):
+        name, settings, compute = cell
+        took: dict = {}
+        return cached_step(folder, name, settings, compute, took), took[name]
+
+    out = distributed.map_cells(one, cells, None if done is None else lambda j, r: done(j, r[0]))
+    if seconds is not None:
+        for (name, _, _), (_, took) in zip(cells, out):
+            seconds[name] = took
+    return [result for result, _ in out]
+
+
+def shared_step(folder: str | os.PathLike | None, name: str, settings: dict, compute,
+                seconds: dict | None = None) -> Any:
+    """:func:`cached_step` for a step that every process of a torchrun launch computes
+    together (``compute`` shares its work out and gathers it): rank 0 decides whether the kept
+    file serves and hands its result to the others, so that every rank takes the same branch
+    (a kept step on one rank and a computed one on another would leave the latter waiting), and
+    only rank 0 writes the file. In one process: :func:`cached_step`."""
+    from langloc import distributed
+
+    rank, world = distributed.rank_and_world()
+    if world == 1:
+        return cached_step(folder, name, settings, compute, seconds)
+    path = Path(folder) / f"{name}.json" if folder is not None else None
+    key = json.loads(json.dumps(settings, default=str))
+    kept = distributed.broadcast_object(_kept_step(path, key) if rank == 0 else None)
+    result, took = kept if kept is not None else _compute_step(path, key, compute, write=rank == 0)
     if seconds is not None:
         seconds[name] = took
     return result

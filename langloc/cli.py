@@ -65,7 +65,12 @@ def _notes(corpus, languages: list[str]) -> None:
 
 
 def _show(*items) -> None:
-    """Print tables and lines (lists of them are flattened)."""
+    """Print tables and lines (lists of them are flattened); under torchrun the first process
+    prints, the others (whose studies return the same results and write nothing) do not."""
+    from langloc import distributed
+
+    if not distributed.is_main():
+        return
     for item in items:
         for x in item if isinstance(item, list) else [item]:
             out.print(x)
@@ -94,6 +99,7 @@ def collect(
     checkpoint_every: int = typer.Option(50, help="Checkpoint counters and position every N batches."),
     segments: int = typer.Option(0, help="Also store each neuron's mean response on N text segments per language (needed by identify --method expert_units; 100 is a good start)."),
     segment_tokens: int = typer.Option(32, help="Tokens per segment for --segments."),
+    residual_sample: int = typer.Option(0, help="Also keep a seeded sample of N tokens' residual states (every decoder layer's output) per language, for steer's probe, lda and pca methods (2000 is a good start); 0: none. Disk: N x layers x hidden x 2 bytes per language (bfloat16), e.g. gemma-3-270m (18 x 640), N=2000: 46 MB per language. The same for any batch size or number of processes."),
     lid_filter: bool = LidOpt,
     lid_threshold: float = LidThresholdOpt,
 ):
@@ -112,7 +118,8 @@ def collect(
     stats, c = collect_run(out_dir, _langs(languages), model=model, corpus=corpus, tokens=tokens, window=window,
                            batch_size=batch_size, seed=seed, dtype=dtype, device=device, neuron_site=neuron_site,
                            resume=resume, checkpoint_every=checkpoint_every, segments=segments,
-                           segment_tokens=segment_tokens, lid_filter=_lid(lid_filter, lid_threshold))
+                           segment_tokens=segment_tokens, lid_filter=_lid(lid_filter, lid_threshold),
+                           residual_sample=residual_sample)
     if distributed.is_main():
         _notes(c, _langs(languages))
         _show(tables.collect(stats), f"statistics in {out_dir}/stats; next: langloc identify {out_dir}")
@@ -164,14 +171,15 @@ def steer(
     targets: str = typer.Option(..., "--target", "-t", help="Target language(s), comma-separated, e.g. fr,zh,ja (each needs built-in native prompts: en fr es de zh ru ja ar hi vi id)."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Folder for steer.json, summary.csv, methods.csv, matrix.csv, native.csv, generations.jsonl, interventions/, steering.png."),
     neurons: list[Path] = typer.Option([], "--neurons", "-n", help="Neuron set file(s); each is one method in the table. Repeat the option to compare methods."),
-    diffmean: bool = typer.Option(True, help="Also steer with DiffMean: alpha x (mean residual state on the target - on the source) added to chosen layers' outputs (needs --run collected with residual sums)."),
+    methods: str = typer.Option("diffmean", help="Methods beside the neuron sets, in this order, comma-separated (docs/methods.md §7a): diffmean (alpha typical norms along mean residual state on the target - on the source, added to chosen layers' outputs; needs --run), probe, lda, pca (the same, along a direction fitted on the run's residual sample, target vs source: needs --run collected with --residual-sample N), prompting (no intervention: an instruction to continue in the target language, through the chat template where the tokenizer has one). E.g. prompting,diffmean,probe,lda,pca."),
+    diffmean: bool = typer.Option(True, help="--no-diffmean drops diffmean from --methods."),
     source: str = typer.Option("en", help="Language of the prompts: DiffMean subtracts its mean, the off modes zero its neurons."),
     matrix_sources: str = typer.Option("", help="Other source languages (comma-separated, built-in prompts, all of them held out) steered with the settings chosen for --source: the source x target matrix, for the best method and LAPE."),
-    run: Optional[Path] = typer.Option(None, help="Run folder with the statistics (mean active values, residual means, expert-unit medians)."),
+    run: Optional[Path] = typer.Option(None, "--run", "--run-folder", help="Run folder with the statistics (mean active values, residual means, expert-unit medians). Under torchrun write --run-folder: torchrun's own parser refuses --run as ambiguous."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model (default: the run's / the neuron set's)."),
     prompts: str = typer.Option("builtin:en", help="builtin:<lang> (its held-out part) or a file with one prompt per line."),
     tune_prompts: Optional[str] = typer.Option(None, help="Prompts for the search (default: the built-in set's tuning part)."),
-    fixed: list[str] = typer.Option([], help="Evaluate these settings instead of searching, written as summary.csv labels them: one for the neuron sets, e.g. 'on(autox2)+off@generated' (rules: on(VALUExS) set, on(+VALUExS) add, on(xS) scale; VALUE auto, mean_active, p90, a number...), and one for DiffMean, e.g. 'diffmean(L6x4)'. Repeat the option."),
+    fixed: list[str] = typer.Option([], help="Evaluate these settings instead of searching, written as summary.csv labels them: one for the neuron sets, e.g. 'on(autox2)+off@generated' (rules: on(VALUExS) set, on(+VALUExS) add, on(xS) scale; VALUE auto, mean_active, p90, a number...), and one per residual method, e.g. 'diffmean(L6x4)', 'probe(L6x0.5)', 'lda(L5-7x1)', 'pca(L6x0.25)' (prompting has one setting). Repeat the option."),
     rules: str = typer.Option("set:1/2,add:1/2,scale:2/4", help="Neuron rules the search tries, each with its strengths."),
     modes: str = typer.Option("on", help="Neuron modes the search tries: on, on+off, off."),
     positions: str = typer.Option("all", help="Position modes the search tries: all, prompt (the prefill only) or generated (new tokens only)."),
@@ -185,19 +193,18 @@ def steer(
     top_k: int = typer.Option(0, help="With --sample: keep the k likeliest tokens; 0: off (Hugging Face's own default of 50 is never applied unseen)."),
     no_repeat_ngram_size: int = typer.Option(0, help="Never repeat an n-gram of this size (Hugging Face generate; 0: off)."),
     repetition_penalty: float = typer.Option(1.0, help="Hugging Face generate's repetition penalty (1.0: off, the default; report both if you use one)."),
+    decoding: str = typer.Option("greedy", help="greedy (default: the decoding the options above give, greedy unless --sample) or publisher: the sampling the model's publisher recommends (recorded per alias: gemma-3-270m top-k 64, top-p 0.95; qwen2.5-coder-1.5b temperature 0.7, top-p 0.8, top-k 20, repetition penalty 1.05; a hub id or folder: its generation_config.json), seeded by --seed; refused for a model without one (smollm2-135m). Write the decoding down before the run (docs/methods.md §7a)."),
     seed: int = typer.Option(0, help="Seed for sampling; the random controls' seeds are derived from it (docs/statistics.md)."),
     min_distinct: float = typer.Option(0.5, help="Both judges: at least this share of the output's tokens are distinct."),
     relevance: bool = typer.Option(False, help="Strict judge: also require the output to be relevant to its prompt (PMI > 0 under the unsteered model against 4 other prompts; docs/methods.md §7a). Off by default until the criterion is validated on a real model; recorded in steer.json."),
-    controls: bool = typer.Option(True, help="Also run each method's random control (random neurons of the same count per layer; for DiffMean a random direction of the same norm)."),
+    controls: bool = typer.Option(True, help="Also run each method's random control (random neurons of the same count per layer; for DiffMean, probe, LDA and PCA a random direction of the same norm; for prompting the instruction naming a random other language)."),
     control_draws: int = typer.Option(1, help="Independent draws of each random control; its rates are their mean."),
     dtype: str = DtypeOpt,
     device: Optional[str] = DeviceOpt,
 ):
-    """Steer the output language with neurons and DiffMean, under a strict judge (docs/methods.md §7a).
+    """Steer the output language with neurons, DiffMean, fitted residual directions (probe, LDA, PCA) and prompting, each setting searched on tuning prompts (or --fixed) and measured on held-out ones, under a strict judge (docs/methods.md §7a); under torchrun the (method, target) cells run in parallel.
 
-    Each method's setting is searched on tuning prompts, then measured on held-out ones (or --fixed).
-    Example: [bold]langloc steer -n runs/gemma/neurons/lape.json -t fr,zh --run runs/gemma -o steer/[/]
-    """
+    Example: [bold]langloc steer -n runs/gemma/neurons/lape.json -t fr,zh --run runs/gemma --methods prompting,diffmean,probe,lda,pca -o steer/[/] (the run collected with --residual-sample 2000)"""
     m = _run("steer", None, locals(), out_dir)
     _show(tables.steer(m.result), f"-> {out_dir}/summary.csv, methods.csv, matrix.csv, generations.jsonl, steering.png")
 
@@ -452,7 +459,7 @@ def transfer(
     train_items: int = typer.Option(200, help="Training items (stats split)."),
     eval_items: int = typer.Option(100, help="Evaluation items per language (eval split, disjoint verses)."),
     preset: str = typer.Option("langloc", help="Adapter settings: langloc (r 8, alpha 16, gate and up projections) or mondal (the reference code's: r 8, alpha 16, gate projection only, weight decay 0.1). --r / --alpha override it."),
-    r: Optional[int] = typer.Option(None, help="LoRA rank (default: the preset's, 8)."),
+    r: Optional[int] = typer.Option(None, "--r", "--lora-r", help="LoRA rank (default: the preset's, 8). Under torchrun write --lora-r: torchrun's own parser refuses --r as ambiguous."),
     alpha: Optional[int] = typer.Option(None, help="LoRA alpha (default: the preset's, 16)."),
     attention: bool = typer.Option(True, help="Also plain LoRA on the attention projections (Mondal et al.)."),
     down: bool = typer.Option(False, help="Also adapt the MLP output projection (its neuron columns)."),
@@ -469,6 +476,7 @@ def transfer(
     The task runs offline: given a verse in a language, choose its translation among 4
     candidates by log-likelihood (aligned Bible; training and evaluation verses disjoint).
     Baselines: random neurons of the same count, all neurons, no MLP adapter, no adapter.
+    Runs its conditions in parallel under torchrun.
 
     Example: [bold]langloc transfer -n runs/gemma/neurons/lape.json --language fr -l es,vi,id -o transfer.csv[/]
     """
@@ -505,7 +513,7 @@ def share(
     Per item (one input in K languages) a neuron is all-shared if it is activated (> threshold
     at the last prompt token) in all K languages, partial-shared in 2..K-1, specific in 1,
     non-activated in none. Attribution at the last token: |m|*||W_out[:, i]||, the effective
-    score against the gold token's unembedding, and gradient x activation.
+    score against the gold token's unembedding, and gradient x activation. Runs in parallel under torchrun.
 
     Example: [bold]langloc share -m gemma-3-270m -l en,fr,es,zh,ru,ja --items 30 --causal -o share/[/]
     """
@@ -716,7 +724,7 @@ def validate(
 
     Writes OUT/validation.csv, verdicts.txt, stability.csv, conditions.csv, controls.csv,
     domain.csv, plots/validation.png, plots/stability.png, with --budget-curve budget_curve.csv
-    (docs/validate.md). Resumes where it stopped when run again.
+    (docs/validate.md). Resumes where it stopped when run again. Runs in parallel under torchrun.
 
     Example: [bold]langloc validate runs/gemma --domain gsm-symbolic[/]
     """
@@ -789,7 +797,8 @@ def main() -> None:
         err.print(f"[red]error:[/] {escape(str(exc.strerror or exc))} ({escape(str(getattr(exc, 'filename', '') or 'while writing'))}); "
                   "no partial file was left", highlight=False, soft_wrap=True)
         sys.exit(2)
-
+    finally:
+        distributed.shutdown()  # under torchrun: leave the process group before the interpreter exits
 
 
 if __name__ == "__main__":

@@ -64,6 +64,8 @@ KINDS: dict[str, Kind] = {k: Kind(*v) for k, v in {
     "langloc.stats": ("statistics file", "langloc collect", "RUN/stats/<lang>.safetensors (metadata)"),
     "langloc.responses": ("segment responses file", "langloc collect --segments N",
                           "RUN/responses/<lang>.safetensors (metadata)"),
+    "langloc.residual_sample": ("residual sample file", "langloc collect --residual-sample N",
+                                "RUN/residual_sample/<lang>.safetensors (metadata)"),
     "langloc.neuron_set": ("neuron set", "langloc identify", "RUN/neurons/<method>.json"),
     "langloc.ablation": ("ablation study", "langloc ablate", "RUN/ablation.manifest.json beside ablation.csv"),
     "langloc.compare": ("neuron set comparison", "langloc compare", "OUT/compare.manifest.json"),

@@ -53,12 +53,14 @@ def identify_run(run: str | Path, *, method: str = "lape", top_rate=0.01, filter
 def collect_run(out: str | Path, languages: list[str], *, model: str, corpus: str = "bible", tokens: int = 100_000,
                 window: int = 512, batch_size: int = 4, seed: int = 0, dtype: str = "auto", device: str | None = None,
                 neuron_site: str | None = None, resume: bool = False, checkpoint_every: int = 50, segments: int = 0,
-                segment_tokens: int = 32, lid_filter: dict | None = None):
+                segment_tokens: int = 32, lid_filter: dict | None = None, residual_sample: int = 0):
     """``langloc collect``: load the corpus (checked first) and the model, count activations
     into ``out`` (data-parallel under torchrun) and, with ``segments``, the segment responses
     expert units need (first process only). ``lid_filter``: keep only the documents language
     identification assigns to their language (:class:`langloc.data.lid_filter.LidFilter`'s
-    settings, e.g. ``{"threshold": 0.5}``). Returns ``(stats, corpus)``."""
+    settings, e.g. ``{"threshold": 0.5}``). ``residual_sample``: keep a seeded sample of that many
+    tokens' residual states per language and layer (:mod:`langloc.stats.residual_sample`).
+    Returns ``(stats, corpus)``."""
     from langloc import distributed
     from langloc.data import load_corpus
     from langloc.models import load_model
@@ -68,7 +70,7 @@ def collect_run(out: str | Path, languages: list[str], *, model: str, corpus: st
     c.require_text(languages, "stats")
     lm = load_model(model, dtype=dtype, device=device or distributed.local_device(), neuron_site=neuron_site)
     stats = collect(lm, c, languages, out=out, tokens=tokens, window=window, batch_size=batch_size, seed=seed,
-                    resume=resume, checkpoint_every=checkpoint_every)
+                    resume=resume, checkpoint_every=checkpoint_every, residual_sample=residual_sample)
     if segments and distributed.is_main():
         collect_responses_run(lm, c, languages, out, segments=segments, segment_tokens=segment_tokens)
     return stats, c

@@ -440,6 +440,9 @@ def test_steer_refuses_relevance_with_too_few_prompts_to_compare_with(setup, cap
     (["--rules", "flip:2"], "--rules"),
     (["--temperature", "0.7"], "add --sample"),
     (["--sample", "--top-k", "-1"], "top_k not negative"),
+    (["--methods", "diffmean,svm"], "--methods: unknown svm"),
+    (["--methods", "prompting,prompting"], "each method once"),
+    (["--methods", "probe"], "no residual sample for fr, en"),
 ])
 def test_steer_bad_input(setup, capsys, tmp_path, args, message):
     root, model, corpus, run = setup

@@ -33,7 +33,7 @@ def made(tmp_path_factory):
     prompts.write_text("In the beginning\nThe word was\n", encoding="utf-8")
     commands = [
         ["collect", "-m", model, "--corpus", corpus, "-l", "en,fr", "--tokens", "256", "--window", "64", "-o", run,
-         "--segments", "4", "--segment-tokens", "16", "--seed", "3", *DEV],
+         "--segments", "4", "--segment-tokens", "16", "--seed", "3", "--residual-sample", "8", *DEV],
         ["identify", run, "--top-rate", "0.05"],
         ["identify", run, "--method", "thresholding", "--rate", "0.05"],
         ["ablate", run, "--eval-tokens", "128", "--seed", "5", *DEV],
@@ -79,6 +79,7 @@ WRITTEN = {
     "langloc.run": ("run/run.json", "collect", True),
     "langloc.stats": ("run/stats/fr.safetensors", "collect", True),
     "langloc.responses": ("run/responses/en.safetensors", "collect", True),
+    "langloc.residual_sample": ("run/residual_sample/fr.safetensors", "collect", True),
     "langloc.neuron_set": ("run/neurons/lape.json", "identify", True),
     "langloc.ablation": ("run/ablation.manifest.json", "ablate", True),
     "langloc.compare": ("cmp/compare.manifest.json", "compare", True),

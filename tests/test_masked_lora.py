@@ -291,3 +291,36 @@ def test_bible_items_are_aligned_disjoint_and_deterministic():
     assert training_pairs(train_items)[0] == (train_items[0].prompt, train_items[0].gold)
     with pytest.raises(LanglocError):
         bible_choice_items("en", "eval", 5)
+
+
+def test_two_gloo_processes_write_the_single_process_transfer_csv(tmp_path):
+    """The conditions (the unadapted model, each adapter mode trained from the seed and
+    evaluated) are shared out over two processes; the CSV is the one process's, but for the
+    training's wall time, and every saved adapter the same."""
+    import csv
+
+    from parallel import assert_same_outputs, run_cli
+    from report_run import invoke
+    from tiny import save_tiny_llama, write_folder_corpus
+
+    model, corpus, run = save_tiny_llama(tmp_path / "tiny"), write_folder_corpus(tmp_path / "corpus", repeat=20), tmp_path / "run"
+    assert invoke("collect", "-m", model, "--corpus", corpus, "-l", "en,fr,ru", "--tokens", "256", "--window", "64",
+                  "-o", run, "--device", "cpu") == 0
+    assert invoke("identify", run, "--method", "thresholding", "--rate", "0.05") == 0
+    out = {n: tmp_path / n for n in ("one", "two")}
+    args = ["transfer", "-n", run / "neurons" / "thresholding.json", "--language", "fr", "-l", "ru,es", "--train-items",
+            "4", "--eval-items", "4", "--batch-size", "2", "--lora-r", "4", "--lr", "1e-3", "--device", "cpu"]
+    single = run_cli(*args, "-o", out["one"] / "transfer.csv", "--save-adapters", out["one"] / "adapters")
+    both = run_cli(*args, "-o", out["two"] / "transfer.csv", "--save-adapters", out["two"] / "adapters", processes=2)
+    names = assert_same_outputs(out["one"], out["two"])
+    assert {"transfer.csv", "transfer.manifest.json", "adapters/neurons/langloc_adapter.json",
+            "adapters/none/adapter_model.safetensors"} <= set(names)
+    rows = list(csv.DictReader((out["two"] / "transfer.csv").open()))
+    assert [(r["condition"], r["lang"]) for r in rows] == [
+        (c, lang) for c in ("base", "neurons", "random", "all", "none") for lang in ("fr", "ru", "es")]
+    assert rows[3]["gain_base"] != "" and rows[3]["lora_r"] == "4"
+    for done in (single, both):  # one process prints the table
+        assert done.stdout.count("choice accuracy after training") == 1, done.stdout
+    # ... and the work was shared: the first of two processes trained 2 of the 4 adapters
+    # (with the unadapted model: base, random and none), one process all 4.
+    assert single.stderr.count("train adapter:   0%") == 4 and both.stderr.count("train adapter:   0%") == 2

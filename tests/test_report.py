@@ -63,7 +63,10 @@ def test_steering_section_shows_rates_and_example_outputs(analysis):
     assert re.search(r"\d+% \[\d+–\d+\]", s)  # a rate with its interval
     assert "<th>decoding</th><td>greedy; 4 new tokens</td>" in s  # the rates hold for this decoding only
     assert "<th>relevance criterion</th><td>PMI &gt; 0 under the unsteered model" in s
-    assert s.count(">relevant</th>") == 2 and s.count(">CLaS-style score</th>") == 2  # per method and per target
+    assert s.count(">CLaS-style score</th>") == 2  # per method and per target
+    assert s.count(">relevant</th>") == 3  # per method, per target and in the source x target matrix
+    assert s.count(">relative to native</th>") == 2  # strict success / the native ceiling, per method and target
+    assert "<th>relative to the native ceiling</th><td>strict success / the strict success of" in s
 
 
 def test_the_inventory_lists_studies_and_counts_their_pieces(analysis):

@@ -405,6 +405,31 @@ def test_cli_share_end_to_end(tiny_folder, tmp_path):
     assert (out / "plots" / "causal.png").stat().st_size > 0
 
 
+def test_two_gloo_processes_write_the_single_process_sharing(tiny_folder, tmp_path):
+    """The batches of items (one forward and backward pass each) and the causal (condition,
+    language) evaluations are shared out over two processes; the sums are added in the batches'
+    order, so every file is the one process's, written once."""
+    from parallel import assert_same_outputs, run_cli
+
+    args = ["share", "-m", tiny_folder, "--tasks", "bible-lm,bible-choice", "-l", "en,fr,ru", "--items", "3",
+            "--max-chars", "50", "--batch-size", "3", "--causal", "--boost", "2", "--position", "all", "--device", "cpu"]
+    single = run_cli(*args, "-o", tmp_path / "one")
+    both = run_cli(*args, "-o", tmp_path / "two", processes=2)
+    names = assert_same_outputs(tmp_path / "one", tmp_path / "two")
+    assert {"categories.csv", "stability.csv", "attribution.csv", "attribution_reference.csv", "top_contribution.csv",
+            "causal.csv", "share.json", "plots/categories.png", "plots/causal.png"} <= set(names)
+    with open(tmp_path / "two" / "stability.csv") as fh:  # every item counted: 3 per neuron
+        assert all(sum(int(r[c]) for c in CATEGORIES) == 3 for r in csv.DictReader(fh))
+    with open(tmp_path / "two" / "causal.csv") as fh:
+        causal = list(csv.DictReader(fh))
+    assert len(causal) == 2 * 7 * 3  # tasks x (base, 4 zeroed, 2 boosted) x languages
+    for done in (single, both):  # one process prints the table
+        assert done.stdout.count("category shares") == 1, done.stdout
+    # ... and the work was shared: the first of two processes ran 2 of each task's 3 batches.
+    assert "share bible-lm: 100%|██████████| 3/3" in single.stderr
+    assert "share bible-lm: 100%|██████████| 2/2" in both.stderr
+
+
 @pytest.mark.parametrize("args, message", [
     (["--tasks", "bible-lm,xnli"], "unknown task(s) xnli"),
     (["-l", "en"], "at least 2 languages"),

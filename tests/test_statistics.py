@@ -205,6 +205,34 @@ def test_steering_rate_intervals_cover_95_percent_with_the_built_in_prompts():
     assert rate_coverage(n, 6, 300, gen) >= 0.93  # a method's average over 6 targets
 
 
+def test_the_ratio_to_native_interval_is_koopmans_score_interval_and_covers_95_percent_exactly():
+    """Steered success over the native ceiling: a ratio of two independent rates (the held-out
+    prompts and the native prompts). Koopman's score interval reproduces his worked example and,
+    at the study's sizes (36 held-out prompts, 18 native ones), covers 93% or more at every rate
+    pair on a grid, about 95% in the middle: computed exactly, over every pair of outcomes."""
+    from scipy import stats
+
+    from langloc.evaluate.intervals import mean_of_intervals, rate_ratio_ci
+
+    assert rate_ratio_ci(36, 40, 16, 80) == pytest.approx((2.94, 7.15), abs=0.005)  # Koopman (1984)
+    assert rate_ratio_ci(0, 36, 9, 18)[0] == 0 < rate_ratio_ci(0, 36, 9, 18)[1] < 0.5  # no success: [0, finite]
+    lo, hi = rate_ratio_ci(36, 36, 18, 18)  # both all: an interval around 1, not the point Katz gives
+    assert lo < 1 < hi
+    assert all(math.isnan(x) for x in rate_ratio_ci(5, 36, 0, 18))  # no native success: undefined
+    n1, n2 = 36, 18
+    table = {(a, b): rate_ratio_ci(a, n1, b, n2) for a in range(n1 + 1) for b in range(1, n2 + 1)}
+    assert all(lo <= a / n1 / (b / n2) <= hi and lo < hi for (a, b), (lo, hi) in table.items())
+    covers = []
+    for p1 in (0.05, 0.2, 0.5, 0.8, 0.95):
+        for p2 in (0.3, 0.5, 0.8, 0.95):
+            w1, w2 = stats.binom.pmf(range(n1 + 1), n1, p1), stats.binom.pmf(range(n2 + 1), n2, p2)
+            hit = sum(w1[a] * w2[b] for (a, b), (lo, hi) in table.items() if lo <= p1 / p2 <= hi)
+            covers.append(hit / (1 - w2[0]))  # given the ratio is defined
+    assert min(covers) >= 0.93 and 0.945 <= sorted(covers)[len(covers) // 2] <= 0.96, covers
+    # the average over targets: the mean of the limits, around the mean
+    assert mean_of_intervals([0.5, 1.0], [(0.2, 0.9), (0.6, 1.5)]) == pytest.approx((0.75, 0.4, 1.2))
+
+
 # -- ablation.csv --------------------------------------------------------------------------
 
 def test_ablation_csv_carries_intervals_and_reads_back():

@@ -2,6 +2,7 @@
 criterion rejects a hand-made failing output while a clean native one passes."""
 
 import math
+import re
 from dataclasses import replace
 
 import pytest
@@ -12,7 +13,7 @@ from langloc.errors import LanglocError
 from langloc.steer.judge import LanguageIdentifier, StrictRule, chunks, native_k, script_share, target_share
 from langloc.evaluate.intervals import rate_ci
 from langloc.steer.search import axes, edge_search
-from langloc.steer.steering import ResidualSetting, SteerSetting, layer_group, parse_setting
+from langloc.steer.steering import DirectionSetting, ResidualSetting, SteerSetting, layer_group, parse_setting
 from langloc.steer.study import GridSpec
 
 
@@ -131,7 +132,10 @@ def test_neuron_strengths_extend_too_and_scale_moves_its_excess_over_one():
               value=st.sampled_from(["mean_active", "mean", "median", "p90", "p2.5", "median_response", "auto", "0.5"]),
               positions=st.sampled_from(["all", "prompt", "generated"]), rule=st.sampled_from(["set", "add", "scale"])),
     st.builds(ResidualSetting, layers=st.sampled_from([(6,), (5, 6, 7), (4, 6), (0,), (10, 11)]),
-              alpha=st.sampled_from([0.5, 1.0, 4.0, 8.0]), positions=st.sampled_from(["all", "generated"]))))
+              alpha=st.sampled_from([0.5, 1.0, 4.0, 8.0]), positions=st.sampled_from(["all", "generated"])),
+    st.builds(DirectionSetting, layers=st.sampled_from([(6,), (5, 6, 7), (4, 6)]),
+              alpha=st.sampled_from([0.25, 1.0]), positions=st.sampled_from(["all", "prompt"]),
+              method=st.sampled_from(["probe", "lda", "pca"]))))
 def test_a_label_the_study_prints_gives_back_the_same_setting(setting):
     again = parse_setting(setting.label())
     assert again.label() == setting.label()
@@ -141,7 +145,8 @@ def test_a_label_the_study_prints_gives_back_the_same_setting(setting):
         assert again == (setting if setting.rule != "scale" else replace(setting, value="mean_active"))
 
 
-@pytest.mark.parametrize("label", ["on(mean_active)", "on()", "on(x)", "dm(L6x4)", "diffmean(6x4)", "on(x2)@middle"])
+@pytest.mark.parametrize("label", ["on(mean_active)", "on()", "on(x)", "dm(L6x4)", "diffmean(6x4)", "on(x2)@middle",
+                                   "svm(L6x1)", "probe(6x1)"])
 def test_a_label_that_names_no_setting_is_one_clear_error(label):
     with pytest.raises(Exception, match="setting"):
         parse_setting(label)
@@ -376,3 +381,452 @@ def test_the_relevance_validation_counts_every_pair_once_and_pools_them(tiny_lm)
     for r in rows:
         assert r["accept_lo"] <= r["accept_rate"] <= r["accept_hi"] and r["reject_lo"] <= r["reject_rate"] <= r["reject_hi"]
     assert rows[-1]["rejected_shuffled"] == rows[0]["rejected_shuffled"] + rows[1]["rejected_shuffled"]
+
+
+# -- residual directions fitted on samples: probe, LDA, PCA --------------------------------------
+def _two_languages(n=500, width=32, gap=4.0, seed=0):
+    """Two Gaussian 'languages' (unit noise around an arbitrary common mean) whose means differ
+    by ``gap`` along a known unit axis, not a coordinate axis."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    axis = torch.randn(width, generator=g, dtype=torch.float64)
+    axis /= axis.norm()
+    centre = 5 * torch.randn(width, generator=g, dtype=torch.float64)
+    source = centre + torch.randn(n, width, generator=g, dtype=torch.float64)
+    target = centre + gap * axis + torch.randn(n, width, generator=g, dtype=torch.float64)
+    return target, source, axis
+
+
+@pytest.mark.parametrize("fit", ["probe", "lda", "pca"])
+def test_each_fitted_direction_recovers_a_planted_language_axis_pointing_to_the_target(fit):
+    from langloc.steer.directions import FIT
+
+    target, source, axis = _two_languages()
+    d = FIT[fit](target.float(), source.float())  # the sample is stored in reduced precision
+    assert float(d.norm()) == pytest.approx(1.0)
+    assert float(d @ axis) > 0.9  # cosine with the planted axis, and the sign: towards the target
+    assert float(FIT[fit](source.float(), target.float()) @ axis) < -0.9  # swap the languages: it turns round
+
+
+@pytest.mark.parametrize("fit", ["probe", "lda"])
+def test_probe_and_lda_discount_an_axis_along_which_each_language_varies_widely(fit):
+    """The means differ by 2 along e0 and by 2 along e1, but each language spreads with sd 10
+    along e1: DiffMean points between them (45 degrees), the discriminants mostly along e0."""
+    import torch
+
+    from langloc.steer.directions import FIT
+
+    g = torch.Generator().manual_seed(1)
+    noise = lambda: torch.randn(2000, 8, generator=g, dtype=torch.float64) * torch.tensor([1, 10, 1, 1, 1, 1, 1, 1.0])  # noqa: E731
+    source, target = noise(), noise() + torch.tensor([2, 2, 0, 0, 0, 0, 0, 0.0])
+    diffmean = target.mean(0) - source.mean(0)
+    assert float(diffmean[0] / diffmean.norm()) < 0.8
+    assert float(FIT[fit](target, source)[0]) > 0.97
+
+
+def test_lda_is_defined_with_fewer_samples_than_dimensions():
+    from langloc.steer.directions import lda_direction
+
+    target, source, axis = _two_languages(n=20, width=64, gap=8.0)
+    assert float(lda_direction(target, source) @ axis) > 0.9  # the shrinkage makes Sigma_w invertible
+
+
+def test_a_direction_method_steers_in_typical_norms_and_its_control_is_a_random_direction(tiny_lm, tmp_path):
+    """probe/lda/pca steer as DiffMean does: alpha x n_l x the unit direction at the chosen
+    layers; the control is a random direction of the same length, seeded, other for each draw."""
+    import torch
+
+    from langloc.stats.residual_sample import ResidualSamples
+    from langloc.steer.directions import FIT, DirectionMethod
+    from langloc.steer.steering import Steerer, ValueContext
+
+    class Samples(ResidualSamples):  # two planted languages instead of a run folder
+        def __init__(self):
+            self.data = dict(zip(("fr", "en"), _two_languages(n=100, width=32)[:2]))
+
+        def layer(self, lang, layer):
+            return self.data[lang].float()
+
+        def describe(self, languages):
+            return {}
+
+    norms = [3.0, 5.0]
+    m = DirectionMethod(None, norms, "test", name="lda", samples=Samples())
+    steerer = Steerer(tiny_lm, ValueContext())
+    setting = m.grid(GridSpec(residual_layers=("1",), alphas=(0.5,)), "en")[0]
+    assert setting.label() == "lda(L1x0.5)" and m.setting({"layers": [1], "alpha": 0.5}) == setting
+    edit = m.intervention(steerer, setting, "fr", "en").edits[0]
+    assert edit.vectors[0] is None and float(edit.vectors[1].norm()) == pytest.approx(2.5, rel=1e-5)
+    expect = FIT["lda"](m.samples.data["fr"].float(), m.samples.data["en"].float())
+    assert torch.allclose(edit.vectors[1].double() / 2.5, expect, atol=1e-5)
+    controls = [m.control(steerer, setting, "fr", "en", seed=0, draw=d).edits[0].vectors[1] for d in (0, 0, 1)]
+    assert float(controls[0].norm()) == pytest.approx(2.5, rel=1e-5) and torch.equal(controls[0], controls[1])
+    assert not torch.equal(controls[0], controls[2]) and abs(float(controls[0].double() @ expect)) < 2.5 * 0.9
+
+
+# -- the prompting baseline ----------------------------------------------------------------------
+def _seen_inputs(lm, monkeypatch):
+    """What the model's generate is given, decoded with its special tokens."""
+    seen = []
+    original = type(lm.model).generate
+    monkeypatch.setattr(type(lm.model), "generate", lambda self, **kw: seen.append(
+        [lm.tokenizer.decode(row[row != lm.tokenizer.pad_token_id]) for row in kw["input_ids"]]) or original(self, **kw))
+    return seen
+
+
+def test_prompting_without_a_chat_template_puts_a_plain_instruction_before_the_prompt(tiny_lm, monkeypatch):
+    from langloc.steer.prompting import PromptIntervention, PromptingMethod, prompt_format
+    from langloc.steer.steering import Generation, generate
+
+    assert prompt_format(tiny_lm.tokenizer) == "plain"
+    seen = _seen_inputs(tiny_lm, monkeypatch)
+    iv = PromptingMethod(prompt_format(tiny_lm.tokenizer)).intervention(
+        type("S", (), {"lm": tiny_lm})(), PromptingMethod().only_setting, "fr", "en")
+    recs = generate(tiny_lm, ["The river flows", "In the beginning"], Generation(max_new_tokens=5), iv)
+    assert seen[0] == ["<s>Continue the following text in French:\n\nThe river flows",
+                       "<s>Continue the following text in French:\n\nIn the beginning"]
+    assert isinstance(iv, PromptIntervention)
+    # what is judged: the prompt as given, and the new tokens only (not the instruction)
+    plain = generate(tiny_lm, ["The river flows"], Generation(max_new_tokens=5))
+    assert [r["prompt"] for r in recs] == ["The river flows", "In the beginning"]
+    assert len(recs[0]["tokens"]) <= 5 and recs[0]["text"] == tiny_lm.tokenizer.decode(recs[0]["tokens"])
+    assert "Continue" not in recs[0]["text"] and plain[0]["prompt"] == recs[0]["prompt"]
+
+
+def test_prompting_goes_through_the_chat_template_where_the_tokenizer_has_one(tiny_lm, monkeypatch):
+    from langloc.steer.prompting import PromptIntervention, prompt_format
+    from langloc.steer.steering import Generation, generate
+
+    template = ("{{ bos_token }}{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }} [end]{% endfor %}"
+                "{% if add_generation_prompt %}[model] {% endif %}")
+    monkeypatch.setattr(tiny_lm.tokenizer, "chat_template", template, raising=False)
+    assert prompt_format(tiny_lm.tokenizer) == "chat"
+    seen = _seen_inputs(tiny_lm, monkeypatch)
+    recs = generate(tiny_lm, ["The river flows"], Generation(max_new_tokens=4), PromptIntervention("ja", "chat"))
+    # the template's own BOS, not a second one from the tokenizer
+    assert seen[0] == ["<s>[user] Continue the following text in Japanese:\n\nThe river flows [end][model] "]
+    assert recs[0]["prompt"] == "The river flows" and "[model]" not in recs[0]["text"]
+
+
+def test_the_prompting_control_names_a_random_other_language_the_same_for_a_seed():
+    from langloc.steer.prompting import PromptingMethod
+
+    m, candidates = PromptingMethod(), ["en", "fr", "de", "zh", "ru", "ja"]
+    drawn = [m.control_language(candidates, "fr", seed=0, draw=d) for d in range(20)]
+    assert "fr" not in drawn and set(drawn) <= set(candidates) and len(set(drawn)) > 1
+    assert drawn == [m.control_language(candidates, "fr", seed=0, draw=d) for d in range(20)]
+    assert drawn != [m.control_language(candidates, "fr", seed=1, draw=d) for d in range(20)]
+
+
+# -- one steering study with every method ---------------------------------------------------------
+@pytest.fixture(scope="module")
+def sampled_run(tmp_path_factory):
+    from report_run import invoke
+    from tiny import save_tiny_llama, write_folder_corpus
+
+    root = tmp_path_factory.mktemp("sampled")
+    model, corpus, run = save_tiny_llama(root / "tiny"), write_folder_corpus(root / "corpus"), root / "run"
+    assert invoke("collect", "-m", model, "--corpus", corpus, "-l", "en,fr", "--tokens", "256", "--window", "64",
+                  "-o", run, "--residual-sample", "64", "--device", "cpu") == 0
+    assert invoke("identify", run, "--top-rate", "0.05") == 0
+    prompts = root / "prompts.txt"
+    prompts.write_text("In the beginning\nThe word was\nAnd the people\nOn the first day\nThe king said\n",
+                       encoding="utf-8")
+    tune = root / "tune.txt"
+    tune.write_text("Of the land\nWith the word\nUnder the sky\n", encoding="utf-8")
+    return root, run, prompts, tune
+
+
+def test_one_steer_run_puts_every_method_and_its_control_in_methods_csv(sampled_run):
+    """lape, prompting, diffmean, probe, lda and pca in one run: a row per method in methods.csv
+    with its control and intervals, a searched setting for every method but prompting (which has
+    one setting, so no grid edge), a saved file per method and target."""
+    import csv
+    import json
+
+    from report_run import invoke
+
+    root, run, prompts, tune = sampled_run
+    out = root / "steer"
+    assert invoke("steer", "-n", run / "neurons" / "lape.json", "-t", "fr", "--run", run, "-o", out,
+                  "--methods", "prompting,diffmean,probe,lda,pca", "--prompts", prompts, "--tune-prompts", tune,
+                  "--rules", "set:1", "--residual-layers", "1", "--alphas", "1", "--max-new-tokens", "4",
+                  "--device", "cpu") == 0
+    names = ["lape", "prompting", "diffmean", "probe", "lda", "pca"]
+    methods = list(csv.DictReader((out / "methods.csv").open()))
+    assert [m["method"] for m in methods] == names
+    for m in methods:
+        assert m["control_strict_rate"] != "" and float(m["strict_rate_lo"]) <= float(m["strict_rate"]) <= float(
+            m["strict_rate_hi"])
+    rows = {r["method"]: r for r in csv.DictReader((out / "summary.csv").open())}
+    assert rows["prompting"]["setting"] == "prompt(plain)" and rows["prompting"]["at_grid_edge"] == ""
+    assert {rows[n]["setting"].split("(")[0] for n in ("diffmean", "probe", "lda", "pca")} == {
+        "diffmean", "probe", "lda", "pca"}
+    assert all(rows[n]["at_grid_edge"] in ("True", "False") for n in names if n != "prompting")
+    for r in rows.values():
+        for k in ("target_rate", "control_target_rate"):
+            assert float(r[f"{k}_lo"]) <= float(r[k]) <= float(r[f"{k}_hi"])
+    assert methods[1]["rules_chosen"] == "instruction" and methods[3]["rules_chosen"] == "residual_add"
+    gens = [json.loads(x) for x in (out / "generations.jsonl").read_text().splitlines()]
+    assert {g["method"] for g in gens} >= {*names, *(f"random:{n}" for n in names)}
+    assert all((out / "interventions" / f"{n}-en-fr.json").is_file() for n in names)
+    probe = json.loads((out / "interventions" / "probe-en-fr.json").read_text())
+    assert probe["edits"][0]["source"]["method"] == "probe"
+    from langloc.intervene import Intervention
+
+    with pytest.raises(LanglocError, match="prompting baseline"):
+        Intervention.load(out / "interventions" / "prompting-en-fr.json")
+
+
+def test_fitted_directions_without_a_residual_sample_are_refused_in_one_line(sampled_run, tmp_path, capsys):
+    from report_run import invoke
+    from test_cli import error_line
+
+    root, run, prompts, _ = sampled_run
+    bare = tmp_path / "bare"
+    assert invoke("collect", "-m", root / "tiny", "--corpus", root / "corpus", "-l", "en,fr", "--tokens", "128",
+                  "--window", "64", "-o", bare, "--device", "cpu") == 0
+    capsys.readouterr()
+    assert invoke("steer", "-t", "fr", "--run", bare, "-o", tmp_path / "s", "--methods", "lda", "--prompts", prompts,
+                  "--fixed", "lda(L1x1)", "--device", "cpu") == 2
+    err = error_line(capsys)
+    assert "no residual sample for fr, en" in err and "--residual-sample" in err
+
+
+def test_prompting_alone_needs_only_the_model(sampled_run):
+    import csv
+
+    from report_run import invoke
+
+    root, run, prompts, tune = sampled_run
+    out = root / "prompting"
+    assert invoke("steer", "-m", root / "tiny", "-t", "fr", "--methods", "prompting", "-o", out, "--prompts", prompts,
+                  "--tune-prompts", tune, "--max-new-tokens", "4", "--device", "cpu") == 0
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    assert [(r["method"], r["setting"], r["at_grid_edge"]) for r in rows] == [("prompting", "prompt(plain)", "")]
+
+
+# -- many processes ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def steer_run(tmp_path_factory):
+    """A tiny model's run (with residual sums for DiffMean) and its thresholding set."""
+    from report_run import invoke
+    from tiny import save_tiny_llama, write_folder_corpus
+
+    root = tmp_path_factory.mktemp("steer-ddp")
+    model, corpus, run = save_tiny_llama(root / "tiny"), write_folder_corpus(root / "corpus", repeat=20), root / "run"
+    assert invoke("collect", "-m", model, "--corpus", corpus, "-l", "en,fr,ru", "--tokens", "256", "--window", "64",
+                  "-o", run, "--device", "cpu") == 0
+    assert invoke("identify", run, "--method", "thresholding", "--rate", "0.05") == 0
+    prompts = root / "prompts.txt"
+    prompts.write_text("In the beginning\nThe word was\nAnd the people\nOn the first day\nThe king said\n",
+                       encoding="utf-8")
+    return run, prompts
+
+
+def test_two_gloo_processes_write_the_single_process_steering_outputs(steer_run, tmp_path):
+    """The native references, the (method, target) cells with their controls and the matrix
+    are shared out over two processes; every file is the one process's, written once."""
+    import csv
+
+    from parallel import assert_same_outputs, run_cli
+
+    run, prompts = steer_run
+    args = ["steer", "-n", run / "neurons" / "thresholding.json", "-t", "fr,ru", "--run-folder", run, "--prompts", prompts,
+            "--fixed", "on(autox2)", "--fixed", "diffmean(L1x2)", "--matrix-sources", "fr", "--max-new-tokens", "3",
+            "--control-draws", "2", "--device", "cpu"]
+    single = run_cli(*args, "-o", tmp_path / "one")
+    both = run_cli(*args, "-o", tmp_path / "two", processes=2)
+    names = assert_same_outputs(tmp_path / "one", tmp_path / "two")
+    assert {"summary.csv", "methods.csv", "matrix.csv", "native.csv", "generations.jsonl", "steer.json",
+            "steering.png", "interventions/diffmean-en-ru.json", ".parts/cell-thresholding-en-fr.json"} <= set(names)
+    summary = list(csv.DictReader((tmp_path / "two" / "summary.csv").open()))
+    assert [(r["method"], r["target"]) for r in summary] == [("thresholding", "fr"), ("thresholding", "ru"),
+                                                            ("diffmean", "fr"), ("diffmean", "ru")]
+    assert all(r["n"] == "5" and r["control_draws"] == "2" for r in summary)
+    matrix = list(csv.DictReader((tmp_path / "two" / "matrix.csv").open()))
+    assert [(r["source"], r["target"]) for r in matrix][-1] == ("fr", "ru") and len(matrix) == 4 + 1
+    for done in (single, both):  # one process prints the table
+        assert done.stdout.count("steering 5 held-out prompts") == 1, done.stdout
+    # ... and the work was shared: the first of two processes ran 3 of the 5 cells (the unsteered
+    # continuations and 4 method x target cells), one process all 5.
+    assert re.search(r"steer: 100%\S* 5/5", single.stderr) and re.search(r"steer: 100%\S* 3/3", both.stderr)
+
+
+# -- relative to the native ceiling ---------------------------------------------------------------
+def test_ratio_to_native_is_strict_success_over_native_success_and_its_interval_contains_it():
+    from langloc.steer.study import UNDEFINED_RATIO, mean_native_ratio, native_ratio
+
+    fr = native_ratio({"strict_rate": 18 / 36, "n": 36}, {"strict_rate": 15 / 18, "n": 18})
+    assert fr["ratio_to_native"] == pytest.approx(0.5 / (15 / 18)) and fr["native_strict_rate"] == 15 / 18
+    assert 0 < fr["ratio_to_native_lo"] < fr["ratio_to_native"] < fr["ratio_to_native_hi"]
+    zero = native_ratio({"strict_rate": 0.0, "n": 36}, {"strict_rate": 9 / 18, "n": 18})
+    assert zero["ratio_to_native"] == 0 and zero["ratio_to_native_lo"] == 0 < zero["ratio_to_native_hi"] < 1
+    # The model's own native writing never passes: no ceiling, so no ratio and no interval, but a note.
+    ja = native_ratio({"strict_rate": 0.25, "n": 36}, {"strict_rate": 0.0, "n": 18})
+    assert ja["ratio_to_native"] is None and ja["ratio_to_native_lo"] is None and ja["ratio_to_native_hi"] is None
+    assert ja["ratio_to_native_note"] == UNDEFINED_RATIO
+    # A method's figure: the mean over the targets where it is defined, with the mean of their limits.
+    m = mean_native_ratio([{**fr}, {**zero}, {**ja}])
+    assert m["ratio_to_native_targets"] == 2
+    assert m["ratio_to_native"] == pytest.approx((fr["ratio_to_native"] + 0) / 2)
+    assert m["ratio_to_native_lo"] == pytest.approx((fr["ratio_to_native_lo"] + 0) / 2)
+    assert m["ratio_to_native_lo"] < m["ratio_to_native"] < m["ratio_to_native_hi"]
+    assert mean_native_ratio([ja])["ratio_to_native"] is None
+
+
+def _verdict_by_tokens(self, text, tokens, ppl, target, identify, relevant=None):
+    """A stand-in strict judge for the tiny model (whose random bytes never pass the real one):
+    an output passes when its tokens sum to a multiple of 3, so both sides have some successes."""
+    ok = sum(tokens) % 3 == 0
+    return {"strict": ok, "strict_fails": [] if ok else ["language"]}
+
+
+@pytest.fixture(scope="module")
+def relevance_run(sampled_run):
+    """LAPE at a fixed setting with the relevance criterion on, a matrix row from ru, and the
+    stand-in strict judge."""
+    from langloc.steer.judge import StrictRule
+    from report_run import invoke
+
+    root, run, prompts, _ = sampled_run
+    out = root / "relevance"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(StrictRule, "verdict", _verdict_by_tokens)
+        assert invoke("steer", "-n", run / "neurons" / "lape.json", "-t", "fr", "--run", run, "-o", out,
+                      "--no-diffmean", "--fixed", "on(autox1)", "--relevance", "--matrix-sources", "ru",
+                      "--prompts", prompts, "--max-new-tokens", "6", "--device", "cpu") == 0
+    return out
+
+
+def _csv(path):
+    import csv
+
+    return list(csv.DictReader(path.open(encoding="utf-8")))
+
+
+def test_summary_and_methods_csv_give_strict_success_relative_to_the_native_ceiling(relevance_run):
+    import json
+
+    native = {r["language"]: r for r in _csv(relevance_run / "native.csv")}
+    (row,) = _csv(relevance_run / "summary.csv")
+    q = float(native["fr"]["strict_rate"])
+    assert 0 < q and float(row["native_strict_rate"]) == pytest.approx(q, abs=1e-4)
+    ratio, lo, hi = (float(row[k]) for k in ("ratio_to_native", "ratio_to_native_lo", "ratio_to_native_hi"))
+    assert ratio == pytest.approx(float(row["strict_rate"]) / q, abs=1e-3)
+    assert lo <= ratio <= hi and lo < hi and row["ratio_to_native_note"] == ""
+    (method,) = _csv(relevance_run / "methods.csv")
+    assert float(method["ratio_to_native"]) == pytest.approx(ratio, abs=1e-4) and method["ratio_to_native_targets"] == "1"
+    assert row["decoding"] == method["decoding"] == "greedy"
+    doc = json.loads((relevance_run / "steer.json").read_text())
+    assert doc["decoding"]["name"] == "greedy" and doc["decoding"]["settings"]["do_sample"] is False
+    assert "Koopman" in doc["native_ratio"]
+
+
+def test_with_relevance_on_the_matrix_and_every_random_control_have_a_relevance_rate(relevance_run):
+    matrix = _csv(relevance_run / "matrix.csv")
+    assert {(m["source"], m["target"]) for m in matrix} == {("en", "fr"), ("ru", "fr")}
+    for m in matrix:
+        assert float(m["relevance_rate_lo"]) <= float(m["relevance_rate"]) <= float(m["relevance_rate_hi"])
+    (row,) = _csv(relevance_run / "summary.csv")
+    assert float(row["control_relevance_rate_lo"]) <= float(row["control_relevance_rate"]) <= float(
+        row["control_relevance_rate_hi"])
+    import json
+
+    gens = [json.loads(x) for x in (relevance_run / "generations.jsonl").read_text().splitlines()]
+    control = [g for g in gens if g["method"] == "random:lape"]
+    assert float(row["control_relevance_rate"]) == pytest.approx(
+        sum(g["relevant"] for g in control) / len(control), abs=1e-4)
+    (method,) = _csv(relevance_run / "methods.csv")
+    assert float(method["control_relevance_rate"]) == pytest.approx(float(row["control_relevance_rate"]), abs=1e-4)
+
+
+def test_the_ratio_is_empty_with_a_note_where_the_model_never_passes_natively(sampled_run, capsys):
+    from report_run import invoke
+
+    root, _, prompts, tune = sampled_run
+    out = root / "no-ceiling"
+    # 4 new tokens are fewer than the strict judge's 8: no native continuation passes
+    assert invoke("steer", "-m", root / "tiny", "-t", "fr", "--methods", "prompting", "-o", out, "--prompts", prompts,
+                  "--tune-prompts", tune, "--max-new-tokens", "4", "--device", "cpu") == 0
+    (row,) = _csv(out / "summary.csv")
+    assert float(row["native_strict_rate"]) == 0
+    assert row["ratio_to_native"] == row["ratio_to_native_lo"] == row["ratio_to_native_hi"] == ""
+    assert "undefined" in row["ratio_to_native_note"]
+    (method,) = _csv(out / "methods.csv")
+    assert method["ratio_to_native"] == "" and method["ratio_to_native_targets"] == "0"
+    assert "/ native is undefined for fr" in " ".join(capsys.readouterr().out.split())
+
+
+# -- the publisher's decoding ---------------------------------------------------------------------
+def test_publisher_decoding_is_recorded_once_per_alias_and_refused_for_one_without(tmp_path):
+    import json
+
+    from langloc.models.loading import ALIASES, publisher_decoding
+
+    assert publisher_decoding("gemma-3-270m")[0] == {"do_sample": True, "top_k": 64, "top_p": 0.95}
+    assert publisher_decoding("qwen2.5-coder-1.5b")[0] == {"do_sample": True, "temperature": 0.7, "top_p": 0.8,
+                                                           "top_k": 20, "repetition_penalty": 1.05}
+    assert all(a.decoding_source for a in ALIASES.values() if a.decoding is not None)
+    with pytest.raises(LanglocError, match="smollm2-135m .*has no decoding recommended by its publisher"):
+        publisher_decoding("smollm2-135m")
+    # A folder: what its own generation_config.json sets, and nothing it does not (no top-k 50).
+    (tmp_path / "generation_config.json").write_text(json.dumps({"bos_token_id": 1, "do_sample": True,
+                                                                 "temperature": 0.9, "top_p": 0.9}))
+    assert publisher_decoding(str(tmp_path)) == ({"do_sample": True, "temperature": 0.9, "top_p": 0.9},
+                                                 f"{tmp_path} generation_config.json")
+    (tmp_path / "generation_config.json").write_text(json.dumps({"bos_token_id": 1, "eos_token_id": 2}))
+    with pytest.raises(LanglocError, match="sets no sampling"):
+        publisher_decoding(str(tmp_path))
+
+
+def test_decoding_publisher_on_an_alias_samples_with_the_recorded_settings(tiny_lm, tmp_path, monkeypatch):
+    from dataclasses import replace as copy
+
+    from langloc.studies.steer import Config, run
+
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("In the beginning\nThe word was\nAnd the people\n", encoding="utf-8")
+    tune = tmp_path / "t.txt"
+    tune.write_text("Of the land\n", encoding="utf-8")
+    seen = []
+    original = type(tiny_lm.model).generate
+    monkeypatch.setattr(type(tiny_lm.model), "generate", lambda self, **kw: seen.append(kw) or original(self, **kw))
+    gemma = copy(tiny_lm, name="gemma-3-270m")  # the tiny model under the alias's name: nothing is loaded
+    m = run(gemma, Config(targets=("fr",), methods=("prompting",), prompts=str(prompts), tune_prompts=str(tune),
+                          decoding="publisher", max_new_tokens=4, seed=3, controls=False, progress=False), tmp_path / "out")
+    assert m.result["decoding"]["name"] == "publisher" and "google/gemma-3-270m" in m.result["decoding"]["source"]
+    assert {k: m.result["generation"][k] for k in ("do_sample", "top_k", "top_p", "temperature", "seed")} == {
+        "do_sample": True, "top_k": 64, "top_p": 0.95, "temperature": 1.0, "seed": 3}
+    assert seen and all(kw["do_sample"] and kw["top_k"] == 64 and kw["top_p"] == 0.95 for kw in seen)
+    assert m.result["config"]["decoding"] == "publisher"
+    with pytest.raises(LanglocError, match="sets the sampling itself"):
+        run(gemma, Config(targets=("fr",), methods=("prompting",), prompts=str(prompts), tune_prompts=str(tune),
+                          decoding="publisher", sample=True, progress=False), tmp_path / "again")
+
+
+def test_decoding_publisher_refuses_a_model_without_in_one_line_before_loading_it(tmp_path, capsys):
+    from report_run import invoke
+    from test_cli import error_line
+
+    assert invoke("steer", "-m", "smollm2-135m", "-t", "fr", "--methods", "prompting", "-o", tmp_path / "s",
+                  "--decoding", "publisher") == 2
+    err = error_line(capsys)
+    assert "smollm2-135m" in err and "no decoding recommended by its publisher" in err
+
+
+def test_sampled_decoding_with_a_seed_gives_the_same_generations_twice(sampled_run):
+    from report_run import invoke
+
+    root, run, prompts, _ = sampled_run
+
+    def steer(out, seed):
+        assert invoke("steer", "-n", run / "neurons" / "lape.json", "-t", "fr", "--run", run, "-o", root / out,
+                      "--no-diffmean", "--fixed", "on(autox1)", "--prompts", prompts, "--sample", "--top-k", "20",
+                      "--seed", str(seed), "--max-new-tokens", "6", "--device", "cpu") == 0
+        return (root / out / "generations.jsonl").read_bytes()
+
+    first = steer("sampled-a", 3)
+    assert steer("sampled-b", 3) == first  # native references, steered, control and unsteered: every line
+    assert steer("sampled-c", 4) != first

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -113,3 +114,43 @@ def test_identification_methods_are_one_table():
 
     help_text = CliRunner().invoke(app, ["identify", "--help"], env={"COLUMNS": "200"}).output
     assert all(name in help_text for name in METHODS)
+
+
+# -- many processes ------------------------------------------------------------------------------
+def test_two_gloo_processes_write_the_single_process_validation(tmp_path):
+    """The shards' batches, the bootstrap resamples and every perplexity table's evaluations
+    are shared out over two processes; every file (the shards' statistics and the kept steps
+    included) is the one process's, written once."""
+    import csv
+
+    from langloc.identify import NeuronSet
+    from parallel import assert_same_outputs, run_cli
+    from report_run import invoke
+    from tiny import save_tiny_llama, write_folder_corpus
+
+    model, corpus, run = save_tiny_llama(tmp_path / "tiny"), write_folder_corpus(tmp_path / "corpus"), tmp_path / "run"
+    assert invoke("collect", "-m", model, "--corpus", corpus, "-l", "en,fr,ru", "--tokens", "512", "--window", "64",
+                  "--batch-size", "2", "-o", run, "--device", "cpu") == 0
+    assert invoke("identify", run, "--top-rate", "0.05") == 0
+    args = ["validate", run, "--domain", corpus, "--methods", "lape", "--top-rate", "0.05", "--shards", "2",
+            "--stats-batch-size", "2", "--resamples", "5", "--control-draws", "2", "--eval-tokens", "128",
+            "--window", "16", "--budget-curve", "--device", "cpu"]
+    single = run_cli(*args, "-o", tmp_path / "one")
+    both = run_cli(*args, "-o", tmp_path / "two", processes=2)
+    names = assert_same_outputs(tmp_path / "one", tmp_path / "two")
+    assert {"validation.csv", "verdicts.txt", "stability.csv", "conditions.csv", "controls.csv", "domain.csv",
+            "budget_curve.csv", "stable_core_lape.json", "validation.manifest.json", "shards/shard1/stats/ru.safetensors",
+            ".parts/main.json", ".parts/controls-fr.json"} <= set(names)
+    rows = list(csv.DictReader((tmp_path / "two" / "validation.csv").open()))
+    assert [r["language"] for r in rows] == ["en", "fr", "ru"]
+    controls = list(csv.DictReader((tmp_path / "two" / "controls.csv").open()))
+    ns = NeuronSet.load(run / "neurons" / "lape.json")
+    assert len(controls) >= 4 and [(r["deactivated"], r["draws"]) for r in controls] == [
+        (f"{kind}:{lang}", "2") for lang in ns.languages if ns.count(lang) for kind in ("matched", "random")]
+    doc = json.loads((tmp_path / "two" / "validation.manifest.json").read_text())
+    assert doc["shard_check"]["over_zero_equal"]  # the shards counted by two processes add up to the run
+    for done in (single, both):  # one process prints the table
+        assert done.stdout.count("validate (perplexity ratios") == 1, done.stdout
+    # ... and the work was shared: the first of two processes ran half the evaluations (rounded up).
+    runs = [int(re.search(r"validate: sets: 100%\S* (\d+)/", d.stderr).group(1)) for d in (single, both)]
+    assert runs[0] >= 4 and runs[1] == -(-runs[0] // 2)

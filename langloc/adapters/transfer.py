@@ -105,26 +105,31 @@ def transfer_study(
     over ``random`` (:func:`add_gains`). ``harness``: called with each condition's name while
     that condition's model is in place (e.g. to run lm-evaluation-harness tasks on it).
     ``save_adapters``: a folder; each trained adapter is saved to ``<folder>/<mode>``
-    (:func:`save_adapter`), for ``langloc harness --adapter``."""
+    (:func:`save_adapter`), for ``langloc harness --adapter``. Under torchrun the conditions
+    are shared out over the processes: each trains, saves and evaluates its own (``harness`` is
+    called in the process that holds the condition) and every process gets every row."""
     unknown = [m for m in modes if m not in MODES]
     if unknown:
         raise LanglocError(f"unknown adapter mode(s) {', '.join(unknown)}; use {', '.join(MODES)}")
     if not eval_items:
         raise LanglocError("no evaluation languages")
-    rows, per_item = [], {}
+    from langloc import distributed
 
-    def evaluate(condition: str, info: dict) -> None:
+    progress = progress and distributed.is_main()
+
+    def evaluate(condition: str, info: dict) -> tuple[list[dict], dict]:
         res, items = _evaluate(lm, eval_items, eval_batch_size, progress)
-        for lang in res:
-            rows.append({"condition": condition, "lang": lang, **res[lang], **info})
-            per_item[(condition, lang)] = items[lang]
         if harness is not None:
             harness(condition)
+        return [{"condition": condition, "lang": lang, **res[lang], **info} for lang in res], items
 
-    if baseline:
-        evaluate("base", {})
     pairs = training_pairs(train_items)
-    for mode in modes:
+
+    def condition(mode: str | None) -> tuple[list[dict], dict]:
+        """One condition: the unadapted model (None), or an adapter trained from the seed, evaluated
+        and taken out again (so the model is as before, whatever ran on it earlier)."""
+        if mode is None:
+            return evaluate("base", {})
         started = time.time()
         peft_model = masked_lora(lm, neurons, mode, r=r, alpha=alpha, attention=attention, down=down,
                                  gate_only=gate_only, seed=seed)
@@ -140,9 +145,16 @@ def transfer_study(
                     "trainable": trainable_parameters(peft_model),
                     "neurons": None if spec.neurons is None else sum(len(i) for i in spec.neurons),
                     "mask_leak": mask_leak(peft_model)}
-            evaluate(mode, info)
+            return evaluate(mode, info)
         finally:
             remove_adapter(peft_model)
+
+    # Under torchrun the conditions are shared out over the processes (each trains its own
+    # adapters) and gathered in this order.
+    rows, per_item = [], {}
+    for cond_rows, items in distributed.map_cells(condition, ([None] if baseline else []) + list(modes)):
+        rows += cond_rows
+        per_item.update({(row["condition"], row["lang"]): items[row["lang"]] for row in cond_rows})
     # Paired gains: over the unadapted model, and the set's neurons over random neurons of the same count.
     for reference in ("base", "random"):
         add_gains(rows, per_item, reference)

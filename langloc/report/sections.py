@@ -350,10 +350,33 @@ def _relevance(d: dict) -> str | None:
             "CLaS-style score = harmonic mean of the in-target and relevant shares")
 
 
+def _decoding(d: dict) -> str | None:
+    """The decoding in words, and for the publisher's decoding where its settings come from."""
+    from langloc.steer.steering import describe_decoding
+
+    if not isinstance(d.get("generation"), dict):
+        return None
+    words = describe_decoding(d["generation"])
+    dec = d.get("decoding") or {}
+    return f"the publisher's ({words}; {dec.get('source')})" if dec.get("name") == "publisher" else words
+
+
+def _native_ratio(r: dict, targets=None) -> str:
+    """Strict success relative to the native ceiling with its 95% interval; for a method's
+    average, over how many targets where not all; a dash and why where it is undefined."""
+    v, lo, hi = (h.number(r.get(k)) for k in ("ratio_to_native", "ratio_to_native_lo", "ratio_to_native_hi"))
+    if v is None or math.isnan(v):
+        return "– (native strict rate 0)" if r.get("ratio_to_native_note") else "–"
+    text = f"{v:.2f}" + (f" [{lo:.2f}–{hi:.2f}]" if lo is not None and hi is not None and not math.isnan(lo) else "")
+    n = h.number(r.get("ratio_to_native_targets"))
+    if targets is not None and n is not None and h.number(targets) is not None and n != h.number(targets):
+        text += f" ({n:.0f} of {h.number(targets):.0f} targets)"
+    return text
+
+
 @section("langloc.steer", "Steering")
 def steer_section(o: Output, _all, examples: int = 3) -> str:
     from langloc.report.plots import plot_steering
-    from langloc.steer.steering import describe_decoding
 
     d = o.doc
     rows = d.get("rows") or []
@@ -362,7 +385,8 @@ def steer_section(o: Output, _all, examples: int = 3) -> str:
     items = {"source language": d.get("source"), "targets": d.get("targets"), "methods": d.get("methods"),
              "best method": d.get("best_method"), "strict judge's k": d.get("k"), "k's rule": d.get("k_rule"),
              "prompts (tuning, held-out)": d.get("prompts"), "relevance criterion": _relevance(d),
-             "decoding": describe_decoding(d["generation"]) if isinstance(d.get("generation"), dict) else None,
+             "decoding": _decoding(d),
+             "relative to the native ceiling": d.get("native_ratio"),
              "search grid (resolved for this model)": _grid(d.get("grid")),
              "setting": (f"fixed: {', '.join(cfg['fixed'])}" if cfg.get("fixed")
                          else "searched on the tuning prompts" if cfg.get("search", True) else "fixed")}
@@ -379,14 +403,18 @@ def steer_section(o: Output, _all, examples: int = 3) -> str:
             body += "<h3>Methods (averaged over targets)</h3>" + h.table([{
                 "method": m.get("method"), "targets": m.get("targets"), "strict success": pct_ci(m, "strict_rate"),
                 "lenient (fluent, in target)": pct_ci(m, "fluent_target_rate"),
+                "relative to native": _native_ratio(m, m.get("targets")),
                 "control": pct_ci(m, "control_strict_rate"), "worst control cell": m.get("control_strict_rate_max_cell"),
-                "relevant": pct_ci(m, "relevance_rate"), "CLaS-style score": h.fmt(h.number(m.get("clas"))),
+                "relevant": pct_ci(m, "relevance_rate"), "control relevant": pct_ci(m, "control_relevance_rate"),
+                "CLaS-style score": h.fmt(h.number(m.get("clas"))),
                 "rule chosen": m.get("rules_chosen")} for m in methods])
         key = "strict_rate" if strict else "fluent_target_rate"
         body += ("<h3>Per target</h3><p class=muted>rates over held-out prompts with 95% intervals</p>" + h.table([{
             "method": r["method"], "target": r["target"], "setting": r.get("setting"),
             "at grid edge": _edge(r), "neurons": r.get("neurons"), "success": pct_ci(r, key), "lenient": pct_ci(r, "fluent_target_rate") if strict else "–",
-            "random control": pct_ci(r, f"control_{key}"), "in target (any fluency)": pct_ci(r, "target_rate"),
+            "random control": pct_ci(r, f"control_{key}"),
+            "native (unsteered, native prompts)": pct_ci(r, "native_strict_rate"),
+            "relative to native": _native_ratio(r), "in target (any fluency)": pct_ci(r, "target_rate"),
             "relevant": pct_ci(r, "relevance_rate"), "CLaS-style score": h.fmt(h.number(r.get("clas"))),
             "unsteered": pct_ci(r, f"unsteered_{key}") if f"unsteered_{key}_lo" in r
             else h.fmt(h.number(r.get(f"unsteered_{key}"))),
@@ -396,7 +424,7 @@ def steer_section(o: Output, _all, examples: int = 3) -> str:
             body += "<h3>Source × target</h3>" + h.table([{
                 "method": m.get("method"), "source": m.get("source"), "target": m.get("target"),
                 "strict success": pct_ci(m, "strict_rate"), "lenient": pct_ci(m, "fluent_target_rate"),
-                "unsteered": m.get("unsteered_strict_rate")} for m in matrix])
+                "relevant": pct_ci(m, "relevance_rate"), "unsteered": m.get("unsteered_strict_rate")} for m in matrix])
     gens = [g for g in _read_jsonl(o.folder / "generations.jsonl") if g.get("source", d.get("source")) == d.get("source")]
     if gens:
         unsteered = {(g["prompt"], g.get("target")): g for g in gens if g.get("method") == "unsteered"}

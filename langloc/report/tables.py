@@ -59,25 +59,37 @@ def compare(rows: list[dict]) -> list:
 
 def steer(result: dict) -> list:
     from langloc.steer.steering import describe_decoding
-    from langloc.steer.study import format_table, grid_lines
+    from langloc.steer.study import format_ratio, format_table, grid_lines
 
-    t = Table("method", "target", "setting", "at edge", "strict", "lenient", "control (strict)", "relevant", "CLaS",
-              "median ppl", "distinct",
+    decoding = describe_decoding(result["generation"])
+    if (result.get("decoding") or {}).get("name") == "publisher":
+        decoding = f"publisher's decoding: {decoding}"
+    t = Table("method", "target", "setting", "at edge", "strict", "lenient", "control (strict)", "/ native", "relevant",
+              "CLaS", "median ppl", "distinct",
               box=box.SIMPLE_HEAD, title=f"steering {result['prompts']['eval']} held-out prompts (k = {result['k']:.2f}; "
-                                         f"{describe_decoding(result['generation'])})",
-              caption="in brackets: 95% Clopper-Pearson interval over prompts; CLaS: harmonic mean of in-target "
-                      "and relevant shares (relevance off: -)")
+                                         f"{decoding})",
+              caption="in brackets: 95% Clopper-Pearson interval over prompts; / native: strict success relative to "
+                      "the model's own native continuations (Koopman interval; -: native strict rate 0); CLaS: harmonic "
+                      "mean of in-target and relevant shares (relevance off: -)")
     for row in format_table(result["rows"]):
         t.add_row(*row)
-    m = Table("method", "targets", "strict", "lenient", "control (strict)", "relevant", "CLaS", "rules chosen",
+    m = Table("method", "targets", "strict", "/ native", "lenient", "control (strict)", "relevant", "CLaS", "rules chosen",
               box=box.SIMPLE_HEAD,
-              title="methods, averaged over targets", caption="95% Clopper-Pearson interval over prompts")
+              title="methods, averaged over targets",
+              caption="95% Clopper-Pearson interval over prompts; / native: the mean over the targets where it is "
+                      "defined (how many in brackets), with the mean of their limits")
     pct = lambda v: "-" if v is None else f"{100 * v:.0f}%"  # noqa: E731
     for r in result["method_table"]:
+        ratio = format_ratio(r)
+        if r.get("ratio_to_native_targets") not in (None, r["targets"]):
+            ratio += f" ({r['ratio_to_native_targets']} of {r['targets']})"
         m.add_row(r["method"], str(r["targets"]), f"{pct(r['strict_rate'])} [{pct(r['strict_rate_lo'])}-{pct(r['strict_rate_hi'])}]",
-                  pct(r["fluent_target_rate"]), pct(r.get("control_strict_rate")), pct(r.get("relevance_rate")),
+                  ratio, pct(r["fluent_target_rate"]), pct(r.get("control_strict_rate")), pct(r.get("relevance_rate")),
                   "-" if r.get("clas") is None else f"{r['clas']:.2f}", r["rules_chosen"])
-    return [t, m, *grid_lines(result)]
+    undefined = list(dict.fromkeys(r["target"] for r in result["rows"] if r.get("ratio_to_native_note")))
+    notes = [f"/ native is undefined for {', '.join(undefined)}: none of the model's own native continuations there "
+             "passes the strict judge (native strict rate 0), so there is no ceiling to divide by"] if undefined else []
+    return [t, m, *grid_lines(result), *notes]
 
 
 def _own(name: str, evald: list[str]) -> str | None:

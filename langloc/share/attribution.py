@@ -65,14 +65,29 @@ class CategoryAttribution:
     def add(self, codes: torch.Tensor, contribution: torch.Tensor, effective: torch.Tensor,
             grad_x_act: torch.Tensor | None = None) -> None:
         """``codes`` ``[L, I]`` for one instance; scores ``[L, I]``."""
+        self.apply(self.increment(codes, contribution, effective, grad_x_act))
+
+    @classmethod
+    def increment(cls, codes: torch.Tensor, contribution: torch.Tensor, effective: torch.Tensor,
+                  grad_x_act: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """What one instance adds (``[L, 4]`` per field and ``"n"``): small, so that instances
+        computed elsewhere (another process) can be added in their order, to the same bits."""
         values = {"contribution": contribution, "effective": effective, "effective_abs": effective.abs()}
         if grad_x_act is not None:
             values.update(grad_x_act=grad_x_act, grad_x_act_abs=grad_x_act.abs())
+        inc = {k: torch.zeros(codes.shape[0], len(CATEGORIES), dtype=torch.float64) for k in ("n", *values)}
         for c in range(len(CATEGORIES)):
             mask = (codes == c).double()
-            self.n[:, c] += mask.sum(-1)
+            inc["n"][:, c] = mask.sum(-1)
             for f, v in values.items():
-                self.sums[f][:, c] += (v.double() * mask).sum(-1)
+                inc[f][:, c] = (v.double() * mask).sum(-1)
+        return inc
+
+    def apply(self, inc: dict[str, torch.Tensor]) -> None:
+        self.n += inc["n"]
+        for f in self.FIELDS:
+            if f in inc:
+                self.sums[f] += inc[f]
 
     def means(self) -> dict[str, torch.Tensor]:
         """Per field ``[L, 4]``: the mean over instances of the category (NaN where none)."""
@@ -124,12 +139,21 @@ class ReferenceAggregation:
 
     def add(self, language: int, codes: torch.Tensor, contribution: torch.Tensor, effective: torch.Tensor,
             grad_x_act: torch.Tensor | None = None) -> None:
+        self.apply(language, self.increment(codes, contribution, effective, grad_x_act))
+
+    @classmethod
+    def increment(cls, codes: torch.Tensor, contribution: torch.Tensor, effective: torch.Tensor,
+                  grad_x_act: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """What one instance adds: ``[L, 4, 4]`` per field."""
         values = {"contribution": contribution, "effective": effective, "effective_abs": effective.abs()}
         if grad_x_act is not None:
             values.update(grad_x_act=grad_x_act, grad_x_act_abs=grad_x_act.abs())
+        return {f: cls.aggregate(codes, v) for f, v in values.items()}
+
+    def apply(self, language: int, inc: dict[str, torch.Tensor]) -> None:
         self.items[language] += 1
-        for f, v in values.items():
-            self.sums[f][language] += self.aggregate(codes, v)
+        for f, v in inc.items():
+            self.sums[f][language] += v
 
     def means(self) -> dict[str, torch.Tensor]:
         """Per field ``[K, L, 4 categories, 4 aggregates]``: the mean over items."""
@@ -162,13 +186,22 @@ class TopContribution:
         self.sums = torch.zeros(num_languages, num_layers, len(CATEGORIES), dtype=torch.float64)
 
     def add(self, language: int, codes: torch.Tensor, contribution: torch.Tensor) -> None:
+        self.apply(language, self.increment(codes, contribution))
+
+    def increment(self, codes: torch.Tensor, contribution: torch.Tensor) -> torch.Tensor:
+        """What one instance adds: ``[L, 4]``, the share of each category among the top neurons."""
         k = min(self.top_k, contribution.shape[-1])
         # Ties at the cut go to the lower index (a stable sort), so the result is deterministic.
         top = torch.sort(contribution.double(), dim=-1, descending=True, stable=True).indices[:, :k]
         picked = codes.gather(-1, top)
-        self.items[language] += 1
+        inc = torch.zeros(codes.shape[0], len(CATEGORIES), dtype=torch.float64)
         for c in range(len(CATEGORIES)):
-            self.sums[language, :, c] += (picked == c).double().sum(-1) / k
+            inc[:, c] = (picked == c).double().sum(-1) / k
+        return inc
+
+    def apply(self, language: int, inc: torch.Tensor) -> None:
+        self.items[language] += 1
+        self.sums[language] += inc
 
     def shares(self) -> torch.Tensor:
         """``[K, L, 4]``: mean share of each category among the layer's top neurons."""

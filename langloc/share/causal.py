@@ -88,24 +88,34 @@ def accuracy_interval(score) -> tuple[float | None, float | None]:
 def causal_study(lm, task, items: dict[str, list], modal: torch.Tensor, *, boosts: Sequence[float] = (1.5, 2.0),
                  boost_controls: bool = True, seed: int = 0, batch_size: int = 8, progress: bool = True) -> list[dict]:
     """Rows ``task, condition, language, accuracy, n_neurons`` (+ the task's extra figures)."""
+    from langloc import distributed
+
     conds = conditions(causal_sets(modal, seed=seed), boosts, boost_controls)
-    rows, base = [], {}
-    bar = tqdm(total=len(conds) * len(items), desc=f"causal {task.name}", unit="eval", disable=not progress)
+    # Every (condition, language) evaluation is independent (an empty set repeats base's): under
+    # torchrun they are shared out over the processes and gathered in this order.
+    runs = [(name, iv, lang) for name, iv, count in conds for lang in items if iv is None or count]
+    rank, world = distributed.rank_and_world()
+    bar = tqdm(total=distributed.rank_share(len(runs), rank, world), desc=f"causal {task.name}", unit="eval",
+               disable=not progress or rank != 0)
+
+    def score(run):
+        _, iv, lang = run
+        if iv is None:
+            return task.score(lm, items[lang], batch_size=batch_size)
+        with iv.apply(lm):
+            return task.score(lm, items[lang], batch_size=batch_size)
+
     try:
-        for name, iv, count in conds:
-            for lang, lang_items in items.items():
-                if iv is not None and count == 0:
-                    score = base[lang]
-                elif iv is None:
-                    score = base[lang] = task.score(lm, lang_items, batch_size=batch_size)
-                else:
-                    with iv.apply(lm):
-                        score = task.score(lm, lang_items, batch_size=batch_size)
-                lo, hi = accuracy_interval(score)
-                rows.append({"task": task.name, "condition": name, "language": lang, "accuracy": score.accuracy,
-                             "n_neurons": count, "accuracy_lo": lo, "accuracy_hi": hi,
-                             **{k: v for k, v in score.extra.items() if k != "tokens"}})
-                bar.update(1)
+        scores = dict(zip(((name, lang) for name, _, lang in runs), distributed.map_cells(score, runs,
+                                                                                          lambda j, r: bar.update())))
     finally:
         bar.close()
+    rows = []
+    for name, iv, count in conds:
+        for lang in items:
+            score = scores[(name if iv is None or count else "base", lang)]
+            lo, hi = accuracy_interval(score)
+            rows.append({"task": task.name, "condition": name, "language": lang, "accuracy": score.accuracy,
+                         "n_neurons": count, "accuracy_lo": lo, "accuracy_hi": hi,
+                         **{k: v for k, v in score.extra.items() if k != "tokens"}})
     return rows

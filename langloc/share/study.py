@@ -16,6 +16,10 @@ mean, min and sum over the category's neurons in each (item, language), 0 if emp
 over items), ``top_contribution.csv`` (per task, language, layer: the category make-up of the
 ``top_k`` neurons of largest contribution), ``causal.csv`` (task, condition, language,
 accuracy, n_neurons, ...), ``share.json`` (settings, model, items, summary) and ``plots/``.
+
+Under torchrun the batches of items and the causal (condition, language) evaluations are
+shared out over the processes; the first gathers them in order and writes the files, the same
+as one process's.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
+from langloc import distributed
 from langloc.artefacts import write_csv, write_json
 from langloc.errors import LanglocError
 from langloc.manifest import make_manifest, stamp
@@ -72,22 +77,40 @@ def analyse_task(lm, name: str, items: dict[str, list], *, threshold: float = 0.
     top = TopContribution(K, lm.num_layers, top_k)
     codes = torch.empty(N, lm.num_layers, lm.intermediate_size, dtype=torch.int8)
     logp = torch.zeros(K, dtype=torch.float64)
-    for start in tqdm(range(0, N, per_batch), desc=f"share {name}", unit="item", disable=not progress,
-                      total=-(-N // per_batch)):
+
+    def batch_of(start: int) -> dict:
+        """One batch of items (one forward and backward pass): what it adds, per instance."""
         idx = list(range(start, min(N, start + per_batch)))
         batch = [items[lang][i] for i in idx for lang in langs]  # item-major: K rows per item
         cap = capture(lm, [it.prompt for it in batch], [it.gold for it in batch], position=position, reduce=reduce,
                       gold_tokens=gold_tokens)
         contribution, effective = neuron_scores(cap.coef, norms, gold_directions(lm, cap.gold))
         gxa = cap.grad * cap.last
-        logp += cap.logp.double().view(len(idx), K).sum(0)
-        for j, i in enumerate(idx):
+        out = {"idx": idx, "logp": cap.logp.double().view(len(idx), K).sum(0), "codes": [], "instances": []}
+        for j in range(len(idx)):
             rows = slice(j * K, (j + 1) * K)
-            codes[i] = classify(cap.stat[rows], threshold)
-            for r in range(j * K, (j + 1) * K):
-                attribution.add(codes[i], contribution[r], effective[r], gxa[r])
-                reference.add(r - j * K, codes[i], contribution[r], effective[r], gxa[r])
-                top.add(r - j * K, codes[i], contribution[r])
+            item_codes = classify(cap.stat[rows], threshold)
+            out["codes"].append(item_codes)
+            out["instances"] += [(CategoryAttribution.increment(item_codes, contribution[r], effective[r], gxa[r]),
+                                  ReferenceAggregation.increment(item_codes, contribution[r], effective[r], gxa[r]),
+                                  top.increment(item_codes, contribution[r])) for r in range(j * K, (j + 1) * K)]
+        return out
+
+    # Under torchrun the batches are shared out over the processes; their increments are added
+    # here in the batches' order, so the sums are one process's to the bit.
+    starts = list(range(0, N, per_batch))
+    bar = tqdm(total=len(starts[distributed.rank_and_world()[0]::distributed.rank_and_world()[1]]),
+               desc=f"share {name}", unit="item", disable=not progress or not distributed.is_main())
+    for done in distributed.map_cells(batch_of, starts, lambda j, r: bar.update()):
+        logp += done["logp"]
+        for j, i in enumerate(done["idx"]):
+            codes[i] = done["codes"][j]
+            for k in range(K):
+                attr, ref, tp = done["instances"][j * K + k]
+                attribution.apply(attr)
+                reference.apply(k, ref)
+                top.apply(k, tp)
+    bar.close()
     modal, frac, counts = stability(codes)
     return TaskSharing(name, codes, category_shares(codes), modal, frac, counts, attribution, reference, top,
                        {lang: float(logp[k] / N) for k, lang in enumerate(langs)})
@@ -156,23 +179,27 @@ def share_study(lm, tasks: dict, items: dict[str, dict[str, list]], *, out: str 
                                         seed=seed, batch_size=batch_size, progress=progress)
             timings[f"causal:{name}"] = round(time.time() - t0, 1)
         del res
-    write_csv(out / "categories.csv", cat_rows, ["task", "layer", "category", "share"], float_digits=6)
-    write_csv(out / "stability.csv", stab_rows,
-              ["task", "layer", "neuron", "modal_category", "stability", *CATEGORIES], float_digits=4)
-    # Scores span many orders of magnitude (and depend on the model's scale): full precision.
-    write_csv(out / "attribution.csv", attr_rows, ["task", "layer", "category", "n", *CategoryAttribution.FIELDS])
-    write_csv(out / "attribution_reference.csv", ref_rows,
-              ["task", "language", "layer", "category", "score", "items", *AGGREGATES])
-    write_csv(out / "top_contribution.csv", top_rows, ["task", "language", "layer", "category", "top_k", "share"],
-              float_digits=6)
-    plot_categories(shares, out / "plots" / "categories.png", model_name=lm.name, threshold=threshold, position=position)
-    if causal:
-        extra = [k for k in dict.fromkeys(k for r in causal_rows for k in r)
-                 if k not in ("task", "condition", "language", "accuracy", "n_neurons", "accuracy_lo", "accuracy_hi")]
-        write_csv(out / "causal.csv", causal_rows,
-                  ["task", "condition", "language", "accuracy", "n_neurons", "accuracy_lo", "accuracy_hi", *extra],
+    from langloc.studies.base import Manifest
+
+    main = distributed.is_main()  # under torchrun the first process writes; every one returns the same
+    if main:
+        write_csv(out / "categories.csv", cat_rows, ["task", "layer", "category", "share"], float_digits=6)
+        write_csv(out / "stability.csv", stab_rows,
+                  ["task", "layer", "neuron", "modal_category", "stability", *CATEGORIES], float_digits=4)
+        # Scores span many orders of magnitude (and depend on the model's scale): full precision.
+        write_csv(out / "attribution.csv", attr_rows, ["task", "layer", "category", "n", *CategoryAttribution.FIELDS])
+        write_csv(out / "attribution_reference.csv", ref_rows,
+                  ["task", "language", "layer", "category", "score", "items", *AGGREGATES])
+        write_csv(out / "top_contribution.csv", top_rows, ["task", "language", "layer", "category", "top_k", "share"],
                   float_digits=6)
-        plot_causal(causal_rows, out / "plots" / "causal.png")
+        plot_categories(shares, out / "plots" / "categories.png", model_name=lm.name, threshold=threshold, position=position)
+        if causal:
+            extra = [k for k in dict.fromkeys(k for r in causal_rows for k in r)
+                     if k not in ("task", "condition", "language", "accuracy", "n_neurons", "accuracy_lo", "accuracy_hi")]
+            write_csv(out / "causal.csv", causal_rows,
+                      ["task", "condition", "language", "accuracy", "n_neurons", "accuracy_lo", "accuracy_hi", *extra],
+                      float_digits=6)
+            plot_causal(causal_rows, out / "plots" / "causal.png")
     meta = {
         "tasks": {name: {"options": t.options(), "accuracy": t.accuracy_means,
                          "item_ids": [it.id for it in items[name][languages[0]]],
@@ -191,9 +218,8 @@ def share_study(lm, tasks: dict, items: dict[str, dict[str, list]], *, out: str 
     meta = stamp(meta, make_manifest(KIND, model=lm.meta, corpus={"tasks": list(tasks)},
                                      split=(settings or {}).get("split"), config=config, seeds={"items": seed,
                                      "random_neurons": seed}, started=started))
-    write_json(out / "share.json", meta)
-    from langloc.studies.base import Manifest
-
+    if main:
+        write_json(out / "share.json", meta)
     return Manifest(meta, result={"causal": causal_rows}, path=out / "share.json")
 
 

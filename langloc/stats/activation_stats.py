@@ -9,6 +9,10 @@ A run folder::
                                  resid_sum [L, H] float64 (sum of each layer's output, the
                                  residual stream; absent in runs made before it was added);
                                  the manifest in its metadata
+    RUN/residual_sample/<lang>.safetensors
+                                 with ``collect --residual-sample N`` only: N sampled tokens'
+                                 residual states per layer, vectors [L, N, H] bfloat16
+                                 (:mod:`langloc.stats.residual_sample`)
 
 Each language is its own file, written atomically when that language is done, so adding a
 language to a run computes only that language, and a killed run keeps the finished ones.
@@ -16,6 +20,7 @@ language to a run computes only that language, and a killed run keeps the finish
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -31,7 +36,9 @@ from langloc.data.lid_filter import LID_REPORT
 from langloc.data.packing import corpus_windows, iter_batches
 from langloc.errors import LanglocError
 from langloc.manifest import check_same_model, content, make_manifest, read_manifest, read_safetensors_manifest, stamp
-from langloc.stats.counters import ActivationCounter, totals_from_state
+from langloc.stats.counters import ActivationCounter, hidden_size, totals_from_state
+from langloc.stats.residual_sample import ResidualSampler, save_residual_sample
+from langloc.stats.residual_sample import describe as describe_sample
 
 RUN_FILE = "run.json"
 # Settings that must agree between a run folder and a later `collect` that adds languages.
@@ -184,6 +191,7 @@ def collect(
     resume: bool = False,
     checkpoint_every: int = 50,
     on_batch=None,
+    residual_sample: int = 0,
 ) -> ActivationStats:
     """Count neuron activations of ``lm`` on ``tokens`` tokens per language into run folder ``out``.
 
@@ -192,13 +200,18 @@ def collect(
     after a crash or kill, ``resume=True`` continues from the last checkpoint and gives the
     same result as an uninterrupted run. Under torchrun the batches are split over processes.
     ``on_batch(tokens)``, if given, is called after each batch this process counts (the demo
-    times the first ones to print an estimate of the whole run).
+    times the first ones to print an estimate of the whole run). ``residual_sample`` N > 0 also
+    keeps a seeded sample of N tokens' residual states per language and layer
+    (:mod:`langloc.stats.residual_sample`); like the window and the token budget, a run
+    folder's languages all share it.
     """
     from langloc import distributed
 
     started = time.time()
     if tokens < 1 or window < 2 or batch_size < 1 or checkpoint_every < 1:
         raise LanglocError("tokens, batch_size and checkpoint_every must be positive and window at least 2")
+    if residual_sample < 0:
+        raise LanglocError(f"--residual-sample must be 0 (none) or a positive number of tokens, got {residual_sample}")
     corpus.check_languages(languages)
     rank, world = distributed.rank_and_world()
     out = Path(out)
@@ -213,8 +226,14 @@ def collect(
                     f"run folder {out} was collected with {key}={meta.get(key)!r}, not {settings[key]!r}; "
                     "use another --out to collect with different settings"
                 )
+        had = (meta.get("residual_sample") or {}).get("size", 0)
+        if had != residual_sample:
+            raise LanglocError(f"run folder {out} was collected with residual_sample={had}, not {residual_sample}; "
+                               "use another --out to collect with a different residual sample")
     else:
         meta = {"model": lm.meta, **settings, "languages": []}
+    if residual_sample:
+        meta["residual_sample"] = describe_sample(residual_sample, seed, lm.num_layers, hidden_size(lm))
     todo = [lang for lang in languages if not language_file(out, lang).is_file()]
     partial = [lang for lang in todo if _checkpoint_file(out, lang, rank, world).is_file()]
     if partial and not resume:
@@ -225,32 +244,49 @@ def collect(
     torch.manual_seed(seed)
     ckpt_settings = {"tokens": tokens, "window": window, "batch_size": batch_size, "seed": seed,
                      "world": world, "weights": lm.meta["weights_fingerprint"]}
+    if residual_sample:  # (only then: checkpoints written without a sample stay valid)
+        ckpt_settings["residual_sample"] = residual_sample
     n_batches = -(-(tokens // window) // batch_size)
     counter = ActivationCounter(lm, skip_first_position=lm.add_bos)
-    with counter, torch.inference_mode():
+    sampler = (ResidualSampler(lm, residual_sample, seed, skip_first_position=lm.add_bos) if residual_sample
+               else None)
+    with counter, sampler or contextlib.nullcontext(), torch.inference_mode():
         for lang in todo:
             # Windows are tokenised lazily: memory does not grow with the token budget.
             windows = corpus_windows(lm, corpus, lang, "stats", window=window, max_tokens=tokens, lazy=True)
             counter.reset()
+            if sampler is not None:
+                sampler.reset(lang)
             ckpt = _checkpoint_file(out, lang, rank, world)
             done = 0  # batches of this rank already counted
             if ckpt.is_file():
                 state, done = _load_checkpoint(ckpt, ckpt_settings)
                 counter.load_state(state)
+                if sampler is not None:
+                    sampler.load_state(state)
             bar = tqdm(total=distributed.rank_share(n_batches, rank, world), initial=done, desc=f"collect {lang}",
                        unit="batch", disable=not progress or rank != 0, leave=False)
-            for mine, batch in distributed.my_batches(iter_batches(windows, batch_size), rank, world, done):
+            # b: the batch's index among all of the language's batches (its first window is b x batch_size)
+            for mine, (b, batch) in distributed.my_batches(enumerate(iter_batches(windows, batch_size)), rank, world,
+                                                           done):
+                if sampler is not None:
+                    sampler.plan(b * batch_size, batch)
                 counter.run(batch)
                 bar.update()
                 if on_batch is not None:
                     on_batch(batch.numel())
                 if mine % checkpoint_every == 0:
                     with atomic_path(ckpt) as tmp:
-                        save_file(counter.state(), str(tmp), metadata={"langloc_checkpoint": json.dumps(
+                        save_file({**counter.state(), **(sampler.state() if sampler is not None else {})}, str(tmp),
+                                  metadata={"langloc_checkpoint": json.dumps(
                             {"settings": ckpt_settings, "next": mine})})
             bar.close()
             state = distributed.all_reduce_sum(counter.state(), lm.device)
+            sample = sampler.result() if sampler is not None else None  # every process takes part
             if rank == 0:
+                if sample is not None:  # before the statistics file, which marks the language done
+                    save_residual_sample(out, lang, sample, {"model": lm.meta, **settings,
+                                                             "residual_sample": meta["residual_sample"]}, started)
                 save_language_stats(out, lang, totals_from_state(state), {"model": lm.meta, **settings}, started)
                 dropped = corpus.report(lang, "stats")
                 if dropped is not None:  # what the language-ID filter dropped of the text read

@@ -10,8 +10,11 @@ three rules ("language arithmetic", Gurgurov et al. 2025, next to the LAPE recip
 
 A :class:`ResidualSetting` steers the residual stream instead (DiffMean,
 :mod:`langloc.steer.diffmean`): ``alpha`` × (mean[target] − mean[source]) is added to the
-output of each of ``layers``. The controls apply the same setting to random neurons with the
-same count per layer, or a random direction of the same norm.
+output of each of ``layers``; a :class:`DirectionSetting` does the same along a direction
+fitted on sampled residual states (a probe, LDA or PCA, :mod:`langloc.steer.directions`). The
+controls apply the same setting to random neurons with the same count per layer, or a random
+direction of the same norm. The prompting baseline (:mod:`langloc.steer.prompting`) edits no
+activation: it wraps each prompt in an instruction.
 """
 
 from __future__ import annotations
@@ -79,6 +82,27 @@ class ResidualSetting:
         return label if self.positions == "all" else f"{label}@{self.positions}"
 
 
+DIRECTION_METHODS = ("probe", "lda", "pca")  # residual directions fitted on a run's residual sample
+
+
+@dataclass(frozen=True)
+class DirectionSetting(ResidualSetting):
+    """A residual setting along a direction fitted on sampled residual states by ``method``
+    (``probe``, ``lda`` or ``pca``, :mod:`langloc.steer.directions`) instead of DiffMean's:
+    ``alpha`` typical norms along the unit direction, at ``layers``."""
+
+    method: str = "probe"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.method not in DIRECTION_METHODS:
+            raise LanglocError(f"a direction method is one of {', '.join(DIRECTION_METHODS)}, got {self.method!r}")
+
+    def label(self) -> str:
+        label = f"{self.method}({self.where()}x{self.alpha:g})"
+        return label if self.positions == "all" else f"{label}@{self.positions}"
+
+
 def depth_layer(fraction: float, num_layers: int) -> int:
     """The layer at ``fraction`` of a model's depth: ``fraction`` × (L − 1) rounded to the
     nearest layer, halves up, so 0.0 is the first layer and 1.0 the last."""
@@ -123,7 +147,8 @@ def layer_group(spec: str, num_layers: int | None = None) -> tuple[int, ...]:
 def parse_setting(label: str) -> SteerSetting | ResidualSetting:
     """The setting a label names: the inverse of ``label()``, so a setting the study chose (as
     ``summary.csv`` prints it) can be given back, e.g. ``on(mean_activex2)+off@generated``,
-    ``on(+p90x1)``, ``on(x4)``, ``off``, ``diffmean(L6x4)``, ``diffmean(L5-7x2)@generated``.
+    ``on(+p90x1)``, ``on(x4)``, ``off``, ``diffmean(L6x4)``, ``diffmean(L5-7x2)@generated``,
+    ``probe(L6x0.5)``, ``lda(L5-7x1)``, ``pca(L9x0.25)``.
     The value ``auto`` stands for each neuron method's own (see ``langloc steer --help``)."""
     from langloc.intervene.intervention import POSITIONS
 
@@ -131,13 +156,17 @@ def parse_setting(label: str) -> SteerSetting | ResidualSetting:
     body, _, positions = text.partition("@")
     positions = positions or "all"
     usage = ("give a setting as the study labels it: on(VALUExS), on(+VALUExS), on(xS), each optionally "
-             "+off, or off, or diffmean(L6xA) / diffmean(L5-7xA); then optionally @prompt or @generated")
+             "+off, or off, or diffmean(L6xA) / diffmean(L5-7xA) (likewise probe, lda, pca); then optionally "
+             "@prompt or @generated")
     if positions not in POSITIONS:
         raise LanglocError(f"setting {text!r}: positions must be one of {', '.join(POSITIONS)}")
     try:
-        m = re.fullmatch(r"diffmean\(L([\d,\-]+)x([^)]+)\)", body)
+        m = re.fullmatch(r"(diffmean|probe|lda|pca)\(L([\d,\-]+)x([^)]+)\)", body)
         if m:
-            return ResidualSetting(layer_group(m.group(1)), float(m.group(2)), positions)
+            kind, layers, alpha = m.groups()
+            if kind == "diffmean":
+                return ResidualSetting(layer_group(layers), float(alpha), positions)
+            return DirectionSetting(layer_group(layers), float(alpha), positions, kind)
         if body == "off":
             return SteerSetting("off", positions=positions)
         m = re.fullmatch(r"on\(([^()]*)\)(\+off)?", body)
@@ -230,19 +259,26 @@ def steering_intervention(lm, setting: SteerSetting, target: str, target_layers,
 
 @torch.inference_mode()
 def generate(lm, prompts: list[str], gen: Generation, intervention: Intervention | None = None) -> list[dict]:
-    """Generate a continuation of every prompt; returns dicts with prompt, text, tokens."""
+    """Generate a continuation of every prompt; returns dicts with prompt, text, tokens (the
+    generated tokens only, never the prompt). An ``intervention`` with a ``wrap`` method (the
+    prompting baseline, :mod:`langloc.steer.prompting`) rewrites what the model reads; the
+    records keep the prompt as given."""
     tok = lm.tokenizer
     if getattr(tok, "pad_token_id", None) is None:
         tok.pad_token = tok.eos_token
     side, tok.padding_side = tok.padding_side, "left"  # decoder-only batches are left-padded
     stop = {i for i in (tok.eos_token_id, tok.pad_token_id) if i is not None}
+    wrap = getattr(intervention, "wrap", None)
     gen_eos = getattr(lm.model.generation_config, "eos_token_id", None)
     stop.update([gen_eos] if isinstance(gen_eos, int) else gen_eos or [])  # e.g. Gemma's <end_of_turn>
     out = []
     try:
         for s in range(0, len(prompts), gen.batch_size):
             chunk = prompts[s:s + gen.batch_size]
-            enc = tok(chunk, return_tensors="pt", padding=True).to(lm.device)
+            # a prompting "intervention" rewrites the prompts instead (an instruction, through the
+            # chat template where there is one: its text then carries the special tokens itself)
+            texts, specials = wrap(tok, chunk) if wrap is not None else (chunk, True)
+            enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=specials).to(lm.device)
             kwargs = dict(max_new_tokens=gen.max_new_tokens, do_sample=gen.do_sample, pad_token_id=tok.pad_token_id,
                           repetition_penalty=gen.repetition_penalty, no_repeat_ngram_size=gen.no_repeat_ngram_size)
             if gen.do_sample:

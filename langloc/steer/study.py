@@ -29,10 +29,10 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from langloc.artefacts import atomic_path, cached_step, compute_key, step_seconds, write_csv, write_json
+from langloc.artefacts import atomic_path, cached_cells, compute_key, shared_step, step_seconds, write_csv, write_json
 from langloc.controls import check_draws, derive_seed, random_control
 from langloc.errors import LanglocError
-from langloc.evaluate.intervals import rate_ci, share_ci
+from langloc.evaluate.intervals import mean_of_intervals, rate_ci, rate_ratio_ci, share_ci
 from langloc.intervene.intervention import Intervention, ResidualEdit
 from langloc.manifest import make_manifest, stamp
 from langloc.steer.judge import StrictRule, clas_score, median, native_k, summarise
@@ -42,15 +42,19 @@ from langloc.steer.steering import ResidualSetting, SteerSetting, Steerer, layer
 RATES = ("strict_rate", "fluent_target_rate", "target_rate", "fluent_rate", "relevance_rate")
 COLUMNS = ("method", "target", "setting", "at_grid_edge", "grid_extension", "neurons", "n", *[c for r in RATES for c in (r, f"{r}_lo", f"{r}_hi")],
            "clas", "median_ppl", "mean_distinct", "control_draws",
-           *[c for r in ("strict_rate", "fluent_target_rate", "target_rate") for c in
+           *[c for r in ("strict_rate", "fluent_target_rate", "target_rate", "relevance_rate") for c in
              (f"control_{r}", f"control_{r}_lo", f"control_{r}_hi")],
-           "unsteered_strict_rate", "unsteered_target_rate")
+           "unsteered_strict_rate", "unsteered_target_rate",
+           "native_strict_rate", "ratio_to_native", "ratio_to_native_lo", "ratio_to_native_hi", "ratio_to_native_note",
+           "decoding")
 METHOD_COLUMNS = ("method", "targets", "strict_rate", "strict_rate_lo", "strict_rate_hi", "fluent_target_rate",
                   "target_rate", "relevance_rate", "clas",
                   "control_strict_rate", "control_strict_rate_lo", "control_strict_rate_hi",
-                  "control_strict_rate_max_cell", "rules_chosen", "cells_at_grid_edge")
+                  "control_strict_rate_max_cell", "control_relevance_rate", "rules_chosen", "cells_at_grid_edge",
+                  "ratio_to_native", "ratio_to_native_lo", "ratio_to_native_hi", "ratio_to_native_targets", "decoding")
+MATRIX_RATES = ("strict_rate", "fluent_target_rate", "target_rate", "relevance_rate")
 MATRIX_COLUMNS = ("method", "source", "target", "setting", "n",
-                  *[c for r in ("strict_rate", "fluent_target_rate", "target_rate") for c in (r, f"{r}_lo", f"{r}_hi")],
+                  *[c for r in MATRIX_RATES for c in (r, f"{r}_lo", f"{r}_hi")],
                   "unsteered_strict_rate")
 NATIVE_COLUMNS = ("language", "n", "median_ppl", "strict_rate", "strict_rate_lo", "strict_rate_hi", "target_rate",
                   "target_rate_lo", "target_rate_hi", "relevance_rate", "relevance_rate_lo", "relevance_rate_hi")
@@ -79,6 +83,65 @@ def rate_row(runs: list[list[dict]], target: str, prefix: str = "", rates=RATES)
         lo, hi = rate_ci(s, n)
         out[f"{prefix}{rate}"], out[f"{prefix}{rate}_lo"], out[f"{prefix}{rate}_hi"] = s / n, lo, hi
     return out
+
+
+NATIVE_RATIO_RULE = ("strict success / the strict success of the unsteered model's own continuations of the built-in "
+                     "native prompts in the target, under the same judge and decoding; per target a 95% Koopman score "
+                     "interval (a ratio of two independent rates); averaged over the targets whose native rate is "
+                     "above 0, with the mean of their limits (conservative whatever the targets' correlation)")
+UNDEFINED_RATIO = "native strict rate 0: the ratio is undefined"
+
+
+def native_ratio(row: dict, native: dict) -> dict:
+    """A cell's strict success relative to the native ceiling: ``strict_rate`` / the native
+    strict rate of its target (``native``: its row of native.csv), with Koopman's score interval
+    (:func:`~langloc.evaluate.intervals.rate_ratio_ci`; the steered prompts and the native
+    prompts are independent samples). Where the native strict rate is 0 the ratio is undefined:
+    empty, with a note, never a number or an interval of no width."""
+    q, nn = native.get("strict_rate"), native.get("n") or 0
+    out = {"native_strict_rate": q, "ratio_to_native": None, "ratio_to_native_lo": None,
+           "ratio_to_native_hi": None, "ratio_to_native_note": None}
+    if not nn or not q:
+        out["ratio_to_native_note"] = UNDEFINED_RATIO
+        return out
+    lo, hi = rate_ratio_ci(round(row["strict_rate"] * row["n"]), row["n"], round(q * nn), nn)
+    out.update(ratio_to_native=row["strict_rate"] / q, ratio_to_native_lo=lo, ratio_to_native_hi=hi)
+    return out
+
+
+def mean_native_ratio(rows: list[dict]) -> dict:
+    """A method's ratio to the native ceiling, averaged over the targets where it is defined
+    (``ratio_to_native_targets`` says how many): the mean of the targets' ratios, and the mean of
+    their lower and upper limits (:func:`~langloc.evaluate.intervals.mean_of_intervals`)."""
+    ok = [r for r in rows if r.get("ratio_to_native") is not None]
+    if not ok:
+        return {"ratio_to_native": None, "ratio_to_native_lo": None, "ratio_to_native_hi": None,
+                "ratio_to_native_targets": 0}
+    m, lo, hi = mean_of_intervals([r["ratio_to_native"] for r in ok],
+                                  [(r["ratio_to_native_lo"], r["ratio_to_native_hi"]) for r in ok])
+    return {"ratio_to_native": m, "ratio_to_native_lo": lo, "ratio_to_native_hi": hi, "ratio_to_native_targets": len(ok)}
+
+
+def control_relevance(rows: list[dict], gens: list[dict], source: str) -> None:
+    """Add each cell's random-control relevance rate (mean over draws, Clopper-Pearson over
+    prompts, as the method's own), from the control generations of ``source``; empty where
+    relevance was not judged, absent without controls."""
+    runs: dict = {}
+    for g in gens:
+        if g.get("source") == source and str(g.get("method", "")).startswith("random:") and "draw" in g:
+            runs.setdefault((g["method"][len("random:"):], g["target"]), {}).setdefault(g["draw"], []).append(g)
+    for row in rows:
+        draws = runs.get((row["method"], row["target"]))
+        if draws:
+            row.update(rate_row([draws[d] for d in sorted(draws)], row["target"], "control_", ("relevance_rate",)))
+
+
+def decoding_doc(gen, decoding: dict | None) -> dict:
+    """What steer.json says of the decoding: its name (``greedy``, ``sampled``: the options given,
+    or ``publisher``: the model's publisher's settings, with their source) and the settings."""
+    if decoding is None:
+        decoding = {"name": "sampled" if gen.do_sample else "greedy"}
+    return {**decoding, "settings": asdict(gen)}
 
 
 @dataclass
@@ -229,9 +292,12 @@ class DiffMeanMethod:
 def native_reference(steerer: Steerer, languages: list[str], prompts_of, k: float | None = None) -> tuple[dict, float, list]:
     """The unsteered model's continuations of native prompts in each language: median
     perplexity per language, and ``k`` (measured unless given). Returns (medians, k, records)."""
+    from langloc import distributed
+
     medians, ratios, recs_all = {}, [], []
-    for lang in languages:
-        recs, _ = steerer.run(prompts_of(lang), lang, None)
+    # Under torchrun the languages are shared out over the processes (each a generation of its own).
+    runs = distributed.map_cells(lambda lang: steerer.run(prompts_of(lang), lang, None)[0], languages)
+    for lang, recs in zip(languages, runs):
         ppls = [r["ppl"] for r in recs if math.isfinite(r["ppl"])]
         medians[lang] = median(ppls)
         ratios += [p / medians[lang] for p in ppls]
@@ -258,7 +324,7 @@ def steer_study(steerer: Steerer, methods: list, targets: list[str], *, source: 
                 tune_prompts: list[str] | None, spec: GridSpec | None = None, fixed: dict | None = None,
                 native_prompts=None, k: float | None = None, matrix_sources: tuple = (), matrix_prompts=None,
                 controls: bool = True, control_draws: int = 1, seed: int = 0, out: str | Path | None = None,
-                progress: bool = True, config: dict | None = None) -> dict:
+                progress: bool = True, config: dict | None = None, decoding: dict | None = None) -> dict:
     """Run the study; with ``out`` write ``steer.json`` (the manifest), ``summary.csv``,
     ``methods.csv``, ``matrix.csv``, ``native.csv``, ``generations.jsonl``, ``interventions/``
     and ``steering.png``.
@@ -266,15 +332,21 @@ def steer_study(steerer: Steerer, methods: list, targets: list[str], *, source: 
     ``spec``: search each method's grid on ``tune_prompts``; else ``fixed[method.name]`` is the
     setting. ``native_prompts(lang)``: native prompts in each target (the perplexity bar).
     ``matrix_sources``: other source languages, steered with the setting chosen from ``source``
-    on ``matrix_prompts(lang)``.
+    on ``matrix_prompts(lang)``. ``decoding``: its name and source (:func:`decoding_doc`), for
+    steer.json and the tables.
     """
     if (spec is None) == (fixed is None):
         raise LanglocError("give either a search grid or fixed settings")
     if spec is not None and not tune_prompts:
         raise LanglocError("the search needs tuning prompts")
+    from langloc import distributed
+
     draws = check_draws(control_draws)
     started = time.time()
     lm = steerer.lm
+    rank, world = distributed.rank_and_world()
+    main = rank == 0
+    progress = progress and main
     for m in methods:
         if isinstance(m, NeuronMethod):
             m.ns.check_model(lm)
@@ -287,7 +359,7 @@ def steer_study(steerer: Steerer, methods: list, targets: list[str], *, source: 
     steps = {}  # step -> seconds it took when computed, in this invocation or an earlier one
     # (targets, sets and sources are not part of it: each cell's key names its own, so a rerun
     # with one more target or method keeps the cells it shares with the first run)
-    unkeyed = ("progress", "targets", "matrix_sources", "neurons", "diffmean", "controls", "control_draws")
+    unkeyed = ("progress", "targets", "matrix_sources", "neurons", "diffmean", "methods", "controls", "control_draws")
     # "compute": the dtype and device class in use (the config's --dtype may say "auto"); the
     # batch size is in "generation"; "statistics": the run's windows the values come from.
     run_stats = steerer.values.stats
@@ -304,7 +376,7 @@ def steer_study(steerer: Steerer, methods: list, targets: list[str], *, source: 
         m, kk, recs = native_reference(steerer, languages, native_prompts, k)
         return {"medians": m, "k": kk, "recs": recs}
 
-    nat = cached_step(parts, "native", {**step_key, "targets": languages, "k": k}, native, seconds=steps)
+    nat = shared_step(parts, "native", {**step_key, "targets": languages, "k": k}, native, seconds=steps)
     medians, k_used, native_recs = nat["medians"], nat["k"], nat["recs"]
     steerer.strict = StrictRule(native_median=medians, k=k_used)
     native_rows, gens = [], []
@@ -316,50 +388,64 @@ def steer_study(steerer: Steerer, methods: list, targets: list[str], *, source: 
                             **rate_row([judged], lang, rates=("strict_rate", "target_rate", "relevance_rate"))})
         gens += judged
     strict_key = {**step_key, "strict": asdict(steerer.strict)}
-    base = cached_step(parts, f"unsteered-{source}", {**strict_key, "targets": targets},  # generated once, judged per target
-                       lambda: _unsteered(steerer, eval_prompts, targets), seconds=steps)
+    # The unsteered continuations (generated once, judged per target) and every (method, target)
+    # cell are independent: under torchrun they are shared out over the processes.
+    cells = [(f"unsteered-{source}", {**strict_key, "targets": targets},
+              lambda: _unsteered(steerer, eval_prompts, targets))]
+    pairs = [(m, target) for m in methods for target in targets]
+    cells += [(f"cell-{m.name}-{source}-{target}",
+               {**strict_key, "method": m.name, "target": target, "what": m.fingerprint(target), "draws": n_controls},
+               lambda m=m, target=target: _cell(steerer, m, target, source, spec, fixed, tune_prompts, eval_prompts,
+                                                n_controls, seed, progress))
+              for m, target in pairs]
+    bar = tqdm(total=distributed.rank_share(len(cells), rank, world), desc="steer", unit="cell", disable=not progress)
+
+    def cell_done(j, cell):
+        if j:
+            m, target = pairs[j - 1]
+            bar.set_postfix_str(f"{m.name} {target}: {100 * cell['summary']['strict_rate']:.0f}% strict")
+        bar.update()
+
+    base, *computed = cached_cells(parts, cells, steps, cell_done)
+    bar.close()
     gens += [{"method": "unsteered", "source": source, "target": t, **r} for t, recs in base.items() for r in recs]
     rows, details, chosen_of, examples = [], [], {}, {}
-    bar = tqdm(total=len(methods) * len(targets), desc="steer", unit="cell", disable=not progress)
-    for m in methods:
-        for target in targets:
-            cell = cached_step(parts, f"cell-{m.name}-{source}-{target}",
-                               {**strict_key, "method": m.name, "target": target, "what": m.fingerprint(target),
-                                "draws": n_controls},
-                               lambda m=m, target=target: _cell(steerer, m, target, source, spec, fixed, tune_prompts,
-                                                                eval_prompts, n_controls, seed, progress),
-                               seconds=steps)
-            trials, chosen, recs, summ, control_runs = (cell["trials"], m.setting(cell["chosen"]), cell["recs"],
-                                                        cell["summary"], cell["controls"])
-            chosen_of[(m.name, target)] = chosen
+    for (m, target), cell in zip(pairs, computed):
+        trials, chosen, recs, summ, control_runs = (cell["trials"], m.setting(cell["chosen"]), cell["recs"],
+                                                    cell["summary"], cell["controls"])
+        chosen_of[(m.name, target)] = chosen
+        gens += [{"method": m.name, "source": source, "target": target, "setting": chosen.label(), **r} for r in recs]
+        for d, crecs in enumerate(control_runs):
+            gens += [{"method": f"random:{m.name}", "source": source, "target": target,
+                      "setting": chosen.label(), "draw": d, **r} for r in crecs]
+        edge = cell.get("search") or {}  # None: a fixed setting, nothing searched
+        row = {"method": m.name, "target": target, "setting": chosen.label(), "at_grid_edge": edge.get("at_grid_edge"),
+               "grid_extension": edge.get("extension"), "neurons": m.size(target),
+               "n": len(recs), **rate_row([recs], target), "median_ppl": summ["median_ppl"],
+               "mean_distinct": summ["mean_distinct"], "control_draws": draws if controls else None,
+               **(rate_row(control_runs, target, "control_", ("strict_rate", "fluent_target_rate", "target_rate"))
+                  if control_runs else {}),
+               "unsteered_strict_rate": sum(_unit(r, "strict_rate", target) for r in base[target]) / len(base[target]),
+               "unsteered_target_rate": sum(r["lang"] == target for r in base[target]) / len(base[target])}
+        row["clas"] = clas_score(row["target_rate"], row["relevance_rate"])
+        rows.append(row)
+        examples[f"{m.name}:{source}->{target}"] = _examples(recs)
+        if control_runs:
+            examples[f"random:{m.name}:{source}->{target}"] = _examples(control_runs[0], 2)
+        details.append({"method": m.name, "target": target, "chosen": asdict(chosen), "search": trials,
+                        "edge": edge, "eval": summ})
+        if out is not None and main:
             iv = m.intervention(steerer, chosen, target, source,
                                 {"description": f"steer {source}->{target} with {m.name} ({chosen.label()})",
                                  "method": m.name, "target": target, "source": source, "setting": asdict(chosen)})
-            gens += [{"method": m.name, "source": source, "target": target, "setting": chosen.label(), **r} for r in recs]
-            for d, crecs in enumerate(control_runs):
-                gens += [{"method": f"random:{m.name}", "source": source, "target": target,
-                          "setting": chosen.label(), "draw": d, **r} for r in crecs]
-            edge = cell.get("search") or {}  # None: a fixed setting, nothing searched
-            row = {"method": m.name, "target": target, "setting": chosen.label(), "at_grid_edge": edge.get("at_grid_edge"),
-                   "grid_extension": edge.get("extension"), "neurons": m.size(target),
-                   "n": len(recs), **rate_row([recs], target), "median_ppl": summ["median_ppl"],
-                   "mean_distinct": summ["mean_distinct"], "control_draws": draws if controls else None,
-                   **(rate_row(control_runs, target, "control_", ("strict_rate", "fluent_target_rate", "target_rate"))
-                      if control_runs else {}),
-                   "unsteered_strict_rate": sum(_unit(r, "strict_rate", target) for r in base[target]) / len(base[target]),
-                   "unsteered_target_rate": sum(r["lang"] == target for r in base[target]) / len(base[target])}
-            row["clas"] = clas_score(row["target_rate"], row["relevance_rate"])
-            rows.append(row)
-            examples[f"{m.name}:{source}->{target}"] = _examples(recs)
-            if control_runs:
-                examples[f"random:{m.name}:{source}->{target}"] = _examples(control_runs[0], 2)
-            details.append({"method": m.name, "target": target, "chosen": asdict(chosen), "search": trials,
-                            "edge": edge, "eval": summ})
-            if out is not None:
-                iv.save(Path(out) / "interventions" / f"{m.name}-{source}-{target}.json")
-            bar.set_postfix_str(f"{m.name} {target}: {100 * row['strict_rate']:.0f}% strict")
-            bar.update()
-    bar.close()
+            iv.save(Path(out) / "interventions" / f"{m.name}-{source}-{target}.json")
+    # the rows completed once every cell is in: the controls' relevance, the ratio to the native
+    # ceiling (the natives are the same for every method) and the decoding
+    dec = decoding_doc(steerer.gen, decoding)
+    native_of = {r["language"]: r for r in native_rows}
+    control_relevance(rows, gens, source)
+    for row in rows:
+        row.update(native_ratio(row, native_of[row["target"]]), decoding=dec["name"])
     per_prompt = {}  # (method, control?) -> per prompt, strict successes over targets
     for g in gens:
         if g["method"] in ("native", "unsteered") or g.get("source") != source:
@@ -377,25 +463,39 @@ def steer_study(steerer: Steerer, methods: list, targets: list[str], *, source: 
               "target_rate": sum(r["target_rate"] for r in mine) / len(mine),
               "relevance_rate": _mean([r["relevance_rate"] for r in mine]), "clas": _mean([r["clas"] for r in mine]),
               "rules_chosen": ", ".join(sorted({_rule(chosen_of[(m.name, r['target'])]) for r in mine})),
-              "cells_at_grid_edge": sum(bool(r["at_grid_edge"]) for r in mine) if spec is not None else None}
+              "cells_at_grid_edge": sum(bool(r["at_grid_edge"]) for r in mine) if spec is not None else None,
+              **mean_native_ratio(mine), "decoding": dec["name"]}
         if controls:
             cvals = [sum(v) / len(v) for v in per_prompt[f"random:{m.name}"].values()]
             clo, chi = share_ci(cvals)
             mr.update(control_strict_rate=sum(r["control_strict_rate"] for r in mine) / len(mine),
                       control_strict_rate_lo=clo, control_strict_rate_hi=chi,
-                      control_strict_rate_max_cell=max(r["control_strict_rate"] for r in mine))
+                      control_strict_rate_max_cell=max(r["control_strict_rate"] for r in mine),
+                      control_relevance_rate=_mean([r.get("control_relevance_rate") for r in mine]))
         method_rows.append(mr)
     best = max(method_rows, key=lambda r: r["strict_rate"])["method"]
     matrix = [{"method": r["method"], "source": source, "target": r["target"], "setting": r["setting"], "n": r["n"],
                **{k: r[k] for k in MATRIX_COLUMNS[5:]}} for r in rows]
     matrix_methods = [m for m in methods if m.name in dict.fromkeys([best, "lape"])]
-    for src in matrix_sources:
-        if src == source:
-            continue
-        prompts = matrix_prompts(src)
-        src_key = {**strict_key, "source": src, "prompts": prompts}
-        src_base = cached_step(parts, f"unsteered-{src}", {**src_key, "targets": [t for t in targets if t != src]},
-                               lambda: _unsteered(steerer, prompts, [t for t in targets if t != src]), seconds=steps)
+    # The matrix: each other source's unsteered continuations and each (method, source, target)
+    # cell are independent too, and shared out the same way.
+    srcs = [src for src in matrix_sources if src != source]
+    src_prompts = {src: matrix_prompts(src) for src in srcs}
+    src_keys = {src: {**strict_key, "source": src, "prompts": src_prompts[src]} for src in srcs}
+    src_cells = []
+    for src in srcs:
+        others = [t for t in targets if t != src]
+        src_cells.append((f"unsteered-{src}", {**src_keys[src], "targets": others},
+                          lambda src=src, others=others: _unsteered(steerer, src_prompts[src], others)))
+        src_cells += [(f"matrix-{m.name}-{src}-{t}",
+                       {**src_keys[src], "method": m.name, "target": t, "what": m.fingerprint(t),
+                        "setting": asdict(chosen_of[(m.name, t)])},
+                       lambda m=m, t=t, src=src: steerer.run(src_prompts[src], t, m.intervention(
+                           steerer, chosen_of[(m.name, t)], t, src))[0])
+                      for t in others for m in matrix_methods]
+    kept = dict(zip((name for name, _, _ in src_cells), cached_cells(parts, src_cells, steps)))
+    for src in srcs:
+        src_base = kept[f"unsteered-{src}"]
         for t in targets:
             if t == src:
                 continue
@@ -403,18 +503,15 @@ def steer_study(steerer: Steerer, methods: list, targets: list[str], *, source: 
             gens += [{"method": "unsteered", "source": src, "target": t, **r} for r in brecs]
             for m in matrix_methods:
                 st = chosen_of[(m.name, t)]
-                recs = cached_step(parts, f"matrix-{m.name}-{src}-{t}",
-                                   {**src_key, "method": m.name, "target": t, "what": m.fingerprint(t),
-                                    "setting": asdict(st)},
-                                   lambda m=m, st=st, t=t: steerer.run(prompts, t, m.intervention(steerer, st, t, src))[0],
-                                   seconds=steps)
+                recs = kept[f"matrix-{m.name}-{src}-{t}"]
                 gens += [{"method": m.name, "source": src, "target": t, "setting": st.label(), **r} for r in recs]
                 matrix.append({"method": m.name, "source": src, "target": t, "setting": st.label(), "n": len(recs),
-                               **rate_row([recs], t, rates=("strict_rate", "fluent_target_rate", "target_rate")),
+                               **rate_row([recs], t, rates=MATRIX_RATES),
                                "unsteered_strict_rate": sum(_unit(r, "strict_rate", t) for r in brecs) / len(brecs)})
                 examples[f"{m.name}:{src}->{t}"] = _examples(recs, 2)
     result = {"model": lm.meta, "source": source, "targets": targets, "methods": [m.name for m in methods],
-              "best_method": best, "generation": asdict(steerer.gen), "lenient": asdict(steerer.rule),
+              "best_method": best, "generation": asdict(steerer.gen), "decoding": dec,
+              "native_ratio": NATIVE_RATIO_RULE, "lenient": asdict(steerer.rule),
               "strict": asdict(steerer.strict), "relevance": {**asdict(steerer.relevance), "criterion": RELEVANCE_RULE},
               "k": k_used, "k_rule": "95th percentile of native ppl / median" if k is None else "given",
               "native": native_rows, "language_candidates": steerer.identify.candidates,
@@ -425,7 +522,7 @@ def steer_study(steerer: Steerer, methods: list, targets: list[str], *, source: 
               "compute_seconds": step_seconds(steps)}  # every step when it was computed, across resumes
     result = stamp(result, make_manifest("langloc.steer", model=lm.meta, config=config or {},
                                          seeds={"controls": seed, "generation": steerer.gen.seed}, started=started))
-    if out is not None:
+    if out is not None and main:  # under torchrun the first process writes
         write_outputs(Path(out), result, gens)
     return result
 
@@ -435,7 +532,8 @@ def _cell(steerer: Steerer, m, target: str, source: str, spec, fixed, tune_promp
     """One method on one target: search (or take) the setting, evaluate it on the held-out
     prompts, run its controls. Plain JSON, so that a finished cell is kept for a resumed run."""
     trials, search = [], None
-    if spec is not None:
+    only = getattr(m, "only_setting", None)  # a method of one setting (prompting): nothing to search
+    if spec is not None and only is None:
         grid = list(dict.fromkeys(m.grid(spec, source)))
         bar = tqdm(total=len(grid), desc=f"search {m.name} {target}", leave=False, disable=not progress)
 
@@ -450,7 +548,7 @@ def _cell(steerer: Steerer, m, target: str, source: str, spec, fixed, tune_promp
         chosen = found.best
         search = {"at_grid_edge": found.at_grid_edge, "extension": found.extension(), "stops": found.stops}
     else:
-        chosen = fixed[m.name]
+        chosen = only if only is not None else fixed[m.name]
     recs, summ = steerer.run(eval_prompts, target, m.intervention(steerer, chosen, target, source))
     controls = [steerer.run(eval_prompts, target, m.control(steerer, chosen, target, source, seed, d))[0]
                 for d in range(draws)]
@@ -476,8 +574,8 @@ def _mean(xs: list) -> float | None:
 
 
 def _rule(setting) -> str:
-    if isinstance(setting, ResidualSetting):
-        return "residual_add"
+    if not isinstance(setting, SteerSetting):  # residual settings; the prompting baseline's "instruction"
+        return getattr(setting, "rule_label", "residual_add")
     return setting.mode if setting.mode == "off" else f"{setting.rule} ({setting.mode})"
 
 
@@ -497,10 +595,20 @@ def write_outputs(out: Path, result: dict, gens: list[dict]) -> None:
     plot_steering(result["rows"], out / "steering.png")
 
 
+def format_ratio(r: dict) -> str:
+    """The ratio to the native ceiling and its 95% interval, ``0.52 [0.31-0.80]``; ``-`` where
+    it is undefined (native strict rate 0) or was not measured."""
+    v, lo, hi = r.get("ratio_to_native"), r.get("ratio_to_native_lo"), r.get("ratio_to_native_hi")
+    if v is None or v == "":
+        return "-"
+    return f"{float(v):.2f}" if lo is None or lo == "" else f"{float(v):.2f} [{float(lo):.2f}-{float(hi):.2f}]"
+
+
 def format_table(rows: list[dict]) -> list[list[str]]:
     """Rows for a console table: method, target, setting, whether it still sits at a grid edge,
     strict success and lenient success with their 95% intervals, the control's strict
-    success, the relevance rate (- where not judged), the CLaS-style score, median perplexity."""
+    success, strict success relative to the native ceiling (- where the native rate is 0), the
+    relevance rate (- where not judged), the CLaS-style score, median perplexity."""
     pct = lambda v: "-" if v is None else f"{100 * v:.0f}%"  # noqa: E731
 
     def ci(r, k):  # the rate and its 95% interval over prompts: 45% [30-60]
@@ -510,7 +618,7 @@ def format_table(rows: list[dict]) -> list[list[str]]:
     edge = lambda r: "-" if r.get("at_grid_edge") is None else ("YES" if r["at_grid_edge"] else "no")  # noqa: E731
     clas = lambda r: "-" if r.get("clas") is None else f"{r['clas']:.2f}"  # noqa: E731
     return [[r["method"], r["target"], r["setting"], edge(r), ci(r, "strict_rate"), ci(r, "fluent_target_rate"),
-             ci(r, "control_strict_rate"), ci(r, "relevance_rate"), clas(r), f"{r['median_ppl']:.0f}",
+             ci(r, "control_strict_rate"), format_ratio(r), ci(r, "relevance_rate"), clas(r), f"{r['median_ppl']:.0f}",
              f"{r['mean_distinct']:.2f}"] for r in rows]
 
 

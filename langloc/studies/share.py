@@ -5,7 +5,8 @@ specific in 1, non-activated in none; attribution by category; optionally causal
 (deactivate all-shared / specific / random neurons, boost all-shared ones). See
 :func:`langloc.share.study.share_study`. Writes ``OUT/categories.csv``, ``stability.csv``,
 ``attribution.csv``, ``attribution_reference.csv``, ``top_contribution.csv``, ``causal.csv``
-(with causal), ``share.json`` (the manifest) and ``plots/``.
+(with causal), ``share.json`` (the manifest) and ``plots/``. Under torchrun the batches of
+items and the causal evaluations are shared out over the processes; the first writes the files.
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ def _check(c: Config) -> list[float]:
 def run(lm, config: Config, out: str | Path) -> Manifest:
     """The manifest written to share.json; its ``result``: ``{"causal": rows of causal.csv,
     "tasks": name -> Task, "model": the model's name}``."""
+    from langloc import distributed
     from langloc.models import load_model
     from langloc.share.study import share_study
     from langloc.tasks import get_task
@@ -96,7 +98,8 @@ def run(lm, config: Config, out: str | Path) -> Manifest:
     task_objs = {n: get_task(n, **options.get(n, {})) for n in c.tasks}
     # Items are built before the model loads: unknown languages or missing data fail first.
     task_items = {n: t.items(langs, c.items, split=c.split, seed=c.seed) for n, t in task_objs.items()}
-    lm = lm or load_model(c.model, dtype=c.dtype, device=c.device, neuron_site=c.neuron_site)
+    lm = lm or load_model(c.model, dtype=c.dtype, device=c.device or distributed.local_device(),
+                          neuron_site=c.neuron_site)
     meta = share_study(lm, task_objs, task_items, out=out, threshold=c.threshold, position=c.position,
                        reduce=c.reduce, gold_tokens=c.gold_tokens, top_k=c.top_k, causal=c.causal, boosts=boosts,
                        boost_controls=c.boost_controls, seed=c.seed, batch_size=c.batch_size, progress=c.progress,

@@ -1,10 +1,15 @@
-"""steer: steer the output language with language neurons and with DiffMean, under a strict judge.
+"""steer: steer the output language with language neurons, DiffMean, directions fitted on sampled
+residual states (a probe, LDA, PCA) and an instruction (prompting), under a strict judge.
 
-For each method (neuron sets; DiffMean) and target language: search the setting on tuning
+For each method (neuron sets; ``--methods``: diffmean, probe, lda, pca, prompting) and target
+language: search the setting on tuning
 prompts or take the one given, evaluate it on held-out prompts, run the random control, and
 steer from other source languages (:func:`langloc.steer.study.steer_study`). Writes
 ``OUT/steer.json`` (the manifest), ``summary.csv``, ``methods.csv``, ``matrix.csv``,
-``native.csv``, ``generations.jsonl``, ``interventions/`` and ``steering.png``.
+``native.csv``, ``generations.jsonl``, ``interventions/`` and ``steering.png``. Under torchrun
+the native references' languages, then the (method, target) cells with the unsteered
+continuations, then the matrix's cells are shared out over the processes; the first writes
+the files, the same as one process's.
 """
 
 from __future__ import annotations
@@ -22,8 +27,12 @@ KIND = "langloc.steer"
 
 @dataclass
 class Config(StudyConfig):
-    """neurons: neuron set files, each one method; diffmean: also steer with the DiffMean
-    residual vector (needs a run whose statistics hold residual sums); targets: target
+    """neurons: neuron set files, each one method; methods: the other methods, in this order
+    (:data:`METHODS`): diffmean (the DiffMean residual vector; needs a run whose statistics hold
+    residual sums), probe, lda, pca (residual directions fitted on the run's residual sample:
+    ``collect --residual-sample N``), prompting (an instruction to continue in the target
+    language, through the chat template where the tokenizer has one); diffmean: False drops
+    diffmean from the methods (the older switch, kept); targets: target
     languages; source: the language of the prompts (DiffMean subtracts its mean; the off modes
     zero its neurons); matrix_sources: other source languages steered with the setting chosen
     for ``source``, on their built-in prompts (the source x target matrix); run: run folder of
@@ -31,15 +40,20 @@ class Config(StudyConfig):
     held-out and tuning prompts (builtin:<lang> or a file); fixed: evaluate these settings
     instead of searching, written as the study labels them (:func:`~langloc.steer.steering.parse_setting`):
     one for the neuron methods (e.g. ``on(autox2)+off``; value ``auto``: each method's own,
-    median_response for expert units, else mean_active) and, with DiffMean, one ``diffmean(L6x4)``;
+    median_response for expert units, else mean_active) and one per residual method, e.g.
+    ``diffmean(L6x4)``, ``probe(L6x0.5)`` (prompting has one setting and needs none);
     empty: search each method's setting on the tuning prompts; rules: search grid of neuron rules
     (rule:strength/strength,...); modes: neuron modes searched (on, on+off, off); positions:
     position modes searched (all, prompt, generated); residual_layers: DiffMean layer groups
     searched: layers (6, a band 5-7) or, with a decimal point, fractions of the depth (0.5, 0.4-0.6),
-    resolved per model; alphas: DiffMean strengths searched, in typical residual norms; k: the strict judge's
+    resolved per model (the same for probe, lda and pca); alphas: DiffMean's (and the fitted
+    directions') strengths searched, in typical residual norms; k: the strict judge's
     perplexity factor (default: measured, the 95th percentile of native ppl / median);
     max_new_tokens, sample, temperature, top_p, top_k, no_repeat_ngram_size, repetition_penalty,
-    batch_size: generation; seed: sampling seed and the controls'; max_ppl, min_distinct: the
+    batch_size: generation; decoding: ``greedy`` (the default: the decoding those options give,
+    greedy unless ``sample``) or ``publisher`` (the sampling the model's publisher recommends:
+    :func:`~langloc.models.loading.publisher_decoding`; refused for a model without, and with
+    any of sample, temperature, top_p, top_k, repetition_penalty); seed: sampling seed and the controls'; max_ppl, min_distinct: the
     lenient judge; relevance, relevance_others: the strict judge's relevance criterion (PMI > 0
     against that many other prompts; off: not judged, for speed); controls, control_draws: random controls; quantile_tokens: text for
     quantile values; candidates: languages the language identifier chooses from; dtype,
@@ -48,6 +62,7 @@ class Config(StudyConfig):
     neurons: tuple[Path, ...] = ()
     targets: tuple[str, ...] = ()
     diffmean: bool = True
+    methods: tuple[str, ...] = ("diffmean",)
     source: Optional[str] = "en"
     matrix_sources: tuple[str, ...] = ()
     run: Optional[Path] = None
@@ -68,6 +83,7 @@ class Config(StudyConfig):
     top_k: int = 0
     no_repeat_ngram_size: int = 0
     repetition_penalty: float = 1.0
+    decoding: str = "greedy"
     seed: int = 0
     batch_size: int = 16
     max_ppl: float = 200.0
@@ -81,6 +97,22 @@ class Config(StudyConfig):
     dtype: str = "auto"
     device: Optional[str] = None
     progress: bool = True
+
+
+METHODS = ("diffmean", "probe", "lda", "pca", "prompting")  # besides the neuron sets
+DECODINGS = ("greedy", "publisher")
+RESIDUAL = ("diffmean", "probe", "lda", "pca")  # steered by a residual setting (layers x alpha)
+
+
+def _methods(c: Config) -> list[str]:
+    """The methods besides the neuron sets, checked, in the order given (--no-diffmean drops diffmean)."""
+    bad = [m for m in c.methods if m not in METHODS]
+    if bad:
+        raise LanglocError(f"--methods: unknown {', '.join(bad)}; choose from {', '.join(METHODS)} (neuron sets come "
+                           "with --neurons)")
+    if len(set(c.methods)) != len(c.methods):
+        raise LanglocError(f"--methods: each method once, got {','.join(c.methods)}")
+    return [m for m in c.methods if c.diffmean or m != "diffmean"]
 
 
 def _layer_groups(specs) -> tuple:
@@ -127,26 +159,35 @@ def _spec(c: Config):
                     residual_positions=tuple(c.positions))
 
 
-def _fixed(c: Config, sets: dict):
-    """The neuron setting and the DiffMean setting of ``--fixed`` (None where not given)."""
+def _fixed(c: Config, sets: dict, methods: list[str]):
+    """The neuron setting of ``--fixed`` (None where not given) and the residual methods'
+    settings, by method."""
     from langloc.steer.steering import ResidualSetting, parse_setting
 
     if not c.fixed:
-        return None, None
+        return None, {}
     given = [parse_setting(label) for label in c.fixed]
     neuron = [s for s in given if not isinstance(s, ResidualSetting)]
-    residual = [s for s in given if isinstance(s, ResidualSetting)]
-    if len(neuron) > 1 or len(residual) > 1:
-        raise LanglocError("--fixed: give at most one neuron setting and one diffmean(...) setting")
+    residual = {}
+    for s in given:
+        if isinstance(s, ResidualSetting):
+            kind = getattr(s, "method", "diffmean")
+            if kind in residual:
+                raise LanglocError(f"--fixed: give at most one {kind}(...) setting")
+            residual[kind] = s
+    if len(neuron) > 1:
+        raise LanglocError("--fixed: give at most one neuron setting (and one setting per residual method)")
     if sets and not neuron:
         raise LanglocError("--fixed: give a neuron setting too, e.g. on(autox1), for the neuron set(s)")
-    if c.diffmean and not residual:
-        raise LanglocError("--fixed: give a diffmean(L6x4) setting too, or --no-diffmean")
+    for m in methods:
+        if m in RESIDUAL and m not in residual:
+            leave = "or --no-diffmean" if m == "diffmean" else "or leave it out of --methods"
+            raise LanglocError(f"--fixed: give a {m}(L6x4) setting too, {leave}")
     if neuron and neuron[0].value != "auto" and neuron[0].rule != "scale":
         from langloc.intervene.values import parse_source
 
         parse_source(neuron[0].value)  # an unknown value source fails before the model loads
-    return (neuron[0] if neuron else None), (residual[0] if residual else None)
+    return (neuron[0] if neuron else None), {m: s for m, s in residual.items() if m in methods}
 
 
 def _load_sets(files) -> dict:
@@ -197,19 +238,45 @@ def _values(lm, c: Config, run_meta: dict | None):
                         batches=batches if corpus is not None else None)
 
 
-def _diffmean(lm, source: str, stats, eval_prompts: list[str]):
-    """DiffMean, with its unit of alpha measured: the residual stream's typical norm per layer
-    on the source language's built-in prompts (all of them; where it has none, on the held-out
-    prompts). It is measured once, unsteered, and judges nothing: the choice of a setting
-    still sees the tuning prompts only."""
+def _residual_methods(lm, names: list[str], source: str, stats, run, eval_prompts: list[str]) -> dict:
+    """DiffMean and the fitted directions, by name, with their unit of alpha measured: the
+    residual stream's typical norm per layer on the source language's built-in prompts (all of
+    them; where it has none, on the held-out prompts). It is measured once, unsteered, and
+    judges nothing: the choice of a setting still sees the tuning prompts only."""
+    from langloc.stats.residual_sample import ResidualSamples
     from langloc.steer import prompts as P
     from langloc.steer.diffmean import residual_norms
+    from langloc.steer.directions import DirectionMethod
     from langloc.steer.study import DiffMeanMethod
 
+    if not names:
+        return {}
     builtin = source in P.PROMPTS
     reference = f"builtin:{source} (all {len(P.PROMPTS[source])})" if builtin else "the held-out prompts"
-    return DiffMeanMethod(stats, residual_norms(lm, P.builtin_prompts(source, "all") if builtin else eval_prompts),
-                          reference)
+    norms = residual_norms(lm, P.builtin_prompts(source, "all") if builtin else eval_prompts)
+    samples = ResidualSamples(run) if run else None
+    return {n: DiffMeanMethod(stats, norms, reference) if n == "diffmean"
+            else DirectionMethod(stats, norms, reference, name=n, samples=samples) for n in names}
+
+
+def _publisher(c: Config, lm, run_meta: dict | None, sets: dict) -> dict | None:
+    """With ``--decoding publisher``: the model's publisher's decoding (settings and source),
+    found before the model loads where it is named; None for ``greedy``."""
+    if c.decoding not in DECODINGS:
+        raise LanglocError(f"--decoding must be one of {', '.join(DECODINGS)}, got {c.decoding!r}")
+    if c.decoding == "greedy":
+        return None
+    if c.sample or (c.temperature, c.top_p, c.top_k, c.repetition_penalty) != (1.0, 1.0, 0, 1.0):
+        raise LanglocError("--decoding publisher sets the sampling itself: leave out --sample, --temperature, "
+                           "--top-p, --top-k and --repetition-penalty")
+    from langloc.models.loading import publisher_decoding
+
+    made_by = (run_meta or (next(iter(sets.values())).meta if sets else {})).get("model") or {}
+    name = lm.name if lm is not None else (c.model or made_by.get("name"))
+    if not name:
+        raise LanglocError("--decoding publisher: give the model (--model), or a run or neuron set that names it")
+    settings, source = publisher_decoding(name)
+    return {"name": "publisher", "model": name, "source": source, "recommended": settings}
 
 
 def run(lm, config: Config, out: str | Path | None) -> Manifest:
@@ -219,6 +286,7 @@ def run(lm, config: Config, out: str | Path | None) -> Manifest:
     from langloc.stats import read_run
     from langloc.steer import prompts as P
     from langloc.steer.judge import DEFAULT_CANDIDATES, FluencyRule, LanguageIdentifier
+    from langloc.steer.prompting import PromptingMethod, prompt_format
     from langloc.steer.relevance import Relevance
     from langloc.steer.steering import Generation, Steerer
     from langloc.steer.study import NeuronMethod, steer_study
@@ -242,11 +310,20 @@ def run(lm, config: Config, out: str | Path | None) -> Manifest:
                      no_repeat_ngram_size=c.no_repeat_ngram_size)
     fluency = FluencyRule(max_ppl=c.max_ppl, min_distinct=c.min_distinct)
     sets = _load_sets(c.neurons)
-    if not sets and not c.diffmean:
-        raise LanglocError("give at least one neuron set (--neurons) or --diffmean")
-    if c.diffmean and not c.run:
+    names = _methods(c)
+    if not sets and not names:
+        raise LanglocError("give at least one neuron set (--neurons) or method (--methods)")
+    if "diffmean" in names and not c.run:
         raise LanglocError("DiffMean needs the run folder whose statistics hold the residual means (--run)")
-    fixed_neurons, fixed_residual = _fixed(c, sets)
+    fitted = [n for n in names if n in RESIDUAL and n != "diffmean"]
+    if fitted:
+        from langloc.stats.residual_sample import HINT, ResidualSamples
+
+        if not c.run:
+            raise LanglocError(f"{', '.join(fitted)} are fitted on a run's residual sample: give the run (--run); {HINT}")
+        # one line naming what is missing (the matrix refits against each of its sources too)
+        ResidualSamples(c.run).require([*c.targets, c.source, *c.matrix_sources])
+    fixed_neurons, fixed_residual = _fixed(c, sets, names)
     for name, ns in sets.items():
         missing = [t for t in c.targets if t not in ns.languages]
         if missing:
@@ -260,25 +337,32 @@ def run(lm, config: Config, out: str | Path | None) -> Manifest:
     for lang in (*c.targets, *c.matrix_sources):
         P.builtin_prompts(lang, "all")  # native references and matrix prompts: refuse before the model loads
     run_meta = read_run(c.run) if c.run else None
+    publisher = _publisher(c, lm, run_meta, sets)  # refused before the model loads
+    if publisher is not None:
+        gen = replace(gen, **publisher["recommended"])
     if lm is None:
-        lm = load_model_of(run_meta or next(iter(sets.values())).meta, c.model, c.dtype, c.device,
-                           str(c.run or c.neurons[0]))
+        from langloc import distributed
+
+        if not (run_meta or sets or c.model):
+            raise LanglocError("give the model (--model), or a run (--run) or neuron set (--neurons) that names it")
+        lm = load_model_of(run_meta or (next(iter(sets.values())).meta if sets else {}), c.model, c.dtype,
+                           c.device or distributed.local_device(), str(c.run or (c.neurons[0] if c.neurons else "--model")))
     values = _values(lm, c, run_meta)
     methods = [NeuronMethod(name, ns) for name, ns in sets.items()]
     groups = (spec.layer_groups(lm.num_layers) if spec is not None
-              else ((fixed_residual.layers,) if fixed_residual else ()))
-    if c.diffmean and any(not 0 <= l < lm.num_layers for g in groups for l in g):
-        raise LanglocError(f"DiffMean layers {', '.join(map(str, sorted({l for g in groups for l in g})))} must lie in "
-                           f"0..{lm.num_layers - 1} (the model has {lm.num_layers} layers)")
-    if c.diffmean:
+              else tuple(s.layers for s in fixed_residual.values()))
+    if any(n in RESIDUAL for n in names) and any(not 0 <= l < lm.num_layers for g in groups for l in g):
+        raise LanglocError(f"residual layers {', '.join(map(str, sorted({l for g in groups for l in g})))} must lie "
+                           f"in 0..{lm.num_layers - 1} (the model has {lm.num_layers} layers)")
+    if "diffmean" in names:
         values.stats.mean_residual(c.source)  # a clear error for statistics without residual sums
-        methods.append(_diffmean(lm, c.source, values.stats, eval_p))
+    residual = _residual_methods(lm, [n for n in names if n in RESIDUAL], c.source, values.stats, c.run, eval_p)
+    methods += [residual[n] if n in residual else PromptingMethod(prompt_format(lm.tokenizer)) for n in names]
     fixed = None
     if c.fixed:
         fixed = {m.name: replace(fixed_neurons, value=m.value if fixed_neurons.value == "auto" else fixed_neurons.value)
                  for m in methods if isinstance(m, NeuronMethod)}
-        if fixed_residual is not None:
-            fixed["diffmean"] = fixed_residual
+        fixed.update(fixed_residual)
     steerer = Steerer(lm, values, gen, fluency,
                       LanguageIdentifier(list(c.candidates) if c.candidates else DEFAULT_CANDIDATES),
                       relevance=relevance)
@@ -287,5 +371,6 @@ def run(lm, config: Config, out: str | Path | None) -> Manifest:
                          spec=spec, fixed=fixed, native_prompts=lambda lang: P.builtin_prompts(lang, "all"), k=c.k,
                          matrix_sources=tuple(c.matrix_sources),
                          matrix_prompts=lambda lang: P.builtin_prompts(lang, "all"), controls=c.controls,
-                         control_draws=c.control_draws, seed=c.seed, out=out, progress=c.progress, config=config_doc)
+                         control_draws=c.control_draws, seed=c.seed, out=out, progress=c.progress, config=config_doc,
+                         decoding=publisher)
     return Manifest(result, result=result, path=Path(out) / "steer.json" if out else None)

@@ -4,7 +4,9 @@ cross-lingual transfer on the offline Bible translation-choice task.
 Conditions: the set's neurons, random neurons of the same count per layer, all MLP neurons,
 no MLP adapter (attention only), and the model with no adapter. Writes the CSV ``OUT``
 (condition, language, accuracy and its 95% interval over items) and ``<OUT stem>.manifest.json``
-beside it.
+beside it. Under torchrun the conditions (the unadapted model, each adapter mode: trained,
+evaluated on every language) are shared out over the processes; the first writes the CSV,
+the same as one process's (each process saves the adapters it trained).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class Config(StudyConfig):
 
 
 def run(lm, config: Config, out: str | Path) -> Manifest:
+    from langloc import distributed
     from langloc.tasks.bible_choice import bible_choice_items
     from langloc.adapters.masked_lora import ADAPTER_MODES
     from langloc.adapters.transfer import preset_settings, transfer_study
@@ -68,12 +71,14 @@ def run(lm, config: Config, out: str | Path) -> Manifest:
     train_set = bible_choice_items(c.language, "stats", c.train_items, target=c.target, seed=c.seed)
     evals = {lang: bible_choice_items(lang, "eval", c.eval_items, target=c.target, seed=c.seed)
              for lang in [c.language, *[x for x in c.eval_languages if x != c.language]]}
-    lm = lm or load_model_of(ns.meta, c.model, "float32", c.device, str(c.neurons))
+    lm = lm or load_model_of(ns.meta, c.model, "float32", c.device or distributed.local_device(), str(c.neurons))
     ns.check_model(lm)
     rows = transfer_study(lm, ns.layers(c.language), train_items=train_set, eval_items=evals, modes=list(c.modes),
                           **settings, attention=c.attention, down=c.down, lr=c.lr, epochs=c.epochs,
                           batch_size=c.batch_size, seed=c.seed, progress=c.progress,
                           save_adapters=c.save_adapters)
+    if not distributed.is_main():
+        return Manifest(result=rows)
     write_csv(out, rows, list(dict.fromkeys(k for row in rows for k in row)))
     manifest = make_manifest(
         KIND, model=lm.meta, corpus={"name": "bible", "task": "bible-choice", "target": c.target},

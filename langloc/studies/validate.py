@@ -8,6 +8,11 @@ every figure with its 95% interval, the verdict), ``verdicts.txt``, ``stability.
 ``plots/stability.png``, with ``--budget-curve`` ``budget_curve.csv`` / ``.txt`` and
 ``plots/budget_curve.png``, ``shards/shard<j>/`` (the shards' statistics, run folders) and
 ``validation.manifest.json``. docs/validate.md says what each check means.
+
+Under torchrun the processes share out the shards' batches (counters summed, as ``collect``'s),
+the bootstrap resamples (hits summed) and every perplexity table's evaluations (the set, its
+parts, each control draw, the second domain, the budget curve's prefix sets); the first
+process writes the files, the same as one process's.
 """
 
 from __future__ import annotations
@@ -92,6 +97,7 @@ def _check(c: Config) -> None:
 
 def run(lm, config: Config, out: str | Path) -> Manifest:
     """The manifest written to validation.manifest.json; ``result``: the rows of validation.csv."""
+    from langloc import distributed
     from langloc.data import load_corpus
     from langloc.identify import NeuronSet
     from langloc.manifest import make_manifest, write_manifest
@@ -116,12 +122,16 @@ def run(lm, config: Config, out: str | Path) -> Manifest:
                            f"--methods (given: {','.join(c.methods)})")
     corpus = run_corpus(stats.meta, seed=stats.meta.get("seed", 0))  # through the run's language-ID filter, if any
     corpus.require_text(ns.languages, "eval")
-    domain_spec = resolve_domain(c.domain, ns.languages, out)
+    if distributed.is_main():  # gsm-symbolic is written under OUT by the first process, then read by all
+        domain_spec = resolve_domain(c.domain, ns.languages, out)
+    distributed.barrier()
+    if not distributed.is_main():
+        domain_spec = resolve_domain(c.domain, ns.languages, out)
     domain = load_corpus(domain_spec) if domain_spec else None
     if domain is not None:
         domain.require_text(ns.languages, "eval")
     dtype = c.dtype or stats.meta["model"].get("dtype", "auto")
-    lm = lm or load_model_of(stats.meta, c.model, dtype, c.device, str(c.run))
+    lm = lm or load_model_of(stats.meta, c.model, dtype, c.device or distributed.local_device(), str(c.run))
     ns.check_model(lm)
     result = validate_study(lm, stats, ns, corpus, out, domain=domain, methods=c.methods, identify_settings=settings,
                             shards=c.shards, stats_batch_size=c.stats_batch_size, resamples=c.resamples,
@@ -133,6 +143,8 @@ def run(lm, config: Config, out: str | Path) -> Manifest:
         result["budget_curve"] = budget_curve(lm, result, ns, settings[ns.method], stats.meta["tokens"], out,
                                               target=c.curve_target, batch_size=c.batch_size, progress=c.progress)
         result["wall"]["budget_curve"] = time.time() - t
+    if not distributed.is_main():
+        return Manifest(result=result["rows"])
     paths = write_outputs(result, out)
     manifest = make_manifest(
         KIND, model=lm.meta, corpus={"stats": stats.meta.get("corpus"), "eval": corpus.describe(),

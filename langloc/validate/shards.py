@@ -51,45 +51,64 @@ def shard_folder(root: Path, j: int) -> Path:
 def collect_shards(lm, corpus, run_meta: dict, languages: list[str], root: str | Path, *, shards: int,
                    batch_size: int = 4, progress: bool = True) -> list[ActivationStats]:
     """Count the run's statistics windows shard by shard into ``root/shard<j>``; returns the
-    shards' statistics. Languages whose shards are all there are not recomputed."""
+    shards' statistics. Languages whose shards are all there are not recomputed.
+
+    Under torchrun every process walks the same batches and counts batches b % W == rank of
+    each shard; the counters are summed over the processes at the end of the shard (integers
+    and fixed-point sums, as ``collect``'s: the same bits as one process) and the first
+    process writes it. What is already on disk is decided by the first process, for all."""
+    from langloc import distributed
+
     started = time.time()
     root = Path(root)
+    rank, world = distributed.rank_and_world()
     check_same_model(run_meta, lm.meta, "the run")
     window, tokens, seed = run_meta["window"], run_meta["tokens"], run_meta.get("seed", 0)
     n_batches = -(-(tokens // window) // batch_size)
     bounds = shard_bounds(n_batches, shards)
     settings = {"corpus": run_meta["corpus"], "window": window, "tokens": tokens, "seed": seed}
     key = {**settings, "shards": shards, "batch_size": batch_size, "model": compute_key(lm)}
-    fresh = {j for j in range(shards) if _made_with(shard_folder(root, j), key)}  # the others are counted anew
+    plan = None
+    if rank == 0:
+        fresh = {j for j in range(shards) if _made_with(shard_folder(root, j), key)}  # the others are counted anew
+        plan = (fresh, {lang: [j for j in range(shards) if not (j in fresh and _kept(shard_folder(root, j), lang, key))]
+                        for lang in languages})
+    fresh, todo_of = distributed.broadcast_object(plan)
     counter = ActivationCounter(lm, skip_first_position=lm.add_bos)
     with counter, torch.inference_mode():
         for lang in languages:
-            todo = [j for j in range(shards) if not (j in fresh and _kept(shard_folder(root, j), lang, key))]
+            todo = todo_of[lang]
             if not todo:
                 continue
             windows = corpus_windows(lm, corpus, lang, "stats", window=window, max_tokens=tokens, lazy=True)
-            bar = tqdm(total=sum(bounds[j][1] - bounds[j][0] for j in todo), desc=f"shards {lang}", unit="batch",
-                       disable=not progress, leave=False)
-            j, counter_shard = 0, None
+            bar = tqdm(total=sum(len(range(bounds[j][0] + (rank - bounds[j][0]) % world, bounds[j][1], world))
+                                 for j in todo), desc=f"shards {lang}", unit="batch",
+                       disable=not progress or rank != 0, leave=False)
+            j, counter_shard, filled = 0, None, set()
             for b, batch in enumerate(iter_batches(windows, batch_size)):
                 while b >= bounds[j][1]:
                     j += 1
                 if j not in todo:
                     continue  # this shard is already on disk: skip its batches without the model
                 if counter_shard != j:
-                    counter.reset()
+                    counter.reset()  # on every process, whether or not it counts a batch of this shard
                     counter_shard = j
-                counter.run(batch)
-                bar.update()
+                if b % world == rank:
+                    counter.run(batch)
+                    bar.update()
                 if b == bounds[j][1] - 1:
-                    _save_shard(root, j, shards, bounds[j], lang, counter, lm, {**settings, "key": key}, started,
-                                anew=j not in fresh)
+                    state = distributed.all_reduce_sum(counter.state(), lm.device)
+                    if rank == 0:
+                        _save_shard(root, j, shards, bounds[j], lang, totals_from_state(state), lm,
+                                    {**settings, "key": key}, started, anew=j not in fresh)
                     fresh.add(j)
+                    filled.add(j)
             bar.close()
-            missing = [j for j in todo if not _kept(shard_folder(root, j), lang, key)]
+            missing = [j for j in todo if j not in filled]
             if missing:
                 raise LanglocError(f"the {lang} statistics ran out before shard(s) {missing} were filled: the "
                                    "corpus changed since the run was collected")
+    distributed.barrier()  # the first process has written every shard before any reads them
     return [load_shard(root, j, languages) for j in range(shards)]
 
 
@@ -111,14 +130,13 @@ def _kept(folder: Path, lang: str, key: dict) -> bool:
         return False
 
 
-def _save_shard(root: Path, j: int, shards: int, bounds: tuple[int, int], lang: str, counter, lm, settings: dict,
-                started: float, anew: bool) -> None:
+def _save_shard(root: Path, j: int, shards: int, bounds: tuple[int, int], lang: str, totals: dict, lm,
+                settings: dict, started: float, anew: bool) -> None:
     """Write ``lang``'s shard ``j``; ``anew``: the folder's run.json is stale (another key) and
     is started again, listing only the languages counted with this key."""
     folder = shard_folder(root, j)
     shard = {"index": j, "of": shards, "batches": list(bounds)}
-    save_language_stats(folder, lang, totals_from_state(counter.state()),
-                        {"model": lm.meta, **settings, "shard": shard}, started)
+    save_language_stats(folder, lang, totals, {"model": lm.meta, **settings, "shard": shard}, started)
     path = folder / "run.json"
     meta = read_run(folder) if path.is_file() and not anew else {"model": lm.meta, **settings, "shard": shard,
                                                                   "languages": []}

@@ -29,6 +29,7 @@ from itertools import combinations
 
 import torch
 
+from langloc import distributed
 from langloc.controls import derive_seed
 from langloc.errors import LanglocError
 from langloc.identify.methods import DEFAULTS, METHODS
@@ -143,7 +144,9 @@ def stability(method: str, full: ActivationStats, shards: list[ActivationStats],
     shard_sets = [find(method, s, settings) for s in shards]
     K = len(shards)
     hits = {lang: torch.zeros(full.num_layers, full.intermediate_size) for lang in langs}
-    for r in range(resamples):
+    # Under torchrun resample r runs on rank r % W; the hits are counts (integers), summed exactly.
+    rank, world = distributed.rank_and_world()
+    for r in range(rank, resamples, world):
         g = torch.Generator().manual_seed(derive_seed(seed, "shard-bootstrap", r))
         pick = torch.randint(K, (K,), generator=g).tolist()
         ns = find(method, resample_stats(shards, pick), settings)
@@ -151,6 +154,7 @@ def stability(method: str, full: ActivationStats, shards: list[ActivationStats],
             hits[lang] += ns.mask(lang).double()
         if progress is not None:
             progress()
+    hits = distributed.all_reduce_sum(hits)
     rows, core = [], {}
     for lang in langs:
         masks = [s.mask(lang) for s in shard_sets]

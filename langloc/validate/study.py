@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from langloc.artefacts import cached_step, compute_key, write_csv, write_json
+from langloc.artefacts import compute_key, shared_step, write_csv, write_json
 from langloc.controls import random_control
 from langloc.data.packing import corpus_windows
 from langloc.errors import LanglocError
@@ -28,8 +28,9 @@ from langloc.validate.verdicts import ALWAYS_ON, language_row
 
 def _cached(out: Path, name: str, settings: dict, compute, seconds: dict):
     """Rows of a finished step from ``out/.parts/<name>.json`` if made with ``settings``; the
-    seconds the step took when computed go into ``seconds``."""
-    rows = cached_step(out / ".parts", name, settings, lambda: [dataclasses.asdict(r) for r in compute()], seconds)
+    seconds the step took when computed go into ``seconds``. Every step is a perplexity table,
+    whose evaluations are shared out over the processes under torchrun (:func:`shared_step`)."""
+    rows = shared_step(out / ".parts", name, settings, lambda: [dataclasses.asdict(r) for r in compute()], seconds)
     return [AblationRow(**r) for r in rows]
 
 
