@@ -68,7 +68,7 @@ def csv_rows(path: Path):
 
 def _f(x: str | float, digits: int = 2) -> str:
     x = float(x)
-    return f"{x:.1e}" if x >= 1e4 else f"{x:.{digits}f}"
+    return f"{x:.1e}" if x >= 1e3 else f"{x:.{digits}f}"
 
 
 def _ci(r: dict, key: str = "ratio", lo: str = "ratio_lo", hi: str = "ratio_hi") -> str:
@@ -105,8 +105,8 @@ def table(folders: list[Path]) -> str:
                                                _ci(ctl) if ctl else "—")
         val = list(csv_rows(folder / "validate" / "validation.csv"))
         sizes = [int(r["set_size"]) for r in val]
-        put("LAPE set, neurons per language (min–max; total distinct)",
-            f"{min(sizes)}–{max(sizes)}; {json.loads((folder / 'neurons' / 'lape.json').read_text()).get('n_distinct', '')}".rstrip("; "))
+        put("LAPE set, neurons per language (min–max)",
+            f"{min(sizes)}–{max(sizes)}")
         put("own language hurt most (ablate)", f"{len(most)}/{len(sets)}: {', '.join(most)}")
         put("selective (validate)", ", ".join(r["language"] for r in val if r["selective"] == "True") or "none")
         put("stable (validate: ≥ 80% in the stable core)",
@@ -122,8 +122,8 @@ def table(folders: list[Path]) -> str:
             ra = list(csv_rows(reg / "region_ablation.csv"))
             for region in ("top", "bottom", "random"):
                 v = [float(r["ratio"]) for r in ra if r["deactivated"] == region]
-                put(f"{region.capitalize()} 1% zeroed: median ratio (range) over {len(v)} languages",
-                    f"×{_f(st.median(v))} ({_f(min(v))}–{_f(max(v))})")
+                put(f"{region.capitalize()} 1% zeroed: median ratio (range) over the languages evaluated",
+                    f"×{_f(st.median(v))} ({_f(min(v))}–{_f(max(v))}; {len(v)} languages)")
             monos = sorted({r["deactivated"] for r in ra if r["deactivated"].startswith("mono:")})
             own_most = []
             for mono in monos:
@@ -133,7 +133,7 @@ def table(folders: list[Path]) -> str:
             put("monolingual regions hurting their own language most", f"{len(own_most)}/{len(monos)}")
             summ = json.loads((reg / "regions.json").read_text())
             loud = summ["massive_activation_dimensions"][:3]
-            put("loudest residual dimensions (max |activation|, layer); median dimension",
+            put("loudest residual dimensions (max \\|activation\\|, layer); median dimension",
                 ", ".join(f"{d['dimension']} ({d['max_abs_activation']:.3g}, L{d['layer']})" for d in loud)
                 + f"; {summ['median_abs_activation']:.3g}")
             dense = summ["densest_dimensions"][:3]
