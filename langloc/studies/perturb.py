@@ -132,8 +132,10 @@ def run(lm, config: Config, out: str | Path) -> Manifest:
     table = [{"parameter": name, **{k: described[r.deactivated][k] for k in ("dimension", "kind", "top_entries",
                                                                               "index", "original")},
               "operation": op, "language": r.evaluated, "base_ppl": round(r.base_ppl, 4), "ppl": round(r.ppl, 4),
-              "ratio": round(r.ratio, 4),
-              "ratio_lo": round(r.ratio_lo, 4), "ratio_hi": round(r.ratio_hi, 4), "windows": r.windows} for r in rows]
+              # 6 decimals: one entry often moves perplexity by less than 1e-4, and 4 would print
+              # a real interval as [1.0, 1.0]
+              "ratio": round(r.ratio, 6),
+              "ratio_lo": round(r.ratio_lo, 6), "ratio_hi": round(r.ratio_hi, 6), "windows": r.windows} for r in rows]
     if not distributed.is_main():
         return Manifest(result=table)
     path = Path(out) if str(out).endswith(".csv") else Path(out) / "perturb.csv"
