@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from langloc.artefacts import write_json
 
 LANGS = "en,zh,fr,ru,ja,ar,hi"           # Latin, Han, Cyrillic, Japanese, Arabic, Devanagari
 REGION_LANGS = "ar,es,ru,zh,ko,vi"       # the six languages Zhang et al. score
@@ -54,7 +55,8 @@ def steps(model: str, out: Path, dtype: str) -> list[tuple[str, list[str]]]:
 
 
 def loud_dims(regions: Path) -> dict:
-    """The residual stream's loudest dimension and a median one, from `langloc regions`' summary."""
+    """The residual stream's loudest dimension and a median one, from `langloc regions`'
+    dimensions.csv (its summary, regions.json, lists only the loudest few)."""
     rows = list(csv_rows(regions / "dimensions.csv"))
     rows.sort(key=lambda r: -float(r["max_abs_activation"]))
     return {"massive": rows[0]["dimension"], "ordinary": rows[len(rows) // 2]["dimension"]}
@@ -180,7 +182,7 @@ def main() -> None:
         cmd = ["/usr/bin/time", "-v", "-o", str(timing), "langloc", *args]
         print(f"\n$ langloc {shlex.join(args)}", flush=True)
         started = time.time()
-        proc = subprocess.run(cmd, env=os.environ)
+        proc = subprocess.run(cmd)
         wall = time.time() - started
         err = timing.read_text() if timing.exists() else ""
         if proc.returncode:
@@ -189,9 +191,7 @@ def main() -> None:
         done[name] = {"command": "langloc " + shlex.join(args), "wall_s": round(wall, 1),
                       "peak_rss_gb": round(int(peak.group(1)) / 2**20, 2) if peak else None,
                       "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        tmp = log_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(done, indent=1))
-        tmp.replace(log_path)
+        write_json(log_path, done)  # temporary name, then rename
         print(f"[{name}] {wall:.0f} s, peak RSS {done[name]['peak_rss_gb']} GB", flush=True)
 
 

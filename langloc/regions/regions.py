@@ -179,7 +179,7 @@ def build_regions(folder: str | Path, *, languages: list[str] | None = None, rat
     scores, info = load_importance(folder, languages, lm=lm)
     regions = regions_from_scores(scores, rate=rate, seed=seed, rounding=rounding)
     first = scores[next(iter(scores))]
-    shapes = {name: first.shape(name) if hasattr(first, "shape") else list(first[name].shape) for name in first}
+    shapes = {name: first.shape(name) for name in first}  # from the file's header, no data read
     meta = {"model": info["model"], "languages": list(scores), "rate": rate, "seed": seed, "rounding": rounding,
             "importance": {k: info[k] for k in ("corpus", "tokens", "window", "precision")}, "shapes": shapes}
     return Regions(regions, meta)
