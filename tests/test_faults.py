@@ -51,14 +51,20 @@ def test_disk_full_while_saving_leaves_no_corrupt_artefact(files, tmp_path, caps
 
 
 def test_ctrl_c_exits_cleanly_and_the_run_resumes(files, tmp_path):
-    model, corpus = files
-    args = collect_args(model, corpus, tmp_path / "run", tokens=12800) + ["--checkpoint-every", "2"]
+    # The run must outlast the signal by far: a fast CI machine once finished 2 x 50 batches of a
+    # small corpus between the first checkpoint and the SIGINT (exit 0, not 130). Here 2 x 500
+    # batches take seconds while the first checkpoint lands after 20.
+    model, _ = files
+    corpus = write_folder_corpus(tmp_path / "corpus", langs=("en", "fr"), repeat=2000)
+    tokens = 128000
+    args = collect_args(model, corpus, tmp_path / "run", tokens=tokens) + ["--checkpoint-every", "20"]
     proc = subprocess.Popen([sys.executable, "-m", "langloc.cli", *map(str, args)], env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     partial = tmp_path / "run" / "stats" / ".partial"
     deadline = time.time() + 120
     while time.time() < deadline and not (partial.is_dir() and any(partial.glob("*.safetensors"))):
         time.sleep(0.005)
+    assert proc.poll() is None, "the collection ended before it could be interrupted"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
@@ -67,7 +73,7 @@ def test_ctrl_c_exits_cleanly_and_the_run_resumes(files, tmp_path):
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     ref = subprocess.run([sys.executable, "-m", "langloc.cli",
-                          *map(str, collect_args(model, corpus, tmp_path / "ref", tokens=12800))],
+                          *map(str, collect_args(model, corpus, tmp_path / "ref", tokens=tokens))],
                          env=ENV, capture_output=True, text=True)
     assert ref.returncode == 0, ref.stderr
     a, b = ActivationStats.load(tmp_path / "run"), ActivationStats.load(tmp_path / "ref")
