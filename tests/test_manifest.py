@@ -40,7 +40,7 @@ def made(tmp_path_factory):
         ["compare", run / "neurons" / "lape.json", run / "neurons" / "thresholding.json", "-o", cmp_],
         ["steer", "-n", run / "neurons" / "thresholding.json", "-t", "fr", "--run", run, "-o", steer,
          "--prompts", prompts, "--fixed", "on(autox1)", "--fixed", "diffmean(L1x4)", "--max-new-tokens", "3",
-         "--no-controls", *DEV],
+         "--no-controls", "--no-relevance", *DEV],
         ["transfer", "-n", run / "neurons" / "lape.json", "--language", "fr", "-l", "ru", "-o", root / "transfer.csv",
          "--modes", "none", "--train-items", "2", "--eval-items", "2", "--batch-size", "2",
          "--save-adapters", root / "adapters", *DEV],

@@ -329,6 +329,35 @@ def test_the_strict_judge_rejects_an_output_copied_from_another_prompt(identify,
     assert "relevant" not in off[0] and off[0]["strict"] and J.summarise(off, "fr")["relevance_rate"] is None
 
 
+def test_lazy_relevance_gives_the_same_strict_verdicts_and_scores_only_what_could_pass(identify, monkeypatch):
+    """The search judges relevance lazily: only outputs that pass every other strict criterion
+    are scored (5 passes each), and no strict verdict changes."""
+    import langloc.steer.judge as J
+    import langloc.steer.relevance as R
+
+    prompts = [f"topic {i}" for i in range(6)]
+    scored = []
+
+    def stand_in(lm, ps, cs, batch_size=8):
+        scored.extend(c[-1] for c in cs)
+        return [0.0 if p == f"topic {c[-1]}" else -10.0 for p, c in zip(ps, cs)]
+
+    monkeypatch.setattr(R, "continuation_logprob", stand_in)
+    monkeypatch.setattr(J, "text_perplexities", lambda lm, token_lists: [1e6 if t[-1] == 1 else 12.0 for t in token_lists])
+    recs = [{"prompt": p, "text": FR, "tokens": TOKENS + [i]} for i, p in enumerate(prompts)]
+    recs[3]["tokens"] = TOKENS + [4]  # irrelevant: written for prompt 4
+    fresh = lambda: [dict(r) for r in recs]
+    full = J.judge(fresh(), None, identify, "fr", J.FluencyRule(), RULE, R.Relevance(others=4))
+    scored.clear()
+    lazy = J.judge(fresh(), None, identify, "fr", J.FluencyRule(), RULE, R.Relevance(others=4), lazy=True)
+    assert [r["strict"] for r in lazy] == [r["strict"] for r in full] == [True, False, True, False, True, True]
+    assert [r["strict_fails"] for r in lazy] == [r["strict_fails"] for r in full]
+    assert 1 not in scored and "relevant" not in lazy[1]  # failed on perplexity: never scored for relevance
+    assert lazy[3]["strict_fails"] == ["relevance"]
+    assert J.summarise(lazy, "fr")["relevance_rate"] is None  # not measured on every output: no rate
+    assert J.summarise(full, "fr")["relevance_rate"] == pytest.approx(5 / 6)
+
+
 def test_relevance_and_perplexity_are_scored_with_the_steering_intervention_off(tiny_lm):
     import torch
 
@@ -552,7 +581,7 @@ def test_one_steer_run_puts_every_method_and_its_control_in_methods_csv(sampled_
     assert invoke("steer", "-n", run / "neurons" / "lape.json", "-t", "fr", "--run", run, "-o", out,
                   "--methods", "prompting,diffmean,probe,lda,pca", "--prompts", prompts, "--tune-prompts", tune,
                   "--rules", "set:1", "--residual-layers", "1", "--alphas", "1", "--max-new-tokens", "4",
-                  "--device", "cpu") == 0
+                  "--no-relevance", "--device", "cpu") == 0
     names = ["lape", "prompting", "diffmean", "probe", "lda", "pca"]
     methods = list(csv.DictReader((out / "methods.csv").open()))
     assert [m["method"] for m in methods] == names
@@ -602,7 +631,7 @@ def test_prompting_alone_needs_only_the_model(sampled_run):
     root, run, prompts, tune = sampled_run
     out = root / "prompting"
     assert invoke("steer", "-m", root / "tiny", "-t", "fr", "--methods", "prompting", "-o", out, "--prompts", prompts,
-                  "--tune-prompts", tune, "--max-new-tokens", "4", "--device", "cpu") == 0
+                  "--tune-prompts", tune, "--max-new-tokens", "4", "--no-relevance", "--device", "cpu") == 0
     rows = list(csv.DictReader((out / "summary.csv").open()))
     assert [(r["method"], r["setting"], r["at_grid_edge"]) for r in rows] == [("prompting", "prompt(plain)", "")]
 
@@ -749,7 +778,7 @@ def test_the_ratio_is_empty_with_a_note_where_the_model_never_passes_natively(sa
     out = root / "no-ceiling"
     # 4 new tokens are fewer than the strict judge's 8: no native continuation passes
     assert invoke("steer", "-m", root / "tiny", "-t", "fr", "--methods", "prompting", "-o", out, "--prompts", prompts,
-                  "--tune-prompts", tune, "--max-new-tokens", "4", "--device", "cpu") == 0
+                  "--tune-prompts", tune, "--max-new-tokens", "4", "--no-relevance", "--device", "cpu") == 0
     (row,) = _csv(out / "summary.csv")
     assert float(row["native_strict_rate"]) == 0
     assert row["ratio_to_native"] == row["ratio_to_native_lo"] == row["ratio_to_native_hi"] == ""
@@ -795,7 +824,8 @@ def test_decoding_publisher_on_an_alias_samples_with_the_recorded_settings(tiny_
     monkeypatch.setattr(type(tiny_lm.model), "generate", lambda self, **kw: seen.append(kw) or original(self, **kw))
     gemma = copy(tiny_lm, name="gemma-3-270m")  # the tiny model under the alias's name: nothing is loaded
     m = run(gemma, Config(targets=("fr",), methods=("prompting",), prompts=str(prompts), tune_prompts=str(tune),
-                          decoding="publisher", max_new_tokens=4, seed=3, controls=False, progress=False), tmp_path / "out")
+                          decoding="publisher", max_new_tokens=4, seed=3, controls=False, relevance=False,
+                          progress=False), tmp_path / "out")
     assert m.result["decoding"]["name"] == "publisher" and "google/gemma-3-270m" in m.result["decoding"]["source"]
     assert {k: m.result["generation"][k] for k in ("do_sample", "top_k", "top_p", "temperature", "seed")} == {
         "do_sample": True, "top_k": 64, "top_p": 0.95, "temperature": 1.0, "seed": 3}
@@ -803,7 +833,7 @@ def test_decoding_publisher_on_an_alias_samples_with_the_recorded_settings(tiny_
     assert m.result["config"]["decoding"] == "publisher"
     with pytest.raises(LanglocError, match="sets the sampling itself"):
         run(gemma, Config(targets=("fr",), methods=("prompting",), prompts=str(prompts), tune_prompts=str(tune),
-                          decoding="publisher", sample=True, progress=False), tmp_path / "again")
+                          decoding="publisher", sample=True, relevance=False, progress=False), tmp_path / "again")
 
 
 def test_decoding_publisher_refuses_a_model_without_in_one_line_before_loading_it(tmp_path, capsys):

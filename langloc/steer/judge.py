@@ -232,13 +232,19 @@ def distinct_share(tokens: list[int]) -> float:
 
 
 def judge(records: list[dict], lm, identify: LanguageIdentifier, target: str, rule: FluencyRule,
-          strict: StrictRule | None = None, relevance=None) -> list[dict]:
+          strict: StrictRule | None = None, relevance=None, lazy: bool = False) -> list[dict]:
     """Add ``lang``, ``lang_prob``, ``ppl``, ``distinct``, ``fluent`` and ``success`` (the
     lenient judge) to each record (a dict with ``prompt``, ``text`` and ``tokens``); with
     ``relevance`` (a :class:`~langloc.steer.relevance.Relevance` that is on) ``pmi`` and
     ``relevant``; with ``strict`` the strict judge's fields (``strict``, ``strict_fails``,
-    ``target_share``, ...). Every score comes from the unsteered model."""
-    if relevance is not None:
+    ``target_share``, ...). Every score comes from the unsteered model.
+
+    ``lazy`` (with ``strict``): relevance is scored only for the outputs that pass every other
+    strict criterion. The strict verdicts are the same, since a conjunction that already fails
+    cannot pass; the relevance rate is not measured (None). Relevance costs 1 + ``others``
+    scoring passes per output, so the search on the tuning prompts uses this (the held-out
+    outputs, the controls and the native references are scored in full)."""
+    if relevance is not None and not (lazy and strict is not None):
         relevance.score(lm, records)
     ppls = text_perplexities(lm, [r["tokens"] for r in records])
     for r, ppl in zip(records, ppls):
@@ -249,6 +255,12 @@ def judge(records: list[dict], lm, identify: LanguageIdentifier, target: str, ru
                  fluent=bool(fluent), success=bool(fluent and lang == target))
         if strict is not None:
             r.update(strict.verdict(r["text"], r["tokens"], ppl, target, identify, r.get("relevant")))
+    if relevance is not None and lazy and strict is not None:
+        passed = [r for r in records if r["strict"] and "relevant" not in r]
+        relevance.score(lm, records, only=passed)  # compared with all the records' prompts, as when not lazy
+        for r in passed:
+            if r.get("relevant") is False:
+                r.update(strict=False, strict_fails=r["strict_fails"] + ["relevance"])
     return records
 
 
@@ -257,7 +269,7 @@ def summarise(records: list[dict], target: str) -> dict:
     if n == 0:
         return {"n": 0}
     target_rate = sum(r["lang"] == target for r in records) / n
-    relevance_rate = (sum(bool(r["relevant"]) for r in records) / n) if "relevant" in records[0] else None
+    relevance_rate = (sum(bool(r["relevant"]) for r in records) / n) if all("relevant" in r for r in records) else None
     ppl = sorted(r["ppl"] for r in records)
     langs: dict[str, int] = {}
     for r in records:

@@ -37,10 +37,11 @@ class Relevance:
         if self.others < 1:
             raise LanglocError(f"relevance needs at least one other prompt to compare with, got {self.others}")
 
-    def score(self, lm, records: list[dict]) -> list[dict]:
+    def score(self, lm, records: list[dict], only: list[dict] | None = None) -> list[dict]:
         """Add ``pmi`` and ``relevant`` (PMI > 0) to each record (``prompt`` and ``tokens``) that
-        lacks them, comparing it with the distinct prompts of ``records``, in their order."""
-        todo = [r for r in records if "pmi" not in r]
+        lacks them, comparing it with the distinct prompts of ``records``, in their order;
+        ``only``: score just these records (of ``records``), against the same prompts."""
+        todo = [r for r in (records if only is None else only) if "pmi" not in r]
         if not self.on or not todo:
             return records
         ref = list(dict.fromkeys(r["prompt"] for r in records))
@@ -54,6 +55,7 @@ def continuation_logprob(lm, prompts: list[str], continuations: list[list[int]],
     """log p(continuation tokens | prompt), summed over the continuation's tokens, under the
     unsteered ``lm`` (any intervention still hooked into it is passed through)."""
     from langloc.intervene.intervention import unsteered
+    from langloc.models.calls import logits_at
 
     if len(prompts) != len(continuations):
         raise LanglocError("give one prompt per continuation")
@@ -63,16 +65,24 @@ def continuation_logprob(lm, prompts: list[str], continuations: list[list[int]],
     for s in range(0, len(prompts), batch_size):
         items = [(tok(p)["input_ids"], list(c)) for p, c in zip(prompts[s:s + batch_size], continuations[s:s + batch_size])]
         T = max(len(p) + len(c) for p, c in items)
+        # Logits only where some row predicts a continuation token: the vocabulary head (262k
+        # rows on Gemma) is most of a scoring pass, and the prompts' positions need none of it.
+        lo = max(min(len(p) for p, _ in items) - 1, 0)
+        hi = max(len(p) + len(c) for p, c in items) - 1
+        if hi <= lo:  # no continuation tokens in this batch
+            out += [0.0] * len(items)
+            continue
         ids = torch.full((len(items), T), pad, dtype=torch.long)
         mask = torch.zeros(len(items), T, dtype=torch.long)
-        scored = torch.zeros(len(items), T - 1, dtype=torch.bool)  # target positions that are continuation tokens
+        scored = torch.zeros(len(items), hi - lo, dtype=torch.bool)  # kept positions that predict continuation tokens
         for r, (p, c) in enumerate(items):
             ids[r, :len(p) + len(c)] = torch.tensor(p + c, dtype=torch.long)
             mask[r, :len(p) + len(c)] = 1
-            scored[r, len(p) - 1:len(p) + len(c) - 1] = True
+            scored[r, len(p) - 1 - lo:len(p) + len(c) - 1 - lo] = True
         with unsteered(lm):
-            logits = lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), use_cache=False).logits
-        logp = -F.cross_entropy(logits[:, :-1].float().flatten(0, 1), ids[:, 1:].to(lm.device).flatten(),
+            logits = logits_at(lm.model, torch.arange(lo, hi, device=lm.device),
+                               input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device))
+        logp = -F.cross_entropy(logits.float().flatten(0, 1), ids[:, lo + 1:hi + 1].to(lm.device).flatten(),
                                 reduction="none").view(len(items), -1).cpu().double()
         out += [float(logp[r][scored[r]].sum()) for r in range(len(items))]
     return out

@@ -315,9 +315,11 @@ class Steerer:
     strict: StrictRule | None = None  # set once the native references are measured
     relevance: Relevance = field(default_factory=Relevance)  # the strict judge's relevance criterion
 
-    def run(self, prompts, target, intervention) -> tuple[list[dict], dict]:
+    def run(self, prompts, target, intervention, lazy: bool = False) -> tuple[list[dict], dict]:
+        """Generate and judge; ``lazy``: relevance only where it can change the strict verdict
+        (:func:`~langloc.steer.judge.judge`)."""
         recs = judge(generate(self.lm, prompts, self.gen, intervention), self.lm, self.identify, target, self.rule,
-                     self.strict, self.relevance)
+                     self.strict, self.relevance, lazy=lazy)
         return recs, summarise(recs, target)
 
     def intervention(self, setting, target, t_layers, source, s_layers, meta=None) -> Intervention:

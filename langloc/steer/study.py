@@ -538,7 +538,7 @@ def _cell(steerer: Steerer, m, target: str, source: str, spec, fixed, tune_promp
         bar = tqdm(total=len(grid), desc=f"search {m.name} {target}", leave=False, disable=not progress)
 
         def score(st):  # the tuning prompts only: the held-out ones never feed back into the choice
-            _, summ = steerer.run(tune_prompts, target, m.intervention(steerer, st, target, source))
+            _, summ = steerer.run(tune_prompts, target, m.intervention(steerer, st, target, source), lazy=True)
             trials.append({"setting": asdict(st), "label": st.label(), "extended": len(trials) >= len(grid), **summ})
             bar.update()
             return summ["strict_rate"], summ["fluent_target_rate"]

@@ -88,7 +88,7 @@ class Config(StudyConfig):
     batch_size: int = 16
     max_ppl: float = 200.0
     min_distinct: float = 0.5
-    relevance: bool = False
+    relevance: bool = True
     relevance_others: int = 4
     controls: bool = True
     control_draws: int = 1
