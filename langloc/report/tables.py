@@ -9,7 +9,7 @@ from __future__ import annotations
 from rich import box
 from rich.table import Column, Table
 
-from langloc.report.plots import format_ratio as _ratio
+from langloc.plotting import format_ratio as _ratio
 
 NO_EFFECT = "~"  # printed after a ratio whose 95% interval includes 1
 
