@@ -20,7 +20,7 @@ from rich.markup import escape
 from langloc.demo import DEMO_LANGUAGES
 from langloc.errors import LanglocError
 from langloc.identify.methods import METHODS
-from langloc.report import tables
+from langloc import console as tables
 from langloc.steer.study import GridSpec
 from langloc.studies import STUDIES
 from langloc.studies.base import split_list

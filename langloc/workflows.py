@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 
 from langloc.errors import LanglocError
-from langloc.report import plot_neurons_per_layer, plot_overlap
 from langloc.identify import NeuronSet, export_lape, import_lape
 from langloc.identify.expert_units import percentile_median
 from langloc.identify.methods import METHODS
+from langloc.plotting import plot_neurons_per_layer, plot_overlap
 from langloc.stats.responses import load_responses, responses_file, save_responses, segment_responses
 from langloc.stats import ActivationStats, save_run
 

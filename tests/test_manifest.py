@@ -1,7 +1,7 @@
 """One manifest: every artefact kind is written on a tiny model, loaded back through the one
 loader and its manifest fields checked; foreign, older-format, newer-format and other-model
 artefacts are refused with one line that says what to do; no module imports the top-level
-package."""
+package; only the CLI and the demo import the report, and the report imports no study."""
 
 import ast
 import datetime
@@ -260,6 +260,73 @@ def test_no_module_imports_the_top_level_package():
                 if names:  # `from langloc import distributed` (a submodule) is fine; a package name is not
                     offenders.append(f"{path.relative_to(pkg)}:{node.lineno} from langloc import {', '.join(names)}")
     assert not offenders, offenders
+
+
+# The report sits on top: it reads manifests and results, and only the CLI and the demo import it.
+# Domain code draws with langloc.plotting; the CLI's console tables are langloc.console.
+REPORT_USERS = {"cli.py", "demo.py"}
+STUDY_CORES = ("langloc.steer.study", "langloc.validate.study", "langloc.share.study", "langloc.regions.study",
+               "langloc.adapters.transfer", "langloc.train.trainer")
+ABOVE_THE_REPORT = STUDY_CORES + ("langloc.studies", "langloc.workflows", "langloc.console", "langloc.cli",
+                                  "langloc.demo")
+
+
+def _imports(path: Path, pkg: Path):
+    """(line, modules) for every import statement in a file, also those inside functions;
+    ``from a import b, c`` gives a, a.b and a.c (b may be a submodule); relative imports resolved."""
+    package = list(path.relative_to(pkg.parent).with_suffix("").parts[:-1])  # of an __init__.py: its own
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            yield node.lineno, [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module
+            if node.level:
+                base = ".".join(package[:len(package) - node.level + 1] + ([node.module] if node.module else []))
+            yield node.lineno, [base] + [f"{base}.{a.name}" for a in node.names]
+
+
+def _within(modules: list[str], names) -> str | None:
+    """The first of ``modules`` that is one of ``names`` or inside one, else None."""
+    return next((m for m in modules for n in names if m == n or m.startswith(n + ".")), None)
+
+
+def test_only_the_cli_and_the_demo_import_the_report_and_the_report_runs_no_study():
+    pkg = Path(langloc.__file__).parent
+    users, upward, down = set(), [], []
+    for path in sorted(pkg.rglob("*.py")):
+        rel = path.relative_to(pkg).as_posix()
+        in_report = rel.startswith("report/")
+        for line, modules in _imports(path, pkg):
+            if report := _within(modules, ["langloc.report"]):
+                users.add(rel)
+                if not in_report and rel not in REPORT_USERS:
+                    upward.append(f"{rel}:{line} {report}")
+            if in_report and (above := _within(modules, ABOVE_THE_REPORT)):
+                down.append(f"{rel}:{line} {above}")
+    assert "cli.py" in users  # the walk sees imports (the CLI's report import is inside a function)
+    assert upward == [], f"only cli.py, demo.py and report/ import langloc.report: {upward}"
+    assert down == [], f"report/ reads outputs; it imports no study, workflow or CLI module: {down}"
+    # Nor through another module: importing langloc.share.categories runs langloc/share/__init__.py,
+    # which imports langloc.share.study. Every import counts, those inside functions too.
+    modules = {".".join(p.relative_to(pkg.parent).with_suffix("").parts).removesuffix(".__init__"): p
+               for p in pkg.rglob("*.py")}
+    via = {m: None for m in modules if m.startswith("langloc.report")}  # module -> the module importing it
+    todo = list(via)
+    while todo:  # breadth first: the chains found are the shortest
+        m = todo.pop(0)
+        if _within([m], ABOVE_THE_REPORT):
+            continue  # reported below; what it imports in turn is not the report's doing
+        parents = [m.rsplit(".", k)[0] for k in range(1, m.count(".") + 1)]  # its packages' __init__.py run first
+        for dep in parents + [d for _, ds in _imports(modules[m], pkg) for d in ds if d in modules]:
+            if dep not in via:
+                via[dep] = m
+                todo.append(dep)
+
+    def chain(m):
+        return chain(via[m]) + [m] if via[m] else [m]
+
+    reached = [" -> ".join(chain(m)) for m in via if _within([m], ABOVE_THE_REPORT)]
+    assert reached == [], f"report/ runs a study through other modules: {reached}"
 
 
 def test_a_kept_step_is_reused_only_with_the_settings_that_made_it(tmp_path):

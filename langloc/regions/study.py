@@ -23,11 +23,11 @@ import torch
 from langloc.artefacts import read_json, write_csv, write_json
 from langloc.data.packing import corpus_windows
 from langloc.manifest import make_manifest, read_manifest, stamp
+from langloc.plotting import plot_region_location
 from langloc.regions.dimensions import dimension_counts, massive_activations
 from langloc.regions.importance import INFO_FILE
 from langloc.regions.params import layer_of
 from langloc.regions.regions import build_regions, default_regions_file
-from langloc.report.plots import plot_region_location
 
 
 def folder_info(folder: str | Path) -> dict:

@@ -116,7 +116,7 @@ def figure(image: str, caption: str, command: str | None, made_by: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Plots: inline SVG from the plot functions of langloc.report.plots, or a PNG as a data URI
+# Plots: inline SVG from the plot functions of langloc.plotting, or a PNG as a data URI
 
 _counter = {"n": 0}  # figures drawn so far in this page: prefixes their SVG ids
 
@@ -140,7 +140,7 @@ def clean_svg(text: str, prefix: str) -> str:
 
 
 def svg(plot: Callable, *args, **kwargs) -> str:
-    """Run a plot function of :mod:`langloc.report.plots` (it takes the output path as its
+    """Run a plot function of :mod:`langloc.plotting` (it takes the output path as its
     second argument) into inline SVG, text kept as text."""
     import matplotlib
 

@@ -217,7 +217,7 @@ def _neuron_set(doc: dict):
 
 @section("langloc.neuron_set", "Neuron set")
 def neuron_set_section(o: Output, _all) -> str:
-    from langloc.report.plots import plot_neurons_per_layer, plot_overlap
+    from langloc.plotting import plot_neurons_per_layer, plot_overlap
 
     ns = _neuron_set(o.doc)
     counts = ns.per_layer_counts().tolist()
@@ -250,7 +250,7 @@ def _ablation_rows(path: Path):
 
 
 def _ablation_body(o: Output, csv_path: Path, ylabel: str, title: str, caption: str) -> str:
-    from langloc.report.plots import plot_ablation
+    from langloc.plotting import plot_ablation
 
     rows = _ablation_rows(csv_path)
     if not rows:
@@ -376,7 +376,7 @@ def _native_ratio(r: dict, targets=None) -> str:
 
 @section("langloc.steer", "Steering")
 def steer_section(o: Output, _all, examples: int = 3) -> str:
-    from langloc.report.plots import plot_steering
+    from langloc.plotting import plot_steering
 
     d = o.doc
     rows = d.get("rows") or []

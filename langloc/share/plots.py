@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from langloc.report.plots import _save, plt
+from langloc.plotting import _save, plt
 from langloc.share.categories import CATEGORIES
 
 COLORS = {"all_shared": "tab:blue", "partial_shared": "tab:cyan", "specific": "tab:orange", "non_activated": "lightgrey"}

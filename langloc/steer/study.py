@@ -590,7 +590,7 @@ def write_outputs(out: Path, result: dict, gens: list[dict]) -> None:
         with open(tmp, "w", encoding="utf-8") as f:
             for g in gens:
                 f.write(json.dumps(g, ensure_ascii=False) + "\n")
-    from langloc.report.plots import plot_steering
+    from langloc.plotting import plot_steering
 
     plot_steering(result["rows"], out / "steering.png")
 

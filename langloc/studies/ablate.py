@@ -54,7 +54,7 @@ def run(lm, config: Config, out: str | Path) -> Manifest:
     from langloc.evaluate.ablation import ablate, write_ablation_csv
     from langloc.identify import NeuronSet
     from langloc.manifest import make_manifest, write_manifest
-    from langloc.report import plot_ablation
+    from langloc.plotting import plot_ablation
     from langloc.stats import read_run
     from langloc.workflows import default_neurons
 

@@ -30,7 +30,7 @@ def run(lm, config: Config, out: str | Path) -> Manifest:
     from langloc.identify import NeuronSet
     from langloc.identify.compare import compare_sets
     from langloc.manifest import make_manifest, write_manifest
-    from langloc.report import plot_comparison
+    from langloc.plotting import plot_comparison
 
     started = time.time()
     sets = {}

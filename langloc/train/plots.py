@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from langloc.report.plots import _save  # the same PNG style; importing it selects the Agg backend
+from langloc.plotting import _save  # the same PNG style; importing it selects the Agg backend
 
 import matplotlib.pyplot as plt  # noqa: E402
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from langloc.report.plots import _save, plt
+from langloc.plotting import _save, plt
 
 
 def _err(values, lo, hi):

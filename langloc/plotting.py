@@ -1,4 +1,10 @@
-"""PNG plots meant to be read without explanation."""
+"""PNG plots meant to be read without explanation.
+
+The figures that steps and studies draw (neuron sets, ablation, steering, comparison, regions)
+and the PNG style every plot shares (``_save``; importing this module selects the Agg
+backend). Domain code draws with it (the per-domain ``plots`` modules of train, share and
+validate too), and the HTML report (:mod:`langloc.report`) redraws the same figures as SVG.
+"""
 
 from __future__ import annotations
 

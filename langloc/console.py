@@ -1,7 +1,9 @@
 """The console tables every command prints (rich), from a step's or a study's results.
 
-Each function returns the things to print, in order (tables and lines of text); the CLI only
-prints them.
+Each function returns the things to print, in order (tables and lines of text); the CLI
+(:mod:`langloc.cli`, their only user) only prints them. They read the studies' formatting
+helpers (:mod:`langloc.steer.study`), so they sit with the CLI, above the studies, not in
+:mod:`langloc.report`.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 from rich import box
 from rich.table import Column, Table
 
-from langloc.report.plots import format_ratio as _ratio
+from langloc.plotting import format_ratio as _ratio
 
 NO_EFFECT = "~"  # printed after a ratio whose 95% interval includes 1
 
