@@ -1,6 +1,6 @@
 """langloc command line: a thin layer over :mod:`langloc.workflows` (the steps that make a run
 folder) and :mod:`langloc.studies` (the experiments). Every command parses its options, builds
-the config, runs and prints (:mod:`langloc.report.tables`).
+the config, runs and prints (:mod:`langloc.console`).
 
 Every failure the user can fix is a LanglocError, printed as one line ``error: ...`` with exit
 status 2; nothing is left half-written because every artefact is written atomically.
