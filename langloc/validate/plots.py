@@ -75,7 +75,7 @@ def plot_budget_curve(rows: list[dict], path: str | Path) -> Path:
     langs = list(dict.fromkeys(r["language"] for r in rows))
     panels = [("jaccard", "Jaccard with the full set"), ("core_share", "share of the stable core held"),
               ("own_ratio", "own-language ratio (zeroed / base)")]
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
     colors = plt.get_cmap("tab10" if len(langs) <= 10 else "tab20")
     for i, lang in enumerate(langs):
         mine = sorted((r for r in rows if r["language"] == lang), key=lambda r: r["k"])
@@ -95,10 +95,11 @@ def plot_budget_curve(rows: list[dict], path: str | Path) -> Path:
         ax.set_xticks(ticks, [f"{t:,}" for t in ticks], rotation=30, fontsize=7)
         ax.set_xlabel("statistics tokens per language")
         ax.set_title(title, fontsize=10)
-        if key == "own_ratio":
+        if key == "own_ratio":  # a ratio, and languages differ by orders of magnitude: a log axis
             ax.axhline(1, color="black", lw=0.6)
+            ax.set_yscale("log")
         else:
             ax.set_ylim(0, 1.05)
-    axes[-1].legend(fontsize=7, ncol=2)
+    axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the panel: no line hidden
     fig.suptitle("validate: the budget curve (sets found on the first k of K shards)")
     return _save(fig, path)
