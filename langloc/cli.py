@@ -17,13 +17,13 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from langloc.demo import DEMO_LANGUAGES
+from langloc.demo import DemoConfig
 from langloc.errors import LanglocError
 from langloc.identify.methods import METHODS
 from langloc import console as tables
-from langloc.steer.study import GridSpec
+from langloc.models.loading import DEFAULT_MODEL
 from langloc.studies import STUDIES
-from langloc.studies.base import split_list
+from langloc.studies.base import field_default, split_list
 
 
 app = typer.Typer(
@@ -41,12 +41,31 @@ app = typer.Typer(
 err = Console(stderr=True)
 out = Console()
 
-ModelOpt = typer.Option("gemma-3-270m", "--model", "-m", help="Hugging Face id, local folder, or alias: gemma-3-270m, smollm2-135m, qwen2.5-coder-1.5b.")
-DtypeOpt = typer.Option("auto", help="auto (float32 on CPU, bfloat16 on GPU), fast (bfloat16 where the CPU/GPU computes it natively, else float32), float32, bfloat16 or float16.")
-DeviceOpt = typer.Option(None, help="cpu, cuda, cuda:1, or auto (device_map='auto': spread a large model over all GPUs). Default: cuda if available.")
+MODEL_HELP = "Hugging Face id, local folder, or alias: gemma-3-270m, smollm2-135m, qwen2.5-coder-1.5b."
+DTYPE_HELP = "auto (float32 on CPU, bfloat16 on GPU), fast (bfloat16 where the CPU/GPU computes it natively, else float32), float32, bfloat16 or float16."
+DEVICE_HELP = "cpu, cuda, cuda:1, or auto (device_map='auto': spread a large model over all GPUs). Default: cuda if available."
+SITE_HELP = "For architectures not in langloc's table: LAYERS:NEURON:DOWN module paths relative to model.base_model, e.g. layers:mlp.act_fn:mlp.down_proj."
+ModelOpt = typer.Option(DEFAULT_MODEL, "--model", "-m", help=MODEL_HELP)
+DtypeOpt = typer.Option("auto", help=DTYPE_HELP)
+DeviceOpt = typer.Option(None, help=DEVICE_HELP)
 LidOpt = typer.Option(False, "--lid-filter", help="Keep only documents (lines of a .txt corpus) that py3langid gives their language with probability >= --lid-threshold; report what is dropped, and filter the held-out split of later steps the same way (needs langloc[langid]).")
 LidThresholdOpt = typer.Option(0.5, help="With --lid-filter: the least probability of the language (over the 22 Bible languages and it) a document needs to be kept.")
-SiteOpt = typer.Option(None, "--neuron-site", help="For architectures not in langloc's table: LAYERS:NEURON:DOWN module paths relative to model.base_model, e.g. layers:mlp.act_fn:mlp.down_proj.")
+SiteOpt = typer.Option(None, "--neuron-site", help=SITE_HELP)
+
+# The settings of a study command are its study's Config (the demo's: DemoConfig), and so are
+# their defaults: the options read them from there (opt), so that each default is stated once.
+# tests/test_defaults.py checks every option against its field.
+CONFIGS = {**{name: study.Config for name, study in STUDIES.items()}, "demo": DemoConfig}
+
+
+def opt(command: str, setting: str, *flags: str, repeat: bool = False, **kwargs):
+    """A typer option whose default is field ``setting`` of ``command``'s config, written as the
+    command line takes it: a tuple as comma-separated text, or as a list for a repeatable option
+    (``repeat``). ``flags`` and ``kwargs`` (help, ...) as typer.Option takes them."""
+    value = field_default(CONFIGS[command], setting)
+    if isinstance(value, tuple):
+        value = list(value) if repeat else ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+    return typer.Option(value, *flags, **kwargs)
 
 
 def _langs(spec: str) -> list[str]:
@@ -170,37 +189,37 @@ def compare(
 def steer(
     targets: str = typer.Option(..., "--target", "-t", help="Target language(s), comma-separated, e.g. fr,zh,ja (each needs built-in native prompts: en fr es de zh ru ja ar hi vi id)."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Folder for steer.json, summary.csv, methods.csv, matrix.csv, native.csv, generations.jsonl, interventions/, steering.png."),
-    neurons: list[Path] = typer.Option([], "--neurons", "-n", help="Neuron set file(s); each is one method in the table. Repeat the option to compare methods."),
-    methods: str = typer.Option("diffmean", help="Methods beside the neuron sets, in this order, comma-separated (docs/methods.md §7a): diffmean (alpha typical norms along mean residual state on the target - on the source, added to chosen layers' outputs; needs --run), probe, lda, pca (the same, along a direction fitted on the run's residual sample, target vs source: needs --run collected with --residual-sample N), prompting (no intervention: an instruction to continue in the target language, through the chat template where the tokenizer has one). E.g. prompting,diffmean,probe,lda,pca."),
-    diffmean: bool = typer.Option(True, help="--no-diffmean drops diffmean from --methods."),
-    source: str = typer.Option("en", help="Language of the prompts: DiffMean subtracts its mean, the off modes zero its neurons."),
-    matrix_sources: str = typer.Option("", help="Other source languages (comma-separated, built-in prompts, all of them held out) steered with the settings chosen for --source: the source x target matrix, for the best method and LAPE."),
-    run: Optional[Path] = typer.Option(None, "--run", "--run-folder", help="Run folder with the statistics (mean active values, residual means, expert-unit medians). Under torchrun write --run-folder: torchrun's own parser refuses --run as ambiguous."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model (default: the run's / the neuron set's)."),
-    prompts: str = typer.Option("builtin:en", help="builtin:<lang> (its held-out part) or a file with one prompt per line."),
-    tune_prompts: Optional[str] = typer.Option(None, help="Prompts for the search (default: the built-in set's tuning part)."),
-    fixed: list[str] = typer.Option([], help="Evaluate these settings instead of searching, written as summary.csv labels them: one for the neuron sets, e.g. 'on(autox2)+off@generated' (rules: on(VALUExS) set, on(+VALUExS) add, on(xS) scale; VALUE auto, mean_active, p90, a number...), and one per residual method, e.g. 'diffmean(L6x4)', 'probe(L6x0.5)', 'lda(L5-7x1)', 'pca(L6x0.25)' (prompting has one setting). Repeat the option."),
-    rules: str = typer.Option("set:1/2,add:1/2,scale:2/4", help="Neuron rules the search tries, each with its strengths."),
-    modes: str = typer.Option("on", help="Neuron modes the search tries: on, on+off, off."),
-    positions: str = typer.Option("all", help="Position modes the search tries: all, prompt (the prefill only) or generated (new tokens only)."),
-    residual_layers: str = typer.Option(",".join(GridSpec.residual_layers), help="DiffMean layer groups the search tries first: an integer is a layer (6, a band 5-7); a number with a decimal point a fraction of the depth (0.5, a band 0.4-0.6: layer round(f x (L-1))), resolved per model."),
-    alphas: str = typer.Option(",".join(f"{a:g}" for a in GridSpec.alphas), help="DiffMean strengths the search tries first, in typical residual norms at the layer (docs/methods.md §7a). Where the best sits at an edge of the grid (alpha, layer or neuron strength), the search goes outward on the tuning prompts until the optimum is inside or a bound is reached; summary.csv says which (at_grid_edge)."),
-    k: Optional[float] = typer.Option(None, help="Strict judge: perplexity at most k x the native median (default: measured, the 95th percentile of the unsteered model's native ppl / median; do not tune it)."),
-    max_new_tokens: int = typer.Option(32, help="Tokens generated per prompt."),
-    sample: bool = typer.Option(False, "--sample/--greedy", help="Sample the continuations (seeded by --seed, the same draws for every setting) instead of greedy decoding. Report greedy beside it."),
-    temperature: float = typer.Option(1.0, help="With --sample: softmax temperature."),
-    top_p: float = typer.Option(1.0, help="With --sample: nucleus (top-p) sampling; 1.0: off."),
-    top_k: int = typer.Option(0, help="With --sample: keep the k likeliest tokens; 0: off (Hugging Face's own default of 50 is never applied unseen)."),
-    no_repeat_ngram_size: int = typer.Option(0, help="Never repeat an n-gram of this size (Hugging Face generate; 0: off)."),
-    repetition_penalty: float = typer.Option(1.0, help="Hugging Face generate's repetition penalty (1.0: off, the default; report both if you use one)."),
-    decoding: str = typer.Option("greedy", help="greedy (default: the decoding the options above give, greedy unless --sample) or publisher: the sampling the model's publisher recommends (recorded per alias: gemma-3-270m top-k 64, top-p 0.95; qwen2.5-coder-1.5b temperature 0.7, top-p 0.8, top-k 20, repetition penalty 1.05; a hub id or folder: its generation_config.json), seeded by --seed; refused for a model without one (smollm2-135m). Write the decoding down before the run (docs/methods.md §7a)."),
-    seed: int = typer.Option(0, help="Seed for sampling; the random controls' seeds are derived from it (docs/statistics.md)."),
-    min_distinct: float = typer.Option(0.5, help="Both judges: at least this share of the output's tokens are distinct."),
-    relevance: bool = typer.Option(True, help="Strict judge: also require the output to be relevant to its prompt (PMI > 0 under the unsteered model against 4 other prompts; validated on gemma-3-270m: docs/methods.md §7a). Recorded in steer.json; --no-relevance skips it (5 scoring passes per judged output) and leaves the relevance columns and the CLaS-style score empty."),
-    controls: bool = typer.Option(True, help="Also run each method's random control (random neurons of the same count per layer; for DiffMean, probe, LDA and PCA a random direction of the same norm; for prompting the instruction naming a random other language)."),
-    control_draws: int = typer.Option(1, help="Independent draws of each random control; its rates are their mean."),
-    dtype: str = DtypeOpt,
-    device: Optional[str] = DeviceOpt,
+    neurons: list[Path] = opt("steer", "neurons", "--neurons", "-n", repeat=True, help="Neuron set file(s); each is one method in the table. Repeat the option to compare methods."),
+    methods: str = opt("steer", "methods", help="Methods beside the neuron sets, in this order, comma-separated (docs/methods.md §7a): diffmean (alpha typical norms along mean residual state on the target - on the source, added to chosen layers' outputs; needs --run), probe, lda, pca (the same, along a direction fitted on the run's residual sample, target vs source: needs --run collected with --residual-sample N), prompting (no intervention: an instruction to continue in the target language, through the chat template where the tokenizer has one). E.g. prompting,diffmean,probe,lda,pca."),
+    diffmean: bool = opt("steer", "diffmean", help="--no-diffmean drops diffmean from --methods."),
+    source: str = opt("steer", "source", help="Language of the prompts: DiffMean subtracts its mean, the off modes zero its neurons."),
+    matrix_sources: str = opt("steer", "matrix_sources", help="Other source languages (comma-separated, built-in prompts, all of them held out) steered with the settings chosen for --source: the source x target matrix, for the best method and LAPE."),
+    run: Optional[Path] = opt("steer", "run", "--run", "--run-folder", help="Run folder with the statistics (mean active values, residual means, expert-unit medians). Under torchrun write --run-folder: torchrun's own parser refuses --run as ambiguous."),
+    model: Optional[str] = opt("steer", "model", "--model", "-m", help="Model (default: the run's / the neuron set's)."),
+    prompts: str = opt("steer", "prompts", help="builtin:<lang> (its held-out part) or a file with one prompt per line."),
+    tune_prompts: Optional[str] = opt("steer", "tune_prompts", help="Prompts for the search (default: the built-in set's tuning part)."),
+    fixed: list[str] = opt("steer", "fixed", repeat=True, help="Evaluate these settings instead of searching, written as summary.csv labels them: one for the neuron sets, e.g. 'on(autox2)+off@generated' (rules: on(VALUExS) set, on(+VALUExS) add, on(xS) scale; VALUE auto, mean_active, p90, a number...), and one per residual method, e.g. 'diffmean(L6x4)', 'probe(L6x0.5)', 'lda(L5-7x1)', 'pca(L6x0.25)' (prompting has one setting). Repeat the option."),
+    rules: str = opt("steer", "rules", help="Neuron rules the search tries, each with its strengths."),
+    modes: str = opt("steer", "modes", help="Neuron modes the search tries: on, on+off, off."),
+    positions: str = opt("steer", "positions", help="Position modes the search tries: all, prompt (the prefill only) or generated (new tokens only)."),
+    residual_layers: str = opt("steer", "residual_layers", help="DiffMean layer groups the search tries first: an integer is a layer (6, a band 5-7); a number with a decimal point a fraction of the depth (0.5, a band 0.4-0.6: layer round(f x (L-1))), resolved per model."),
+    alphas: str = opt("steer", "alphas", help="DiffMean strengths the search tries first, in typical residual norms at the layer (docs/methods.md §7a). Where the best sits at an edge of the grid (alpha, layer or neuron strength), the search goes outward on the tuning prompts until the optimum is inside or a bound is reached; summary.csv says which (at_grid_edge)."),
+    k: Optional[float] = opt("steer", "k", help="Strict judge: perplexity at most k x the native median (default: measured, the 95th percentile of the unsteered model's native ppl / median; do not tune it)."),
+    max_new_tokens: int = opt("steer", "max_new_tokens", help="Tokens generated per prompt."),
+    sample: bool = opt("steer", "sample", "--sample/--greedy", help="Sample the continuations (seeded by --seed, the same draws for every setting) instead of greedy decoding. Report greedy beside it."),
+    temperature: float = opt("steer", "temperature", help="With --sample: softmax temperature."),
+    top_p: float = opt("steer", "top_p", help="With --sample: nucleus (top-p) sampling; 1.0: off."),
+    top_k: int = opt("steer", "top_k", help="With --sample: keep the k likeliest tokens; 0: off (Hugging Face's own default of 50 is never applied unseen)."),
+    no_repeat_ngram_size: int = opt("steer", "no_repeat_ngram_size", help="Never repeat an n-gram of this size (Hugging Face generate; 0: off)."),
+    repetition_penalty: float = opt("steer", "repetition_penalty", help="Hugging Face generate's repetition penalty (1.0: off, the default; report both if you use one)."),
+    decoding: str = opt("steer", "decoding", help="greedy (default: the decoding the options above give, greedy unless --sample) or publisher: the sampling the model's publisher recommends (recorded per alias: gemma-3-270m top-k 64, top-p 0.95; qwen2.5-coder-1.5b temperature 0.7, top-p 0.8, top-k 20, repetition penalty 1.05; a hub id or folder: its generation_config.json), seeded by --seed; refused for a model without one (smollm2-135m). Write the decoding down before the run (docs/methods.md §7a)."),
+    seed: int = opt("steer", "seed", help="Seed for sampling; the random controls' seeds are derived from it (docs/statistics.md)."),
+    min_distinct: float = opt("steer", "min_distinct", help="Both judges: at least this share of the output's tokens are distinct."),
+    relevance: bool = opt("steer", "relevance", help="Strict judge: also require the output to be relevant to its prompt (PMI > 0 under the unsteered model against 4 other prompts; validated on gemma-3-270m: docs/methods.md §7a). Recorded in steer.json; --no-relevance skips it (5 scoring passes per judged output) and leaves the relevance columns and the CLaS-style score empty."),
+    controls: bool = opt("steer", "controls", help="Also run each method's random control (random neurons of the same count per layer; for DiffMean, probe, LDA and PCA a random direction of the same norm; for prompting the instruction naming a random other language)."),
+    control_draws: int = opt("steer", "control_draws", help="Independent draws of each random control; its rates are their mean."),
+    dtype: str = opt("steer", "dtype", help=DTYPE_HELP),
+    device: Optional[str] = opt("steer", "device", help=DEVICE_HELP),
 ):
     """Steer the output language with neurons, DiffMean, fitted residual directions (probe, LDA, PCA) and prompting, each setting searched on tuning prompts (or --fixed) and measured on held-out ones, under a strict judge (docs/methods.md §7a); under torchrun the (method, target) cells run in parallel.
 
@@ -212,18 +231,18 @@ def steer(
 @app.command()
 def ablate(
     run: Path = typer.Argument(..., help="Run folder made by collect (and identify)."),
-    neurons: Optional[Path] = typer.Option(None, help="Neuron set (default RUN/neurons/lape.json)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model (default: the run's)."),
-    languages: Optional[str] = typer.Option(None, "--languages", "-l", help="Subset of the set's languages."),
-    eval_tokens: int = typer.Option(2048, help="Held-out tokens per language for perplexity."),
-    corpus: Optional[str] = typer.Option(None, help="Corpus whose eval split is used (default: the run's corpus)."),
-    window: Optional[int] = typer.Option(None, help="Tokens per evaluation window (default: the run's window if --eval-tokens fill 16 of them, else --eval-tokens / 16; the interval needs at least 8 windows)."),
-    batch_size: int = typer.Option(2, help="Windows per forward pass."),
-    controls: bool = typer.Option(True, help="Also zero random neurons of the same count per layer."),
-    control_draws: int = typer.Option(3, help="Independent draws of each random control; the control is reported as their mean and range (ratio_min, ratio_max)."),
-    seed: int = typer.Option(0, help="Run seed: each control's draws are derived from it and their names (docs/statistics.md)."),
-    dtype: str = DtypeOpt,
-    device: Optional[str] = DeviceOpt,
+    neurons: Optional[Path] = opt("ablate", "neurons", help="Neuron set (default RUN/neurons/lape.json)."),
+    model: Optional[str] = opt("ablate", "model", "--model", "-m", help="Model (default: the run's)."),
+    languages: Optional[str] = opt("ablate", "languages", "--languages", "-l", help="Subset of the set's languages."),
+    eval_tokens: int = opt("ablate", "eval_tokens", help="Held-out tokens per language for perplexity."),
+    corpus: Optional[str] = opt("ablate", "corpus", help="Corpus whose eval split is used (default: the run's corpus)."),
+    window: Optional[int] = opt("ablate", "window", help="Tokens per evaluation window (default: the run's window if --eval-tokens fill 16 of them, else --eval-tokens / 16; the interval needs at least 8 windows)."),
+    batch_size: int = opt("ablate", "batch_size", help="Windows per forward pass."),
+    controls: bool = opt("ablate", "controls", help="Also zero random neurons of the same count per layer."),
+    control_draws: int = opt("ablate", "control_draws", help="Independent draws of each random control; the control is reported as their mean and range (ratio_min, ratio_max)."),
+    seed: int = opt("ablate", "seed", help="Run seed: each control's draws are derived from it and their names (docs/statistics.md)."),
+    dtype: str = opt("ablate", "dtype", help=DTYPE_HELP),
+    device: Optional[str] = opt("ablate", "device", help=DEVICE_HELP),
 ):
     """Zero each language's neurons and measure every language's perplexity (exp of mean NLL).
 
@@ -328,13 +347,13 @@ def regions(
 def region_ablate(
     folder: Path = typer.Argument(..., help="Region folder with regions.safetensors (langloc regions)."),
     languages: str = typer.Option(..., "--languages", "-l", help="Languages to evaluate (any in the corpus)."),
-    regions_: Optional[str] = typer.Option(None, "--regions", help="Regions to zero (default: top,bottom,random and every mono:<lang>)."),
-    eval_tokens: int = typer.Option(1024, help="Held-out tokens per language for perplexity."),
-    corpus: Optional[str] = typer.Option(None, help="Corpus whose eval split is used (default: the folder's)."),
-    batch_size: int = typer.Option(2, help="Windows per forward pass."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model (default: the folder's)."),
-    dtype: str = DtypeOpt,
-    device: Optional[str] = DeviceOpt,
+    regions_: Optional[str] = opt("region-ablate", "regions", "--regions", help="Regions to zero (default: top,bottom,random and every mono:<lang>)."),
+    eval_tokens: int = opt("region-ablate", "eval_tokens", help="Held-out tokens per language for perplexity."),
+    corpus: Optional[str] = opt("region-ablate", "corpus", help="Corpus whose eval split is used (default: the folder's)."),
+    batch_size: int = opt("region-ablate", "batch_size", help="Windows per forward pass."),
+    model: Optional[str] = opt("region-ablate", "model", "--model", "-m", help="Model (default: the folder's)."),
+    dtype: str = opt("region-ablate", "dtype", help=DTYPE_HELP),
+    device: Optional[str] = opt("region-ablate", "device", help=DEVICE_HELP),
 ):
     """Zero a region's weights and measure every language's perplexity ratio.
 
@@ -353,15 +372,15 @@ def region_ablate(
 def spread(
     models: list[str] = typer.Argument(..., help="Models to measure, each on the same cases (alias, local folder or hub id)."),
     out_path: Path = typer.Option(Path("spread.csv"), "--out", "-o", help="CSV of the relative change at each site and the perplexity ratio, per model and case."),
-    language: str = typer.Option("en", "--language", "-l", help="Language of the held-out text."),
-    corpus: str = typer.Option("bible", help="Corpus whose eval split is read (bible, a folder of <lang>.txt, or hf:PATH)."),
-    tokens: int = typer.Option(1024, help="Held-out tokens."),
-    window: int = typer.Option(256, help="Tokens per window."),
-    layer: int = typer.Option(1, help="Decoder layer whose MLP holds the perturbed matrices."),
-    big: float = typer.Option(100.0, help="The value the '=big' case sets one entry to."),
-    batch_size: int = typer.Option(2, help="Windows per forward pass."),
-    dtype: str = typer.Option("float32", help="float32 (default: the changes measured are small), bfloat16, float16, fast or auto."),
-    device: Optional[str] = DeviceOpt,
+    language: str = opt("spread", "language", "--language", "-l", help="Language of the held-out text."),
+    corpus: str = opt("spread", "corpus", help="Corpus whose eval split is read (bible, a folder of <lang>.txt, or hf:PATH)."),
+    tokens: int = opt("spread", "tokens", help="Held-out tokens."),
+    window: int = opt("spread", "window", help="Tokens per window."),
+    layer: int = opt("spread", "layer", help="Decoder layer whose MLP holds the perturbed matrices."),
+    big: float = opt("spread", "big", help="The value the '=big' case sets one entry to."),
+    batch_size: int = opt("spread", "batch_size", help="Windows per forward pass."),
+    dtype: str = opt("spread", "dtype", help="float32 (default: the changes measured are small), bfloat16, float16, fast or auto."),
+    device: Optional[str] = opt("spread", "device", help=DEVICE_HELP),
 ):
     """How far one perturbed weight moves the residual stream, before and after a block's output norm.
 
@@ -381,16 +400,16 @@ def spread(
 def perturb(
     folder: Path = typer.Argument(..., help="Region folder with regions.safetensors (langloc regions)."),
     languages: str = typer.Option(..., "--languages", "-l", help="Languages to evaluate."),
-    matrix: Optional[str] = typer.Option(None, help="LAYER.MODULE (e.g. 1.mlp.down_proj) or a full parameter name. Default: the lowest layer's matrix with the most Top entries on the densest dimension."),
-    dims: Optional[str] = typer.Option(None, help="Comma-separated hidden dimensions. Default: the Top region's densest dimension and an ordinary (median) one."),
-    scale: Optional[float] = typer.Option(None, help="Multiply the parameter by this (default 4 when --value is not given)."),
-    value: Optional[float] = typer.Option(None, help="Set the parameter to this instead."),
-    whole: bool = typer.Option(False, help="Perturb every entry of the matrix on the dimension, not one."),
-    eval_tokens: int = typer.Option(1024, help="Held-out tokens per language for perplexity."),
-    batch_size: int = typer.Option(2, help="Windows per forward pass."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model (default: the folder's)."),
-    dtype: str = DtypeOpt,
-    device: Optional[str] = DeviceOpt,
+    matrix: Optional[str] = opt("perturb", "matrix", help="LAYER.MODULE (e.g. 1.mlp.down_proj) or a full parameter name. Default: the lowest layer's matrix with the most Top entries on the densest dimension."),
+    dims: Optional[str] = opt("perturb", "dims", help="Comma-separated hidden dimensions. Default: the Top region's densest dimension and an ordinary (median) one."),
+    scale: Optional[float] = opt("perturb", "scale", help="Multiply the parameter by this (default 4 when --value is not given)."),
+    value: Optional[float] = opt("perturb", "value", help="Set the parameter to this instead."),
+    whole: bool = opt("perturb", "whole", help="Perturb every entry of the matrix on the dimension, not one."),
+    eval_tokens: int = opt("perturb", "eval_tokens", help="Held-out tokens per language for perplexity."),
+    batch_size: int = opt("perturb", "batch_size", help="Windows per forward pass."),
+    model: Optional[str] = opt("perturb", "model", "--model", "-m", help="Model (default: the folder's)."),
+    dtype: str = opt("perturb", "dtype", help=DTYPE_HELP),
+    device: Optional[str] = opt("perturb", "device", help=DEVICE_HELP),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="CSV to write (default FOLDER/perturb.csv), so that several cases can sit in one folder."),
 ):
     """Scale or set one parameter on a hidden dimension and measure perplexity.
@@ -416,25 +435,25 @@ def train(
     language: str = typer.Option(..., "--language", help="The language to further pre-train on (its stats split)."),
     eval_languages: str = typer.Option(..., "--eval-languages", "-l", help="Languages whose held-out perplexity shows forgetting."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Output folder (one subfolder per mode)."),
-    region: str = typer.Option("top", help="Region frozen in mode core (top, or e.g. mono:fr)."),
-    modes: str = typer.Option("core,random,none", help="Freezing modes to run with the same seed, data and steps: core, random (the file's random region), none."),
-    steps: int = typer.Option(200, help="Optimiser steps."),
-    batch_size: int = typer.Option(8, help="Windows per step."),
-    window: Optional[int] = typer.Option(None, help="Tokens per window (default: the folder's)."),
-    lr: float = typer.Option(2e-5, help="Peak learning rate (linear warm-up, cosine decay to 10%)."),
-    weight_decay: float = typer.Option(0.1, help="AdamW weight decay (matrices only)."),
-    warmup: int = typer.Option(20, help="Warm-up steps."),
-    max_grad_norm: float = typer.Option(1.0, help="Gradient clipping (0: none)."),
-    precision: str = typer.Option("bf16", help="Autocast of the forward pass: bf16, fp16 (with a GradScaler) or fp32; weights and optimiser stay float32."),
-    train_embeddings: bool = typer.Option(True, help="Also train the token embeddings (and a tied LM head). --no-train-embeddings trains the decoder layers and norms only: much cheaper with a large vocabulary."),
-    eval_tokens: int = typer.Option(8192, help="Held-out tokens per language for perplexity."),
-    eval_every: int = typer.Option(50, help="Measure perplexity every N steps (and at step 0)."),
-    checkpoint_every: int = typer.Option(100, help="Checkpoint weights, optimiser, data position and RNG every N steps."),
-    seed: int = typer.Option(0, help="Seed of the data order (the same for every mode)."),
-    resume: bool = typer.Option(True, help="Continue an interrupted mode from its checkpoint (the default: rerunning the same command continues; --no-resume refuses to)."),
-    corpus: Optional[str] = typer.Option(None, help="Corpus (default: the folder's)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model (default: the folder's)."),
-    device: Optional[str] = DeviceOpt,
+    region: str = opt("train", "region", help="Region frozen in mode core (top, or e.g. mono:fr)."),
+    modes: str = opt("train", "modes", help="Freezing modes to run with the same seed, data and steps: core, random (the file's random region), none."),
+    steps: int = opt("train", "steps", help="Optimiser steps."),
+    batch_size: int = opt("train", "batch_size", help="Windows per step."),
+    window: Optional[int] = opt("train", "window", help="Tokens per window (default: the folder's)."),
+    lr: float = opt("train", "lr", help="Peak learning rate (linear warm-up, cosine decay to 10%)."),
+    weight_decay: float = opt("train", "weight_decay", help="AdamW weight decay (matrices only)."),
+    warmup: int = opt("train", "warmup", help="Warm-up steps."),
+    max_grad_norm: float = opt("train", "max_grad_norm", help="Gradient clipping (0: none)."),
+    precision: str = opt("train", "precision", help="Autocast of the forward pass: bf16, fp16 (with a GradScaler) or fp32; weights and optimiser stay float32."),
+    train_embeddings: bool = opt("train", "train_embeddings", help="Also train the token embeddings (and a tied LM head). --no-train-embeddings trains the decoder layers and norms only: much cheaper with a large vocabulary."),
+    eval_tokens: int = opt("train", "eval_tokens", help="Held-out tokens per language for perplexity."),
+    eval_every: int = opt("train", "eval_every", help="Measure perplexity every N steps (and at step 0)."),
+    checkpoint_every: int = opt("train", "checkpoint_every", help="Checkpoint weights, optimiser, data position and RNG every N steps."),
+    seed: int = opt("train", "seed", help="Seed of the data order (the same for every mode)."),
+    resume: bool = opt("train", "resume", help="Continue an interrupted mode from its checkpoint (the default: rerunning the same command continues; --no-resume refuses to)."),
+    corpus: Optional[str] = opt("train", "corpus", help="Corpus (default: the folder's)."),
+    model: Optional[str] = opt("train", "model", "--model", "-m", help="Model (default: the folder's)."),
+    device: Optional[str] = opt("train", "device", help=DEVICE_HELP),
 ):
     """Further pre-train on one language with the core region frozen, a random region frozen, or nothing.
 
@@ -454,22 +473,22 @@ def transfer(
     language: str = typer.Option(..., "--language", help="Train on this language's items (and use its neurons)."),
     eval_languages: str = typer.Option(..., "--eval-languages", "-l", help="Languages to evaluate transfer on."),
     out_path: Path = typer.Option(..., "--out", "-o", help="CSV of accuracies per condition and language."),
-    modes: str = typer.Option("neurons,random,all,none", help="neurons (masked to the set), random (same count per layer), all (plain LoRA on the MLP), none (attention LoRA only)."),
-    target: str = typer.Option("en", help="Language of the answer choices (the Bible translation task)."),
-    train_items: int = typer.Option(200, help="Training items (stats split)."),
-    eval_items: int = typer.Option(100, help="Evaluation items per language (eval split, disjoint verses)."),
-    preset: str = typer.Option("langloc", help="Adapter settings: langloc (r 8, alpha 16, gate and up projections) or mondal (the reference code's: r 8, alpha 16, gate projection only, weight decay 0.1). --r / --alpha override it."),
-    r: Optional[int] = typer.Option(None, "--r", "--lora-r", help="LoRA rank (default: the preset's, 8). Under torchrun write --lora-r: torchrun's own parser refuses --r as ambiguous."),
-    alpha: Optional[int] = typer.Option(None, help="LoRA alpha (default: the preset's, 16)."),
-    attention: bool = typer.Option(True, help="Also plain LoRA on the attention projections (Mondal et al.)."),
-    down: bool = typer.Option(False, help="Also adapt the MLP output projection (its neuron columns)."),
-    lr: float = typer.Option(1e-5, help="AdamW learning rate."),
-    epochs: int = typer.Option(1, help="Epochs over the training items."),
-    batch_size: int = typer.Option(8, help="Training batch size."),
-    seed: int = typer.Option(0, help="Seed of items, random neurons and training."),
-    save_adapters: Optional[Path] = typer.Option(None, help="Save each trained adapter to SAVE_ADAPTERS/<mode> (then: langloc harness --adapter SAVE_ADAPTERS/neurons ...)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model (default: the neuron set's)."),
-    device: Optional[str] = DeviceOpt,
+    modes: str = opt("transfer", "modes", help="neurons (masked to the set), random (same count per layer), all (plain LoRA on the MLP), none (attention LoRA only)."),
+    target: str = opt("transfer", "target", help="Language of the answer choices (the Bible translation task)."),
+    train_items: int = opt("transfer", "train_items", help="Training items (stats split)."),
+    eval_items: int = opt("transfer", "eval_items", help="Evaluation items per language (eval split, disjoint verses)."),
+    preset: str = opt("transfer", "preset", help="Adapter settings: langloc (r 8, alpha 16, gate and up projections) or mondal (the reference code's: r 8, alpha 16, gate projection only, weight decay 0.1). --r / --alpha override it."),
+    r: Optional[int] = opt("transfer", "r", "--r", "--lora-r", help="LoRA rank (default: the preset's, 8). Under torchrun write --lora-r: torchrun's own parser refuses --r as ambiguous."),
+    alpha: Optional[int] = opt("transfer", "alpha", help="LoRA alpha (default: the preset's, 16)."),
+    attention: bool = opt("transfer", "attention", help="Also plain LoRA on the attention projections (Mondal et al.)."),
+    down: bool = opt("transfer", "down", help="Also adapt the MLP output projection (its neuron columns)."),
+    lr: float = opt("transfer", "lr", help="AdamW learning rate."),
+    epochs: int = opt("transfer", "epochs", help="Epochs over the training items."),
+    batch_size: int = opt("transfer", "batch_size", help="Training batch size."),
+    seed: int = opt("transfer", "seed", help="Seed of items, random neurons and training."),
+    save_adapters: Optional[Path] = opt("transfer", "save_adapters", help="Save each trained adapter to SAVE_ADAPTERS/<mode> (then: langloc harness --adapter SAVE_ADAPTERS/neurons ...)."),
+    model: Optional[str] = opt("transfer", "model", "--model", "-m", help="Model (default: the neuron set's)."),
+    device: Optional[str] = opt("transfer", "device", help=DEVICE_HELP),
 ):
     """Neuron-masked LoRA (PEFT): fine-tune only a language's neurons, measure cross-lingual transfer.
 
@@ -487,26 +506,26 @@ def transfer(
 @app.command()
 def share(
     out_dir: Path = typer.Option(..., "--out", "-o", help="Folder for categories.csv, stability.csv, attribution.csv, causal.csv, share.json and plots/."),
-    tasks: str = typer.Option("bible-lm,bible-choice", "--tasks", "-t", help="Comma-separated parallel tasks: bible-lm (held-out verse given the one before), bible-choice (pick a verse's translation among 4), gsm-symbolic (needs its data, see langloc.tasks.gsm_symbolic)."),
-    languages: str = typer.Option("en,fr,es,zh,ru,ja", "--languages", "-l", help="At least 2 languages; every item is the same input in each."),
-    model: str = ModelOpt,
-    items: int = typer.Option(50, help="Parallel items per task."),
-    threshold: float = typer.Option(0.0, help="A neuron is activated in a language if its activation is above this."),
-    position: str = typer.Option("last", help="last: the activation at the last prompt token (the paper's); all: over all prompt tokens, reduced by --reduce (attribution stays at the last token)."),
-    reduce: str = typer.Option("any", help="With --position all: any (= max: activated if any token is above the threshold, the reference code's) or mean over the tokens."),
-    gold_tokens: str = typer.Option("joint", help="Gold token for the effective score and gradients: joint (the token at the prompt's length in the tokenisation of prompt + continuation, the reference code's) or separate (the continuation tokenised on its own)."),
-    top_k: int = typer.Option(800, help="top_contribution.csv: category make-up of the top_k neurons of largest contribution per layer (the reference code's 800)."),
-    causal: bool = typer.Option(False, "--causal", help="Also deactivate all-shared / specific / random neurons (same count per layer) and boost all-shared ones; accuracy per language."),
-    boost: str = typer.Option("1.5,2", help="Factors that --causal multiplies all-shared neurons by."),
-    boost_controls: bool = typer.Option(True, help="With --causal: also boost random neurons of the same count."),
-    choice_target: str = typer.Option("auto", help="Language of bible-choice's candidates; auto = en, or de if en is analysed. Must not be an analysed language."),
-    max_chars: int = typer.Option(200, help="Longest verse (characters) the Bible tasks use."),
-    split: str = typer.Option("eval", help="Bible split the items come from (eval = held-out chapters)."),
-    seed: int = typer.Option(0, help="Seed of the item order and the random neurons."),
-    batch_size: int = typer.Option(8, help="Sequences per forward pass."),
-    dtype: str = DtypeOpt,
-    device: Optional[str] = DeviceOpt,
-    neuron_site: Optional[str] = SiteOpt,
+    tasks: str = opt("share", "tasks", "--tasks", "-t", help="Comma-separated parallel tasks: bible-lm (held-out verse given the one before), bible-choice (pick a verse's translation among 4), gsm-symbolic (needs its data, see langloc.tasks.gsm_symbolic)."),
+    languages: str = opt("share", "languages", "--languages", "-l", help="At least 2 languages; every item is the same input in each."),
+    model: str = opt("share", "model", "--model", "-m", help=MODEL_HELP),
+    items: int = opt("share", "items", help="Parallel items per task."),
+    threshold: float = opt("share", "threshold", help="A neuron is activated in a language if its activation is above this."),
+    position: str = opt("share", "position", help="last: the activation at the last prompt token (the paper's); all: over all prompt tokens, reduced by --reduce (attribution stays at the last token)."),
+    reduce: str = opt("share", "reduce", help="With --position all: any (= max: activated if any token is above the threshold, the reference code's) or mean over the tokens."),
+    gold_tokens: str = opt("share", "gold_tokens", help="Gold token for the effective score and gradients: joint (the token at the prompt's length in the tokenisation of prompt + continuation, the reference code's) or separate (the continuation tokenised on its own)."),
+    top_k: int = opt("share", "top_k", help="top_contribution.csv: category make-up of the top_k neurons of largest contribution per layer (the reference code's 800)."),
+    causal: bool = opt("share", "causal", "--causal", help="Also deactivate all-shared / specific / random neurons (same count per layer) and boost all-shared ones; accuracy per language."),
+    boost: str = opt("share", "boost", help="Factors that --causal multiplies all-shared neurons by."),
+    boost_controls: bool = opt("share", "boost_controls", help="With --causal: also boost random neurons of the same count."),
+    choice_target: str = opt("share", "choice_target", help="Language of bible-choice's candidates; auto = en, or de if en is analysed. Must not be an analysed language."),
+    max_chars: int = opt("share", "max_chars", help="Longest verse (characters) the Bible tasks use."),
+    split: str = opt("share", "split", help="Bible split the items come from (eval = held-out chapters)."),
+    seed: int = opt("share", "seed", help="Seed of the item order and the random neurons."),
+    batch_size: int = opt("share", "batch_size", help="Sequences per forward pass."),
+    dtype: str = opt("share", "dtype", help=DTYPE_HELP),
+    device: Optional[str] = opt("share", "device", help=DEVICE_HELP),
+    neuron_site: Optional[str] = opt("share", "neuron_site", "--neuron-site", help=SITE_HELP),
 ):
     """Neuron sharing across languages: all-shared / partial-shared / specific / non-activated neurons per layer and task, attribution by category, causal tests.
 
@@ -527,26 +546,26 @@ def share(
 @app.command()
 def harness(
     out_dir: Path = typer.Option(..., "--out", "-o", help="Folder for results.json (the harness's results per condition) and metrics.csv."),
-    tasks: str = typer.Option("", "--tasks", "-t", help="Comma-separated lm-evaluation-harness tasks, e.g. xnli_fr,belebele_fra_Latn (the harness downloads their data)."),
-    bible_choice: str = typer.Option("", help="Also langloc's offline verse-translation choice task in these languages (written as harness tasks langloc_bible_choice_<lang>; needs no network)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model (default: the neuron set's, else gemma-3-270m)."),
-    neurons: Optional[Path] = typer.Option(None, "--neurons", "-n", help="Neuron set (langloc identify) for --zero."),
-    zero: str = typer.Option("", help="With --neurons: one condition per language, its neurons set to 0 at every position."),
-    random_controls: bool = typer.Option(False, help="With --zero: also random neurons of the same count per layer."),
-    intervention: list[Path] = typer.Option([], "--intervention", help="A saved intervention (e.g. steer's interventions/*.json) as one more condition; repeatable."),
-    adapter: list[Path] = typer.Option([], "--adapter", help="A saved LoRA adapter folder (langloc transfer --save-adapters) as one more condition, named adapter:<folder name>; repeatable."),
-    base: bool = typer.Option(True, help="Also evaluate the model with no intervention."),
-    limit: Optional[float] = typer.Option(None, help="Documents per task (an integer), or a fraction of them (< 1)."),
-    num_fewshot: Optional[int] = typer.Option(None, help="Few-shot examples (default: the task's own)."),
-    include_path: Optional[Path] = typer.Option(None, help="Folder of your own harness task YAML files."),
-    items: int = typer.Option(100, help="Items per language of --bible-choice (eval split)."),
-    choice_target: str = typer.Option("en", help="Language of --bible-choice's candidates."),
-    max_chars: int = typer.Option(200, help="Longest verse (characters) --bible-choice uses."),
-    seed: int = typer.Option(0, help="Seed of the harness, the random controls and --bible-choice's items."),
-    batch_size: int = typer.Option(8, help="Sequences per forward pass."),
-    dtype: str = DtypeOpt,
-    device: Optional[str] = DeviceOpt,
-    neuron_site: Optional[str] = SiteOpt,
+    tasks: str = opt("harness", "tasks", "--tasks", "-t", help="Comma-separated lm-evaluation-harness tasks, e.g. xnli_fr,belebele_fra_Latn (the harness downloads their data)."),
+    bible_choice: str = opt("harness", "bible_choice", help="Also langloc's offline verse-translation choice task in these languages (written as harness tasks langloc_bible_choice_<lang>; needs no network)."),
+    model: Optional[str] = opt("harness", "model", "--model", "-m", help="Model (default: the neuron set's, else gemma-3-270m)."),
+    neurons: Optional[Path] = opt("harness", "neurons", "--neurons", "-n", help="Neuron set (langloc identify) for --zero."),
+    zero: str = opt("harness", "zero", help="With --neurons: one condition per language, its neurons set to 0 at every position."),
+    random_controls: bool = opt("harness", "random_controls", help="With --zero: also random neurons of the same count per layer."),
+    intervention: list[Path] = opt("harness", "intervention", "--intervention", repeat=True, help="A saved intervention (e.g. steer's interventions/*.json) as one more condition; repeatable."),
+    adapter: list[Path] = opt("harness", "adapter", "--adapter", repeat=True, help="A saved LoRA adapter folder (langloc transfer --save-adapters) as one more condition, named adapter:<folder name>; repeatable."),
+    base: bool = opt("harness", "base", help="Also evaluate the model with no intervention."),
+    limit: Optional[float] = opt("harness", "limit", help="Documents per task (an integer), or a fraction of them (< 1)."),
+    num_fewshot: Optional[int] = opt("harness", "num_fewshot", help="Few-shot examples (default: the task's own)."),
+    include_path: Optional[Path] = opt("harness", "include_path", help="Folder of your own harness task YAML files."),
+    items: int = opt("harness", "items", help="Items per language of --bible-choice (eval split)."),
+    choice_target: str = opt("harness", "choice_target", help="Language of --bible-choice's candidates."),
+    max_chars: int = opt("harness", "max_chars", help="Longest verse (characters) --bible-choice uses."),
+    seed: int = opt("harness", "seed", help="Seed of the harness, the random controls and --bible-choice's items."),
+    batch_size: int = opt("harness", "batch_size", help="Sequences per forward pass."),
+    dtype: str = opt("harness", "dtype", help=DTYPE_HELP),
+    device: Optional[str] = opt("harness", "device", help=DEVICE_HELP),
+    neuron_site: Optional[str] = opt("harness", "neuron_site", "--neuron-site", help=SITE_HELP),
 ):
     """lm-evaluation-harness tasks (XNLI, XQuAD, Belebele, XStoryCloze ...) with language neurons deactivated or steered.
 
@@ -638,14 +657,14 @@ def import_cmd(
 
 @app.command()
 def demo(
-    out_dir: Path = typer.Option(Path("langloc-demo"), "--out", "-o", help="Run folder for the demo."),
-    model: str = ModelOpt,
-    languages: str = typer.Option(",".join(DEMO_LANGUAGES), "--languages", "-l"),
-    tokens: int = typer.Option(16_384, help="Statistics tokens per language (at 16,384 the LAPE sets keep 89-100% of the 32,768-token sets' neurons: docs/performance.md)."),
-    eval_tokens: int = typer.Option(384, help="Held-out tokens per language for perplexity."),
-    eval_window: int = typer.Option(32, help="Tokens per held-out window (the interval's units are windows: at least 8 per language)."),
-    control_draws: int = typer.Option(1, help="Random controls per language (each costs as much as the language's set)."),
-    dtype: str = typer.Option("fast", help="fast (default here: bfloat16 where the CPU computes it natively, else float32), auto, float32, bfloat16, float16."),
+    out_dir: Path = opt("demo", "out", "--out", "-o", help="Run folder for the demo."),
+    model: str = opt("demo", "model", "--model", "-m", help=MODEL_HELP),
+    languages: str = opt("demo", "languages", "--languages", "-l"),
+    tokens: int = opt("demo", "tokens", help="Statistics tokens per language (at 16,384 the LAPE sets keep 89-100% of the 32,768-token sets' neurons: docs/performance.md)."),
+    eval_tokens: int = opt("demo", "eval_tokens", help="Held-out tokens per language for perplexity."),
+    eval_window: int = opt("demo", "eval_window", help="Tokens per held-out window (the interval's units are windows: at least 8 per language)."),
+    control_draws: int = opt("demo", "control_draws", help="Random controls per language (each costs as much as the language's set)."),
+    dtype: str = opt("demo", "dtype", help="fast (default here: bfloat16 where the CPU computes it natively, else float32), auto, float32, bfloat16, float16."),
 ):
     """collect -> identify -> ablate -> plots on the Bible corpus in 10 languages, then a summary.
 
@@ -696,27 +715,27 @@ def report(
 def validate(
     run: Path = typer.Argument(..., help="Run folder made by collect and identify."),
     out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default RUN/validate)."),
-    neurons: Optional[Path] = typer.Option(None, help="Neuron set to validate (default RUN/neurons/lape.json)."),
-    domain: Optional[str] = typer.Option(None, help="Second domain: a folder corpus (<lang>.txt, <lang>.eval.txt), or gsm-symbolic (the multilingual GSM-symbolic word problems, written to OUT/domain/gsm-symbolic)."),
-    methods: str = typer.Option("lape,thresholding", help="Methods whose stability over shards is measured (lape, thresholding)."),
-    shards: int = typer.Option(4, help="Disjoint shards of the run's statistics windows (counted again, resumably, into OUT/shards)."),
-    resamples: int = typer.Option(200, help="Bootstrap resamples of the shards for the stable core."),
-    stats_batch_size: int = typer.Option(4, help="Windows per batch when counting the shards: collect's --batch-size, so that they add up to the run exactly."),
-    core_min: float = typer.Option(0.8, help="A neuron is in the stable core if found in at least this share of resamples."),
-    eval_tokens: int = typer.Option(384, help="Held-out tokens per language (and on the second domain); 384 (12 windows of 32) keeps the defaults within 30 minutes on 2 CPU cores for 10 languages (docs/validate.md)."),
-    window: int = typer.Option(32, help="Tokens per evaluation window (the interval's units are windows: at least 8 per language)."),
-    control_draws: int = typer.Option(3, help="Independent draws of the matched and of the random control."),
-    bins: int = typer.Option(10, help="Activation-probability bins of the matched control (10: width 0.1)."),
-    top_rate: Optional[float] = typer.Option(None, help="LAPE's top rate for the stability check. Default: for the set's own method the settings recorded in it (which must find the set again on the run's statistics; a value given must equal them), for another method identify's default. The same for the four options below."),
-    filter_rate: Optional[float] = typer.Option(None, help="LAPE's filter rate for the stability check."),
-    activation_bar_ratio: Optional[float] = typer.Option(None, help="LAPE's activation bar ratio for the stability check."),
-    rate: Optional[float] = typer.Option(None, help="Thresholding's rate for the stability check."),
-    other_max: Optional[float] = typer.Option(None, help="Thresholding's other-language maximum for the stability check."),
-    budget_curve: bool = typer.Option(False, help="Also find the set on the first 1/K, 2/K, ... K/K of the statistics (prefix sums of the shards, no second pass): Jaccard with the full set, share of the stable core, own-language ratio with its interval (at most (K-1) evaluations per language). Writes OUT/budget_curve.csv, .txt and plots/budget_curve.png."),
-    curve_target: float = typer.Option(0.9, help="The share of the full set that the budget curve's sentence per language asks for."),
-    seed: int = typer.Option(0, help="Seed of the controls' draws and the shard resamples."),
-    dtype: Optional[str] = typer.Option(None, help="Default: the run's dtype (so the shards add up to the run)."),
-    device: Optional[str] = DeviceOpt,
+    neurons: Optional[Path] = opt("validate", "neurons", help="Neuron set to validate (default RUN/neurons/lape.json)."),
+    domain: Optional[str] = opt("validate", "domain", help="Second domain: a folder corpus (<lang>.txt, <lang>.eval.txt), or gsm-symbolic (the multilingual GSM-symbolic word problems, written to OUT/domain/gsm-symbolic)."),
+    methods: str = opt("validate", "methods", help="Methods whose stability over shards is measured (lape, thresholding)."),
+    shards: int = opt("validate", "shards", help="Disjoint shards of the run's statistics windows (counted again, resumably, into OUT/shards)."),
+    resamples: int = opt("validate", "resamples", help="Bootstrap resamples of the shards for the stable core."),
+    stats_batch_size: int = opt("validate", "stats_batch_size", help="Windows per batch when counting the shards: collect's --batch-size, so that they add up to the run exactly."),
+    core_min: float = opt("validate", "core_min", help="A neuron is in the stable core if found in at least this share of resamples."),
+    eval_tokens: int = opt("validate", "eval_tokens", help="Held-out tokens per language (and on the second domain); 384 (12 windows of 32) keeps the defaults within 30 minutes on 2 CPU cores for 10 languages (docs/validate.md)."),
+    window: int = opt("validate", "window", help="Tokens per evaluation window (the interval's units are windows: at least 8 per language)."),
+    control_draws: int = opt("validate", "control_draws", help="Independent draws of the matched and of the random control."),
+    bins: int = opt("validate", "bins", help="Activation-probability bins of the matched control (10: width 0.1)."),
+    top_rate: Optional[float] = opt("validate", "top_rate", help="LAPE's top rate for the stability check. Default: for the set's own method the settings recorded in it (which must find the set again on the run's statistics; a value given must equal them), for another method identify's default. The same for the four options below."),
+    filter_rate: Optional[float] = opt("validate", "filter_rate", help="LAPE's filter rate for the stability check."),
+    activation_bar_ratio: Optional[float] = opt("validate", "activation_bar_ratio", help="LAPE's activation bar ratio for the stability check."),
+    rate: Optional[float] = opt("validate", "rate", help="Thresholding's rate for the stability check."),
+    other_max: Optional[float] = opt("validate", "other_max", help="Thresholding's other-language maximum for the stability check."),
+    budget_curve: bool = opt("validate", "budget_curve", help="Also find the set on the first 1/K, 2/K, ... K/K of the statistics (prefix sums of the shards, no second pass): Jaccard with the full set, share of the stable core, own-language ratio with its interval (at most (K-1) evaluations per language). Writes OUT/budget_curve.csv, .txt and plots/budget_curve.png."),
+    curve_target: float = opt("validate", "curve_target", help="The share of the full set that the budget curve's sentence per language asks for."),
+    seed: int = opt("validate", "seed", help="Seed of the controls' draws and the shard resamples."),
+    dtype: Optional[str] = opt("validate", "dtype", help="Default: the run's dtype (so the shards add up to the run)."),
+    device: Optional[str] = opt("validate", "device", help=DEVICE_HELP),
 ):
     """Are the neurons real? Stability over shards, selectivity with 95% intervals, an
     activation-matched and a random control, a second domain, and which part of each set

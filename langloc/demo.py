@@ -20,13 +20,15 @@ from typing import Callable
 
 import torch
 
+from langloc.models.loading import DEFAULT_MODEL
+
 DEMO_LANGUAGES = ("en", "zh", "fr", "es", "ru", "ja", "ar", "hi", "vi", "id")
 
 
 @dataclass
 class DemoConfig:
     out: Path = Path("langloc-demo")
-    model: str = "gemma-3-270m"
+    model: str = DEFAULT_MODEL
     languages: tuple[str, ...] = DEMO_LANGUAGES
     tokens: int = 16_384  # statistics tokens per language
     eval_tokens: int = 384  # held-out tokens per language for perplexity

@@ -15,7 +15,7 @@ from langloc.regions.params import zeroed
 
 
 def region_ablation(lm, regions, corpus, *, languages: list[str], names: list[str] | None = None,
-                    eval_tokens: int = 2048, window: int = 512, batch_size: int = 2,
+                    eval_tokens: int, window: int = 512, batch_size: int = 2,
                     progress: bool = True) -> list[AblationRow]:
     regions.check_model(lm)
     names = names or [n for n in ("top", "bottom", "random") if n in regions.names] + \

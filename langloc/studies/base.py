@@ -102,6 +102,20 @@ class StudyConfig:
         return cls(**{k: v for k, v in options.items() if k in names}, **renamed)
 
 
+def field_default(config_class, name: str):
+    """The default of field ``name`` of the dataclass ``config_class`` (its default factory's
+    value where it has one): where the command line reads its option defaults, so that each
+    default is stated once, in the config."""
+    for f in dataclasses.fields(config_class):
+        if f.name == name:
+            if f.default is not dataclasses.MISSING:
+                return f.default
+            if f.default_factory is not dataclasses.MISSING:
+                return f.default_factory()
+            raise TypeError(f"{config_class.__qualname__}.{name} has no default")
+    raise KeyError(f"{config_class.__qualname__} has no field {name!r}")
+
+
 def split_list(spec: str | None) -> list[str]:
     """``"en, fr,,zh"`` -> ``["en", "fr", "zh"]``."""
     return [s.strip() for s in (spec or "").split(",") if s.strip()]

@@ -85,9 +85,9 @@ def conditions(ns, c: Config, interventions: dict) -> dict:
 def _model(c: Config, lm):
     """The neuron set (or None) and the model (``lm``, else the set's unless --model names one)."""
     if c.neurons is None:
-        from langloc.models import load_model
+        from langloc.models.loading import DEFAULT_MODEL, load_model
 
-        return None, lm or load_model(c.model or "gemma-3-270m", dtype=c.dtype, device=c.device, neuron_site=c.neuron_site)
+        return None, lm or load_model(c.model or DEFAULT_MODEL, dtype=c.dtype, device=c.device, neuron_site=c.neuron_site)
     from langloc.identify import NeuronSet
 
     ns = NeuronSet.load(c.neurons)

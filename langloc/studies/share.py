@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Optional
 
 from langloc.errors import LanglocError
+from langloc.models.loading import DEFAULT_MODEL
 from langloc.studies.base import Manifest, StudyConfig, check_choices
 
 KIND = "langloc.share"
@@ -35,7 +36,7 @@ class Config(StudyConfig):
 
     tasks: tuple[str, ...] = ("bible-lm", "bible-choice")
     languages: tuple[str, ...] = ("en", "fr", "es", "zh", "ru", "ja")
-    model: str = "gemma-3-270m"
+    model: str = DEFAULT_MODEL
     items: int = 50
     threshold: float = 0.0
     position: str = "last"

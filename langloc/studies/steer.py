@@ -25,6 +25,16 @@ from langloc.studies.base import Manifest, StudyConfig, check_numbers, load_mode
 KIND = "langloc.steer"
 
 
+def rules_text(rules: dict) -> str:
+    """``{"set": (1.0, 2.0), "scale": (2.0,)}`` -> ``"set:1/2,scale:2"``: neuron rules as
+    ``--rules`` writes them (:func:`_rules` reads them back)."""
+    return ",".join(f"{rule}:{'/'.join(f'{s:g}' for s in strengths)}" for rule, strengths in rules.items())
+
+
+# The search grid's defaults are stated once, in GridSpec; the config's (and the command line's) are its.
+_GRID = GridSpec()
+
+
 @dataclass
 class Config(StudyConfig):
     """neurons: neuron set files, each one method; methods: the other methods, in this order
@@ -47,7 +57,8 @@ class Config(StudyConfig):
     position modes searched (all, prompt, generated); residual_layers: DiffMean layer groups
     searched: layers (6, a band 5-7) or, with a decimal point, fractions of the depth (0.5, 0.4-0.6),
     resolved per model (the same for probe, lda and pca); alphas: DiffMean's (and the fitted
-    directions') strengths searched, in typical residual norms; k: the strict judge's
+    directions') strengths searched, in typical residual norms (the defaults of rules, modes,
+    positions, residual_layers and alphas are :class:`~langloc.steer.study.GridSpec`'s); k: the strict judge's
     perplexity factor (default: measured, the 95th percentile of native ppl / median);
     max_new_tokens, sample, temperature, top_p, top_k, no_repeat_ngram_size, repetition_penalty,
     batch_size: generation; decoding: ``greedy`` (the default: the decoding those options give,
@@ -70,11 +81,11 @@ class Config(StudyConfig):
     prompts: str = "builtin:en"
     tune_prompts: Optional[str] = None
     fixed: tuple[str, ...] = ()
-    rules: str = "set:1/2,add:1/2,scale:2/4"
-    modes: tuple[str, ...] = ("on",)
-    positions: tuple[str, ...] = ("all",)
-    residual_layers: tuple[str, ...] = GridSpec.residual_layers
-    alphas: tuple[float, ...] = GridSpec.alphas
+    rules: str = rules_text(_GRID.rules)
+    modes: tuple[str, ...] = _GRID.modes
+    positions: tuple[str, ...] = _GRID.positions
+    residual_layers: tuple[str, ...] = _GRID.residual_layers
+    alphas: tuple[float, ...] = _GRID.alphas
     k: Optional[float] = None
     max_new_tokens: int = 32
     sample: bool = False

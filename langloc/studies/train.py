@@ -26,7 +26,8 @@ class Config(StudyConfig):
     random, none; steps, batch_size, window (default the folder's), lr, weight_decay, warmup,
     max_grad_norm (0: none), precision (bf16, fp16, fp32): training; train_embeddings: also
     train the token embeddings; eval_tokens, eval_every: perplexity; checkpoint_every, resume:
-    checkpoints; seed: data order; corpus, model, device: default the folder's; progress: bars."""
+    checkpoints (resume, the default: continue an interrupted mode from its checkpoint); seed:
+    data order; corpus, model, device: default the folder's; progress: bars."""
 
     folder: Path
     language: str
@@ -46,7 +47,7 @@ class Config(StudyConfig):
     eval_every: int = 50
     checkpoint_every: int = 100
     seed: int = 0
-    resume: bool = False
+    resume: bool = True
     corpus: Optional[str] = None
     model: Optional[str] = None
     device: Optional[str] = None

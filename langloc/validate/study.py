@@ -38,12 +38,14 @@ def _layers(mask_rows):
     return [torch.as_tensor(r, dtype=torch.long) for r in mask_rows]
 
 
-def validate_study(lm, run_stats, neuron_set, corpus, out: str | Path, *, domain=None, methods=("lape",),
-                   identify_settings: dict, shards: int = 4, stats_batch_size: int = 4, resamples: int = 200,
-                   core_min: float = 0.8, eval_tokens: int = 384, window: int = 96, batch_size: int = 8,
-                   control_draws: int = 3, bins: int = cond.BINS, seed: int = 0, progress: bool = True) -> dict:
-    """Everything ``langloc validate`` computes; ``identify_settings``: per method in ``methods``,
-    the settings of the stability check (:func:`langloc.validate.stability.identification_settings`).
+def validate_study(lm, run_stats, neuron_set, corpus, out: str | Path, *, domain=None, methods: tuple[str, ...],
+                   identify_settings: dict, shards: int, stats_batch_size: int, resamples: int, core_min: float,
+                   eval_tokens: int, window: int, batch_size: int, control_draws: int, bins: int, seed: int,
+                   progress: bool = True) -> dict:
+    """Everything ``langloc validate`` computes, with the settings of
+    :class:`langloc.studies.validate.Config` (where their defaults are stated); ``identify_settings``:
+    per method in ``methods``, the settings of the stability check
+    (:func:`langloc.validate.stability.identification_settings`).
     Returns ``{"rows", "stability", "tables", "shard_check", "wall", "steps"}`` (the files are written by the study's ``run``); ``wall``: this
     invocation's seconds per stage; ``steps``: each kept step's seconds when it was computed,
     in this invocation or an earlier one."""
