@@ -34,11 +34,12 @@ from typing import Iterator, Sequence
 
 import torch
 
+from langloc import kinds
 from langloc.errors import LanglocError
 from langloc.manifest import read_manifest
 
 INDEX = "langloc.json"
-KIND = "langloc.export"
+KIND = kinds.EXPORT
 # The layout of the folder (file names, tensor names, their shapes); format_version is the
 # manifest's. 1: the first.
 LAYOUT_VERSION = 1

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from langloc import kinds
 from langloc._version import __version__
 from langloc.artefacts import read_json, write_json
 from langloc.errors import LanglocError
@@ -60,41 +61,41 @@ class Kind:
 
 
 KINDS: dict[str, Kind] = {k: Kind(*v) for k, v in {
-    "langloc.run": ("run file", "langloc collect", "RUN/run.json"),
-    "langloc.stats": ("statistics file", "langloc collect", "RUN/stats/<lang>.safetensors (metadata)"),
-    "langloc.responses": ("segment responses file", "langloc collect --segments N",
+    kinds.RUN: ("run file", "langloc collect", "RUN/run.json"),
+    kinds.STATS: ("statistics file", "langloc collect", "RUN/stats/<lang>.safetensors (metadata)"),
+    kinds.RESPONSES: ("segment responses file", "langloc collect --segments N",
                           "RUN/responses/<lang>.safetensors (metadata)"),
-    "langloc.residual_sample": ("residual sample file", "langloc collect --residual-sample N",
+    kinds.RESIDUAL_SAMPLE: ("residual sample file", "langloc collect --residual-sample N",
                                 "RUN/residual_sample/<lang>.safetensors (metadata)"),
-    "langloc.neuron_set": ("neuron set", "langloc identify", "RUN/neurons/<method>.json"),
-    "langloc.ablation": ("ablation study", "langloc ablate", "RUN/ablation.manifest.json beside ablation.csv"),
-    "langloc.compare": ("neuron set comparison", "langloc compare", "OUT/compare.manifest.json"),
-    "langloc.intervention": ("intervention", "langloc steer", "OUT/interventions/<method>-<target>.json"),
-    "langloc.steer": ("steering study", "langloc steer", "OUT/steer.json"),
-    "langloc.importance": ("importance folder", "langloc importance", "OUT/importance.json"),
-    "langloc.importance_scores": ("importance scores file", "langloc importance",
+    kinds.NEURON_SET: ("neuron set", "langloc identify", "RUN/neurons/<method>.json"),
+    kinds.ABLATION: ("ablation study", "langloc ablate", "RUN/ablation.manifest.json beside ablation.csv"),
+    kinds.COMPARE: ("neuron set comparison", "langloc compare", "OUT/compare.manifest.json"),
+    kinds.INTERVENTION: ("intervention", "langloc steer", "OUT/interventions/<method>-<target>.json"),
+    kinds.STEER: ("steering study", "langloc steer", "OUT/steer.json"),
+    kinds.IMPORTANCE: ("importance folder", "langloc importance", "OUT/importance.json"),
+    kinds.IMPORTANCE_SCORES: ("importance scores file", "langloc importance",
                                   "OUT/importance/<lang>.safetensors (metadata)"),
-    "langloc.regions": ("region file", "langloc regions", "FOLDER/regions.safetensors (metadata)"),
-    "langloc.regions_summary": ("region summary", "langloc regions", "FOLDER/regions.json"),
-    "langloc.region_ablation": ("region ablation study", "langloc region-ablate",
+    kinds.REGIONS: ("region file", "langloc regions", "FOLDER/regions.safetensors (metadata)"),
+    kinds.REGIONS_SUMMARY: ("region summary", "langloc regions", "FOLDER/regions.json"),
+    kinds.REGION_ABLATION: ("region ablation study", "langloc region-ablate",
                                 "FOLDER/region_ablation.manifest.json"),
-    "langloc.perturb": ("perturbation study", "langloc perturb", "FOLDER/perturb.manifest.json"),
-    "langloc.train": ("training result", "langloc train", "OUT/<mode>/train.json"),
-    "langloc.forgetting": ("forgetting study", "langloc train", "OUT/forgetting.manifest.json"),
-    "langloc.transfer": ("transfer study", "langloc transfer", "<out>.manifest.json beside the CSV"),
-    "langloc.adapter": ("saved adapter", "langloc transfer --save-adapters", "ADAPTERS/<mode>/langloc_adapter.json"),
-    "langloc.share": ("sharing study", "langloc share", "OUT/share.json"),
-    "langloc.harness": ("harness study", "langloc harness", "OUT/results.json"),
+    kinds.PERTURB: ("perturbation study", "langloc perturb", "FOLDER/perturb.manifest.json"),
+    kinds.TRAIN: ("training result", "langloc train", "OUT/<mode>/train.json"),
+    kinds.FORGETTING: ("forgetting study", "langloc train", "OUT/forgetting.manifest.json"),
+    kinds.TRANSFER: ("transfer study", "langloc transfer", "<out>.manifest.json beside the CSV"),
+    kinds.ADAPTER: ("saved adapter", "langloc transfer --save-adapters", "ADAPTERS/<mode>/langloc_adapter.json"),
+    kinds.SHARE: ("sharing study", "langloc share", "OUT/share.json"),
+    kinds.HARNESS: ("harness study", "langloc harness", "OUT/results.json"),
     # issue 17: validate and its planted ground truth
-    "langloc.planted": ("planted ground truth", "langloc planted", "OUT/truth.json"),
-    "langloc.validation": ("validation study", "langloc validate", "RUN/validate/validation.manifest.json"),
-    "langloc.spread": ("residual-spread study", "langloc spread", "<out>.manifest.json beside the CSV"),
+    kinds.PLANTED: ("planted ground truth", "langloc planted", "OUT/truth.json"),
+    kinds.VALIDATION: ("validation study", "langloc validate", "RUN/validate/validation.manifest.json"),
+    kinds.SPREAD: ("residual-spread study", "langloc spread", "<out>.manifest.json beside the CSV"),
     # issue 30: neuron sets and DiffMean directions to share (langloc.hub reads them)
-    "langloc.export": ("langloc export", "langloc export", "OUT/langloc.json"),
+    kinds.EXPORT: ("langloc export", "langloc export", "OUT/langloc.json"),
 }.items()}
 
 # What files of format 1 said their kind was, where it was not a KINDS key.
-_OLD_KINDS = {"training": "langloc.train"}
+_OLD_KINDS = {"training": kinds.TRAIN}
 
 
 @functools.lru_cache(maxsize=1)

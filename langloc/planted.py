@@ -46,11 +46,12 @@ from pathlib import Path
 
 import torch
 
+from langloc import kinds
 from langloc.artefacts import write_json, write_text
 from langloc.errors import LanglocError
 from langloc.manifest import make_manifest, read_manifest, stamp
 
-KIND = "langloc.planted"
+KIND = kinds.PLANTED
 LANGUAGES = ("aa", "bb", "cc", "dd")
 SPECIALS = ("<pad>", "<s>", "</s>")
 HIDDEN = 32

@@ -364,3 +364,28 @@ def test_a_resumed_study_still_knows_what_its_steps_cost(tmp_path):
     late = {}
     cached_step(tmp_path, "slow", {}, lambda: 4, seconds=late)
     assert late == {"slow": None} and step_seconds(late) is None
+
+
+def test_every_manifest_kind_is_written_once_in_langloc_kinds():
+    """A kind string ("langloc.steer", ...) appears as a string constant only in langloc/kinds.py;
+    writers and readers use the constant (docstrings may name a kind in prose)."""
+    import ast
+    from pathlib import Path
+
+    from langloc import kinds
+    from langloc.manifest import KINDS
+
+    values = {v for k, v in vars(kinds).items() if k.isupper()}
+    assert values == set(KINDS), "kinds.py and the table of kinds in manifest.py list the same kinds"
+    root = Path(__file__).resolve().parents[1] / "langloc"
+    found = []
+    for path in root.rglob("*.py"):
+        if path.name == "kinds.py":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        docs = {id(n.body[0].value) for n in ast.walk(tree)
+                if isinstance(n, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+                and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+        found += [f"{path.relative_to(root.parent)}:{n.lineno} {n.value}" for n in ast.walk(tree)
+                  if isinstance(n, ast.Constant) and n.value in values and id(n) not in docs]
+    assert not found, found

@@ -38,6 +38,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from langloc import kinds
 from langloc.artefacts import write_json
 from langloc.errors import LanglocError
 from langloc.controls import random_control
@@ -47,7 +48,7 @@ from langloc.manifest import check_same_model, content, make_manifest, read_mani
 ADAPTER_MODES = ("neurons", "random", "all", "none")
 ADAPTER = "default"  # the PEFT adapter name
 ADAPTER_FILE = "langloc_adapter.json"  # beside PEFT's own files: the adapter's manifest
-ADAPTER_KIND = "langloc.adapter"
+ADAPTER_KIND = kinds.ADAPTER
 
 
 @dataclass

@@ -22,6 +22,7 @@ import math
 from pathlib import Path
 from typing import Sequence
 
+from langloc import kinds
 from langloc.artefacts import write_json, write_text
 from langloc.errors import LanglocError
 
@@ -150,7 +151,7 @@ def harness_study(lm, tasks: Sequence[str], conditions: dict, *, out: str | Path
     write_csv(out / "metrics.csv", rows, ["condition", "task", "metric", "value"], float_digits=6)
     config = {"tasks": list(tasks), "limit": limit, "num_fewshot": num_fewshot, "batch_size": batch_size,
               "conditions": list(conditions), **(settings or {})}
-    manifest = make_manifest("langloc.harness", model=lm.meta, corpus={"harness_tasks": list(tasks)}, config=config,
+    manifest = make_manifest(kinds.HARNESS, model=lm.meta, corpus={"harness_tasks": list(tasks)}, config=config,
                              seeds={"harness": seed}, started=started)
     write_json(out / "results.json", stamp({"tasks": list(tasks), "limit": limit, "num_fewshot": num_fewshot,
                                             "seed": seed, **(settings or {}), "conditions": results}, manifest))

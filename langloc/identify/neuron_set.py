@@ -7,11 +7,12 @@ from pathlib import Path
 
 import torch
 
+from langloc import kinds
 from langloc.artefacts import write_json
 from langloc.errors import LanglocError
 from langloc.manifest import check_same_model, content, load_artefact, make_manifest, stamp
 
-KIND = "langloc.neuron_set"
+KIND = kinds.NEURON_SET
 
 
 @dataclass

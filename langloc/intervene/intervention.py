@@ -41,12 +41,13 @@ from typing import Iterator, Sequence
 
 import torch
 
+from langloc import kinds
 from langloc.artefacts import write_json
 from langloc.errors import LanglocError
 from langloc.models.hooks import neuron_hooks, residual_hooks
 from langloc.manifest import check_same_model, content, load_artefact, make_manifest, stamp
 
-KIND = "langloc.intervention"
+KIND = kinds.INTERVENTION
 RULES = ("zero", "set", "scale", "add")  # neuron rules; ResidualEdit's rule is RESIDUAL_RULE
 RESIDUAL_RULE = "residual_add"
 POSITIONS = ("all", "prompt", "generated")

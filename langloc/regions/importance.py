@@ -37,6 +37,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from langloc import kinds
 from langloc.artefacts import atomic_path, write_json
 from langloc.data.lid_filter import LID_REPORT
 from langloc.data.packing import corpus_windows, iter_batches
@@ -90,7 +91,7 @@ def compute_importance(
     settings = {"corpus": corpus.describe(), "tokens": tokens, "window": window, "precision": precision}
     info_path = out / INFO_FILE
     if info_path.is_file():
-        info = read_manifest(info_path, "langloc.importance")
+        info = read_manifest(info_path, kinds.IMPORTANCE)
         check_same_model(info, lm.meta, f"importance folder {out}")
         for key, value in settings.items():
             if info.get(key) != value:
@@ -146,7 +147,7 @@ def compute_importance(
                 scores = {name: (p.detach().float().cpu() * (grads[name].cpu() / total)).abs().to(dtype).contiguous()
                           for name, p in params.items()}
                 meta = stamp({"language": lang, **settings, "predicted_tokens": int(total),
-                              "score": "|theta * dL/dtheta| (mean token NLL)"}, manifest("langloc.importance_scores"))
+                              "score": "|theta * dL/dtheta| (mean token NLL)"}, manifest(kinds.IMPORTANCE_SCORES))
                 with atomic_path(importance_file(out, lang)) as tmp:
                     save_file(scores, str(tmp), metadata={"langloc": json.dumps(meta, ensure_ascii=False)})
                 dropped = corpus.report(lang, "stats")
@@ -154,7 +155,7 @@ def compute_importance(
                     info.setdefault(LID_REPORT, {})[lang] = dropped
                 if lang not in info["languages"]:
                     info["languages"].append(lang)
-                write_json(info_path, stamp(info, manifest("langloc.importance")))
+                write_json(info_path, stamp(info, manifest(kinds.IMPORTANCE)))
             distributed.barrier()
             ckpt.unlink(missing_ok=True)
     finally:
@@ -167,7 +168,7 @@ def compute_importance(
         for lang in languages:
             if lang not in info["languages"]:
                 info["languages"].append(lang)
-        write_json(info_path, stamp(info, manifest("langloc.importance")))
+        write_json(info_path, stamp(info, manifest(kinds.IMPORTANCE)))
     distributed.barrier()
     return out
 
@@ -231,7 +232,7 @@ def load_importance(out: str | Path, languages: list[str] | None = None, lm=None
     """``(scores, info)``: ``scores[lang][param] -> float32 tensor``, read on access (see
     :class:`LazyScores`); refused for another model."""
     out = Path(out)
-    info = read_manifest(out / INFO_FILE, "langloc.importance")
+    info = read_manifest(out / INFO_FILE, kinds.IMPORTANCE)
     if lm is not None:
         check_same_model(info, lm.meta, f"importance scores in {out}")
     langs = languages or info["languages"]
@@ -241,6 +242,6 @@ def load_importance(out: str | Path, languages: list[str] | None = None, lm=None
     scores = {}
     for lang in langs:
         path = importance_file(out, lang)
-        read_safetensors_manifest(path, "langloc.importance_scores")
+        read_safetensors_manifest(path, kinds.IMPORTANCE_SCORES)
         scores[lang] = LazyScores(path)
     return scores, info

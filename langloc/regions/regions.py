@@ -30,13 +30,14 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from langloc import kinds
 from langloc.artefacts import atomic_path
 from langloc.errors import LanglocError
 from langloc.manifest import check_same_model, content, make_manifest, read_manifest, stamp
 from langloc.regions.importance import load_importance
 from langloc.regions.params import Region, check_region, region_size
 
-KIND = "langloc.regions"
+KIND = kinds.REGIONS
 SEP = "::"
 
 

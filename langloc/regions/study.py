@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from langloc import kinds
 from langloc.artefacts import read_json, write_csv, write_json
 from langloc.data.packing import corpus_windows
 from langloc.manifest import make_manifest, read_manifest, stamp
@@ -33,7 +34,7 @@ from langloc.regions.regions import build_regions, default_regions_file
 def folder_info(folder: str | Path) -> dict:
     path = Path(folder) / INFO_FILE
     info = read_json(path, "importance folder description (run `langloc importance` first)")
-    return read_manifest(info, "langloc.importance", where=path)
+    return read_manifest(info, kinds.IMPORTANCE, where=path)
 
 
 def folder_corpus(info: dict, corpus: str | None = None):
@@ -82,13 +83,13 @@ def regions_step(folder: str | Path, lm, *, languages: list[str] | None = None, 
     loud = [int(d) for d in np.argsort(-massive, kind="stable")[:top_dims]]
     # Per layer and matrix kind: the share of the region's entries on the densest dimensions.
     layers = layer_of(lm)
-    kinds = list(dict.fromkeys(_matrix_kind(n) for n in top))
-    share = np.full((lm.num_layers, len(kinds)), np.nan)
+    matrix_kinds = list(dict.fromkeys(_matrix_kind(n) for n in top))
+    share = np.full((lm.num_layers, len(matrix_kinds)), np.nan)
     for name, idx in top.items():
         single = dimension_counts(lm, {name: idx}).numpy()
         if single.sum():
-            share[layers[name], kinds.index(_matrix_kind(name))] = single[dense].sum() / single.sum()
-    plot_region_location(kinds, share, counts, massive, folder / "plots" / "regions.png", top_dims=top_dims)
+            share[layers[name], matrix_kinds.index(_matrix_kind(name))] = single[dense].sum() / single.sum()
+    plot_region_location(matrix_kinds, share, counts, massive, folder / "plots" / "regions.png", top_dims=top_dims)
     summary = {
         "rate": rate,
         "languages": regions.meta["languages"],
@@ -102,7 +103,7 @@ def regions_step(folder: str | Path, lm, *, languages: list[str] | None = None, 
         "median_abs_activation": round(float(np.median(massive)), 2),
     }
     summary = stamp(summary, make_manifest(
-        "langloc.regions_summary", model=regions.meta["model"], corpus=info.get("corpus"), split="stats+eval",
+        kinds.REGIONS_SUMMARY, model=regions.meta["model"], corpus=info.get("corpus"), split="stats+eval",
         config={"languages": regions.meta["languages"], "rate": rate, "rounding": rounding,
                 "probe_tokens": probe_tokens, "top_dims": top_dims}, seeds={"random_region": seed}, started=started))
     write_json(folder / "regions.json", summary)

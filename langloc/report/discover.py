@@ -18,6 +18,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from langloc import kinds
 from langloc.errors import LanglocError
 from langloc.manifest import KINDS, read_manifest
 
@@ -78,7 +79,7 @@ def classify(path: Path, doc: dict) -> Output | None:
     kind = doc.get("kind")
     if kind is None and path.name == "run.json" and "langloc_version" in doc and "languages" in doc:
         # Run files of format 1 had no kind.
-        return Output("langloc.run", path, doc, note="format 1 (written before manifests): some fields are missing")
+        return Output(kinds.RUN, path, doc, note="format 1 (written before manifests): some fields are missing")
     if not isinstance(kind, str) or not kind.startswith("langloc."):
         return None
     if kind not in KINDS:
@@ -97,9 +98,9 @@ def _legacy_ablation(run: Output) -> Output | None:
     csv = run.folder / "ablation.csv"
     if not csv.is_file() or (run.folder / "ablation.manifest.json").is_file():
         return None
-    doc = {"kind": "langloc.ablation", "model": run.doc.get("model"), "corpus": run.doc.get("corpus"),
+    doc = {"kind": kinds.ABLATION, "model": run.doc.get("model"), "corpus": run.doc.get("corpus"),
            "outputs": ["ablation.csv", "plots/ablation.png"]}
-    return Output("langloc.ablation", csv, doc,
+    return Output(kinds.ABLATION, csv, doc,
                   note="format 1 (written before manifests): no manifest beside ablation.csv")
 
 
@@ -124,7 +125,7 @@ def discover(paths: list[str | Path]) -> list[Output]:
         if out is None:
             continue
         found.append(out)
-        if out.kind == "langloc.run" and out.note:
+        if out.kind == kinds.RUN and out.note:
             legacy = _legacy_ablation(out)
             if legacy is not None:
                 found.append(legacy)

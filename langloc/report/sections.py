@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from langloc import kinds
 from langloc.manifest import FIELDS, KINDS
 from langloc.report import html as h
 from langloc.report.discover import Output, discover
@@ -53,14 +54,14 @@ def section(kind: str, title: str):
 
 
 # Outputs shown inside the section of another output in the same folder or above it.
-PART_OF = {"langloc.intervention": "langloc.steer", "langloc.train": "langloc.forgetting",
-           "langloc.adapter": "langloc.transfer",
-           "langloc.importance": "langloc.regions_summary", "langloc.regions": "langloc.regions_summary"}
+PART_OF = {kinds.INTERVENTION: kinds.STEER, kinds.TRAIN: kinds.FORGETTING,
+           kinds.ADAPTER: kinds.TRANSFER,
+           kinds.IMPORTANCE: kinds.REGIONS_SUMMARY, kinds.REGIONS: kinds.REGIONS_SUMMARY}
 
 # Section order: the order of a typical analysis; kinds not listed come last.
-ORDER = ["langloc.run", "langloc.neuron_set", "langloc.compare", "langloc.ablation", "langloc.validation", "langloc.steer",
-         "langloc.importance", "langloc.regions_summary", "langloc.region_ablation", "langloc.perturb",
-         "langloc.forgetting", "langloc.train", "langloc.transfer", "langloc.share", "langloc.harness"]
+ORDER = [kinds.RUN, kinds.NEURON_SET, kinds.COMPARE, kinds.ABLATION, kinds.VALIDATION, kinds.STEER,
+         kinds.IMPORTANCE, kinds.REGIONS_SUMMARY, kinds.REGION_ABLATION, kinds.PERTURB,
+         kinds.FORGETTING, kinds.TRAIN, kinds.TRANSFER, kinds.SHARE, kinds.HARNESS]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,7 +196,7 @@ def overview(outputs: list[Output], paths: list[str]) -> Section:
 # One section per kind
 
 
-@section("langloc.run", "Statistics")
+@section(kinds.RUN, "Statistics")
 def run_section(o: Output, _all) -> str:
     d = o.doc
     langs = d.get("languages") or []
@@ -215,7 +216,7 @@ def _neuron_set(doc: dict):
     return NeuronSet(neurons, doc["num_layers"], doc["intermediate_size"], doc.get("method", "?"), doc.get("params", {}))
 
 
-@section("langloc.neuron_set", "Neuron set")
+@section(kinds.NEURON_SET, "Neuron set")
 def neuron_set_section(o: Output, _all) -> str:
     from langloc.plotting import plot_neurons_per_layer, plot_overlap
 
@@ -280,7 +281,7 @@ def _ablation_body(o: Output, csv_path: Path, ylabel: str, title: str, caption: 
     return body + h.details(f"all {len(full)} rows of {csv_path.name}", h.table(full)) + settings(o)
 
 
-@section("langloc.ablation", "Ablation")
+@section(kinds.ABLATION, "Ablation")
 def ablation_section(o: Output, _all) -> str:
     csv_path = o.folder / "ablation.csv"
     return _ablation_body(o, csv_path, "neurons zeroed",
@@ -289,7 +290,7 @@ def ablation_section(o: Output, _all) -> str:
                           "held-out text (columns); random:* rows are same-size random controls.")
 
 
-@section("langloc.region_ablation", "Region ablation")
+@section(kinds.REGION_ABLATION, "Region ablation")
 def region_ablation_section(o: Output, _all) -> str:
     return _ablation_body(o, o.folder / "region_ablation.csv", "region zeroed", "Zeroing parameter regions",
                           "Perplexity ratio after zeroing each region (rows) on each language's held-out text.")
@@ -374,7 +375,7 @@ def _native_ratio(r: dict, targets=None) -> str:
     return text
 
 
-@section("langloc.steer", "Steering")
+@section(kinds.STEER, "Steering")
 def steer_section(o: Output, _all, examples: int = 3) -> str:
     from langloc.plotting import plot_steering
 
@@ -446,10 +447,10 @@ def steer_section(o: Output, _all, examples: int = 3) -> str:
     return body + settings(o)
 
 
-@section("langloc.regions_summary", "Parameter regions")
+@section(kinds.REGIONS_SUMMARY, "Parameter regions")
 def regions_section(o: Output, outputs: list[Output]) -> str:
     d = o.doc
-    info = next((x for x in outputs if x.kind == "langloc.importance" and x.folder == o.folder), None)
+    info = next((x for x in outputs if x.kind == kinds.IMPORTANCE and x.folder == o.folder), None)
     items = {"languages": d.get("languages"), "rate": d.get("rate"),
              "importance tokens per language": ((info.doc.get("config") or {}).get("tokens") if info else None),
              "dimensions both dense and massive": d.get("overlap") if d.get("overlap") else "none",
@@ -491,7 +492,7 @@ def _draws(row: dict, key: str) -> str:
     return f"×{v:.2f} ({a:.2f}–{b:.2f}, {row.get(f'{key}_draws', '?')} draws)"
 
 
-@section("langloc.validation", "Validation: are the neurons real?")
+@section(kinds.VALIDATION, "Validation: are the neurons real?")
 def validation_section(o: Output, _all) -> str:
     """One verdict per language in words, then the figures behind it (docs/validate.md)."""
     rows = read_csv(o.folder / "validation.csv")
@@ -585,7 +586,7 @@ def sections_for(outputs: list[Output]) -> list[Section]:
     out, used = [], {}
     for o in shown:
         title, fn = SECTIONS.get(o.kind, (KINDS[o.kind].what.capitalize() if o.kind in KINDS else o.kind, generic))
-        if o.kind == "langloc.neuron_set":
+        if o.kind == kinds.NEURON_SET:
             title = f"{title}: {o.doc.get('method', o.path.stem)}"
         slug = _slug(o.kind)
         used[slug] = used.get(slug, 0) + 1

@@ -32,6 +32,7 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
+from langloc import kinds
 from langloc import distributed
 from langloc.artefacts import write_csv, write_json
 from langloc.errors import LanglocError
@@ -42,7 +43,7 @@ from langloc.share.capture import capture, check_gold_tokens, check_position
 from langloc.share.categories import CATEGORIES, category_shares, check_threshold, classify, stability
 from langloc.share.causal import causal_study, check_boosts
 
-KIND = "langloc.share"
+KIND = kinds.SHARE
 
 
 @dataclass

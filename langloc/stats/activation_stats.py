@@ -31,6 +31,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from langloc import kinds
 from langloc.artefacts import atomic_path, write_json
 from langloc.data.lid_filter import LID_REPORT
 from langloc.data.packing import corpus_windows, iter_batches
@@ -111,7 +112,7 @@ class ActivationStats:
 def read_run(run: Path) -> dict:
     if not Path(run).is_dir():
         raise LanglocError(f"run folder not found: {run} (make one with `langloc collect --out {run}`)")
-    meta = read_manifest(Path(run) / RUN_FILE, "langloc.run")
+    meta = read_manifest(Path(run) / RUN_FILE, kinds.RUN)
     if "model" not in meta or "languages" not in meta:
         raise LanglocError(f"{Path(run) / RUN_FILE} is a damaged langloc run file (no model or languages); "
                            "remake it with `langloc collect`")
@@ -126,7 +127,7 @@ def load_language(run: Path, lang: str) -> dict[str, torch.Tensor]:
     path = language_file(run, lang)
     if not path.is_file():
         raise LanglocError(f"no statistics for language {lang!r} in {run} (run `langloc collect` for it)")
-    read_safetensors_manifest(path, "langloc.stats")
+    read_safetensors_manifest(path, kinds.STATS)
     try:
         tensors = load_file(path)
     except (SafetensorError, OSError, ValueError) as exc:
@@ -148,7 +149,7 @@ def save_language_stats(run: Path, lang: str, totals: dict[str, torch.Tensor], m
     """One language's counter totals as ``RUN/stats/<lang>.safetensors`` (atomically), its
     manifest in the file's metadata; ``collect``, ``import-lape`` and ``validate``'s shards share it."""
     path = language_file(run, lang)
-    doc = stamp({**content(meta), "language": lang}, _run_manifest("langloc.stats", meta, started))
+    doc = stamp({**content(meta), "language": lang}, _run_manifest(kinds.STATS, meta, started))
     with atomic_path(path) as tmp:
         save_file({k: v.contiguous() for k, v in totals.items()}, str(tmp),
                   metadata={"langloc": json.dumps(doc, ensure_ascii=False)})
@@ -156,7 +157,7 @@ def save_language_stats(run: Path, lang: str, totals: dict[str, torch.Tensor], m
 
 def write_run_meta(out: Path, meta: dict, started: float | None) -> None:
     """The run folder's ``run.json`` (atomically), stamped with its manifest."""
-    write_json(Path(out) / RUN_FILE, stamp(meta, _run_manifest("langloc.run", meta, started)))
+    write_json(Path(out) / RUN_FILE, stamp(meta, _run_manifest(kinds.RUN, meta, started)))
 
 
 def _checkpoint_file(run: Path, lang: str, rank: int, world: int) -> Path:

@@ -38,12 +38,13 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from langloc import kinds
 from langloc.artefacts import atomic_path
 from langloc.errors import LanglocError
 from langloc.manifest import content, make_manifest, read_safetensors_manifest, stamp
 from langloc.models.hooks import residual_hooks
 
-KIND = "langloc.residual_sample"
+KIND = kinds.RESIDUAL_SAMPLE
 FOLDER = "residual_sample"
 DTYPE = torch.bfloat16
 SITE = "decoder layer outputs (the residual stream after each layer), BOS excluded"

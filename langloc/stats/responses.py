@@ -18,6 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from langloc import kinds
 from langloc.artefacts import atomic_path
 from langloc.data.packing import corpus_windows
 from langloc.errors import LanglocError
@@ -59,7 +60,7 @@ def save_responses(run: str | Path, lang: str, responses: torch.Tensor, meta: di
                    started: float | None = None) -> Path:
     """``meta``: model, corpus, segments, segment_tokens (stamped as the file's manifest)."""
     path = responses_file(run, lang)
-    manifest = make_manifest("langloc.responses", model=meta.get("model"), corpus=meta.get("corpus"), split="stats",
+    manifest = make_manifest(kinds.RESPONSES, model=meta.get("model"), corpus=meta.get("corpus"), split="stats",
                              config={k: meta[k] for k in ("segments", "segment_tokens") if k in meta},
                              started=started)
     doc = stamp({**content(meta), "language": lang}, manifest)
@@ -74,7 +75,7 @@ def load_responses(run: str | Path, lang: str) -> torch.Tensor:
     if not path.is_file():
         raise LanglocError(f"no segment responses for {lang!r} in {run}; collect them with "
                            f"`langloc collect --segments 100` (expert units need them)")
-    read_safetensors_manifest(path, "langloc.responses")
+    read_safetensors_manifest(path, kinds.RESPONSES)
     try:
         return load_file(path)["responses"]
     except (SafetensorError, OSError, ValueError, KeyError) as exc:

@@ -27,6 +27,7 @@ import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from langloc import kinds
 from langloc.artefacts import write_json
 from langloc.data.bible import LANGUAGE_NAMES
 from langloc.errors import LanglocError
@@ -91,7 +92,7 @@ class PromptIntervention:
     def to_dict(self) -> dict:
         # kind langloc.intervention with no edits, so that it sits with the other methods' files;
         # Intervention.load refuses it (it is not something a model can be hooked with)
-        manifest = make_manifest("langloc.intervention", model=self.meta.get("model"),
+        manifest = make_manifest(kinds.INTERVENTION, model=self.meta.get("model"),
                                  config={k: v for k, v in self.meta.items() if k != "model"})
         return stamp({"positions": self.positions, **self.meta, "edits": [],
                       "prompting": {"language": self.language, "format": self.format,

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from langloc import kinds
 from langloc.artefacts import atomic_path, cached_cells, compute_key, shared_step, step_seconds, write_csv, write_json
 from langloc.controls import check_draws, derive_seed, random_control
 from langloc.errors import LanglocError
@@ -520,7 +521,7 @@ def steer_study(steerer: Steerer, methods: list, targets: list[str], *, source: 
               "rows": rows, "method_table": method_rows, "matrix": matrix, "examples": examples, "details": details,
               "wall_seconds": round(time.time() - started, 1),  # this invocation only
               "compute_seconds": step_seconds(steps)}  # every step when it was computed, across resumes
-    result = stamp(result, make_manifest("langloc.steer", model=lm.meta, config=config or {},
+    result = stamp(result, make_manifest(kinds.STEER, model=lm.meta, config=config or {},
                                          seeds={"controls": seed, "generation": steerer.gen.seed}, started=started))
     if out is not None and main:  # under torchrun the first process writes
         write_outputs(Path(out), result, gens)

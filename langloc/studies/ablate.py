@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from langloc import kinds
 from langloc.evaluate.intervals import default_window
 from langloc.studies.base import Manifest, StudyConfig, load_model_of, run_corpus
 
-KIND = "langloc.ablation"
+KIND = kinds.ABLATION
 
 
 @dataclass

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from langloc import kinds
 from langloc.studies.base import Manifest, StudyConfig
 
-KIND = "langloc.compare"
+KIND = kinds.COMPARE
 
 
 @dataclass

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
+from langloc import kinds
 from langloc.errors import LanglocError
 from langloc.studies.base import Manifest, StudyConfig, load_model_of
 
-KIND = "langloc.harness"
+KIND = kinds.HARNESS
 
 
 @dataclass

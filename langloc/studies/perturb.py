@@ -15,11 +15,12 @@ from typing import Optional
 
 import torch
 
+from langloc import kinds
 from langloc.errors import LanglocError
 from langloc.evaluate.intervals import default_window
 from langloc.studies.base import Manifest, StudyConfig, check_numbers
 
-KIND = "langloc.perturb"
+KIND = kinds.PERTURB
 
 
 @dataclass

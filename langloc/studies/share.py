@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from langloc import kinds
 from langloc.errors import LanglocError
 from langloc.models.loading import DEFAULT_MODEL
 from langloc.studies.base import Manifest, StudyConfig, check_choices
 
-KIND = "langloc.share"
+KIND = kinds.SHARE
 
 
 @dataclass

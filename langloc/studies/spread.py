@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from langloc import kinds
 from langloc.errors import LanglocError
 from langloc.studies.base import Manifest, StudyConfig
 
-KIND = "langloc.spread"
+KIND = kinds.SPREAD
 
 
 @dataclass

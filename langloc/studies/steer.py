@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from langloc import kinds
 from langloc.errors import LanglocError
 from langloc.steer.study import GridSpec
 from langloc.studies.base import Manifest, StudyConfig, check_numbers, load_model_of, run_corpus, run_corpus_spec
 
-KIND = "langloc.steer"
+KIND = kinds.STEER
 
 
 def rules_text(rules: dict) -> str:

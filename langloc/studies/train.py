@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from langloc import kinds
 from langloc.studies.base import Manifest, StudyConfig, check_choices
 
-KIND = "langloc.forgetting"
+KIND = kinds.FORGETTING
 
 
 @dataclass

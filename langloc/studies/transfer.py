@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from langloc import kinds
 from langloc.studies.base import Manifest, StudyConfig, check_choices, load_model_of
 
-KIND = "langloc.transfer"
+KIND = kinds.TRANSFER
 
 
 @dataclass

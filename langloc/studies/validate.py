@@ -22,10 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from langloc import kinds
 from langloc.errors import LanglocError
 from langloc.studies.base import Manifest, StudyConfig, check_choices, load_model_of, run_corpus
 
-KIND = "langloc.validation"
+KIND = kinds.VALIDATION
 
 
 @dataclass

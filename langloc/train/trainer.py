@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from langloc import kinds
 from langloc.artefacts import atomic_path, weights_fingerprint, write_csv, write_json
 from langloc.data.packing import corpus_windows
 from langloc.errors import LanglocError
@@ -310,7 +311,7 @@ def train(
     }
 
     if (out / RESULT).is_file():
-        done = read_manifest(out / RESULT, "langloc.train")
+        done = read_manifest(out / RESULT, kinds.TRAIN)
         if "settings" not in done:
             raise LanglocError(f"{out / RESULT} is not a langloc training result")
         if done["settings"] != json.loads(json.dumps(settings)):
@@ -417,7 +418,7 @@ def train(
         last = next(r["ppl"] for r in rows if r["language"] == lg and r["step"] == steps)
         summary[lg] = {"ppl_start": first, "ppl_end": last, "ratio": last / first}
     trained_from = {**lm.meta, "weights_fingerprint": settings["model_weights"]}  # the weights trained from
-    manifest = make_manifest("langloc.train", model=trained_from, corpus=settings["corpus"],
+    manifest = make_manifest(kinds.TRAIN, model=trained_from, corpus=settings["corpus"],
                              split={"train": "stats", "eval": "eval"},
                              config={k: v for k, v in settings.items() if k not in ("corpus", "seed")},
                              seeds={"data": seed}, started=started)
@@ -549,7 +550,7 @@ def forgetting(
                                                                    for m, r in regions.items() if m in modes},
               **{k: v for k, v in train_kwargs.items() if k != "corpus"}}
     write_manifest(out / "forgetting.csv", make_manifest(
-        "langloc.forgetting", model=lm.meta, corpus=corpus.describe(), split={"train": "stats", "eval": "eval"},
+        kinds.FORGETTING, model=lm.meta, corpus=corpus.describe(), split={"train": "stats", "eval": "eval"},
         config=config, seeds={"data": seed, "random_region": seed}, started=started),
         [out / "forgetting.csv", out / "summary.csv", out / "plots" / "forgetting.png",
          *[out / m / RESULT for m in modes]])

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from langloc import kinds
 from langloc.artefacts import compute_key
 from langloc.data.packing import corpus_windows, iter_batches
 from langloc.errors import LanglocError
@@ -124,7 +125,7 @@ def _kept(folder: Path, lang: str, key: dict) -> bool:
     """Whether ``lang``'s shard file is there and was counted with ``key``."""
     path = language_file(folder, lang)
     try:
-        return path.is_file() and content(read_safetensors_manifest(path, "langloc.stats")).get("key") == \
+        return path.is_file() and content(read_safetensors_manifest(path, kinds.STATS)).get("key") == \
             json.loads(json.dumps(key))
     except LanglocError:
         return False

@@ -1,0 +1,31 @@
+"""The manifest kinds: what each artefact says it is (``kind`` in its manifest), stated once.
+
+Every writer stamps one of these and every reader checks it; :data:`langloc.manifest.KINDS` says
+what each is, which command writes it and where. A constant here, never the string again.
+"""
+
+RUN = "langloc.run"
+STATS = "langloc.stats"
+RESPONSES = "langloc.responses"
+RESIDUAL_SAMPLE = "langloc.residual_sample"
+NEURON_SET = "langloc.neuron_set"
+ABLATION = "langloc.ablation"
+COMPARE = "langloc.compare"
+INTERVENTION = "langloc.intervention"
+STEER = "langloc.steer"
+IMPORTANCE = "langloc.importance"
+IMPORTANCE_SCORES = "langloc.importance_scores"
+REGIONS = "langloc.regions"
+REGIONS_SUMMARY = "langloc.regions_summary"
+REGION_ABLATION = "langloc.region_ablation"
+PERTURB = "langloc.perturb"
+TRAIN = "langloc.train"
+FORGETTING = "langloc.forgetting"
+TRANSFER = "langloc.transfer"
+ADAPTER = "langloc.adapter"
+SHARE = "langloc.share"
+HARNESS = "langloc.harness"
+PLANTED = "langloc.planted"
+VALIDATION = "langloc.validation"
+SPREAD = "langloc.spread"
+EXPORT = "langloc.export"
