@@ -8,8 +8,11 @@ status 2; nothing is left half-written because every artefact is written atomica
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import sys
 import time
+import typing
 from pathlib import Path
 from typing import Optional
 
@@ -22,8 +25,10 @@ from langloc.errors import LanglocError
 from langloc.identify.methods import METHODS
 from langloc import console as tables
 from langloc.models.loading import DEFAULT_MODEL
+from langloc.regions.importance import ImportanceConfig
 from langloc.studies import STUDIES
 from langloc.studies.base import field_default, split_list
+from langloc.workflows import CollectConfig, IdentifyConfig, RegionsConfig
 
 
 app = typer.Typer(
@@ -52,10 +57,13 @@ LidOpt = typer.Option(False, "--lid-filter", help="Keep only documents (lines of
 LidThresholdOpt = typer.Option(0.5, help="With --lid-filter: the least probability of the language (over the 22 Bible languages and it) a document needs to be kept.")
 SiteOpt = typer.Option(None, "--neuron-site", help=SITE_HELP)
 
-# The settings of a study command are its study's Config (the demo's: DemoConfig), and so are
-# their defaults: the options read them from there (opt), so that each default is stated once.
-# tests/test_defaults.py checks every option against its field.
-CONFIGS = {**{name: study.Config for name, study in STUDIES.items()}, "demo": DemoConfig}
+# The settings of a command are its study's Config (the demo's: DemoConfig, a build step's: its
+# config in langloc.workflows), and so are their defaults: the options read them from there
+# (opt), so that each default is stated once. An identification method's settings are its own
+# class (langloc.identify.methods), whose options method_options adds. tests/test_defaults.py
+# checks every option against its field.
+CONFIGS = {**{name: study.Config for name, study in STUDIES.items()}, "demo": DemoConfig, "collect": CollectConfig,
+           "identify": IdentifyConfig, "importance": ImportanceConfig, "regions": RegionsConfig}
 
 
 def opt(command: str, setting: str, *flags: str, repeat: bool = False, **kwargs):
@@ -66,6 +74,41 @@ def opt(command: str, setting: str, *flags: str, repeat: bool = False, **kwargs)
     if isinstance(value, tuple):
         value = list(value) if repeat else ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
     return typer.Option(value, *flags, **kwargs)
+
+
+def method_options(validate: bool = False):
+    """Add to the command below one option per setting of every identification method (of the
+    methods that work on the counters alone, for ``validate``): identify's default to the
+    setting's default with its help; validate's to None (the set's recorded settings, else
+    identify's). The command takes them as ``**settings``."""
+
+    def add(command):
+        signature = inspect.signature(command, eval_str=True)
+        params = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
+        for name, m in METHODS.items():
+            if validate and not m.counters:
+                continue
+            hints = typing.get_type_hints(m.Settings)
+            for f in dataclasses.fields(m.Settings):
+                if validate:
+                    option = typer.Option(None, f"--{f.name.replace('_', '-')}",
+                                          help=f"For the stability check, {f.metadata['help']}")
+                    tp = Optional[hints[f.name]]
+                else:
+                    option = typer.Option(f.default, f.metadata.get("flag", f"--{f.name.replace('_', '-')}"),
+                                          help=f.metadata["help"])
+                    tp = hints[f.name]
+                params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=tp))
+        setattr(command, "__signature__", signature.replace(parameters=params))  # the protocol typer reads
+        return command
+
+    return add
+
+
+def _config(cls, options: dict, **renamed):
+    """A build step's config from a command's options (every option named like a field)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{**{k: v for k, v in options.items() if k in names}, **renamed})
 
 
 def _langs(spec: str) -> list[str]:
@@ -106,19 +149,19 @@ def collect(
     out_dir: Path = typer.Option(..., "--out", "-o", help="Run folder to create or extend."),
     languages: str = typer.Option(..., "--languages", "-l", help="Comma-separated ISO 639-1 codes, e.g. en,fr,zh."),
     model: str = ModelOpt,
-    corpus: str = typer.Option("bible", help="bible (built-in, 22 languages), a folder of <lang>.txt|.jsonl|.parquet, or hf:PATH[:CONFIG] with {lang}."),
-    tokens: int = typer.Option(100_000, help="Token budget per language."),
-    window: int = typer.Option(512, help="Tokens per packed window (no padding)."),
-    batch_size: int = typer.Option(4, help="Windows per forward pass."),
-    seed: int = typer.Option(0, help="Seed for the order of documents."),
-    dtype: str = DtypeOpt,
-    device: Optional[str] = DeviceOpt,
-    neuron_site: Optional[str] = SiteOpt,
-    resume: bool = typer.Option(False, help="Continue an interrupted collection from its last checkpoint."),
-    checkpoint_every: int = typer.Option(50, help="Checkpoint counters and position every N batches."),
-    segments: int = typer.Option(0, help="Also store each neuron's mean response on N text segments per language (needed by identify --method expert_units; 100 is a good start)."),
-    segment_tokens: int = typer.Option(32, help="Tokens per segment for --segments."),
-    residual_sample: int = typer.Option(0, help="Also keep a seeded sample of N tokens' residual states (every decoder layer's output) per language, for steer's probe, lda and pca methods (2000 is a good start); 0: none. Disk: N x layers x hidden x 2 bytes per language (bfloat16), e.g. gemma-3-270m (18 x 640), N=2000: 46 MB per language. The same for any batch size or number of processes."),
+    corpus: str = opt("collect", "corpus", help="bible (built-in, 22 languages), a folder of <lang>.txt|.jsonl|.parquet, or hf:PATH[:CONFIG] with {lang}."),
+    tokens: int = opt("collect", "tokens", help="Token budget per language."),
+    window: int = opt("collect", "window", help="Tokens per packed window (no padding)."),
+    batch_size: int = opt("collect", "batch_size", help="Windows per forward pass."),
+    seed: int = opt("collect", "seed", help="Seed for the order of documents."),
+    dtype: str = opt("collect", "dtype", help=DTYPE_HELP),
+    device: Optional[str] = opt("collect", "device", help=DEVICE_HELP),
+    neuron_site: Optional[str] = opt("collect", "neuron_site", "--neuron-site", help=SITE_HELP),
+    resume: bool = opt("collect", "resume", help="Continue an interrupted collection from its last checkpoint."),
+    checkpoint_every: int = opt("collect", "checkpoint_every", help="Checkpoint counters and position every N batches."),
+    segments: int = opt("collect", "segments", help="Also store each neuron's mean response on N text segments per language (needed by identify --method expert_units; 100 is a good start)."),
+    segment_tokens: int = opt("collect", "segment_tokens", help="Tokens per segment for --segments."),
+    residual_sample: int = opt("collect", "residual_sample", help="Also keep a seeded sample of N tokens' residual states (every decoder layer's output) per language, for steer's probe, lda and pca methods (2000 is a good start); 0: none. Disk: N x layers x hidden x 2 bytes per language (bfloat16), e.g. gemma-3-270m (18 x 640), N=2000: 46 MB per language. The same for any batch size or number of processes."),
     lid_filter: bool = LidOpt,
     lid_threshold: float = LidThresholdOpt,
 ):
@@ -134,27 +177,20 @@ def collect(
     from langloc import distributed
     from langloc.workflows import collect_run
 
-    stats, c = collect_run(out_dir, _langs(languages), model=model, corpus=corpus, tokens=tokens, window=window,
-                           batch_size=batch_size, seed=seed, dtype=dtype, device=device, neuron_site=neuron_site,
-                           resume=resume, checkpoint_every=checkpoint_every, segments=segments,
-                           segment_tokens=segment_tokens, lid_filter=_lid(lid_filter, lid_threshold),
-                           residual_sample=residual_sample)
+    stats, c = collect_run(_config(CollectConfig, locals(), out=out_dir, languages=tuple(_langs(languages)),
+                                   lid_filter=_lid(lid_filter, lid_threshold)))
     if distributed.is_main():
         _notes(c, _langs(languages))
         _show(tables.collect(stats), f"statistics in {out_dir}/stats; next: langloc identify {out_dir}")
 
 
 @app.command()
+@method_options()
 def identify(
     run: Path = typer.Argument(..., help="Run folder made by collect."),
-    method: str = typer.Option("lape", help="One of: " + ", ".join(f"{k} ({m.about})" for k, m in METHODS.items()) + "."),
-    top_rate: float = typer.Option(0.01, help="lape: share of all L*I neurons kept (lowest entropy)."),
-    filter_rate: float = typer.Option(0.95, help="lape: exclude neurons whose largest activation probability is not above this quantile of all probabilities."),
-    activation_bar_ratio: float = typer.Option(0.95, help="lape: assign a kept neuron to every language whose probability is above this quantile."),
-    rate: float = typer.Option(0.00125, help="thresholding: share of L*I neurons per language (highest activation probability)."),
-    other_max: Optional[float] = typer.Option(None, help="thresholding: keep only neurons whose activation probability in every other language is at most this (e.g. 0.5); a langloc addition, not in the reference code."),
-    units: int = typer.Option(2000, "--units", help="expert_units: units per language (top half and bottom half by average precision)."),
-    output: Optional[Path] = typer.Option(None, "--output", help="Neuron set file (default RUN/neurons/<method>.json)."),
+    method: str = opt("identify", "method", help="One of: " + ", ".join(f"{k} ({m.about})" for k, m in METHODS.items()) + "."),
+    output: Optional[Path] = opt("identify", "output", "--output", help="Neuron set file (default RUN/neurons/<method>.json)."),
+    **settings,
 ):
     """Find language-specific neurons and plot them per layer and their overlap.
 
@@ -164,9 +200,7 @@ def identify(
     """
     from langloc.workflows import identify_run
 
-    ns, path = identify_run(run, method=method, top_rate=top_rate, filter_rate=filter_rate,
-                            activation_bar_ratio=activation_bar_ratio, rate=rate, other_max=other_max,
-                            n_units=units, out=output)
+    ns, path = identify_run(run, IdentifyConfig(method=method, output=output), **settings)
     _show(tables.identify(ns), f"{ns.unique_count()} distinct neurons ({method}) -> {path}; plots in {run}/plots")
 
 
@@ -271,17 +305,17 @@ def importance(
     out_dir: Path = typer.Option(..., "--out", "-o", help="Region folder to create or extend."),
     languages: str = typer.Option(..., "--languages", "-l", help="Comma-separated ISO 639-1 codes; the core region sums over them (Zhang et al.: ar,es,ru,zh,ko,vi)."),
     model: str = ModelOpt,
-    corpus: str = typer.Option("bible", help="bible, a folder of <lang>.txt|.jsonl|.parquet, or hf:PATH[:CONFIG]."),
-    tokens: int = typer.Option(16384, help="Token budget per language (the paper: 10k-100k windows of 512)."),
-    window: int = typer.Option(512, help="Tokens per packed window."),
-    batch_size: int = typer.Option(1, help="Windows per forward/backward pass."),
-    precision: str = typer.Option("bfloat16", help="Storage of the scores: bfloat16 (float32's range, half the size) or float32."),
-    seed: int = typer.Option(0, help="Seed for the order of documents."),
-    dtype: str = typer.Option("float32", help="Model dtype for the gradients (float32 recommended)."),
-    device: Optional[str] = DeviceOpt,
-    neuron_site: Optional[str] = SiteOpt,
-    resume: bool = typer.Option(False, help="Continue an interrupted language from its last checkpoint."),
-    checkpoint_every: int = typer.Option(25, help="Checkpoint the summed gradients every N batches."),
+    corpus: str = opt("importance", "corpus", help="bible, a folder of <lang>.txt|.jsonl|.parquet, or hf:PATH[:CONFIG]."),
+    tokens: int = opt("importance", "tokens", help="Token budget per language (the paper: 10k-100k windows of 512)."),
+    window: int = opt("importance", "window", help="Tokens per packed window."),
+    batch_size: int = opt("importance", "batch_size", help="Windows per forward/backward pass."),
+    precision: str = opt("importance", "precision", help="Storage of the scores: bfloat16 (float32's range, half the size) or float32."),
+    seed: int = opt("importance", "seed", help="Seed for the order of documents."),
+    dtype: str = opt("importance", "dtype", help="Model dtype for the gradients (float32 recommended)."),
+    device: Optional[str] = opt("importance", "device", help=DEVICE_HELP),
+    neuron_site: Optional[str] = opt("importance", "neuron_site", "--neuron-site", help=SITE_HELP),
+    resume: bool = opt("importance", "resume", help="Continue an interrupted language from its last checkpoint."),
+    checkpoint_every: int = opt("importance", "checkpoint_every", help="Checkpoint the summed gradients every N batches."),
     lid_filter: bool = LidOpt,
     lid_threshold: float = LidThresholdOpt,
 ):
@@ -295,15 +329,10 @@ def importance(
     Example: [bold]langloc importance -m gemma-3-270m -l ar,es,ru,zh,ko,vi --tokens 16384 -o runs/regions[/]
     """
     from langloc import distributed
-    from langloc.data import load_corpus
-    from langloc.models import load_model
-    from langloc.regions.importance import compute_importance
+    from langloc.workflows import importance_run
 
-    c = load_corpus(corpus, seed=seed, lid_filter=_lid(lid_filter, lid_threshold))
-    c.require_text(_langs(languages), "stats")
-    lm = load_model(model, dtype=dtype, device=device or distributed.local_device(), neuron_site=neuron_site)
-    compute_importance(lm, c, _langs(languages), out_dir, tokens=tokens, window=window, batch_size=batch_size,
-                       precision=precision, resume=resume, checkpoint_every=checkpoint_every)
+    c = importance_run(_config(ImportanceConfig, locals(), out=out_dir, languages=tuple(_langs(languages)),
+                               lid_filter=_lid(lid_filter, lid_threshold)))
     if distributed.is_main():
         _notes(c, _langs(languages))
         out.print(f"scores in {out_dir}/importance; next: langloc regions {out_dir}")
@@ -312,14 +341,15 @@ def importance(
 @app.command()
 def regions(
     folder: Path = typer.Argument(..., help="Region folder made by langloc importance."),
-    rate: float = typer.Option(0.01, help="Share of each weight matrix in the Top / Bottom / Random regions."),
-    languages: Optional[str] = typer.Option(None, "--languages", "-l", help="Languages to sum (default: all scored)."),
-    seed: int = typer.Option(0, help="Seed of the Random region."),
-    rounding: str = typer.Option("floor", help="Entries per region: floor = int(rate * entries), the reference code's; nearest = round(rate * entries)."),
-    probe_tokens: int = typer.Option(1024, help="Held-out tokens per language to find the residual stream's largest activations."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model (default: the folder's)."),
-    dtype: str = DtypeOpt,
-    device: Optional[str] = DeviceOpt,
+    rate: float = opt("regions", "rate", help="Share of each weight matrix in the Top / Bottom / Random regions."),
+    languages: Optional[str] = opt("regions", "languages", "--languages", "-l", help="Languages to sum (default: all scored)."),
+    seed: int = opt("regions", "seed", help="Seed of the Random region."),
+    rounding: str = opt("regions", "rounding", help="Entries per region: floor = int(rate * entries), the reference code's; nearest = round(rate * entries)."),
+    probe_tokens: int = opt("regions", "probe_tokens", help="Held-out tokens per language to find the residual stream's largest activations."),
+    top_dims: int = opt("regions", "top_dims", help="The densest and the loudest hidden dimensions reported."),
+    model: Optional[str] = opt("regions", "model", "--model", "-m", help="Model (default: the folder's)."),
+    dtype: str = opt("regions", "dtype", help=DTYPE_HELP),
+    device: Optional[str] = opt("regions", "device", help=DEVICE_HELP),
 ):
     """Core (Top / Bottom / Random) and monolingual (top and bottom) regions per weight matrix, and where they sit.
 
@@ -332,14 +362,14 @@ def regions(
     Example: [bold]langloc regions runs/regions --rate 0.01[/]
     """
     from langloc.regions.regions import check_rate, check_rounding
-    from langloc.regions.study import folder_info, folder_model, regions_step
+    from langloc.regions.folder import folder_info, folder_model
+    from langloc.workflows import regions_run
 
     check_rate(rate)
     check_rounding(rounding)
     folder_info(folder)
     lm = folder_model(folder, model, dtype, device)
-    s = regions_step(folder, lm, languages=_langs(languages) if languages else None, rate=rate, seed=seed,
-                     probe_tokens=probe_tokens, rounding=rounding)
+    s = regions_run(folder, lm, _config(RegionsConfig, locals(), languages=tuple(_langs(languages)) if languages else None))
     _show(tables.regions(s, rate), f"-> {folder}/regions.safetensors, dimensions.csv, plots/regions.png")
 
 
@@ -712,6 +742,7 @@ def report(
 
 
 @app.command()
+@method_options(validate=True)
 def validate(
     run: Path = typer.Argument(..., help="Run folder made by collect and identify."),
     out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default RUN/validate)."),
@@ -726,16 +757,12 @@ def validate(
     window: int = opt("validate", "window", help="Tokens per evaluation window (the interval's units are windows: at least 8 per language)."),
     control_draws: int = opt("validate", "control_draws", help="Independent draws of the matched and of the random control."),
     bins: int = opt("validate", "bins", help="Activation-probability bins of the matched control (10: width 0.1)."),
-    top_rate: Optional[float] = opt("validate", "top_rate", help="LAPE's top rate for the stability check. Default: for the set's own method the settings recorded in it (which must find the set again on the run's statistics; a value given must equal them), for another method identify's default. The same for the four options below."),
-    filter_rate: Optional[float] = opt("validate", "filter_rate", help="LAPE's filter rate for the stability check."),
-    activation_bar_ratio: Optional[float] = opt("validate", "activation_bar_ratio", help="LAPE's activation bar ratio for the stability check."),
-    rate: Optional[float] = opt("validate", "rate", help="Thresholding's rate for the stability check."),
-    other_max: Optional[float] = opt("validate", "other_max", help="Thresholding's other-language maximum for the stability check."),
     budget_curve: bool = opt("validate", "budget_curve", help="Also find the set on the first 1/K, 2/K, ... K/K of the statistics (prefix sums of the shards, no second pass): Jaccard with the full set, share of the stable core, own-language ratio with its interval (at most (K-1) evaluations per language). Writes OUT/budget_curve.csv, .txt and plots/budget_curve.png."),
     curve_target: float = opt("validate", "curve_target", help="The share of the full set that the budget curve's sentence per language asks for."),
     seed: int = opt("validate", "seed", help="Seed of the controls' draws and the shard resamples."),
     dtype: Optional[str] = opt("validate", "dtype", help="Default: the run's dtype (so the shards add up to the run)."),
     device: Optional[str] = opt("validate", "device", help=DEVICE_HELP),
+    **settings,
 ):
     """Are the neurons real? Stability over shards, selectivity with 95% intervals, an
     activation-matched and a random control, a second domain, and which part of each set
@@ -747,7 +774,8 @@ def validate(
 
     Example: [bold]langloc validate runs/gemma --domain gsm-symbolic[/]
     """
-    m = _run("validate", None, locals(), out_dir or run / "validate")
+    m = _run("validate", None, locals(), out_dir or run / "validate",
+             identify={k: v for k, v in settings.items() if v is not None})
     _show(tables.validation(m.result), m.get("budget_curve") or [], f"-> {m.path}")
 
 

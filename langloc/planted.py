@@ -289,7 +289,7 @@ def planted_run(out: str | Path, config: PlantedConfig = PlantedConfig(), *, tok
     from langloc.data import load_corpus
     from langloc.models import load_model
     from langloc.stats import collect
-    from langloc.workflows import identify_run
+    from langloc.workflows import IdentifyConfig, identify_run
 
     out = Path(out)
     build_planted(out, config)
@@ -300,5 +300,5 @@ def planted_run(out: str | Path, config: PlantedConfig = PlantedConfig(), *, tok
     collect(lm, load_corpus(str(out / "corpus")), list(config.languages), out=out / "run", tokens=tokens,
             window=window, batch_size=4, seed=config.seed, progress=progress)
     truth = read_truth(out)
-    identify_run(out / "run", top_rate=truth["settings"]["lape_top_rate"], plots=False)
+    identify_run(out / "run", IdentifyConfig(plots=False), top_rate=truth["settings"]["lape_top_rate"])
     return out / "run"

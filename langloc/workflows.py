@@ -1,6 +1,13 @@
-"""The steps that make a run folder's artefacts (collect, identify, export, import), as library
-functions. The experiments on them are studies (:mod:`langloc.studies`), which take these
-folders as input; this module imports none of them.
+"""The build steps: the library functions that make the artefacts studies read (``collect``,
+``identify``, ``importance``, ``regions``, ``export``, ``import``). The experiments on them are
+studies (:mod:`langloc.studies`), which take these folders as input; this module imports none
+of them.
+
+Every step with settings has one config dataclass that states their defaults once (the CLI's
+options read them from it, tests/test_defaults.py checks that): :class:`CollectConfig`,
+:class:`IdentifyConfig` (the settings of each identification method are its own class in
+:mod:`langloc.identify.methods`), :class:`~langloc.regions.importance.ImportanceConfig` and
+:class:`RegionsConfig`.
 
 A run folder collects everything one analysis produces::
 
@@ -9,40 +16,120 @@ A run folder collects everything one analysis produces::
     RUN/neurons/<method>.json, RUN/plots/*.png    langloc identify [--method]
     RUN/ablation.csv, RUN/plots/ablation.png      langloc ablate (manifest: RUN/ablation.manifest.json)
     OUT/steer.json, summary.csv, ...              langloc steer
+
+and a region folder (:mod:`langloc.regions.folder`) what ``importance`` and ``regions`` make.
 """
 
 from __future__ import annotations
 
+import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
+import numpy as np
+import torch
+
+from langloc import kinds
+from langloc.artefacts import write_csv, write_json
+from langloc.data.packing import corpus_windows
 from langloc.errors import LanglocError
 from langloc.identify import NeuronSet, export_lape, import_lape
 from langloc.identify.expert_units import percentile_median
 from langloc.identify.methods import METHODS
-from langloc.plotting import plot_neurons_per_layer, plot_overlap
+from langloc.manifest import make_manifest, stamp
+from langloc.plotting import plot_neurons_per_layer, plot_overlap, plot_region_location
+from langloc.regions.dimensions import dimension_counts, massive_activations
+from langloc.regions.folder import folder_corpus, folder_info
+from langloc.regions.importance import ImportanceConfig, compute_importance
+from langloc.regions.params import layer_of
+from langloc.regions.regions import build_regions, default_regions_file
 from langloc.stats.responses import load_responses, responses_file, save_responses, segment_responses
 from langloc.stats import ActivationStats, save_run
+
+
+@dataclass
+class CollectConfig:
+    """``langloc collect``'s settings, with their defaults (stated here once): out: the run
+    folder; languages; model, dtype, device, neuron_site: the model; corpus, seed (the order of
+    documents), lid_filter (load_corpus's language-ID filter, e.g. ``{"threshold": 0.5}``): the
+    text; tokens: budget per language; window: tokens per packed window; batch_size: windows per
+    forward pass; resume, checkpoint_every: continue from the last checkpoint, checkpoint every
+    N batches; segments, segment_tokens: also store each neuron's mean response on N segments of
+    that many tokens per language (expert units); residual_sample: keep a seeded sample of that
+    many tokens' residual states per language and layer (:mod:`langloc.stats.residual_sample`)."""
+
+    out: Path
+    languages: tuple[str, ...]
+    model: str
+    corpus: str = "bible"
+    tokens: int = 100_000
+    window: int = 512
+    batch_size: int = 4
+    seed: int = 0
+    dtype: str = "auto"
+    device: Optional[str] = None
+    neuron_site: Optional[str] = None
+    resume: bool = False
+    checkpoint_every: int = 50
+    segments: int = 0
+    segment_tokens: int = 32
+    lid_filter: Optional[dict] = None
+    residual_sample: int = 0
+
+
+@dataclass
+class IdentifyConfig:
+    """``langloc identify``'s settings besides the method's own (those are the fields of
+    ``METHODS[method].Settings``): method: a key of METHODS; output: the neuron set file
+    (default RUN/neurons/<method>.json); plots: plot the set per layer and its overlap."""
+
+    method: str = "lape"
+    output: Optional[Path] = None
+    plots: bool = True
+
+
+@dataclass
+class RegionsConfig:
+    """``langloc regions``'s settings, with their defaults (stated here once): rate: share of
+    each weight matrix in the Top / Bottom / Random regions; languages: the languages summed
+    (None: all scored); seed: the Random region's; rounding: entries per region, floor =
+    int(rate * entries) (the reference code's) or nearest; probe_tokens: held-out tokens per
+    language to find the residual stream's largest activations; top_dims: the densest and the
+    loudest dimensions reported; model, dtype, device: the model (default: the folder's)."""
+
+    rate: float = 0.01
+    languages: Optional[tuple[str, ...]] = None
+    seed: int = 0
+    rounding: str = "floor"
+    probe_tokens: int = 1024
+    top_dims: int = 5
+    model: Optional[str] = None
+    dtype: str = "auto"
+    device: Optional[str] = None
 
 
 def default_neurons(run: Path, method: str = "lape") -> Path:
     return Path(run) / "neurons" / f"{method}.json"
 
 
-def identify_run(run: str | Path, *, method: str = "lape", top_rate=0.01, filter_rate=0.95,
-                 activation_bar_ratio=0.95, rate: float = 0.00125, other_max: float | None = None,
-                 n_units: int = 2000, out: str | Path | None = None, plots: bool = True) -> tuple[NeuronSet, Path]:
-    """Identify language neurons in a run folder with ``method`` (a key of METHODS)."""
+def identify_run(run: str | Path, config: IdentifyConfig | None = None, **settings) -> tuple[NeuronSet, Path]:
+    """Identify language neurons in a run folder with ``config.method`` (a key of METHODS);
+    ``settings``: the method's settings not at their default (a setting of another method is
+    left unused, so a caller may pass every method's)."""
     started = time.time()
-    run = Path(run)
+    run, config = Path(run), config or IdentifyConfig()
+    method = config.method
     if method not in METHODS:
         raise LanglocError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    unknown = sorted(set(settings) - {n for m in METHODS.values() for n in m.settings})
+    if unknown:
+        raise LanglocError(f"unknown identification setting(s) {', '.join(unknown)}")
     stats = ActivationStats.load(run)
-    ns = METHODS[method].find(stats, run, top_rate=top_rate, filter_rate=filter_rate,
-                              activation_bar_ratio=activation_bar_ratio, rate=rate, other_max=other_max,
-                              n_units=n_units)
-    path = ns.save(out or default_neurons(run, method), started=started)
-    if plots:
+    ns = METHODS[method].find(stats, run, **settings)
+    path = ns.save(config.output or default_neurons(run, method), started=started)
+    if config.plots:
         name = stats.meta.get("model", {}).get("name", "")
         suffix = "" if method == "lape" else f"_{method}"
         plot_neurons_per_layer(ns, run / "plots" / f"neurons_per_layer{suffix}.png", name)
@@ -50,30 +137,42 @@ def identify_run(run: str | Path, *, method: str = "lape", top_rate=0.01, filter
     return ns, path
 
 
-def collect_run(out: str | Path, languages: list[str], *, model: str, corpus: str = "bible", tokens: int = 100_000,
-                window: int = 512, batch_size: int = 4, seed: int = 0, dtype: str = "auto", device: str | None = None,
-                neuron_site: str | None = None, resume: bool = False, checkpoint_every: int = 50, segments: int = 0,
-                segment_tokens: int = 32, lid_filter: dict | None = None, residual_sample: int = 0):
+def collect_run(config: CollectConfig):
     """``langloc collect``: load the corpus (checked first) and the model, count activations
-    into ``out`` (data-parallel under torchrun) and, with ``segments``, the segment responses
-    expert units need (first process only). ``lid_filter``: keep only the documents language
-    identification assigns to their language (:class:`langloc.data.lid_filter.LidFilter`'s
-    settings, e.g. ``{"threshold": 0.5}``). ``residual_sample``: keep a seeded sample of that many
-    tokens' residual states per language and layer (:mod:`langloc.stats.residual_sample`).
-    Returns ``(stats, corpus)``."""
+    into ``config.out`` (data-parallel under torchrun) and, with ``segments``, the segment
+    responses expert units need (first process only). Returns ``(stats, corpus)``."""
     from langloc import distributed
     from langloc.data import load_corpus
     from langloc.models import load_model
     from langloc.stats import collect
 
-    c = load_corpus(corpus, seed=seed, lid_filter=lid_filter)
-    c.require_text(languages, "stats")
-    lm = load_model(model, dtype=dtype, device=device or distributed.local_device(), neuron_site=neuron_site)
-    stats = collect(lm, c, languages, out=out, tokens=tokens, window=window, batch_size=batch_size, seed=seed,
-                    resume=resume, checkpoint_every=checkpoint_every, residual_sample=residual_sample)
-    if segments and distributed.is_main():
-        collect_responses_run(lm, c, languages, out, segments=segments, segment_tokens=segment_tokens)
-    return stats, c
+    c, languages = config, list(config.languages)
+    corpus = load_corpus(c.corpus, seed=c.seed, lid_filter=c.lid_filter)
+    corpus.require_text(languages, "stats")
+    lm = load_model(c.model, dtype=c.dtype, device=c.device or distributed.local_device(), neuron_site=c.neuron_site)
+    stats = collect(lm, corpus, languages, out=c.out, tokens=c.tokens, window=c.window, batch_size=c.batch_size,
+                    seed=c.seed, resume=c.resume, checkpoint_every=c.checkpoint_every,
+                    residual_sample=c.residual_sample)
+    if c.segments and distributed.is_main():
+        collect_responses_run(lm, corpus, languages, c.out, segments=c.segments, segment_tokens=c.segment_tokens)
+    return stats, corpus
+
+
+def importance_run(config: ImportanceConfig):
+    """``langloc importance``: load the corpus (checked first) and the model, score every
+    decoder-layer weight per language into ``config.out`` (:func:`compute_importance`, data-
+    parallel under torchrun). Returns the corpus."""
+    from langloc import distributed
+    from langloc.data import load_corpus
+    from langloc.models import load_model
+
+    c, languages = config, list(config.languages)
+    corpus = load_corpus(c.corpus, seed=c.seed, lid_filter=c.lid_filter)
+    corpus.require_text(languages, "stats")
+    lm = load_model(c.model, dtype=c.dtype, device=c.device or distributed.local_device(), neuron_site=c.neuron_site)
+    compute_importance(lm, corpus, languages, c.out, tokens=c.tokens, window=c.window, batch_size=c.batch_size,
+                       precision=c.precision, resume=c.resume, checkpoint_every=c.checkpoint_every)
+    return corpus
 
 
 def collect_responses_run(lm, corpus, languages: list[str], run: str | Path, *, segments: int = 100,
@@ -125,3 +224,64 @@ def import_run(indir: str | Path, out: str | Path, *, model_meta: dict | None = 
         ns.meta = {"model": meta["model"]}
         ns.save(default_neurons(Path(out)))
     return Path(out)
+
+
+def _matrix_kind(name: str) -> str:
+    """``model.layers.3.mlp.down_proj.weight`` -> ``mlp.down_proj``."""
+    m = re.search(r"\.\d+\.(.+)\.weight$", name)
+    return m.group(1) if m else name
+
+
+def regions_run(folder: str | Path, lm, config: RegionsConfig) -> dict:
+    """``langloc regions``: build the regions, locate the Top region on hidden dimensions, write
+    the files (:mod:`langloc.regions.folder`); returns the summary (regions.json)."""
+    started = time.time()
+    folder, c = Path(folder), config
+    languages = list(c.languages) if c.languages else None
+    rate, seed, probe_tokens, top_dims, rounding = c.rate, c.seed, c.probe_tokens, c.top_dims, c.rounding
+    info = folder_info(folder)
+    regions = build_regions(folder, languages=languages, rate=rate, seed=seed, lm=lm, rounding=rounding)
+    regions.save(default_regions_file(folder), started=started)
+    top = regions["top"]
+    counts = dimension_counts(lm, top).numpy()
+    # The residual stream's largest activations, on held-out text of every scored language.
+    corpus = folder_corpus(info)
+    window = info.get("window", 512)
+    probe = torch.cat([corpus_windows(lm, corpus, lang, "eval", window=window, max_tokens=max(window, probe_tokens))
+                       for lang in regions.meta["languages"]])
+    massive, massive_layer = massive_activations(lm, probe)
+    massive = massive.numpy()
+    expected = counts.sum() / len(counts)
+    rows = [{"dimension": d, "top_entries": int(counts[d]), "concentration": float(counts[d] / expected),
+             "max_abs_activation": float(massive[d]), "layer_of_max": int(massive_layer[d])}
+            for d in range(len(counts))]
+    write_csv(folder / "dimensions.csv", sorted(rows, key=lambda r: -r["top_entries"]), rows[0].keys(), float_digits=4)
+    dense = [int(d) for d in np.argsort(-counts, kind="stable")[:top_dims]]
+    loud = [int(d) for d in np.argsort(-massive, kind="stable")[:top_dims]]
+    # Per layer and matrix kind: the share of the region's entries on the densest dimensions.
+    layers = layer_of(lm)
+    matrix_kinds = list(dict.fromkeys(_matrix_kind(n) for n in top))
+    share = np.full((lm.num_layers, len(matrix_kinds)), np.nan)
+    for name, idx in top.items():
+        single = dimension_counts(lm, {name: idx}).numpy()
+        if single.sum():
+            share[layers[name], matrix_kinds.index(_matrix_kind(name))] = single[dense].sum() / single.sum()
+    plot_region_location(matrix_kinds, share, counts, massive, folder / "plots" / "regions.png", top_dims=top_dims)
+    summary = {
+        "rate": rate,
+        "languages": regions.meta["languages"],
+        "sizes": regions.sizes(),
+        "densest_dimensions": [{"dimension": d, "top_entries": int(counts[d]),
+                                "concentration": round(float(counts[d] / expected), 2),
+                                "max_abs_activation": round(float(massive[d]), 1)} for d in dense],
+        "massive_activation_dimensions": [{"dimension": d, "max_abs_activation": round(float(massive[d]), 1),
+                                           "layer": int(massive_layer[d])} for d in loud],
+        "overlap": sorted(set(dense) & set(loud)),
+        "median_abs_activation": round(float(np.median(massive)), 2),
+    }
+    summary = stamp(summary, make_manifest(
+        kinds.REGIONS_SUMMARY, model=regions.meta["model"], corpus=info.get("corpus"), split="stats+eval",
+        config={"languages": regions.meta["languages"], "rate": rate, "rounding": rounding,
+                "probe_tokens": probe_tokens, "top_dims": top_dims}, seeds={"random_region": seed}, started=started))
+    write_json(folder / "regions.json", summary)
+    return summary

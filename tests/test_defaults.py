@@ -1,6 +1,7 @@
 """Each default is stated once: every option of a command defaults to the default of the setting
-it sets, read from where that setting is defined (a study's Config, the demo's DemoConfig, or
-the library function a step command calls). A difference fails, naming the command and option."""
+it sets, read from where that setting is defined (a study's Config, the demo's DemoConfig, a
+build step's config in langloc.workflows, an identification method's settings class). A
+difference fails, naming the command and option."""
 
 from __future__ import annotations
 
@@ -13,41 +14,37 @@ import typer.main
 
 from langloc import cli
 from langloc.demo import DemoConfig
-from langloc.regions.importance import compute_importance
-from langloc.regions.study import regions_step
+from langloc.identify.methods import METHODS
+from langloc.regions.importance import ImportanceConfig, compute_importance
 from langloc.steer.study import GridSpec
 from langloc.studies import STUDIES, steer
 from langloc.studies.base import _coerce
-from langloc.workflows import collect_run, identify_run
+from langloc.workflows import CollectConfig, IdentifyConfig, RegionsConfig
 
-# Where each command's settings are defined.
-SOURCES = {**{name: study.Config for name, study in STUDIES.items()}, "demo": DemoConfig,
-           "collect": collect_run, "identify": identify_run, "importance": compute_importance,
-           "regions": regions_step}
+SETTINGS = tuple(m.Settings for m in METHODS.values())  # every identification method's settings
+COUNTER_SETTINGS = tuple(m.Settings for m in METHODS.values() if m.counters)
+# Where each command's settings are defined (several: the first that has the setting).
+SOURCES = {**{name: (study.Config,) for name, study in STUDIES.items()}, "demo": (DemoConfig,),
+           "collect": (CollectConfig,), "identify": (IdentifyConfig, *SETTINGS), "importance": (ImportanceConfig,),
+           "regions": (RegionsConfig,)}
 # Commands whose options are no config's or library function's settings with defaults.
 NO_SOURCE = {"export-lape", "import-lape", "export", "import", "report", "planted"}
 # Options named otherwise than their setting.
-RENAMED = {("identify", "units"): "n_units", ("identify", "output"): "out", ("region-ablate", "regions_"): "regions",
-           ("demo", "out_dir"): "out"}
+RENAMED = {("region-ablate", "regions_"): "regions", ("demo", "out_dir"): "out"}
 # Options with a default that the source has no default for, and why.
 CLI_ONLY = {
-    ("collect", "model"): "langloc.models.loading.DEFAULT_MODEL; collect_run takes the model's name",
-    ("collect", "lid_filter"): "the switch (collect_run's lid_filter is the filter, built with --lid-threshold)",
-    ("collect", "lid_threshold"): "the filter's threshold, given to collect_run as lid_filter",
-    ("importance", "model"): "langloc.models.loading.DEFAULT_MODEL; compute_importance takes the model loaded",
-    ("importance", "corpus"): "compute_importance takes the corpus loaded",
-    ("importance", "seed"): "the corpus's document order; compute_importance takes the corpus loaded",
-    ("importance", "dtype"): "the model's; compute_importance takes the model loaded",
-    ("importance", "device"): "the model's",
-    ("importance", "neuron_site"): "the model's",
-    ("importance", "lid_filter"): "the corpus's",
-    ("importance", "lid_threshold"): "the corpus's",
-    ("regions", "model"): "regions_step takes the model loaded",
-    ("regions", "dtype"): "the model's",
-    ("regions", "device"): "the model's",
+    ("collect", "model"): "langloc.models.loading.DEFAULT_MODEL, the default model of every command",
+    ("collect", "lid_filter"): "the switch (CollectConfig.lid_filter is the filter, built with --lid-threshold)",
+    ("collect", "lid_threshold"): "the filter's threshold, given to CollectConfig as lid_filter",
+    ("importance", "model"): "langloc.models.loading.DEFAULT_MODEL, the default model of every command",
+    ("importance", "lid_filter"): "the switch (ImportanceConfig.lid_filter is the filter, built with --lid-threshold)",
+    ("importance", "lid_threshold"): "the filter's threshold, given to ImportanceConfig as lid_filter",
     ("spread", "out_path"): "where the study writes (run's out)",
     ("perturb", "out"): "where the study writes (run's out)",
     ("validate", "out_dir"): "where the study writes (run's out)",
+    # validate's stability-check settings default to None: the set's recorded settings, else identify's
+    **{("validate", f.name): "None: the set's recorded setting, else identify's default (Config.identify)"
+       for cls in COUNTER_SETTINGS for f in dataclasses.fields(cls)},
 }
 
 COMMANDS = typer.main.get_command(cli.app).commands
@@ -73,13 +70,12 @@ def _setting(source, name: str):
     return True, default is not inspect.Parameter.empty, default, None
 
 
-def _where(source, name: str) -> str:
-    return f"{source.__module__}.{source.__qualname__}" + ("." if dataclasses.is_dataclass(source) else "(") + name \
-        + ("" if dataclasses.is_dataclass(source) else "=)")
+def _where(sources, name: str) -> str:
+    return " or ".join(f"{source.__module__}.{source.__qualname__}.{name}" for source in sources)
 
 
 def _differences(command: str) -> list[str]:
-    source, bad = SOURCES[command], []
+    sources, bad = SOURCES[command], []
     for param in COMMANDS[command].params:
         if param.required or param.name == "help":
             continue
@@ -87,19 +83,23 @@ def _differences(command: str) -> list[str]:
         name = RENAMED.get((command, param.name), param.name)
         if (command, param.name) in CLI_ONLY:
             continue
-        found, has_default, default, tp = _setting(source, name)
+        found = False
+        for source in sources:
+            found, has_default, default, tp = _setting(source, name)
+            if found:
+                break
         if not found:
-            bad.append(f"langloc {command} {flag}: no setting {name!r} in {_where(source, name)}; name the setting "
+            bad.append(f"langloc {command} {flag}: no setting {name!r} in {_where(sources, name)}; name the setting "
                        "(RENAMED) or say why the command has its own default (CLI_ONLY)")
         elif not has_default:
-            bad.append(f"langloc {command} {flag}: defaults to {param.default!r}, {_where(source, name)} has no default")
+            bad.append(f"langloc {command} {flag}: defaults to {param.default!r}, {_where([source], name)} has no default")
         else:
             given = param.default
             if tp is not None:  # as the command hands it to the config: comma-separated text -> tuple, ...
                 given = _coerce(tp, list(given) if isinstance(given, (list, tuple)) else given)
             if given != default or type(given) is not type(default):
                 bad.append(f"langloc {command} {flag}: the option defaults to {param.default!r}, "
-                           f"{_where(source, name)} to {default!r}")
+                           f"{_where([source], name)} to {default!r}")
     return bad
 
 
@@ -125,6 +125,20 @@ def test_the_check_fails_on_a_changed_default(monkeypatch):
                                      "langloc.studies.train.Config.resume to False"]
     monkeypatch.setattr(DemoConfig.__dataclass_fields__["languages"], "default", ("en", "fr"))
     assert [d.split(":")[0] for d in _differences("demo")] == ["langloc demo --languages"]
+    # a build step's config and an identification method's settings class, the same
+    monkeypatch.setattr(CollectConfig.__dataclass_fields__["tokens"], "default", 5)
+    assert [d.split(":")[0] for d in _differences("collect")] == ["langloc collect --tokens"]
+    monkeypatch.setattr(METHODS["thresholding"].Settings.__dataclass_fields__["rate"], "default", 0.5)
+    assert [d.split(":")[0] for d in _differences("identify")] == ["langloc identify --rate"]
+
+
+def test_the_core_functions_take_the_configs_defaults():
+    """compute_importance's defaults are ImportanceConfig's (read from it, not copied)."""
+    import inspect
+
+    params = inspect.signature(compute_importance).parameters
+    for name in ("tokens", "window", "batch_size", "precision", "resume", "checkpoint_every"):
+        assert params[name].default == getattr(ImportanceConfig, name), name
 
 
 def test_the_steering_grid_defaults_are_gridspecs():

@@ -265,7 +265,7 @@ def test_no_module_imports_the_top_level_package():
 # The report sits on top: it reads manifests and results, and only the CLI and the demo import it.
 # Domain code draws with langloc.plotting; the CLI's console tables are langloc.console.
 REPORT_USERS = {"cli.py", "demo.py"}
-STUDY_CORES = ("langloc.steer.study", "langloc.validate.study", "langloc.share.study", "langloc.regions.study",
+STUDY_CORES = ("langloc.steer.study", "langloc.validate.validation", "langloc.share.study", "langloc.regions.study",
                "langloc.adapters.transfer", "langloc.train.trainer")
 ABOVE_THE_REPORT = STUDY_CORES + ("langloc.studies", "langloc.workflows", "langloc.console", "langloc.cli",
                                   "langloc.demo")

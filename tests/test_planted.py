@@ -104,7 +104,8 @@ def test_validate_calls_specific_and_shared_neurons_what_they_are(planted):
     folder, run, truth = planted
     s = truth["settings"]
     m = _validate(run, folder / "validate", domain=str(folder / "domain"), methods=("lape", "thresholding"),
-                  top_rate=s["lape_top_rate"], rate=s["thresholding_rate"], other_max=s["thresholding_other_max"])
+                  identify={"top_rate": s["lape_top_rate"], "rate": s["thresholding_rate"],
+                            "other_max": s["thresholding_other_max"]})
     rows = {r["language"]: r for r in m.result}
     a, b = truth["shared"]["languages"]
     for lang, r in rows.items():
@@ -139,7 +140,7 @@ def test_validate_reports_an_always_on_neuron_as_not_selective(planted, lm, tmp_
     ns.meta = {"model": lm.meta}
     path = ns.save(tmp_path / "always_on.json")
     m = _validate(run, tmp_path / "v", neurons=path, methods=("thresholding",),
-                  rate=1 / (truth["num_layers"] * truth["intermediate_size"]))
+                  identify={"rate": 1 / (truth["num_layers"] * truth["intermediate_size"])})
     for r in m.result:
         assert not r["selective"] and r["always_on"] == 1, r["verdict"]
         assert r["exclusive_size"] == 0 and r["spill_from"] == "shared", r["verdict"]
@@ -225,13 +226,10 @@ def test_a_set_is_re_identified_with_its_own_settings_or_refused(planted, lm, tm
     assert got["lape"] == {"top_rate": truth["settings"]["lape_top_rate"], "filter_rate": 0.9,
                            "activation_bar_ratio": 0.9}
     assert got["thresholding"] == {"rate": 0.00125, "other_max": None}  # another method: identify's defaults
-    import inspect
+    from langloc.identify.methods import METHODS, defaults
 
-    from langloc.identify.methods import DEFAULTS
-    from langloc.workflows import identify_run
-
-    params = inspect.signature(identify_run).parameters
-    assert {k: params[k].default for k in DEFAULTS} == DEFAULTS
+    # identify's defaults are the methods' settings classes' (one source, no copy)
+    assert defaults() == {f: getattr(m.Settings(), f) for m in METHODS.values() for f in m.settings}
     # An option that contradicts the recorded settings is refused, not silently used.
     with pytest.raises(LanglocError, match="was made with lape top_rate=0.0703125; --top-rate 0.01"):
         identification_settings(("lape",), odd, {**none, "top_rate": 0.01}, stats)

@@ -29,7 +29,9 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -62,18 +64,46 @@ def _batch_nll_sum(lm, ids: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten(), reduction="sum")
 
 
+@dataclass
+class ImportanceConfig:
+    """``langloc importance``'s settings, with their defaults (stated here once):
+    out: the region folder; languages: the languages scored (the core region sums over them);
+    model, dtype (float32 recommended for the gradients), device, neuron_site: the model;
+    corpus, seed (the order of documents), lid_filter (load_corpus's, e.g. ``{"threshold":
+    0.5}``): the text; tokens: budget per language; window: tokens per packed window;
+    batch_size: windows per forward/backward pass; precision: storage of the scores (bfloat16
+    or float32); resume, checkpoint_every: continue an interrupted language, checkpoint every N
+    batches."""
+
+    out: Path
+    languages: tuple[str, ...]
+    model: str
+    corpus: str = "bible"
+    tokens: int = 16384
+    window: int = 512
+    batch_size: int = 1
+    precision: str = "bfloat16"
+    seed: int = 0
+    dtype: str = "float32"
+    device: Optional[str] = None
+    neuron_site: Optional[str] = None
+    resume: bool = False
+    checkpoint_every: int = 25
+    lid_filter: Optional[dict] = None
+
+
 def compute_importance(
     lm,
     corpus,
     languages: list[str],
     out: str | Path,
     *,
-    tokens: int = 16384,
-    window: int = 512,
-    batch_size: int = 1,
-    precision: str = "bfloat16",
-    resume: bool = False,
-    checkpoint_every: int = 25,
+    tokens: int = ImportanceConfig.tokens,
+    window: int = ImportanceConfig.window,
+    batch_size: int = ImportanceConfig.batch_size,
+    precision: str = ImportanceConfig.precision,
+    resume: bool = ImportanceConfig.resume,
+    checkpoint_every: int = ImportanceConfig.checkpoint_every,
     progress: bool = True,
 ) -> Path:
     """Score every decoder-layer weight entry for each language; returns ``out``."""

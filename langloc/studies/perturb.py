@@ -75,7 +75,7 @@ def run(lm, config: Config, out: str | Path) -> Manifest:
     from langloc.regions.dimensions import dimension_counts, entry_on_dimension, hidden_axis, perturbed
     from langloc.regions.params import layer_of
     from langloc.regions.regions import Regions, default_regions_file
-    from langloc.regions.study import folder_corpus, folder_info, folder_model
+    from langloc.regions.folder import folder_corpus, folder_info, folder_model
 
     c = config
     if c.scale is not None and c.value is not None:

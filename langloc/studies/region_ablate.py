@@ -47,7 +47,7 @@ def run(lm, config: Config, out: str | Path) -> Manifest:
     from langloc.manifest import make_manifest, write_manifest
     from langloc.regions.ablation import region_ablation
     from langloc.regions.regions import Regions, default_regions_file
-    from langloc.regions.study import folder_corpus, folder_info, folder_model
+    from langloc.regions.folder import folder_corpus, folder_info, folder_model
     from langloc.plotting import plot_ablation
 
     c, out = config, Path(out)

@@ -18,7 +18,8 @@ process writes the files, the same as one process's.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -40,11 +41,12 @@ class Config(StudyConfig):
     must be found in to be in the stable core; eval_tokens: held-out tokens per language (also
     on the second domain); window: tokens per evaluation window; batch_size: evaluation
     windows per forward pass; control_draws: independent draws of each control; bins:
-    activation-probability bins of the matched control; top_rate, filter_rate,
-    activation_bar_ratio (LAPE), rate, other_max (thresholding): identification settings of the
-    stability check (None: for the set's own method the settings recorded in the set, which
-    must find the set again on the run's statistics; for another method identify's defaults;
-    a value given for the set's method must equal the recorded one); budget_curve: also find
+    activation-probability bins of the matched control; identify: identification settings of the
+    stability check, by name (``{"top_rate": 0.02, "other_max": 0.5}``: the settings of the
+    methods in :data:`langloc.identify.methods.METHODS` that work on the counters; one not given:
+    for the set's own method the setting recorded in the set, which must find the set again on
+    the run's statistics, for another method identify's default; a value given for the set's
+    method must equal the recorded one); budget_curve: also find
     the set on the first k of the K shards, k = 1..K, and compare it with the full set
     (budget_curve.csv, docs/validate.md); curve_target: the share of the full set the curve's
     sentence per language asks for; seed: controls and shard resamples; model, dtype, device: the model (default: the run's model and dtype);
@@ -63,11 +65,7 @@ class Config(StudyConfig):
     batch_size: int = 10
     control_draws: int = 3
     bins: int = 10
-    top_rate: Optional[float] = None
-    filter_rate: Optional[float] = None
-    activation_bar_ratio: Optional[float] = None
-    rate: Optional[float] = None
-    other_max: Optional[float] = None
+    identify: dict = field(default_factory=dict)
     budget_curve: bool = False
     curve_target: float = 0.9
     seed: int = 0
@@ -80,6 +78,7 @@ class Config(StudyConfig):
 def _check(c: Config) -> None:
     from langloc.controls import check_draws
     from langloc.validate.budget import check_target
+    from langloc.identify.methods import METHODS
     from langloc.validate.stability import check_methods
 
     check_draws(c.control_draws)
@@ -94,6 +93,11 @@ def _check(c: Config) -> None:
     if not 0 < c.core_min <= 1:
         raise LanglocError(f"--core-min must be in (0, 1], got {c.core_min}")
     check_target(c.curve_target)
+    known = {n for m in METHODS.values() if m.counters for n in m.settings}
+    unknown = sorted(set(c.identify) - known)
+    if unknown:
+        raise LanglocError(f"unknown identification setting(s) {', '.join(unknown)} for the stability check; "
+                           f"choose from {', '.join(sorted(known))}")
 
 
 def run(lm, config: Config, out: str | Path) -> Manifest:
@@ -106,7 +110,7 @@ def run(lm, config: Config, out: str | Path) -> Manifest:
     from langloc.validate.budget import budget_curve
     from langloc.validate.domain import resolve_domain
     from langloc.validate.stability import identification_settings
-    from langloc.validate.study import validate_study, write_outputs
+    from langloc.validate.validation import compute_validation
     from langloc.workflows import default_neurons
 
     c, out = config, Path(out)
@@ -115,9 +119,7 @@ def run(lm, config: Config, out: str | Path) -> Manifest:
     stats = ActivationStats.load(c.run)
     neurons = c.neurons or default_neurons(c.run)
     ns = NeuronSet.load(neurons)
-    given = {"top_rate": c.top_rate, "filter_rate": c.filter_rate, "activation_bar_ratio": c.activation_bar_ratio,
-             "rate": c.rate, "other_max": c.other_max}
-    settings = identification_settings(c.methods, ns, given, stats, what=str(neurons))
+    settings = identification_settings(c.methods, ns, c.identify, stats, what=str(neurons))
     if c.budget_curve and ns.method not in settings:
         raise LanglocError(f"--budget-curve finds the set again with its own method ({ns.method}): add it to "
                            f"--methods (given: {','.join(c.methods)})")
@@ -134,11 +136,7 @@ def run(lm, config: Config, out: str | Path) -> Manifest:
     dtype = c.dtype or stats.meta["model"].get("dtype", "auto")
     lm = lm or load_model_of(stats.meta, c.model, dtype, c.device or distributed.local_device(), str(c.run))
     ns.check_model(lm)
-    result = validate_study(lm, stats, ns, corpus, out, domain=domain, methods=c.methods, identify_settings=settings,
-                            shards=c.shards, stats_batch_size=c.stats_batch_size, resamples=c.resamples,
-                            core_min=c.core_min, eval_tokens=c.eval_tokens, window=c.window,
-                            batch_size=c.batch_size, control_draws=c.control_draws, bins=c.bins, seed=c.seed,
-                            progress=c.progress)
+    result = compute_validation(lm, stats, ns, corpus, domain, c, settings, out)
     if c.budget_curve:
         t = time.time()
         result["budget_curve"] = budget_curve(lm, result, ns, settings[ns.method], stats.meta["tokens"], out,
@@ -146,7 +144,7 @@ def run(lm, config: Config, out: str | Path) -> Manifest:
         result["wall"]["budget_curve"] = time.time() - t
     if not distributed.is_main():
         return Manifest(result=result["rows"])
-    paths = write_outputs(result, out)
+    paths = _write_outputs(result, out)
     manifest = make_manifest(
         KIND, model=lm.meta, corpus={"stats": stats.meta.get("corpus"), "eval": corpus.describe(),
                                      "domain": domain.describe() if domain else None},
@@ -159,3 +157,41 @@ def run(lm, config: Config, out: str | Path) -> Manifest:
                    wall_seconds_by_step={k: round(v, 1) for k, v in result["wall"].items()},
                    compute_seconds_of_kept_steps=result["steps"])
     return Manifest(manifest, result=result["rows"], path=paths[0])
+
+
+def _write_outputs(result: dict, out: Path) -> list[Path]:
+    """validation.csv, verdicts.txt, stability.csv, conditions.csv, controls.csv, domain.csv,
+    stable-core neuron sets, the plots, and budget_curve.csv / .txt where the result has a
+    budget curve; returns their paths."""
+    from langloc.artefacts import write_csv, write_text
+    from langloc.evaluate.ablation import write_ablation_csv
+    from langloc.validate.plots import plot_budget_curve, plot_stability, plot_validation
+
+    rows = result["rows"]
+    paths = [out / "validation.csv", out / "verdicts.txt", out / "stability.csv", out / "conditions.csv",
+             out / "controls.csv"]
+    write_csv(paths[0], [{k: _cell(v) for k, v in r.items()} for r in rows], list(rows[0]))
+    write_text(paths[1], "\n".join(r["verdict"] for r in rows) + "\n")
+    stab = result["stability"]
+    write_csv(paths[2], [{k: _cell(v) for k, v in r.items()} for r in stab], list(stab[0]))
+    write_ablation_csv(result["tables"]["sets"], paths[3])
+    write_ablation_csv(result["tables"]["controls"], paths[4])
+    if result["tables"]["domain"]:
+        paths.append(write_ablation_csv(result["tables"]["domain"], out / "domain.csv"))
+    for method, core in result["cores"].items():
+        paths.append(core.save(out / f"stable_core_{method}.json"))
+    paths.append(plot_validation(rows, out / "plots" / "validation.png"))
+    paths.append(plot_stability(stab, out / "plots" / "stability.png"))
+    curve = result.get("budget_curve")
+    if curve:
+        paths += [out / "budget_curve.csv", out / "budget_curve.txt"]
+        write_csv(paths[-2], [{k: _cell(v) for k, v in r.items()} for r in curve["rows"]], list(curve["rows"][0]))
+        write_text(paths[-1], "\n".join(curve["sentences"]) + "\n")
+        paths.append(plot_budget_curve(curve["rows"], out / "plots" / "budget_curve.png"))
+    return paths
+
+
+def _cell(v):
+    if isinstance(v, float):
+        return "" if math.isnan(v) else f"{v:.6g}"
+    return v

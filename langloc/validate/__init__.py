@@ -9,10 +9,11 @@ module             holds
 ``domain``         the gsm-symbolic word problems as a second-domain folder corpus
 ``verdicts``       a language's row of validation.csv and its verdict line
 ``budget``         the budget curve: the set found on prefixes of the shards (``--budget-curve``)
-``study``          the whole study (:func:`validate_study`)
+``validation``     what the study computes (:func:`compute_validation`); it writes no output file
 ``plots``          validation.png, stability.png
 =================  ===============================================================
 
-The study's ``Config`` and ``run`` are :mod:`langloc.studies.validate`; the planted ground
+The study's ``Config`` and ``run``, which writes every output file and the manifest, are
+:mod:`langloc.studies.validate`; the planted ground
 truth it is tested on is :mod:`langloc.planted`.
 """

@@ -121,10 +121,10 @@ def sentence(rows: list[dict], lang: str, target: float = TARGET) -> str:
 
 def budget_curve(lm, result: dict, neuron_set, settings: dict, run_tokens: int, out, *, target: float = TARGET,
                  batch_size: int = 10, progress: bool = True) -> dict:
-    """The curve of ``neuron_set`` from a finished :func:`langloc.validate.study.validate_study`
+    """The curve of ``neuron_set`` from a finished :func:`langloc.validate.validation.compute_validation`
     ``result`` (its shards, stable core, held-out windows and main table): ``{"rows",
     "sentences"}``; ``settings``: the set's own identification settings."""
-    from langloc.validate.study import _cached
+    from langloc.validate.validation import _cached
 
     method = neuron_set.method
     if method not in result["cores"]:

@@ -32,13 +32,13 @@ import torch
 from langloc import distributed
 from langloc.controls import derive_seed
 from langloc.errors import LanglocError
-from langloc.identify.methods import DEFAULTS, METHODS
+from langloc.identify.methods import METHODS, defaults
 from langloc.identify.neuron_set import NeuronSet
 from langloc.stats import ActivationStats
 
 STABLE_CORE_MIN = 0.8  # a neuron is in the stable core if found in at least this share of resamples
 # Methods that work on the counters alone (expert units need segment responses per shard).
-COUNTER_METHODS = ("lape", "thresholding")
+COUNTER_METHODS = tuple(name for name, m in METHODS.items() if m.counters)
 
 
 def check_methods(methods) -> list[str]:
@@ -77,7 +77,7 @@ def _own_settings(method: str, neuron_set: NeuronSet, given: dict, what: str) ->
         elif given.get(n) is not None:
             settings[n], source[n] = given[n], "given"
         else:
-            settings[n], source[n] = DEFAULTS[n], "identify's default"
+            settings[n], source[n] = defaults()[n], "identify's default"
     return settings, source
 
 
@@ -93,7 +93,7 @@ def identification_settings(methods, neuron_set: NeuronSet, given: dict, run_sta
     for method in methods:
         names = METHODS[method].settings
         if method != neuron_set.method:
-            out[method] = {n: given[n] if given.get(n) is not None else DEFAULTS[n] for n in names}
+            out[method] = {n: given[n] if given.get(n) is not None else defaults()[n] for n in names}
             continue
         settings, source = _own_settings(method, neuron_set, given, what)
         found = find(method, run_stats, settings)

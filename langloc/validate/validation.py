@@ -1,24 +1,27 @@
-"""The validate study: shards -> stability, then one perplexity table for the set and its
-parts, one per language for its controls, and one on the second domain.
+"""What ``langloc validate`` computes (:func:`compute_validation`): shards -> stability, then
+one perplexity table for the set and its parts, one per language for its controls, and one on
+the second domain, and a row with a verdict per language.
 
-Every step's result is kept under ``OUT/.parts/`` with the settings that made it, so a killed
-run resumes after its last finished step (the shards resume per shard and language).
+It writes no output file: :mod:`langloc.studies.validate` writes them and the manifest. It
+keeps only its resumable caches in the folder it is given: every step's result under
+``OUT/.parts/`` with the settings that made it, so a killed run resumes after its last
+finished step, and the shards' statistics under ``OUT/shards`` (resumed per shard and
+language).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from pathlib import Path
 
 import torch
 
-from langloc.artefacts import compute_key, shared_step, write_csv, write_json
+from langloc.artefacts import compute_key, shared_step
 from langloc.controls import random_control
 from langloc.data.packing import corpus_windows
 from langloc.errors import LanglocError
-from langloc.evaluate.ablation import AblationRow, perplexity_table, write_ablation_csv
+from langloc.evaluate.ablation import AblationRow, perplexity_table
 from langloc.intervene.hooks import deactivate
 from langloc.validate import conditions as cond
 from langloc.validate.shards import collect_shards, compare_with_run
@@ -38,26 +41,27 @@ def _layers(mask_rows):
     return [torch.as_tensor(r, dtype=torch.long) for r in mask_rows]
 
 
-def validate_study(lm, run_stats, neuron_set, corpus, out: str | Path, *, domain=None, methods: tuple[str, ...],
-                   identify_settings: dict, shards: int, stats_batch_size: int, resamples: int, core_min: float,
-                   eval_tokens: int, window: int, batch_size: int, control_draws: int, bins: int, seed: int,
-                   progress: bool = True) -> dict:
-    """Everything ``langloc validate`` computes, with the settings of
-    :class:`langloc.studies.validate.Config` (where their defaults are stated); ``identify_settings``:
-    per method in ``methods``, the settings of the stability check
-    (:func:`langloc.validate.stability.identification_settings`).
-    Returns ``{"rows", "stability", "tables", "shard_check", "wall", "steps"}`` (the files are written by the study's ``run``); ``wall``: this
-    invocation's seconds per stage; ``steps``: each kept step's seconds when it was computed,
-    in this invocation or an earlier one."""
-    out = Path(out)
+def compute_validation(lm, run_stats, neuron_set, corpus, domain, config, identify_settings: dict,
+                       out: str | Path) -> dict:
+    """Everything ``langloc validate`` computes, with the settings of ``config`` (a
+    :class:`langloc.studies.validate.Config`, where their defaults are stated); ``domain``: the
+    second corpus or None; ``identify_settings``: per method in ``config.methods``, the settings
+    of the stability check (:func:`langloc.validate.stability.identification_settings`); ``out``:
+    the folder of the resumable caches. Returns ``{"rows", "stability", "cores", "tables",
+    "shard_check", "wall", "steps", ...}``; ``wall``: this invocation's seconds per stage;
+    ``steps``: each kept step's seconds when it was computed, in this invocation or an earlier
+    one."""
+    c, out = config, Path(out)
+    methods, resamples, core_min, seed, progress = c.methods, c.resamples, c.core_min, c.seed, c.progress
+    eval_tokens, window, batch_size, control_draws, bins = c.eval_tokens, c.window, c.batch_size, c.control_draws, c.bins
     langs = list(neuron_set.languages)
     missing = [lang for lang in langs if lang not in run_stats.languages]
     if missing:
         raise LanglocError(f"the neuron set has language(s) {', '.join(missing)} that the run has no statistics for")
     wall, steps = {}, {}
     t = time.time()
-    shard_stats = collect_shards(lm, corpus, run_stats.meta, run_stats.languages, out / "shards", shards=shards,
-                                 batch_size=stats_batch_size, progress=progress)
+    shard_stats = collect_shards(lm, corpus, run_stats.meta, run_stats.languages, out / "shards", shards=c.shards,
+                                 batch_size=c.stats_batch_size, progress=progress)
     shard_check = compare_with_run(shard_stats, run_stats)
     wall["shards"] = time.time() - t
     t = time.time()
@@ -139,44 +143,3 @@ def validate_study(lm, run_stats, neuron_set, corpus, out: str | Path, *, domain
     return {"rows": rows, "stability": stab_rows, "cores": cores, "tables": {"sets": table, "controls": controls,
             "domain": domain_table}, "shard_check": shard_check, "wall": wall, "steps": steps,
             "shard_stats": shard_stats, "evals": evals, "eval_key": common}
-
-
-def write_outputs(result: dict, out: Path) -> list[Path]:
-    """validation.csv, verdicts.txt, stability.csv, conditions.csv, controls.csv, domain.csv,
-    stable-core neuron sets, the plots, and budget_curve.csv / .txt where the result has a
-    budget curve; returns their paths."""
-    from langloc.validate.plots import plot_stability, plot_validation
-
-    rows = result["rows"]
-    paths = [out / "validation.csv", out / "verdicts.txt", out / "stability.csv", out / "conditions.csv",
-             out / "controls.csv"]
-    write_csv(paths[0], [{k: _cell(v) for k, v in r.items()} for r in rows], list(rows[0]))
-    (out / "verdicts.txt").parent.mkdir(parents=True, exist_ok=True)
-    from langloc.artefacts import write_text
-
-    write_text(paths[1], "\n".join(r["verdict"] for r in rows) + "\n")
-    stab = result["stability"]
-    write_csv(paths[2], [{k: _cell(v) for k, v in r.items()} for r in stab], list(stab[0]))
-    write_ablation_csv(result["tables"]["sets"], paths[3])
-    write_ablation_csv(result["tables"]["controls"], paths[4])
-    if result["tables"]["domain"]:
-        paths.append(write_ablation_csv(result["tables"]["domain"], out / "domain.csv"))
-    for method, core in result["cores"].items():
-        paths.append(core.save(out / f"stable_core_{method}.json"))
-    paths.append(plot_validation(rows, out / "plots" / "validation.png"))
-    paths.append(plot_stability(stab, out / "plots" / "stability.png"))
-    curve = result.get("budget_curve")
-    if curve:
-        from langloc.validate.plots import plot_budget_curve
-
-        paths += [out / "budget_curve.csv", out / "budget_curve.txt"]
-        write_csv(paths[-2], [{k: _cell(v) for k, v in r.items()} for r in curve["rows"]], list(curve["rows"][0]))
-        write_text(paths[-1], "\n".join(curve["sentences"]) + "\n")
-        paths.append(plot_budget_curve(curve["rows"], out / "plots" / "budget_curve.png"))
-    return paths
-
-
-def _cell(v):
-    if isinstance(v, float):
-        return "" if math.isnan(v) else f"{v:.6g}"
-    return v
