@@ -52,10 +52,8 @@ DEVICE_HELP = "cpu, cuda, cuda:1, or auto (device_map='auto': spread a large mod
 SITE_HELP = "For architectures not in langloc's table: LAYERS:NEURON:DOWN module paths relative to model.base_model, e.g. layers:mlp.act_fn:mlp.down_proj."
 ModelOpt = typer.Option(DEFAULT_MODEL, "--model", "-m", help=MODEL_HELP)
 DtypeOpt = typer.Option("auto", help=DTYPE_HELP)
-DeviceOpt = typer.Option(None, help=DEVICE_HELP)
 LidOpt = typer.Option(False, "--lid-filter", help="Keep only documents (lines of a .txt corpus) that py3langid gives their language with probability >= --lid-threshold; report what is dropped, and filter the held-out split of later steps the same way (needs langloc[langid]).")
 LidThresholdOpt = typer.Option(0.5, help="With --lid-filter: the least probability of the language (over the 22 Bible languages and it) a document needs to be kept.")
-SiteOpt = typer.Option(None, "--neuron-site", help=SITE_HELP)
 
 # The settings of a command are its study's Config (the demo's: DemoConfig, a build step's: its
 # config in langloc.workflows), and so are their defaults: the options read them from there

@@ -4,10 +4,11 @@ studies (:mod:`langloc.studies`), which take these folders as input; this module
 of them.
 
 Every step with settings has one config dataclass that states their defaults once (the CLI's
-options read them from it, tests/test_defaults.py checks that): :class:`CollectConfig`,
+options read them from it, tests/test_defaults.py checks that): ``CollectConfig`` (in
+:mod:`langloc.stats.activation_stats`, whose ``collect`` reads its defaults),
 :class:`IdentifyConfig` (the settings of each identification method are its own class in
-:mod:`langloc.identify.methods`), :class:`~langloc.regions.importance.ImportanceConfig` and
-:class:`RegionsConfig`.
+:mod:`langloc.identify.methods`), ``ImportanceConfig`` (in :mod:`langloc.regions.importance`,
+whose ``compute_importance`` reads its defaults) and :class:`RegionsConfig`.
 
 A run folder collects everything one analysis produces::
 
@@ -47,36 +48,7 @@ from langloc.regions.params import layer_of
 from langloc.regions.regions import build_regions, default_regions_file
 from langloc.stats.responses import load_responses, responses_file, save_responses, segment_responses
 from langloc.stats import ActivationStats, save_run
-
-
-@dataclass
-class CollectConfig:
-    """``langloc collect``'s settings, with their defaults (stated here once): out: the run
-    folder; languages; model, dtype, device, neuron_site: the model; corpus, seed (the order of
-    documents), lid_filter (load_corpus's language-ID filter, e.g. ``{"threshold": 0.5}``): the
-    text; tokens: budget per language; window: tokens per packed window; batch_size: windows per
-    forward pass; resume, checkpoint_every: continue from the last checkpoint, checkpoint every
-    N batches; segments, segment_tokens: also store each neuron's mean response on N segments of
-    that many tokens per language (expert units); residual_sample: keep a seeded sample of that
-    many tokens' residual states per language and layer (:mod:`langloc.stats.residual_sample`)."""
-
-    out: Path
-    languages: tuple[str, ...]
-    model: str
-    corpus: str = "bible"
-    tokens: int = 100_000
-    window: int = 512
-    batch_size: int = 4
-    seed: int = 0
-    dtype: str = "auto"
-    device: Optional[str] = None
-    neuron_site: Optional[str] = None
-    resume: bool = False
-    checkpoint_every: int = 50
-    segments: int = 0
-    segment_tokens: int = 32
-    lid_filter: Optional[dict] = None
-    residual_sample: int = 0
+from langloc.stats.activation_stats import CollectConfig
 
 
 @dataclass

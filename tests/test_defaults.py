@@ -133,12 +133,17 @@ def test_the_check_fails_on_a_changed_default(monkeypatch):
 
 
 def test_the_core_functions_take_the_configs_defaults():
-    """compute_importance's defaults are ImportanceConfig's (read from it, not copied)."""
+    """compute_importance's and stats.collect's defaults are their configs' (read from them, not copied)."""
     import inspect
+
+    from langloc.stats import collect
 
     params = inspect.signature(compute_importance).parameters
     for name in ("tokens", "window", "batch_size", "precision", "resume", "checkpoint_every"):
         assert params[name].default == getattr(ImportanceConfig, name), name
+    params = inspect.signature(collect).parameters
+    for name in ("tokens", "window", "batch_size", "seed", "resume", "checkpoint_every", "residual_sample"):
+        assert params[name].default == getattr(CollectConfig, name), name
 
 
 def test_the_steering_grid_defaults_are_gridspecs():

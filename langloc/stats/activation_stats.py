@@ -25,6 +25,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import torch
 from safetensors import SafetensorError
@@ -178,21 +179,51 @@ def _load_checkpoint(path: Path, expect: dict) -> tuple[dict, int]:
     return state, meta["next"]
 
 
+@dataclass
+class CollectConfig:
+    """``langloc collect``'s settings, with their defaults (stated here once): out: the run
+    folder; languages; model, dtype, device, neuron_site: the model; corpus, seed (the order of
+    documents), lid_filter (load_corpus's language-ID filter, e.g. ``{"threshold": 0.5}``): the
+    text; tokens: budget per language; window: tokens per packed window; batch_size: windows per
+    forward pass; resume, checkpoint_every: continue from the last checkpoint, checkpoint every
+    N batches; segments, segment_tokens: also store each neuron's mean response on N segments of
+    that many tokens per language (expert units); residual_sample: keep a seeded sample of that
+    many tokens' residual states per language and layer (:mod:`langloc.stats.residual_sample`)."""
+
+    out: Path
+    languages: tuple[str, ...]
+    model: str
+    corpus: str = "bible"
+    tokens: int = 100_000
+    window: int = 512
+    batch_size: int = 4
+    seed: int = 0
+    dtype: str = "auto"
+    device: Optional[str] = None
+    neuron_site: Optional[str] = None
+    resume: bool = False
+    checkpoint_every: int = 50
+    segments: int = 0
+    segment_tokens: int = 32
+    lid_filter: Optional[dict] = None
+    residual_sample: int = 0
+
+
 def collect(
     lm,
     corpus,
     languages: list[str],
     *,
     out: str | Path,
-    tokens: int = 100_000,
-    window: int = 512,
-    batch_size: int = 4,
-    seed: int = 0,
+    tokens: int = CollectConfig.tokens,
+    window: int = CollectConfig.window,
+    batch_size: int = CollectConfig.batch_size,
+    seed: int = CollectConfig.seed,
     progress: bool = True,
-    resume: bool = False,
-    checkpoint_every: int = 50,
+    resume: bool = CollectConfig.resume,
+    checkpoint_every: int = CollectConfig.checkpoint_every,
     on_batch=None,
-    residual_sample: int = 0,
+    residual_sample: int = CollectConfig.residual_sample,
 ) -> ActivationStats:
     """Count neuron activations of ``lm`` on ``tokens`` tokens per language into run folder ``out``.
 

@@ -17,8 +17,8 @@ process writes the files, the same as one process's.
 
 from __future__ import annotations
 
-import time
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
