@@ -770,6 +770,11 @@ def validate(
     domain.csv, plots/validation.png, plots/stability.png, with --budget-curve budget_curve.csv
     (docs/validate.md). Resumes where it stopped when run again. Runs in parallel under torchrun.
 
+    The identification settings of the stability check (--top-rate, --rate, ...: one per
+    setting of each method in --methods' choices): by default, for the set's own method the
+    settings recorded in it (which must find the set again on the run's statistics; a value
+    given must equal them), for another method identify's default.
+
     Example: [bold]langloc validate runs/gemma --domain gsm-symbolic[/]
     """
     m = _run("validate", None, locals(), out_dir or run / "validate",
