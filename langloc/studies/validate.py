@@ -79,12 +79,12 @@ def _check(c: Config) -> None:
     from langloc.controls import check_draws
     from langloc.validate.budget import check_target
     from langloc.identify.methods import METHODS
-    from langloc.validate.stability import check_methods
+    from langloc.validate.stability import COUNTER_METHODS, check_methods
 
     check_draws(c.control_draws)
     check_methods(c.methods)
     if not c.methods:
-        check_choices("method", c.methods, ("lape", "thresholding"))
+        check_choices("method", c.methods, COUNTER_METHODS)
     for name in ("shards", "resamples", "eval_tokens", "batch_size", "stats_batch_size", "bins"):
         if int(getattr(c, name)) < 1:
             raise LanglocError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(c, name)}")
