@@ -39,7 +39,7 @@ from collect import alternating_rates, bare_forward, counted_forward  # bench/co
 from langloc import machine
 from langloc.models.loading import bind
 from langloc.data import FolderCorpus
-from langloc.stats import ActivationStats, collect
+from langloc.stats import ActivationStats, CollectConfig, collect
 
 # Llama 3.2 1B (tied embeddings, 1.24B parameters) and Llama 3.1 8B (8.03B) as shapes only.
 SHAPES = {
@@ -151,8 +151,8 @@ def two_process_check(lm, plan: dict, work: Path) -> dict:
     threads = torch.get_num_threads()
     torch.set_num_threads(1 if cpu else threads)  # on CPU one thread per process: the same kernels, the same bits
     try:
-        one = collect(lm, FolderCorpus(corpus), langs, out=work / "one", tokens=tokens, window=window,
-                      batch_size=batch, progress=False)
+        one = collect(lm, FolderCorpus(corpus), CollectConfig(out=work / "one", languages=langs, tokens=tokens,
+                                                              window=window, batch_size=batch), progress=False)
     finally:
         torch.set_num_threads(threads)
     args = ["collect", "-m", str(model), "--corpus", str(corpus), "-l", ",".join(langs), "--dtype", "bfloat16",

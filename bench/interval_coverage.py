@@ -77,7 +77,8 @@ def main() -> None:
         t0 = time.time()
         lm = langloc.load_model("gemma-3-270m", dtype="fast")
         corpus = langloc.load_corpus("bible")
-        stats = langloc.collect(lm, corpus, list(LANGS), out=args.run, tokens=args.tokens)
+        stats = langloc.collect(lm, corpus, langloc.CollectConfig(out=args.run, languages=list(LANGS),
+                                                                  tokens=args.tokens))
         ns = langloc.lape(stats.over_zero, stats.n, stats.languages)
         saved = {}
         for lang in LANGS:

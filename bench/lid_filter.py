@@ -69,7 +69,7 @@ def filter_seconds(corpus_spec: str, lang: str, tokenizer, documents: int, repea
 
 def overhead(model: str, corpus: str, lang: str, tokens: int, window: int, repeats: int, dtype: str) -> None:
     from langloc.models import load_model
-    from langloc.stats import collect
+    from langloc.stats import CollectConfig, collect
 
     lm = load_model(model, dtype=dtype)
     corpora = {"plain": lambda: load_corpus(corpus),
@@ -81,7 +81,7 @@ def overhead(model: str, corpus: str, lang: str, tokens: int, window: int, repea
         c = corpora[name]()
         with tempfile.TemporaryDirectory() as out:
             t = time.perf_counter()
-            collect(lm, c, [lang], out=out, tokens=tokens, window=window, progress=False)
+            collect(lm, c, CollectConfig(out=out, languages=[lang], tokens=tokens, window=window), progress=False)
             seconds = time.perf_counter() - t
         if c.report(lang, "stats") is not None:
             read.update(c.report(lang, "stats"))

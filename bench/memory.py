@@ -20,10 +20,11 @@ from langloc import machine
 
 CHILD = r"""
 import json, resource, sys, torch
-from langloc import load_corpus, load_model, collect
+from langloc import CollectConfig, load_corpus, load_model, collect
 model, tokens, dtype, out = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 lm = load_model(model, dtype=dtype)
-collect(lm, load_corpus("bible"), ["fr"], out=out, tokens=tokens, window=512, batch_size=4, progress=False)
+collect(lm, load_corpus("bible"), CollectConfig(out=out, languages=["fr"], tokens=tokens, window=512, batch_size=4),
+        progress=False)
 gpu = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else 0
 print(json.dumps({"rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "gpu": gpu}))
 """

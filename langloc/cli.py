@@ -146,7 +146,7 @@ def _run(name: str, lm, options: dict, where: Path, **renamed):
 def collect(
     out_dir: Path = typer.Option(..., "--out", "-o", help="Run folder to create or extend."),
     languages: str = typer.Option(..., "--languages", "-l", help="Comma-separated ISO 639-1 codes, e.g. en,fr,zh."),
-    model: str = ModelOpt,
+    model: str = opt("collect", "model", "--model", "-m", help=MODEL_HELP),
     corpus: str = opt("collect", "corpus", help="bible (built-in, 22 languages), a folder of <lang>.txt|.jsonl|.parquet, or hf:PATH[:CONFIG] with {lang}."),
     tokens: int = opt("collect", "tokens", help="Token budget per language."),
     window: int = opt("collect", "window", help="Tokens per packed window (no padding)."),

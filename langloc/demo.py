@@ -96,7 +96,7 @@ def run(config: DemoConfig, say: Callable[[str], None] = print):
     from langloc.data import load_corpus
     from langloc.models import load_model
     from langloc.report.sections import write_report
-    from langloc.stats import collect
+    from langloc.stats import CollectConfig, collect
     from langloc.studies import ablate
     from langloc.workflows import identify_run
 
@@ -107,8 +107,9 @@ def run(config: DemoConfig, say: Callable[[str], None] = print):
     lm = load_model(config.model, dtype=config.dtype)
     say(f"[bold]1/4 collect[/] {len(langs)} languages x {config.tokens} tokens on {config.model} "
         f"({lm.meta['dtype']}; CPU class {machine.cpu_class()}, {torch.get_num_threads()} threads)")
-    collect(lm, corpus, langs, out=config.out, tokens=config.tokens, window=config.window,
-            batch_size=config.batch_size, seed=config.seed, on_batch=Estimate(lm, config, say))
+    counting = CollectConfig(out=config.out, languages=langs, tokens=config.tokens, window=config.window,
+                             batch_size=config.batch_size, seed=config.seed)
+    collect(lm, corpus, counting, on_batch=Estimate(lm, config, say))
     say("[bold]2/4 identify[/] LAPE neurons")
     ns, _ = identify_run(config.out)
     say(f"[bold]3/4 ablate[/] {2 * len(langs)} neuron sets x {len(langs)} languages "

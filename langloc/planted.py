@@ -288,7 +288,7 @@ def planted_run(out: str | Path, config: PlantedConfig = PlantedConfig(), *, tok
     (truth.json's ``settings``). Returns the run folder."""
     from langloc.data import load_corpus
     from langloc.models import load_model
-    from langloc.stats import collect
+    from langloc.stats import CollectConfig, collect
     from langloc.workflows import IdentifyConfig, identify_run
 
     out = Path(out)
@@ -297,8 +297,9 @@ def planted_run(out: str | Path, config: PlantedConfig = PlantedConfig(), *, tok
     for lang, docs in planted_corpus(other).items():
         write_text(out / "domain" / f"{lang}.txt", "\n".join(docs) + "\n")
     lm = load_model(str(out / "model"), device="cpu")
-    collect(lm, load_corpus(str(out / "corpus")), list(config.languages), out=out / "run", tokens=tokens,
-            window=window, batch_size=4, seed=config.seed, progress=progress)
+    counting = CollectConfig(out=out / "run", languages=list(config.languages), tokens=tokens, window=window,
+                             batch_size=4, seed=config.seed)
+    collect(lm, load_corpus(str(out / "corpus")), counting, progress=progress)
     truth = read_truth(out)
     identify_run(out / "run", IdentifyConfig(plots=False), top_rate=truth["settings"]["lape_top_rate"])
     return out / "run"

@@ -5,7 +5,7 @@ of them.
 
 Every step with settings has one config dataclass that states their defaults once (the CLI's
 options read them from it, tests/test_defaults.py checks that): ``CollectConfig`` (in
-:mod:`langloc.stats.activation_stats`, whose ``collect`` reads its defaults),
+:mod:`langloc.stats.activation_stats`, whose ``collect`` takes it),
 :class:`IdentifyConfig` (the settings of each identification method are its own class in
 :mod:`langloc.identify.methods`), ``ImportanceConfig`` (in :mod:`langloc.regions.importance`,
 whose ``compute_importance`` reads its defaults) and :class:`RegionsConfig`.
@@ -122,9 +122,7 @@ def collect_run(config: CollectConfig):
     corpus = load_corpus(c.corpus, seed=c.seed, lid_filter=c.lid_filter)
     corpus.require_text(languages, "stats")
     lm = load_model(c.model, dtype=c.dtype, device=c.device or distributed.local_device(), neuron_site=c.neuron_site)
-    stats = collect(lm, corpus, languages, out=c.out, tokens=c.tokens, window=c.window, batch_size=c.batch_size,
-                    seed=c.seed, resume=c.resume, checkpoint_every=c.checkpoint_every,
-                    residual_sample=c.residual_sample)
+    stats = collect(lm, corpus, c)
     if c.segments and distributed.is_main():
         collect_responses_run(lm, corpus, languages, c.out, segments=c.segments, segment_tokens=c.segment_tokens)
     return stats, corpus

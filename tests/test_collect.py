@@ -8,7 +8,7 @@ import torch
 from langloc.data import FolderCorpus, corpus_windows
 from langloc.errors import LanglocError
 from langloc.models import load_model
-from langloc.stats import ActivationStats, collect
+from langloc.stats import ActivationStats, CollectConfig, collect
 from tiny import save_tiny_llama, write_folder_corpus
 
 
@@ -23,7 +23,8 @@ def corpus(tmp_path):
 
 
 def test_counts_equal_brute_force_over_stored_activations(lm, corpus, tmp_path):
-    stats = collect(lm, corpus, ["en", "ru"], out=tmp_path / "run", tokens=640, window=64, batch_size=3, progress=False)
+    stats = collect(lm, corpus, CollectConfig(out=tmp_path / "run", languages=["en", "ru"], tokens=640, window=64,
+                                              batch_size=3), progress=False)
     for k, lang in enumerate(["en", "ru"]):
         ids = corpus_windows(lm, corpus, lang, "stats", window=64, max_tokens=640)
         acts = []
@@ -44,7 +45,8 @@ def test_collection_never_calls_the_lm_head(lm, corpus, tmp_path):
     calls = []
     h = lm.model.lm_head.register_forward_hook(lambda *a: calls.append(1))
     try:
-        collect(lm, corpus, ["en"], out=tmp_path / "run", tokens=256, window=64, progress=False)
+        collect(lm, corpus, CollectConfig(out=tmp_path / "run", languages=["en"], tokens=256, window=64),
+                progress=False)
     finally:
         h.remove()
     assert calls == []
@@ -52,9 +54,9 @@ def test_collection_never_calls_the_lm_head(lm, corpus, tmp_path):
 
 def test_adding_a_language_does_not_recompute_the_others(lm, corpus, tmp_path):
     run = tmp_path / "run"
-    collect(lm, corpus, ["en"], out=run, tokens=256, window=64, progress=False)
+    collect(lm, corpus, CollectConfig(out=run, languages=["en"], tokens=256, window=64), progress=False)
     before = (run / "stats" / "en.safetensors").stat().st_mtime_ns
-    stats = collect(lm, corpus, ["en", "fr"], out=run, tokens=256, window=64, progress=False)
+    stats = collect(lm, corpus, CollectConfig(out=run, languages=["en", "fr"], tokens=256, window=64), progress=False)
     assert (run / "stats" / "en.safetensors").stat().st_mtime_ns == before
     assert stats.languages == ["en", "fr"]
     assert json.loads((run / "run.json").read_text())["languages"] == ["en", "fr"]
@@ -62,19 +64,20 @@ def test_adding_a_language_does_not_recompute_the_others(lm, corpus, tmp_path):
 
 def test_a_run_refuses_other_settings(lm, corpus, tmp_path):
     run = tmp_path / "run"
-    collect(lm, corpus, ["en"], out=run, tokens=256, window=64, progress=False)
+    collect(lm, corpus, CollectConfig(out=run, languages=["en"], tokens=256, window=64), progress=False)
     with pytest.raises(LanglocError, match="window"):
-        collect(lm, corpus, ["fr"], out=run, tokens=256, window=32, progress=False)
+        collect(lm, corpus, CollectConfig(out=run, languages=["fr"], tokens=256, window=32), progress=False)
 
 
 def test_same_seed_same_counts(lm, corpus, tmp_path):
-    a = collect(lm, corpus, ["en"], out=tmp_path / "a", tokens=256, window=64, progress=False)
-    b = collect(lm, corpus, ["en"], out=tmp_path / "b", tokens=256, window=64, progress=False)
+    a = collect(lm, corpus, CollectConfig(out=tmp_path / "a", languages=["en"], tokens=256, window=64), progress=False)
+    b = collect(lm, corpus, CollectConfig(out=tmp_path / "b", languages=["en"], tokens=256, window=64), progress=False)
     assert torch.equal(a.over_zero, b.over_zero)
 
 
 def test_statistics_carry_metadata(lm, corpus, tmp_path):
-    collect(lm, corpus, ["en"], out=tmp_path / "run", tokens=256, window=64, seed=3, progress=False)
+    collect(lm, corpus, CollectConfig(out=tmp_path / "run", languages=["en"], tokens=256, window=64, seed=3),
+            progress=False)
     meta = json.loads((tmp_path / "run" / "run.json").read_text())
     assert meta["model"]["weights_fingerprint"] == lm.meta["weights_fingerprint"]
     assert meta["model"]["neuron_site"] == "layers:mlp.act_fn:mlp.down_proj"
@@ -91,7 +94,8 @@ def test_residual_means_and_diffmean_equal_a_direct_computation(lm, corpus, tmp_
     DiffMean vectors (mean[target] - mean[source]) equal the same computed from stored states."""
     from langloc.steer.diffmean import diffmean_vectors
 
-    stats = collect(lm, corpus, ["en", "ru"], out=tmp_path / "run", tokens=640, window=64, batch_size=3, progress=False)
+    stats = collect(lm, corpus, CollectConfig(out=tmp_path / "run", languages=["en", "ru"], tokens=640, window=64,
+                                              batch_size=3), progress=False)
     means = {}
     for lang in ("en", "ru"):
         ids = corpus_windows(lm, corpus, lang, "stats", window=64, max_tokens=640)
@@ -140,10 +144,10 @@ def test_the_residual_sample_holds_exactly_n_tokens_states_at_every_layer(lm, co
     the statistics are those of a run without a sample."""
     from langloc.manifest import read_safetensors_manifest
 
-    stats = collect(lm, corpus, ["en", "ru"], out=tmp_path / "run", tokens=640, window=64, batch_size=3,
-                    residual_sample=40, progress=False)
-    plain = collect(lm, corpus, ["en", "ru"], out=tmp_path / "plain", tokens=640, window=64, batch_size=3,
-                    progress=False)
+    stats = collect(lm, corpus, CollectConfig(out=tmp_path / "run", languages=["en", "ru"], tokens=640, window=64,
+                                              batch_size=3, residual_sample=40), progress=False)
+    plain = collect(lm, corpus, CollectConfig(out=tmp_path / "plain", languages=["en", "ru"], tokens=640, window=64,
+                                              batch_size=3), progress=False)
     assert torch.equal(stats.over_zero, plain.over_zero) and torch.equal(stats.resid_sum, plain.resid_sum)
     for lang in ("en", "ru"):
         s = _sample(tmp_path / "run", lang)
@@ -164,8 +168,8 @@ def test_the_residual_sample_holds_exactly_n_tokens_states_at_every_layer(lm, co
 
 def test_the_residual_sample_is_the_same_for_any_batch_size_and_changes_with_the_seed(lm, corpus, tmp_path):
     def run(name, batch_size, seed=0):
-        collect(lm, corpus, ["fr"], out=tmp_path / name, tokens=640, window=64, batch_size=batch_size, seed=seed,
-                residual_sample=25, progress=False)
+        collect(lm, corpus, CollectConfig(out=tmp_path / name, languages=["fr"], tokens=640, window=64,
+                                          batch_size=batch_size, seed=seed, residual_sample=25), progress=False)
         return _sample(tmp_path / name, "fr")
 
     one, four, again = run("b1", 1), run("b4", 4), run("again", 4)
@@ -179,7 +183,8 @@ def test_the_residual_sample_is_the_same_for_any_batch_size_and_changes_with_the
 
 
 def test_with_fewer_tokens_than_n_the_sample_keeps_every_token(lm, corpus, tmp_path):
-    collect(lm, corpus, ["en"], out=tmp_path / "run", tokens=128, window=64, residual_sample=500, progress=False)
+    collect(lm, corpus, CollectConfig(out=tmp_path / "run", languages=["en"], tokens=128, window=64,
+                                      residual_sample=500), progress=False)
     s = _sample(tmp_path / "run", "en")
     assert s["window"].tolist() == [0] * 63 + [1] * 63 and s["position"].tolist() == list(range(1, 64)) * 2
 
@@ -197,12 +202,13 @@ def test_an_interrupted_collection_resumes_to_the_same_sample(lm, corpus, tmp_pa
                 raise Kill()
         return on_batch
 
-    kw = dict(tokens=640, window=64, batch_size=2, residual_sample=30, checkpoint_every=1, progress=False)
+    kw = dict(tokens=640, window=64, batch_size=2, residual_sample=30, checkpoint_every=1)
     with pytest.raises(Kill):
-        collect(lm, corpus, ["ru"], out=tmp_path / "run", on_batch=kill_at(3), **kw)
+        collect(lm, corpus, CollectConfig(out=tmp_path / "run", languages=["ru"], **kw), progress=False,
+                on_batch=kill_at(3))
     assert list((tmp_path / "run" / "stats" / ".partial").glob("ru.*"))
-    collect(lm, corpus, ["ru"], out=tmp_path / "run", resume=True, **kw)
-    collect(lm, corpus, ["ru"], out=tmp_path / "ref", **kw)
+    collect(lm, corpus, CollectConfig(out=tmp_path / "run", languages=["ru"], resume=True, **kw), progress=False)
+    collect(lm, corpus, CollectConfig(out=tmp_path / "ref", languages=["ru"], **kw), progress=False)
     a, b = _sample(tmp_path / "run", "ru"), _sample(tmp_path / "ref", "ru")
     assert all(torch.equal(a[k], b[k]) for k in b)
 
@@ -237,8 +243,10 @@ def test_processes_that_split_the_batches_merge_to_the_one_process_sample(lm, mo
 
 def test_a_run_refuses_another_residual_sample_size(lm, corpus, tmp_path):
     run = tmp_path / "run"
-    collect(lm, corpus, ["en"], out=run, tokens=256, window=64, residual_sample=10, progress=False)
+    collect(lm, corpus, CollectConfig(out=run, languages=["en"], tokens=256, window=64, residual_sample=10),
+            progress=False)
     with pytest.raises(LanglocError, match="residual_sample=10, not 0"):
-        collect(lm, corpus, ["fr"], out=run, tokens=256, window=64, progress=False)
-    collect(lm, corpus, ["fr"], out=run, tokens=256, window=64, residual_sample=10, progress=False)
+        collect(lm, corpus, CollectConfig(out=run, languages=["fr"], tokens=256, window=64), progress=False)
+    collect(lm, corpus, CollectConfig(out=run, languages=["fr"], tokens=256, window=64, residual_sample=10),
+            progress=False)
     assert (run / "residual_sample" / "fr.safetensors").is_file()

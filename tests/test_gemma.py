@@ -2,7 +2,7 @@
 
 import pytest
 
-from langloc import collect, lape, load_corpus, load_model
+from langloc import CollectConfig, collect, lape, load_corpus, load_model
 from langloc.data import corpus_windows
 from langloc.evaluate import perplexity
 from langloc.intervene import deactivate
@@ -25,7 +25,8 @@ def test_alias_loads_gemma3_with_18_layers_of_2048_neurons(gemma):
 def test_zeroing_french_neurons_raises_french_perplexity_more_than_others(gemma, tmp_path):
     corpus = load_corpus("bible")
     langs = ["en", "fr", "ru", "zh"]
-    stats = collect(gemma, corpus, langs, out=tmp_path / "run", tokens=8192, window=512, progress=False)
+    stats = collect(gemma, corpus, CollectConfig(out=tmp_path / "run", languages=langs, tokens=8192, window=512),
+                    progress=False)
     neurons = lape(stats.over_zero, stats.n, stats.languages)
     assert neurons.count("fr") > neurons.count("en")  # English has the fewest (Tang et al.)
     evals = {lang: corpus_windows(gemma, corpus, lang, "eval", window=512, max_tokens=512) for lang in langs}

@@ -6,7 +6,7 @@ import importlib.util
 
 import pytest
 
-from langloc import collect, load_corpus, load_model
+from langloc import CollectConfig, collect, load_corpus, load_model
 from langloc.models import ALIASES
 
 pytestmark = pytest.mark.slow
@@ -31,8 +31,8 @@ def test_alias_loads_qwen2_with_28_layers_of_8960_neurons_and_biased_qkv(qwen):
 
 
 def test_collect_counts_every_token_of_french_and_chinese(qwen, tmp_path):
-    stats = collect(qwen, load_corpus("bible"), ["fr", "zh"], out=tmp_path / "run", tokens=512, window=256,
-                    progress=False)
+    stats = collect(qwen, load_corpus("bible"), CollectConfig(out=tmp_path / "run", languages=["fr", "zh"],
+                                                              tokens=512, window=256), progress=False)
     for k in range(len(stats.languages)):
         counted = int(stats.n[k])
         assert counted >= 500

@@ -12,7 +12,7 @@ import torch
 from langloc.data import FolderCorpus
 from langloc.errors import LanglocError
 from langloc.models import load_model
-from langloc.stats import ActivationCounter, ActivationStats, collect
+from langloc.stats import ActivationCounter, ActivationStats, CollectConfig, collect
 from tiny import save_tiny_llama, write_folder_corpus
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}  # same kernels in every process
@@ -58,8 +58,8 @@ def test_interrupted_at_any_batch_then_resumed_equals_uninterrupted(files, tmp_p
     model, corpus = files
     lm = load_model(str(model), device="cpu")
     c = FolderCorpus(corpus)
-    kw = dict(tokens=1024, window=64, batch_size=2, checkpoint_every=1, progress=False)
-    reference = collect(lm, c, ["en", "ru"], out=tmp_path / "ref", **kw)
+    kw = dict(tokens=1024, window=64, batch_size=2, checkpoint_every=1)
+    reference = collect(lm, c, CollectConfig(out=tmp_path / "ref", languages=["en", "ru"], **kw), progress=False)
     real_run = ActivationCounter.run
     for stop_after in (1, 4, 8, 11):  # 8 batches per language: inside en, at its end, inside ru
         calls = {"n": 0}
@@ -73,12 +73,13 @@ def test_interrupted_at_any_batch_then_resumed_equals_uninterrupted(files, tmp_p
         out = tmp_path / f"stop{stop_after}"
         monkeypatch.setattr(ActivationCounter, "run", dying_run)
         with pytest.raises(KeyboardInterrupt):
-            collect(lm, c, ["en", "ru"], out=out, **kw)
+            collect(lm, c, CollectConfig(out=out, languages=["en", "ru"], **kw), progress=False)
         monkeypatch.setattr(ActivationCounter, "run", real_run)
         if any((out / "stats" / ".partial").glob("*")):  # a checkpoint is not silently discarded
             with pytest.raises(LanglocError, match="--resume"):
-                collect(lm, c, ["en", "ru"], out=out, **kw)
-        assert same_bits(collect(lm, c, ["en", "ru"], out=out, resume=True, **kw), reference)
+                collect(lm, c, CollectConfig(out=out, languages=["en", "ru"], **kw), progress=False)
+        assert same_bits(collect(lm, c, CollectConfig(out=out, languages=["en", "ru"], resume=True, **kw),
+                                 progress=False), reference)
         assert not list((out / "stats" / ".partial").glob("*"))
 
 

@@ -37,6 +37,7 @@ from langloc.artefacts import atomic_path, write_json
 from langloc.data.lid_filter import LID_REPORT
 from langloc.data.packing import corpus_windows, iter_batches
 from langloc.errors import LanglocError
+from langloc.models.loading import DEFAULT_MODEL
 from langloc.manifest import check_same_model, content, make_manifest, read_manifest, read_safetensors_manifest, stamp
 from langloc.stats.counters import ActivationCounter, hidden_size, totals_from_state
 from langloc.stats.residual_sample import ResidualSampler, save_residual_sample
@@ -192,7 +193,7 @@ class CollectConfig:
 
     out: Path
     languages: tuple[str, ...]
-    model: str
+    model: str = DEFAULT_MODEL
     corpus: str = "bible"
     tokens: int = 100_000
     window: int = 512
@@ -209,23 +210,11 @@ class CollectConfig:
     residual_sample: int = 0
 
 
-def collect(
-    lm,
-    corpus,
-    languages: list[str],
-    *,
-    out: str | Path,
-    tokens: int = CollectConfig.tokens,
-    window: int = CollectConfig.window,
-    batch_size: int = CollectConfig.batch_size,
-    seed: int = CollectConfig.seed,
-    progress: bool = True,
-    resume: bool = CollectConfig.resume,
-    checkpoint_every: int = CollectConfig.checkpoint_every,
-    on_batch=None,
-    residual_sample: int = CollectConfig.residual_sample,
-) -> ActivationStats:
-    """Count neuron activations of ``lm`` on ``tokens`` tokens per language into run folder ``out``.
+def collect(lm, corpus, config: CollectConfig, *, progress: bool = True, on_batch=None) -> ActivationStats:
+    """Count neuron activations of ``lm`` on ``config.tokens`` tokens per language of
+    ``config.languages`` into run folder ``config.out`` (``config``'s model, corpus and
+    segment settings are :func:`langloc.workflows.collect_run`'s: here the model and the corpus
+    are given).
 
     Languages already in ``out`` (same model and settings) are kept, not recomputed. Every
     ``checkpoint_every`` batches the counters and the position are checkpointed atomically;
@@ -240,6 +229,9 @@ def collect(
     from langloc import distributed
 
     started = time.time()
+    c, languages = config, list(config.languages)
+    out, tokens, window, batch_size, seed = c.out, c.tokens, c.window, c.batch_size, c.seed
+    resume, checkpoint_every, residual_sample = c.resume, c.checkpoint_every, c.residual_sample
     if tokens < 1 or window < 2 or batch_size < 1 or checkpoint_every < 1:
         raise LanglocError("tokens, batch_size and checkpoint_every must be positive and window at least 2")
     if residual_sample < 0:
