@@ -311,3 +311,16 @@ def _load_corpus(spec: str, seed: int) -> Corpus:
     if Path(spec).is_dir():
         return FolderCorpus(Path(spec))
     raise LanglocError(f"unknown corpus {spec!r}: use 'bible', a folder of <lang>.txt/.jsonl/.parquet files, or hf:PATH[:CONFIG]")
+
+
+def run_corpus_spec(meta: dict, corpus: str | None = None) -> str:
+    """The corpus a run's statistics came from (``corpus`` overrides), as a load_corpus spec."""
+    return corpus or meta.get("corpus", {}).get("name", "bible").split("folder:", 1)[-1]
+
+
+def run_corpus(meta: dict, corpus: str | None = None, seed: int = 0):
+    """The corpus a run's (or importance folder's) text came from (``corpus`` overrides the
+    source), through the same language-ID filter as that text, if it went through one."""
+    lid = (meta.get("corpus") or {}).get("lid_filter")
+    return load_corpus(run_corpus_spec(meta, corpus), seed=seed, lid_filter=None if lid is None else {
+        "threshold": lid["threshold"], "candidates": tuple(lid["candidates"])})

@@ -380,3 +380,12 @@ def load_model(
         model = model.to(device)
     model.eval()
     return bind(model, tokenizer, name, neuron_site, {"source": source})
+
+
+def load_model_of(meta: dict, model: str | None, dtype: str, device: str | None, what: str):
+    """``model`` if given, else the model an artefact's metadata names (with its neuron site)."""
+    made_by = meta.get("model", {})
+    name = model or made_by.get("name")
+    if not name:
+        raise LanglocError(f"{what} does not say which model made it; pass --model")
+    return load_model(name, dtype=dtype, device=device, neuron_site=made_by.get("neuron_site") if model is None else None)

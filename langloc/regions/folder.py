@@ -31,7 +31,7 @@ def folder_info(folder: str | Path) -> dict:
 
 
 def folder_corpus(info: dict, corpus: str | None = None):
-    from langloc.studies.base import run_corpus
+    from langloc.data.corpora import run_corpus
 
     return run_corpus(info, corpus, seed=info.get("corpus", {}).get("seed", 0))
 
@@ -39,6 +39,6 @@ def folder_corpus(info: dict, corpus: str | None = None):
 def folder_model(folder: str | Path, model: str | None, dtype: str, device: str | None):
     """The model a region folder was made with (``model`` overrides), on this process's device."""
     from langloc import distributed
-    from langloc.studies.base import load_model_of
+    from langloc.models.loading import load_model_of
 
     return load_model_of(folder_info(folder), model, dtype, device or distributed.local_device(), str(folder))

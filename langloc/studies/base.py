@@ -20,7 +20,9 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from langloc.data.corpora import run_corpus, run_corpus_spec  # noqa: F401 (the studies' helpers)
 from langloc.errors import LanglocError
+from langloc.models.loading import load_model_of  # noqa: F401
 
 
 class Manifest(dict):
@@ -132,29 +134,3 @@ def check_choices(what: str, given, allowed) -> None:
     bad = [m for m in given if m not in allowed]
     if bad or not given:
         raise LanglocError(f"unknown {what}(s) {', '.join(bad) or '(none)'}; choose from {', '.join(allowed)}")
-
-
-def load_model_of(meta: dict, model: str | None, dtype: str, device: str | None, what: str):
-    """``model`` if given, else the model an artefact's metadata names (with its neuron site)."""
-    from langloc.models import load_model
-
-    made_by = meta.get("model", {})
-    name = model or made_by.get("name")
-    if not name:
-        raise LanglocError(f"{what} does not say which model made it; pass --model")
-    return load_model(name, dtype=dtype, device=device, neuron_site=made_by.get("neuron_site") if model is None else None)
-
-
-def run_corpus_spec(meta: dict, corpus: str | None = None) -> str:
-    """The corpus a run's statistics came from (``corpus`` overrides), as a load_corpus spec."""
-    return corpus or meta.get("corpus", {}).get("name", "bible").split("folder:", 1)[-1]
-
-
-def run_corpus(meta: dict, corpus: str | None = None, seed: int = 0):
-    """The corpus a run's (or importance folder's) text came from (``corpus`` overrides the
-    source), through the same language-ID filter as that text, if it went through one."""
-    from langloc.data import load_corpus
-
-    lid = (meta.get("corpus") or {}).get("lid_filter")
-    return load_corpus(run_corpus_spec(meta, corpus), seed=seed, lid_filter=None if lid is None else {
-        "threshold": lid["threshold"], "candidates": tuple(lid["candidates"])})
