@@ -15,7 +15,7 @@ from langloc import cli
 from langloc.demo import DemoConfig
 from langloc.regions.importance import compute_importance
 from langloc.regions.study import regions_step
-from langloc.steer.study import GridSpec
+from langloc.steer.evaluation import GridSpec
 from langloc.studies import STUDIES, steer
 from langloc.studies.base import _coerce
 from langloc.workflows import collect_run, identify_run

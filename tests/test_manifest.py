@@ -265,7 +265,7 @@ def test_no_module_imports_the_top_level_package():
 # The report sits on top: it reads manifests and results, and only the CLI and the demo import it.
 # Domain code draws with langloc.plotting; the CLI's console tables are langloc.console.
 REPORT_USERS = {"cli.py", "demo.py"}
-STUDY_CORES = ("langloc.steer.study", "langloc.validate.study", "langloc.share.study", "langloc.regions.study",
+STUDY_CORES = ("langloc.steer.evaluation", "langloc.validate.study", "langloc.share.analysis", "langloc.regions.study",
                "langloc.adapters.transfer", "langloc.train.trainer")
 ABOVE_THE_REPORT = STUDY_CORES + ("langloc.studies", "langloc.workflows", "langloc.console", "langloc.cli",
                                   "langloc.demo")
@@ -307,7 +307,7 @@ def test_only_the_cli_and_the_demo_import_the_report_and_the_report_runs_no_stud
     assert upward == [], f"only cli.py, demo.py and report/ import langloc.report: {upward}"
     assert down == [], f"report/ reads outputs; it imports no study, workflow or CLI module: {down}"
     # Nor through another module: importing langloc.share.categories runs langloc/share/__init__.py,
-    # which imports langloc.share.study. Every import counts, those inside functions too.
+    # which imports langloc.share.analysis. Every import counts, those inside functions too.
     modules = {".".join(p.relative_to(pkg.parent).with_suffix("").parts).removesuffix(".__init__"): p
                for p in pkg.rglob("*.py")}
     via = {m: None for m in modules if m.startswith("langloc.report")}  # module -> the module importing it

@@ -3,7 +3,7 @@
 Per item a neuron is all-shared if activated in all K languages, partial-shared in 2..K-1,
 specific in 1, non-activated in none; attribution by category; optionally causal tests
 (deactivate all-shared / specific / random neurons, boost all-shared ones). See
-:func:`langloc.share.study.share_study`. Writes ``OUT/categories.csv``, ``stability.csv``,
+:func:`langloc.share.analysis.share_study`. Writes ``OUT/categories.csv``, ``stability.csv``,
 ``attribution.csv``, ``attribution_reference.csv``, ``top_contribution.csv``, ``causal.csv``
 (with causal), ``share.json`` (the manifest) and ``plots/``. Under torchrun the batches of
 items and the causal evaluations are shared out over the processes; the first writes the files.
@@ -89,7 +89,7 @@ def run(lm, config: Config, out: str | Path) -> Manifest:
     "tasks": name -> Task, "model": the model's name}``."""
     from langloc import distributed
     from langloc.models import load_model
-    from langloc.share.study import share_study
+    from langloc.share.analysis import share_study
     from langloc.tasks import get_task
 
     c = config
