@@ -68,9 +68,11 @@ def _harness(tmp_path, lm, monkeypatch):
     """results.json of the harness study, with the harness itself replaced (no lm_eval needed)."""
     import langloc.evaluate.harness as h
 
+    from langloc.studies import harness
+
     monkeypatch.setattr(h, "harness_evaluate", lambda lm, tasks, **kw: {
         "results": {t: {"acc,none": 0.5} for t in tasks}, "n-samples": {}})
-    h.harness_study(lm, ["xnli_fr"], {"base": None}, out=tmp_path / "harness", seed=4, settings={"command": "harness"})
+    harness.run(lm, harness.Config(tasks=("xnli_fr",), seed=4), tmp_path / "harness")
     return tmp_path / "harness" / "results.json"
 
 
