@@ -107,7 +107,7 @@ def write_outputs(out: Path, lm, corpus, c: Config, settings, res, started: floa
               "steps": t.steps, "batch_size": t.batch_size, "window": t.window, "lr": t.lr,
               "weight_decay": t.weight_decay, "warmup": t.warmup, "max_grad_norm": t.max_grad_norm,
               "precision": t.precision, "eval_languages": t.eval_languages, "eval_tokens": t.eval_tokens,
-              "eval_every": t.eval_every, "checkpoint_every": t.checkpoint_every, "progress": c.progress}
+              "eval_every": t.eval_every, "checkpoint_every": t.checkpoint_every}
     write_manifest(out / "forgetting.csv", make_manifest(
         KIND, model=lm.meta, corpus=corpus.describe(), split={"train": "stats", "eval": "eval"},
         config=config, seeds={"data": t.seed, "random_region": t.seed}, started=started),
