@@ -2,7 +2,7 @@
 
 Each function returns the things to print, in order (tables and lines of text); the CLI
 (:mod:`langloc.cli`, their only user) only prints them. They read the studies' formatting
-helpers (:mod:`langloc.steer.study`), so they sit with the CLI, above the studies, not in
+helpers (:mod:`langloc.steer.evaluation`), so they sit with the CLI, above the studies, not in
 :mod:`langloc.report`.
 """
 
@@ -61,7 +61,7 @@ def compare(rows: list[dict]) -> list:
 
 def steer(result: dict) -> list:
     from langloc.steer.steering import describe_decoding
-    from langloc.steer.study import format_ratio, format_table, grid_lines
+    from langloc.steer.evaluation import format_ratio, format_table, grid_lines
 
     decoding = describe_decoding(result["generation"])
     if (result.get("decoding") or {}).get("name") == "publisher":

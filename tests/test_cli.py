@@ -336,7 +336,7 @@ def test_the_reported_k_is_the_95th_percentile_of_the_native_outputs_written(set
 
 
 @pytest.mark.parametrize("command, where, route", [
-    ("steer", "langloc.steer.study.native_reference", "rerun the same command into the same folder"),
+    ("steer", "langloc.steer.evaluation.native_reference", "rerun the same command into the same folder"),
     ("validate", "langloc.validate.validation.collect_shards", "rerun the same command into the same folder"),
     ("ablate", "langloc.evaluate.ablation.perplexity_table", "ablate does not resume: rerun it to start again"),
 ])

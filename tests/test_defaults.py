@@ -16,7 +16,7 @@ from langloc import cli
 from langloc.demo import DemoConfig
 from langloc.identify.methods import METHODS
 from langloc.regions.importance import ImportanceConfig, compute_importance
-from langloc.steer.study import GridSpec
+from langloc.steer.evaluation import GridSpec
 from langloc.studies import STUDIES, steer
 from langloc.studies.base import _coerce
 from langloc.workflows import CollectConfig, IdentifyConfig, RegionsConfig

@@ -19,7 +19,8 @@ lm_eval = pytest.importorskip("lm_eval")
 from langloc.tasks.base import TaskItem  # noqa: E402
 from langloc.tasks.bible_choice import bible_choice_items  # noqa: E402
 from langloc.tasks.scoring import choice_accuracy, score_choices  # noqa: E402
-from langloc.evaluate.harness import choice_task_yaml, harness_evaluate, harness_study, metric_rows  # noqa: E402
+from langloc.evaluate.harness import choice_task_yaml, harness_evaluate, metric_rows  # noqa: E402
+from langloc.studies import harness  # noqa: E402
 from langloc.controls import random_layers  # noqa: E402
 from langloc.intervene import Edit, Intervention  # noqa: E402
 from langloc.manifest import content
@@ -75,8 +76,10 @@ def test_harness_scores_equal_langlocs_own_with_and_without_an_intervention(gemm
 def test_study_writes_one_row_per_condition_task_and_metric(gemma, fr_items, tmp_path):
     choice_task_yaml(tmp_path / "tasks", "bible_fr", fr_items)
     layers = random_layers([torch.arange(256)] * gemma.num_layers, gemma.intermediate_size, 1)
-    rows = harness_study(gemma, ["bible_fr"], {"base": None, "zero": Intervention([Edit.uniform("zero", layers)])},
-                         out=tmp_path / "out", limit=3, include_path=tmp_path / "tasks")
+    Intervention([Edit.uniform("zero", layers)]).save(tmp_path / "zero.json")
+    config = harness.Config(tasks=("bible_fr",), intervention=(tmp_path / "zero.json",), limit=3,
+                            include_path=tmp_path / "tasks")
+    rows = harness.run(gemma, config, tmp_path / "out").result["rows"]  # harness_study's rows, written by the study
     assert {(r["condition"], r["metric"]) for r in rows} == {(c, m) for c in ("base", "zero") for m in ("acc", "acc_norm")}
     meta = json.loads((tmp_path / "out" / "results.json").read_text())
     assert meta["kind"] == "langloc.harness" and meta["model"]["weights_fingerprint"] == gemma.meta["weights_fingerprint"]

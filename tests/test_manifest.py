@@ -68,9 +68,11 @@ def _harness(tmp_path, lm, monkeypatch):
     """results.json of the harness study, with the harness itself replaced (no lm_eval needed)."""
     import langloc.evaluate.harness as h
 
+    from langloc.studies import harness
+
     monkeypatch.setattr(h, "harness_evaluate", lambda lm, tasks, **kw: {
         "results": {t: {"acc,none": 0.5} for t in tasks}, "n-samples": {}})
-    h.harness_study(lm, ["xnli_fr"], {"base": None}, out=tmp_path / "harness", seed=4, settings={"command": "harness"})
+    harness.run(lm, harness.Config(tasks=("xnli_fr",), seed=4), tmp_path / "harness")
     return tmp_path / "harness" / "results.json"
 
 
@@ -265,7 +267,7 @@ def test_no_module_imports_the_top_level_package():
 # The report sits on top: it reads manifests and results, and only the CLI and the demo import it.
 # Domain code draws with langloc.plotting; the CLI's console tables are langloc.console.
 REPORT_USERS = {"cli.py", "demo.py"}
-STUDY_CORES = ("langloc.steer.study", "langloc.validate.validation", "langloc.share.study", "langloc.regions.study",
+STUDY_CORES = ("langloc.steer.evaluation", "langloc.validate.validation", "langloc.share.analysis",
                "langloc.adapters.transfer", "langloc.train.trainer")
 ABOVE_THE_REPORT = STUDY_CORES + ("langloc.studies", "langloc.workflows", "langloc.console", "langloc.cli",
                                   "langloc.demo")
@@ -307,7 +309,7 @@ def test_only_the_cli_and_the_demo_import_the_report_and_the_report_runs_no_stud
     assert upward == [], f"only cli.py, demo.py and report/ import langloc.report: {upward}"
     assert down == [], f"report/ reads outputs; it imports no study, workflow or CLI module: {down}"
     # Nor through another module: importing langloc.share.categories runs langloc/share/__init__.py,
-    # which imports langloc.share.study. Every import counts, those inside functions too.
+    # which imports langloc.share.analysis. Every import counts, those inside functions too.
     modules = {".".join(p.relative_to(pkg.parent).with_suffix("").parts).removesuffix(".__init__"): p
                for p in pkg.rglob("*.py")}
     via = {m: None for m in modules if m.startswith("langloc.report")}  # module -> the module importing it

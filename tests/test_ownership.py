@@ -37,15 +37,15 @@ CORES = {
     "spread": (["regions/spread.py"], {}),
     "validate": (["validate/validation.py", "validate/stability.py", "validate/shards.py", "validate/budget.py",
                   "validate/conditions.py", "validate/verdicts.py"], {}),
-    # The other branch of issue 29 moves these five's writing into langloc/studies/<name>.py and
-    # renames the steer and share cores; until it is merged they are skipped (see PENDING).
     "steer": (["steer/evaluation.py"], {}),
     "share": (["share/analysis.py"], {}),
     "transfer": (["adapters/transfer.py"], {}),
-    "train": (["train/trainer.py"], {}),
-    "harness": (["evaluate/harness.py"], {}),
+    "train": (["train/trainer.py"], {("train/trainer.py", w): "one mode's own folder (train.json, its CSVs and plot): an artefact of its own kind that resume reads"
+                                      for w in ("write_csv", "make_manifest", "stamp", "plot_training", "write_json")}),
+    "harness": (["evaluate/harness.py"], {
+        ("evaluate/harness.py", w): "the task files lm-evaluation-harness reads (inputs of the run, not its outputs)"
+        for w in ("write_text", "write_json")}),
 }
-PENDING = {"steer", "share", "transfer", "train", "harness"}
 
 
 def _writer_calls(path: Path) -> list[tuple[int, str]]:
@@ -85,14 +85,8 @@ def test_every_study_has_its_cores_listed():
 def test_a_study_core_writes_no_output_and_no_manifest(study):
     modules, _ = CORES[study]
     missing = [m for m in modules if not (PKG / m).is_file()]
-    if study in PENDING and missing:
-        pytest.skip(f"{', '.join(missing)} comes with the other issue-29 branch (steer/share/transfer/train/harness "
-                    "move their writing into langloc/studies/); remove PENDING after the merge")
     assert not missing, missing
-    bad = violations(study)
-    if study in PENDING and bad:
-        pytest.xfail(f"pending the other issue-29 branch: {bad[0]}")
-    assert bad == []
+    assert violations(study) == []
 
 
 def test_the_check_names_a_core_that_writes(tmp_path, monkeypatch):
@@ -129,20 +123,9 @@ def long_functions(root: Path = PKG) -> list[str]:
     return out
 
 
-# The ones still over, fixed on the other issue-29 branch (steer, share, transfer, train).
-STILL_OVER = ["adapters/transfer.py:transfer_study (20)", "share/study.py:share_study (16)",
-              "steer/study.py:steer_study (19)", "train/trainer.py:train (22)"]
-
-
-@pytest.mark.xfail(strict=False, reason="still over 12 parameters (see STILL_OVER): "
-                   + ", ".join(STILL_OVER))
 def test_no_function_outside_the_cli_has_more_than_12_parameters():
+    """Settings travel as configs (docs/studies.md), not as long keyword lists."""
     assert long_functions() == []
-
-
-def test_only_the_listed_functions_have_more_than_12_parameters():
-    """Not a new one: the list above is all that is over (it shrinks as they are fixed)."""
-    assert set(long_functions()) <= set(STILL_OVER)
 
 
 def test_the_parameter_check_counts_self_out(tmp_path):

@@ -85,7 +85,7 @@ def test_train_with_each_freezing_mode(folder, tmp_path):
     rows = list(csv.DictReader((dest / "forgetting.csv").open()))
     assert {r["mode"] for r in rows} == {"core", "random", "none"}
     assert {r["language"] for r in rows} == {"fr", "en", "ru"} and {r["step"] for r in rows} == {"0", "1", "2"}
-    assert (dest / "plots" / "forgetting.png").stat().st_size > 0
+    assert (dest / "plots" / "forgetting.png").stat().st_size > 0 and (dest / "summary.csv").stat().st_size > 0
     # The step-0 perplexities are the same model's in every mode.
     start = {(r["language"], r["ppl"]) for r in rows if r["step"] == "0"}
     assert len(start) == 3

@@ -14,7 +14,7 @@ from langloc.steer.judge import LanguageIdentifier, StrictRule, chunks, native_k
 from langloc.evaluate.intervals import rate_ci
 from langloc.steer.search import axes, edge_search
 from langloc.steer.steering import DirectionSetting, ResidualSetting, SteerSetting, layer_group, parse_setting
-from langloc.steer.study import GridSpec
+from langloc.steer.evaluation import GridSpec
 
 
 def test_grid_tries_each_rule_and_mode_gentle_first():
@@ -269,7 +269,7 @@ def test_alpha_is_in_typical_residual_norms(tiny_lm):
     import torch
 
     from langloc.steer.diffmean import residual_norms
-    from langloc.steer.study import DiffMeanMethod
+    from langloc.steer.evaluation import DiffMeanMethod
 
     prompts = ["the river flows", "le matin je", "In the beginning"]
     norms = residual_norms(tiny_lm, prompts, batch_size=2)  # padded batches: padding is left out
@@ -685,7 +685,7 @@ def test_two_gloo_processes_write_the_single_process_steering_outputs(steer_run,
 
 # -- relative to the native ceiling ---------------------------------------------------------------
 def test_ratio_to_native_is_strict_success_over_native_success_and_its_interval_contains_it():
-    from langloc.steer.study import UNDEFINED_RATIO, mean_native_ratio, native_ratio
+    from langloc.steer.evaluation import UNDEFINED_RATIO, mean_native_ratio, native_ratio
 
     fr = native_ratio({"strict_rate": 18 / 36, "n": 36}, {"strict_rate": 15 / 18, "n": 18})
     assert fr["ratio_to_native"] == pytest.approx(0.5 / (15 / 18)) and fr["native_strict_rate"] == 15 / 18

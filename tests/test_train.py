@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -15,12 +17,13 @@ from langloc.data import load_corpus
 from langloc.errors import LanglocError
 from langloc.models.loading import bind
 from langloc.regions import region_parameters
-from langloc.train import RegionFreezer, forgetting, lr_at, optimizer_step, random_region_like, train
+from langloc.train import RegionFreezer, TrainSettings, forgetting, lr_at, optimizer_step, random_region_like, train
 from langloc.train import trainer as trainer_module
 from langloc.train.trainer import region_digest
 
-KW = dict(steps=4, batch_size=2, window=16, lr=1e-2, weight_decay=0.1, warmup=1, eval_languages=["en"],
-          eval_tokens=128, eval_every=2, checkpoint_every=2, progress=False)  # 8 held-out windows
+S = TrainSettings(steps=4, batch_size=2, window=16, lr=1e-2, weight_decay=0.1, warmup=1, eval_languages=["en"],
+                  eval_tokens=128, eval_every=2, checkpoint_every=2)  # 8 held-out windows
+KW = dict(settings=S, progress=False)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -78,7 +81,7 @@ def test_frozen_entries_are_bit_identical_after_adamw_with_weight_decay(corpus, 
     norm = "model.layers.0.input_layernorm.weight" if arch == "llama" else "transformer.h.0.ln_1.weight"
     region = _region(lm, extra=(norm,))
     before = _snapshot(lm)
-    result = train(lm, corpus, "fr", frozen=region, out=tmp_path, precision=precision, **KW)
+    result = train(lm, corpus, "fr", frozen=region, out=tmp_path, settings=replace(S, precision=precision), progress=False)
     _assert_frozen_exact(lm, before, region)
     assert result.meta["frozen_verified_identical"] is True
     assert result.ppl(4, "fr") < result.ppl(0, "fr")  # it did learn the trained language
@@ -132,7 +135,7 @@ def test_freezer_cleans_optimizer_state_and_restore_is_needed():
 @pytest.mark.parametrize("arch,precision", [("gpt2", "bf16"), ("llama", "fp16")])
 def test_resume_after_a_crash_is_bit_identical(corpus, tmp_path, monkeypatch, arch, precision):
     # GPT-2 has dropout, so the RNG state must survive the checkpoint; fp16 adds the GradScaler.
-    kw = {**KW, "steps": 6, "checkpoint_every": 3, "precision": precision}
+    kw = dict(settings=replace(S, steps=6, checkpoint_every=3, precision=precision), progress=False)
     straight = _lm(arch)
     region = _region(straight)
     before = _snapshot(straight)
@@ -175,7 +178,7 @@ def test_same_seed_same_result_other_seed_other_data(corpus, tmp_path):
     runs = {}
     for name, seed in (("a", 0), ("b", 0), ("c", 3)):
         lm = _lm()
-        res = train(lm, corpus, "fr", frozen=_region(lm), out=tmp_path / name, seed=seed, **KW)
+        res = train(lm, corpus, "fr", frozen=_region(lm), out=tmp_path / name, settings=replace(S, seed=seed), progress=False)
         runs[name] = (res, _snapshot(lm))
     (ra, pa), (rb, pb), (rc, pc) = runs["a"], runs["b"], runs["c"]
     assert ra.rows == rb.rows and ra.losses == rb.losses
@@ -198,12 +201,17 @@ def test_random_region_like_matches_counts_and_is_deterministic():
     assert any(not torch.equal(a[n], c[n]) for n in core) and any(not torch.equal(a[n], core[n]) for n in core)
 
 
+def _empty(v) -> bool:  # no interval: None (an empty cell in summary.csv) or nan
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
 def test_forgetting_runs_three_modes_on_the_same_data_from_the_same_weights(corpus, tmp_path):
     lm = _lm()
     before = _snapshot(lm)
     core = _region(lm, share=0.05)
-    kw = {**KW, "steps": 2, "eval_every": 1}
-    rows = forgetting(lm, corpus, "fr", core, out=tmp_path, **kw)
+    kw = dict(settings=replace(S, steps=2, eval_every=1), progress=False)
+    res = forgetting(lm, corpus, "fr", core, out=tmp_path, **kw)
+    rows = res.rows
     assert [m for m in dict.fromkeys(r["mode"] for r in rows)] == ["core", "random", "none"]
     assert len(rows) == 3 * 3 * 2  # modes x steps 0..2 x languages
     for n, p in lm.model.named_parameters():  # the model is back at its original weights
@@ -217,18 +225,17 @@ def test_forgetting_runs_three_modes_on_the_same_data_from_the_same_weights(corp
     assert len(first_loss) == 1
     ends = {r["mode"]: r["ppl"] for r in rows if r["step"] == 2 and r["language"] == "en"}
     assert len(set(ends.values())) == 3  # the frozen regions did make a difference
-    for f in ("forgetting.csv", "summary.csv", "plots/forgetting.png", "none/window_nll.csv"):
-        assert (tmp_path / f).stat().st_size > 0
-    with open(tmp_path / "summary.csv") as fh:
-        summary = list(csv.DictReader(fh))
-    for row in summary:  # paired intervals over held-out windows around each ratio
+    # each mode's own folder; forgetting.csv, summary.csv and the plot are the study's (test_regions_cli)
+    assert (tmp_path / "none" / "window_nll.csv").stat().st_size > 0
+    assert not (tmp_path / "forgetting.csv").exists()
+    for row in res.summary:  # paired intervals over held-out windows around each ratio
         assert float(row["ratio_lo"]) < float(row["ratio"]) < float(row["ratio_hi"])
         if row["mode"] == "none":  # the same run on the same windows: no spread, so no interval
-            assert float(row["vs_none"]) == 1.0 and row["vs_none_lo"] in ("", "nan") and row["vs_none_hi"] in ("", "nan")
+            assert float(row["vs_none"]) == 1.0 and _empty(row["vs_none_lo"]) and _empty(row["vs_none_hi"])
         else:  # frozen entries make the end perplexity differ from the nothing-frozen run's
             assert float(row["vs_none_lo"]) < float(row["vs_none"]) < float(row["vs_none_hi"])
             assert float(row["vs_none"]) != 1.0
-    assert forgetting(lm, corpus, "fr", core, out=tmp_path, **kw) == rows  # finished modes are reused
+    assert forgetting(lm, corpus, "fr", core, out=tmp_path, **kw).rows == rows  # finished modes are reused
     control = random_region_like(lm, core, seed=7)
     forgetting(lm, corpus, "fr", core, control=control, modes=["random"], out=tmp_path / "control", **kw)
     got = json.loads((tmp_path / "control" / "random" / "train.json").read_text())
@@ -245,7 +252,7 @@ def test_forgetting_runs_three_modes_on_the_same_data_from_the_same_weights(corp
 def test_bad_parameters_are_refused(corpus, tmp_path, bad, match):
     lm = _lm()
     with pytest.raises(LanglocError, match=match):
-        train(lm, corpus, "fr", out=tmp_path, **{**KW, **bad})
+        train(lm, corpus, "fr", out=tmp_path, settings=replace(S, **bad), progress=False)
     assert not any(tmp_path.iterdir())
 
 
@@ -274,9 +281,9 @@ def test_bad_regions_models_and_runs_are_refused(corpus, tmp_path):
     with pytest.raises(LanglocError, match="float32"):
         train(half, corpus, "fr", out=tmp_path, **KW)
     assert not any(tmp_path.iterdir())
-    train(lm, corpus, "fr", out=tmp_path, **{**KW, "steps": 1, "warmup": 0})
+    train(lm, corpus, "fr", out=tmp_path, settings=replace(S, steps=1, warmup=0), progress=False)
     with pytest.raises(LanglocError, match="finished training run with other settings"):
-        train(_lm(), corpus, "fr", out=tmp_path, **{**KW, "steps": 2, "warmup": 0})
+        train(_lm(), corpus, "fr", out=tmp_path, settings=replace(S, steps=2, warmup=0), progress=False)
 
 
 def test_learning_rate_schedule():

@@ -11,10 +11,10 @@ from langloc.adapters.masked_lora import (
     mlp_modules, remove_adapter, save_adapter, trainable_parameters, SavedAdapter,
 )
 from langloc.adapters.train import AdapterTrainResult, examples_from_pairs, examples_from_windows, train_adapter
-from langloc.adapters.transfer import transfer_study
+from langloc.adapters.transfer import AdapterSettings, transfer_study
 
 __all__ = [
     "ADAPTER_MODES", "AdapterSpec", "AdapterTarget", "adapter_spec", "attention_modules", "mask_leak", "masked_lora",
     "merged_delta", "mlp_modules", "remove_adapter", "save_adapter", "SavedAdapter", "trainable_parameters", "AdapterTrainResult",
-    "examples_from_pairs", "examples_from_windows", "train_adapter", "transfer_study",
+    "examples_from_pairs", "examples_from_windows", "train_adapter", "transfer_study", "AdapterSettings",
 ]

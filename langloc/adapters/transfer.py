@@ -4,6 +4,7 @@ evaluate on other languages' items, for each adapter mode and the unadapted mode
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -75,33 +76,45 @@ def add_gains(rows: list[dict], per_item: dict[str, dict], reference: str) -> No
             row[f"{name}_lo"], row[f"{name}_hi"] = mean_ci(diff)
 
 
+@dataclass(frozen=True)
+class AdapterSettings:
+    """How each adapter of :func:`transfer_study` is made and trained: LoRA rank ``r`` and
+    ``alpha``; ``gate_only`` (the gate projection only, not up); ``attention`` (also plain LoRA on
+    attention); ``down`` (also the MLP output projection); AdamW with ``lr`` and ``weight_decay``
+    over ``epochs`` in batches of ``batch_size``; ``seed`` for the adapter's initialisation and the
+    order of training (the same for every mode). ``PRESETS`` name the first four together
+    (:func:`preset_settings`)."""
+
+    r: int = 8
+    alpha: int = 16
+    gate_only: bool = False
+    weight_decay: float = 0.0
+    attention: bool = True
+    down: bool = False
+    lr: float = 1e-5
+    epochs: int = 1
+    batch_size: int = 8
+    seed: int = 0
+
+
 def transfer_study(
     lm,
     neurons: Sequence | None,
     *,
     train_items: Sequence[TaskItem],
     eval_items: dict[str, Sequence[TaskItem]],
+    adapter: AdapterSettings = AdapterSettings(),
     modes: Sequence[str] = MODES,
     baseline: bool = True,
-    r: int = 8,
-    alpha: int = 16,
-    attention: bool = True,
-    down: bool = False,
-    gate_only: bool = False,
-    lr: float = 1e-5,
-    weight_decay: float = 0.0,
-    epochs: int = 1,
-    batch_size: int = 8,
     eval_batch_size: int = 8,
-    seed: int = 0,
     progress: bool = True,
     harness=None,
     save_adapters=None,
 ) -> list[dict]:
     """One row per (condition, evaluation language): ``condition`` is ``base`` (no adapter)
-    or an adapter mode of :func:`masked_lora`; every adapter is trained on ``train_items``
-    (the right answers, loss on the answer tokens) from the same seed and removed again
-    afterwards, so ``lm`` ends as it started. Rows also carry paired gains over ``base`` and
+    or an adapter mode of :func:`masked_lora`; every adapter is made and trained as ``adapter``
+    says, on ``train_items`` (the right answers, loss on the answer tokens), from the same seed,
+    and removed again afterwards, so ``lm`` ends as it started. Rows also carry paired gains over ``base`` and
     over ``random`` (:func:`add_gains`). ``harness``: called with each condition's name while
     that condition's model is in place (e.g. to run lm-evaluation-harness tasks on it).
     ``save_adapters``: a folder; each trained adapter is saved to ``<folder>/<mode>``
@@ -131,15 +144,16 @@ def transfer_study(
         if mode is None:
             return evaluate("base", {})
         started = time.time()
-        peft_model = masked_lora(lm, neurons, mode, r=r, alpha=alpha, attention=attention, down=down,
-                                 gate_only=gate_only, seed=seed)
+        a = adapter
+        peft_model = masked_lora(lm, neurons, mode, r=a.r, alpha=a.alpha, attention=a.attention, down=a.down,
+                                 gate_only=a.gate_only, seed=a.seed)
         try:
-            trained = train_adapter(lm, pairs, lr=lr, weight_decay=weight_decay, epochs=epochs,
-                                    batch_size=batch_size, seed=seed, progress=progress)
+            trained = train_adapter(lm, pairs, lr=a.lr, weight_decay=a.weight_decay, epochs=a.epochs,
+                                    batch_size=a.batch_size, seed=a.seed, progress=progress)
             spec = peft_model.langloc_spec
             if save_adapters is not None:
                 save_adapter(peft_model, Path(save_adapters) / mode, lm.meta, started)
-            info = {"lora_r": r, "lora_alpha": alpha, "gate_only": gate_only, "weight_decay": weight_decay,
+            info = {"lora_r": a.r, "lora_alpha": a.alpha, "gate_only": a.gate_only, "weight_decay": a.weight_decay,
                     "train_loss_first": trained.losses[0], "train_loss_last": trained.final_loss,
                     "train_steps": trained.steps, "train_seconds": round(trained.seconds, 2),
                     "trainable": trainable_parameters(peft_model),

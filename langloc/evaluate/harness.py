@@ -22,7 +22,6 @@ import math
 from pathlib import Path
 from typing import Sequence
 
-from langloc import kinds
 from langloc.artefacts import write_json, write_text
 from langloc.errors import LanglocError
 
@@ -125,21 +124,15 @@ def choice_task_yaml(folder: str | Path, name: str, items: Sequence) -> Path:
     return yaml
 
 
-def harness_study(lm, tasks: Sequence[str], conditions: dict, *, out: str | Path, limit: int | float | None = None,
+def harness_study(lm, tasks: Sequence[str], conditions: dict, *, limit: int | float | None = None,
                   num_fewshot: int | None = None, batch_size: int = 8, include_path: str | Path | None = None,
-                  seed: int = 0, settings: dict | None = None) -> list[dict]:
+                  seed: int = 0) -> tuple[list[dict], dict]:
     """Every harness task under every condition (name -> Intervention, a saved adapter
     (:class:`langloc.adapters.masked_lora.SavedAdapter`: anything with ``apply(lm)``,
-    ``to_dict()`` and ``count()``) or None for the model
-    as it is); writes ``out/results.json`` (the harness's results per condition, with metadata)
-    and ``out/metrics.csv`` (condition, task, metric, value) and returns the rows."""
-    import time
-
-    from langloc.artefacts import write_csv
-    from langloc.manifest import make_manifest, stamp
-
-    started = time.time()
-    out = Path(out)
+    ``to_dict()`` and ``count()``) or None for the model as it is). Returns the rows of
+    metrics.csv (condition, task, metric, value) and the harness's results per condition (with
+    the intervention and its neuron count), for results.json; :mod:`langloc.studies.harness`
+    writes both, with the manifest."""
     rows, results = [], {}
     for name, iv in conditions.items():
         res = harness_evaluate(lm, tasks, intervention=iv, limit=limit, num_fewshot=num_fewshot,
@@ -148,11 +141,4 @@ def harness_study(lm, tasks: Sequence[str], conditions: dict, *, out: str | Path
                          "intervention": res.get("langloc", {}).get("intervention"),
                          "neurons": iv.count() if iv is not None else 0}
         rows += metric_rows(res, name)
-    write_csv(out / "metrics.csv", rows, ["condition", "task", "metric", "value"], float_digits=6)
-    config = {"tasks": list(tasks), "limit": limit, "num_fewshot": num_fewshot, "batch_size": batch_size,
-              "conditions": list(conditions), **(settings or {})}
-    manifest = make_manifest(kinds.HARNESS, model=lm.meta, corpus={"harness_tasks": list(tasks)}, config=config,
-                             seeds={"harness": seed}, started=started)
-    write_json(out / "results.json", stamp({"tasks": list(tasks), "limit": limit, "num_fewshot": num_fewshot,
-                                            "seed": seed, **(settings or {}), "conditions": results}, manifest))
-    return rows
+    return rows, results

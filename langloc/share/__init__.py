@@ -9,7 +9,7 @@ from langloc.share.categories import (
     CATEGORIES, category_counts, category_shares, check_threshold, classify, modal_neurons, stability,
 )
 from langloc.share.causal import causal_sets, causal_study, conditions
-from langloc.share.study import TaskSharing, analyse_task, share_study
+from langloc.share.analysis import TaskSharing, analyse_task, share_study
 
 __all__ = ["CategoryAttribution", "ReferenceAggregation", "TopContribution", "column_norms", "gold_directions", "neuron_scores", "Capture", "capture",
            "CATEGORIES", "category_counts", "category_shares", "check_threshold", "classify", "modal_neurons",

@@ -7,7 +7,7 @@ decoder layer ``l`` (the site DiffMean uses). Each gives a unit direction ``d_l`
 that it points from the source towards the target (``d_l · (mean_t − mean_s) > 0``, the means
 of the two samples), and steers exactly as DiffMean does: ``alpha · n_l · d_l`` is added at the
 chosen layers, ``n_l`` the residual stream's typical norm there, with the same grid, search and
-random-direction control (:class:`~langloc.steer.study.DiffMeanMethod`).
+random-direction control (:class:`~langloc.steer.evaluation.DiffMeanMethod`).
 
 * ``probe``: L2-regularised logistic regression, fitted to convergence by full-batch L-BFGS in
   float64 on standardised features (each dimension centred and scaled by its pooled standard
@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from langloc.errors import LanglocError
 from langloc.intervene.intervention import Intervention
 from langloc.steer.steering import DIRECTION_METHODS, DirectionSetting
-from langloc.steer.study import DiffMeanMethod
+from langloc.steer.evaluation import DiffMeanMethod
 
 FITS = {
     "probe": "L2 logistic regression (C=1, sum of log-losses + |w|^2/2), full-batch L-BFGS to convergence in float64, "

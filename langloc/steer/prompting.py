@@ -107,7 +107,7 @@ class PromptIntervention:
 @dataclass
 class PromptingMethod:
     """The prompting baseline as a method of the steering study (the interface of
-    :class:`~langloc.steer.study.NeuronMethod`); ``format``: :func:`prompt_format` of the model's
+    :class:`~langloc.steer.evaluation.NeuronMethod`); ``format``: :func:`prompt_format` of the model's
     tokenizer."""
 
     format: str = "plain"

@@ -1,7 +1,8 @@
 """harness: lm-evaluation-harness tasks with language neurons deactivated or steered.
 
 Every condition runs the same tasks: the model as it is (base), each zeroed language's
-neurons (and random controls of the same count per layer), each saved intervention. Writes
+neurons (and random controls of the same count per layer), each saved intervention
+(:func:`langloc.evaluate.harness.harness_study` evaluates; this module writes). Writes
 ``OUT/results.json`` (the harness's results per condition, with the manifest),
 ``OUT/metrics.csv`` and, for the offline Bible choice task, its task files in ``OUT/tasks``.
 Needs the optional extra: pip install 'langloc[harness]'.
@@ -9,6 +10,7 @@ Needs the optional extra: pip install 'langloc[harness]'.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
@@ -103,7 +105,6 @@ def _model(c: Config, lm):
 def run(lm, config: Config, out: str | Path) -> Manifest:
     """The manifest of results.json; its ``result``: ``{"rows": metrics.csv's rows,
     "conditions": the condition names, "model": the model's name}``."""
-    from langloc.artefacts import read_json
     from langloc.evaluate import harness as H
     from langloc.intervene import Intervention
     from langloc.manifest import FIELDS
@@ -135,9 +136,29 @@ def run(lm, config: Config, out: str | Path) -> Manifest:
         include_path = out / "tasks"
         for name, task_items in choice_items.items():
             H.choice_task_yaml(include_path, name, task_items)
-    rows = H.harness_study(lm, [*c.tasks, *choice_items], conds, out=out, limit=limit, num_fewshot=c.num_fewshot,
-                           batch_size=c.batch_size, include_path=include_path, seed=c.seed,
-                           settings={"command": "harness", "neurons": str(c.neurons) if c.neurons else None})
-    doc = read_json(out / "results.json", "harness results")
+    tasks = [*c.tasks, *choice_items]
+    started = time.time()
+    rows, results = H.harness_study(lm, tasks, conds, limit=limit, num_fewshot=c.num_fewshot, batch_size=c.batch_size,
+                                    include_path=include_path, seed=c.seed)
+    doc = write_outputs(out, lm, c, tasks, limit, rows, results, started)
     manifest = {k: doc.get(k) for k in FIELDS}
     return Manifest(manifest, result={"rows": rows, "conditions": list(conds), "model": lm.name}, path=out / "results.json")
+
+
+def write_outputs(out: Path, lm, c: Config, tasks: list[str], limit, rows: list[dict], results: dict,
+                  started: float) -> dict:
+    """metrics.csv and results.json (the harness's results per condition, with the manifest);
+    returns results.json's document."""
+    from langloc.artefacts import write_csv, write_json
+    from langloc.manifest import make_manifest, stamp
+
+    settings = {"command": "harness", "neurons": str(c.neurons) if c.neurons else None}
+    write_csv(out / "metrics.csv", rows, ["condition", "task", "metric", "value"], float_digits=6)
+    config = {"tasks": list(tasks), "limit": limit, "num_fewshot": c.num_fewshot, "batch_size": c.batch_size,
+              "conditions": list(results), **settings}
+    manifest = make_manifest(KIND, model=lm.meta, corpus={"harness_tasks": list(tasks)}, config=config,
+                             seeds={"harness": c.seed}, started=started)
+    doc = stamp({"tasks": list(tasks), "limit": limit, "num_fewshot": c.num_fewshot, "seed": c.seed, **settings,
+                 "conditions": results}, manifest)
+    write_json(out / "results.json", doc)
+    return doc

@@ -4,7 +4,8 @@ residual states (a probe, LDA, PCA) and an instruction (prompting), under a stri
 For each method (neuron sets; ``--methods``: diffmean, probe, lda, pca, prompting) and target
 language: search the setting on tuning
 prompts or take the one given, evaluate it on held-out prompts, run the random control, and
-steer from other source languages (:func:`langloc.steer.study.steer_study`). Writes
+steer from other source languages (:func:`langloc.steer.evaluation.steer_study`, which computes
+and returns the rows; this module writes every file). Writes
 ``OUT/steer.json`` (the manifest), ``summary.csv``, ``methods.csv``, ``matrix.csv``,
 ``native.csv``, ``generations.jsonl``, ``interventions/`` and ``steering.png``. Under torchrun
 the native references' languages, then the (method, target) cells with the unsteered
@@ -14,13 +15,14 @@ the files, the same as one process's.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 from langloc import kinds
 from langloc.errors import LanglocError
-from langloc.steer.study import GridSpec
+from langloc.steer.evaluation import GridSpec
 from langloc.studies.base import Manifest, StudyConfig, check_numbers, load_model_of, run_corpus, run_corpus_spec
 
 KIND = kinds.STEER
@@ -59,7 +61,7 @@ class Config(StudyConfig):
     searched: layers (6, a band 5-7) or, with a decimal point, fractions of the depth (0.5, 0.4-0.6),
     resolved per model (the same for probe, lda and pca); alphas: DiffMean's (and the fitted
     directions') strengths searched, in typical residual norms (the defaults of rules, modes,
-    positions, residual_layers and alphas are :class:`~langloc.steer.study.GridSpec`'s); k: the strict judge's
+    positions, residual_layers and alphas are :class:`~langloc.steer.evaluation.GridSpec`'s); k: the strict judge's
     perplexity factor (default: measured, the 95th percentile of native ppl / median);
     max_new_tokens, sample, temperature, top_p, top_k, no_repeat_ngram_size, repetition_penalty,
     batch_size: generation; decoding: ``greedy`` (the default: the decoding those options give,
@@ -161,7 +163,7 @@ def _rules(spec: str) -> dict:
 def _spec(c: Config):
     """The search grid (positions are checked by :func:`run`, for the fixed setting too)."""
     from langloc.steer.steering import STEER_MODES
-    from langloc.steer.study import GridSpec
+    from langloc.steer.evaluation import GridSpec
 
     if any(m not in STEER_MODES for m in c.modes) or not c.modes:
         raise LanglocError(f"--modes must be one or more of {', '.join(STEER_MODES)}, got {','.join(c.modes)!r}")
@@ -259,7 +261,7 @@ def _residual_methods(lm, names: list[str], source: str, stats, run, eval_prompt
     from langloc.steer import prompts as P
     from langloc.steer.diffmean import residual_norms
     from langloc.steer.directions import DirectionMethod
-    from langloc.steer.study import DiffMeanMethod
+    from langloc.steer.evaluation import DiffMeanMethod
 
     if not names:
         return {}
@@ -301,7 +303,9 @@ def run(lm, config: Config, out: str | Path | None) -> Manifest:
     from langloc.steer.prompting import PromptingMethod, prompt_format
     from langloc.steer.relevance import Relevance
     from langloc.steer.steering import Generation, Steerer
-    from langloc.steer.study import NeuronMethod, steer_study
+    from langloc import distributed
+    from langloc.manifest import make_manifest, stamp
+    from langloc.steer.evaluation import NeuronMethod, chosen_interventions, steer_study
 
     c = config
     check_draws(c.control_draws)
@@ -353,8 +357,6 @@ def run(lm, config: Config, out: str | Path | None) -> Manifest:
     if publisher is not None:
         gen = replace(gen, **publisher["recommended"])
     if lm is None:
-        from langloc import distributed
-
         if not (run_meta or sets or c.model):
             raise LanglocError("give the model (--model), or a run (--run) or neuron set (--neurons) that names it")
         lm = load_model_of(run_meta or (next(iter(sets.values())).meta if sets else {}), c.model, c.dtype,
@@ -378,11 +380,36 @@ def run(lm, config: Config, out: str | Path | None) -> Manifest:
     steerer = Steerer(lm, values, gen, fluency,
                       LanguageIdentifier(list(c.candidates) if c.candidates else DEFAULT_CANDIDATES),
                       relevance=relevance)
-    config_doc = c.to_dict()
-    result = steer_study(steerer, methods, list(c.targets), source=c.source, eval_prompts=eval_p, tune_prompts=tune_p,
-                         spec=spec, fixed=fixed, native_prompts=lambda lang: P.builtin_prompts(lang, "all"), k=c.k,
-                         matrix_sources=tuple(c.matrix_sources),
-                         matrix_prompts=lambda lang: P.builtin_prompts(lang, "all"), controls=c.controls,
-                         control_draws=c.control_draws, seed=c.seed, out=out, progress=c.progress, config=config_doc,
-                         decoding=publisher)
+    started = time.time()
+    result, gens = steer_study(steerer, methods, c, eval_prompts=eval_p, tune_prompts=tune_p,
+                               prompts_of=lambda lang: P.builtin_prompts(lang, "all"), spec=spec, fixed=fixed,
+                               decoding=publisher, parts=Path(out) / ".parts" if out is not None else None)
+    result = stamp(result, make_manifest(KIND, model=lm.meta, config=c.to_dict(),
+                                         seeds={"controls": c.seed, "generation": steerer.gen.seed}, started=started))
+    if out is not None and distributed.is_main():  # under torchrun the first process writes
+        for name, iv in chosen_interventions(steerer, methods, result).items():
+            iv.save(Path(out) / "interventions" / name)
+        write_outputs(Path(out), result, gens)
     return Manifest(result, result=result, path=Path(out) / "steer.json" if out else None)
+
+
+def write_outputs(out: Path, result: dict, gens: list[dict]) -> None:
+    """steer.json (the manifest), summary.csv, methods.csv, matrix.csv, native.csv,
+    generations.jsonl and steering.png."""
+    import json
+
+    from langloc.artefacts import atomic_path, write_csv, write_json
+    from langloc.plotting import plot_steering
+    from langloc.steer.evaluation import COLUMNS, MATRIX_COLUMNS, METHOD_COLUMNS, NATIVE_COLUMNS
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "steer.json", result)
+    write_csv(out / "summary.csv", result["rows"], COLUMNS, float_digits=4)
+    write_csv(out / "methods.csv", result["method_table"], METHOD_COLUMNS, float_digits=4)
+    write_csv(out / "matrix.csv", result["matrix"], MATRIX_COLUMNS, float_digits=4)
+    write_csv(out / "native.csv", result["native"], NATIVE_COLUMNS, float_digits=4)
+    with atomic_path(out / "generations.jsonl") as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for g in gens:
+                f.write(json.dumps(g, ensure_ascii=False) + "\n")
+    plot_steering(result["rows"], out / "steering.png")

@@ -1,13 +1,15 @@
 """train (forgetting): further pre-train on one language with the core region frozen, a random
 region frozen, or nothing, and measure forgetting on other languages.
 
-:func:`langloc.train.trainer.forgetting` runs each mode into ``OUT/<mode>`` and writes
-``OUT/forgetting.csv`` (mode, step, language, ppl, ratio to step 0), ``OUT/summary.csv``,
-``OUT/plots/forgetting.png`` and ``OUT/forgetting.manifest.json``.
+:func:`langloc.train.trainer.forgetting` runs each mode into ``OUT/<mode>`` (its own train.json,
+resumable) and returns the rows; this module writes ``OUT/forgetting.csv`` (mode, step, language,
+ppl, ratio to step 0), ``OUT/summary.csv``, ``OUT/plots/forgetting.png`` and
+``OUT/forgetting.manifest.json``.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -58,8 +60,8 @@ class Config(StudyConfig):
 def run(lm, config: Config, out: str | Path) -> Manifest:
     from langloc.manifest import manifest_file, read_manifest
     from langloc.regions.regions import Regions, default_regions_file
-    from langloc.regions.study import folder_corpus, folder_info, folder_model
-    from langloc.train.trainer import FREEZE_MODES, forgetting
+    from langloc.regions.folder import folder_corpus, folder_info, folder_model
+    from langloc.train.trainer import FREEZE_MODES, TrainSettings, forgetting
 
     c = config
     check_choices("mode", c.modes, FREEZE_MODES)
@@ -75,12 +77,40 @@ def run(lm, config: Config, out: str | Path) -> Manifest:
     if not c.train_embeddings:
         for p in lm.model.get_input_embeddings().parameters():
             p.requires_grad_(False)
-    rows = forgetting(lm, corpus, c.language, core, out=out, modes=list(c.modes), seed=c.seed, resume=c.resume,
-                      control=control, region_meta=regs.meta, steps=c.steps, batch_size=c.batch_size,
-                      window=c.window or info.get("window", 512), lr=c.lr, weight_decay=c.weight_decay,
-                      warmup=c.warmup, max_grad_norm=c.max_grad_norm or None, precision=c.precision,
-                      eval_languages=[x for x in c.eval_languages if x != c.language], eval_tokens=c.eval_tokens,
-                      eval_every=c.eval_every, checkpoint_every=c.checkpoint_every, progress=c.progress)
-    path = Path(out) / "forgetting.csv"
-    doc = read_manifest(manifest_file(path), KIND) if manifest_file(path).is_file() else {}
-    return Manifest(doc, result=rows, path=path)
+    settings = TrainSettings(steps=c.steps, batch_size=c.batch_size, window=c.window or info.get("window", 512), lr=c.lr,
+                             weight_decay=c.weight_decay, warmup=c.warmup, seed=c.seed,
+                             eval_languages=[x for x in c.eval_languages if x != c.language],
+                             eval_tokens=c.eval_tokens, eval_every=c.eval_every,
+                             checkpoint_every=c.checkpoint_every, max_grad_norm=c.max_grad_norm or None,
+                             precision=c.precision)
+    started = time.time()
+    res = forgetting(lm, corpus, c.language, core, settings, out=out, modes=list(c.modes), resume=c.resume,
+                     control=control, region_meta=regs.meta, progress=c.progress)
+    path = write_outputs(Path(out), lm, corpus, c, settings, res, started)
+    return Manifest(read_manifest(manifest_file(path), KIND), result=res.rows, path=path)
+
+
+def write_outputs(out: Path, lm, corpus, c: Config, settings, res, started: float) -> Path:
+    """forgetting.csv, summary.csv, plots/forgetting.png and forgetting.manifest.json (listing
+    them and each mode's train.json); returns the path of forgetting.csv."""
+    from langloc.artefacts import write_csv
+    from langloc.manifest import make_manifest, write_manifest
+    from langloc.train.plots import plot_forgetting
+    from langloc.train.trainer import RESULT
+
+    modes = list(c.modes)
+    write_csv(out / "forgetting.csv", res.rows, ["mode", "step", "language", "ppl", "ratio"])
+    write_csv(out / "summary.csv", res.summary, list(dict.fromkeys(k for row in res.summary for k in row)))
+    plot_forgetting(res.rows, out / "plots" / "forgetting.png", c.language)
+    t = settings
+    config = {"language": c.language, "modes": modes, "frozen_entries": res.frozen_entries,
+              "steps": t.steps, "batch_size": t.batch_size, "window": t.window, "lr": t.lr,
+              "weight_decay": t.weight_decay, "warmup": t.warmup, "max_grad_norm": t.max_grad_norm,
+              "precision": t.precision, "eval_languages": t.eval_languages, "eval_tokens": t.eval_tokens,
+              "eval_every": t.eval_every, "checkpoint_every": t.checkpoint_every}
+    write_manifest(out / "forgetting.csv", make_manifest(
+        KIND, model=lm.meta, corpus=corpus.describe(), split={"train": "stats", "eval": "eval"},
+        config=config, seeds={"data": t.seed, "random_region": t.seed}, started=started),
+        [out / "forgetting.csv", out / "summary.csv", out / "plots" / "forgetting.png",
+         *[out / m / RESULT for m in modes]])
+    return out / "forgetting.csv"

@@ -59,7 +59,7 @@ def run(lm, config: Config, out: str | Path) -> Manifest:
     from langloc import distributed
     from langloc.tasks.bible_choice import bible_choice_items
     from langloc.adapters.masked_lora import ADAPTER_MODES
-    from langloc.adapters.transfer import preset_settings, transfer_study
+    from langloc.adapters.transfer import AdapterSettings, preset_settings, transfer_study
     from langloc.artefacts import write_csv
     from langloc.identify import NeuronSet
     from langloc.manifest import make_manifest, write_manifest
@@ -74,10 +74,10 @@ def run(lm, config: Config, out: str | Path) -> Manifest:
              for lang in [c.language, *[x for x in c.eval_languages if x != c.language]]}
     lm = lm or load_model_of(ns.meta, c.model, "float32", c.device or distributed.local_device(), str(c.neurons))
     ns.check_model(lm)
-    rows = transfer_study(lm, ns.layers(c.language), train_items=train_set, eval_items=evals, modes=list(c.modes),
-                          **settings, attention=c.attention, down=c.down, lr=c.lr, epochs=c.epochs,
-                          batch_size=c.batch_size, seed=c.seed, progress=c.progress,
-                          save_adapters=c.save_adapters)
+    adapter = AdapterSettings(**settings, attention=c.attention, down=c.down, lr=c.lr, epochs=c.epochs,
+                              batch_size=c.batch_size, seed=c.seed)
+    rows = transfer_study(lm, ns.layers(c.language), train_items=train_set, eval_items=evals, adapter=adapter,
+                          modes=list(c.modes), progress=c.progress, save_adapters=c.save_adapters)
     if not distributed.is_main():
         return Manifest(result=rows)
     write_csv(out, rows, list(dict.fromkeys(k for row in rows for k in row)))

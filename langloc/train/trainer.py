@@ -19,8 +19,9 @@ An output folder of :func:`train`::
     OUT/checkpoint.pt      while running: everything needed to resume (removed when done)
 
 :func:`forgetting` writes one such folder per mode (``OUT/core``, ``OUT/random``,
-``OUT/none``) plus ``OUT/forgetting.csv`` (mode, step, language, ppl, ratio),
-``OUT/summary.csv``, ``OUT/plots/forgetting.png`` and ``OUT/forgetting.manifest.json``.
+``OUT/none``) and returns the rows of ``OUT/forgetting.csv`` (mode, step, language, ppl, ratio)
+and ``OUT/summary.csv``, which :mod:`langloc.studies.train` writes with
+``OUT/plots/forgetting.png`` and ``OUT/forgetting.manifest.json``.
 
 Training keeps the parameters in float32 (they are the master weights) and runs the forward
 pass under ``torch.autocast`` (``precision="bf16"``, or ``"fp16"`` with a GradScaler);
@@ -48,10 +49,10 @@ from langloc.artefacts import atomic_path, weights_fingerprint, write_csv, write
 from langloc.data.packing import corpus_windows
 from langloc.errors import LanglocError
 from langloc.evaluate.perplexity import window_nll
-from langloc.manifest import check_same_model, make_manifest, read_manifest, stamp, write_manifest
+from langloc.manifest import check_same_model, make_manifest, read_manifest, stamp
 from langloc.regions import Region, check_region, region_size
 from langloc.train.freezing import RegionFreezer, check_region_tensors, optimizer_step
-from langloc.train.plots import plot_forgetting, plot_training
+from langloc.train.plots import plot_training
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 FREEZE_MODES = ("core", "random", "none")  # what is frozen: the core region, a random one, nothing
@@ -64,6 +65,42 @@ LOSS_CSV = "loss.csv"
 MIN_LR_RATIO = 0.1  # the cosine schedule decays to 10% of the peak learning rate
 BETAS = (0.9, 0.95)
 EPS = 1e-8
+
+
+@dataclass
+class TrainSettings:
+    """How :func:`train` trains (and :func:`forgetting`, the same way in every mode): ``steps``
+    optimiser steps of ``batch_size`` windows of ``window`` tokens; AdamW with peak ``lr`` and
+    ``weight_decay`` (matrices only), ``warmup`` steps of linear warm-up then cosine decay,
+    gradient clipping at ``max_grad_norm`` (None: none); the forward pass in ``precision``;
+    ``seed``: the data order (and dropout); held-out perplexity of the trained language and
+    ``eval_languages`` on ``eval_tokens`` tokens, every ``eval_every`` steps; a checkpoint every
+    ``checkpoint_every`` steps. Checked by :func:`train` before anything is written."""
+
+    steps: int = 200
+    batch_size: int = 8
+    window: int = 512
+    lr: float = 2e-5
+    weight_decay: float = 0.1
+    warmup: int = 20
+    seed: int = 0
+    eval_languages: list[str] | tuple = ()
+    eval_tokens: int = 8192
+    eval_every: int = 50
+    checkpoint_every: int = 100
+    max_grad_norm: float | None = 1.0
+    precision: str = "bf16"
+
+
+@dataclass
+class Forgetting:
+    """What :func:`forgetting` computes: the rows of forgetting.csv (mode, step, language, ppl,
+    ratio) and of summary.csv (per mode and language: perplexity at the start and the end, their
+    ratio, with paired intervals), and the frozen entries per mode."""
+
+    rows: list[dict]
+    summary: list[dict]
+    frozen_entries: dict
 
 
 @dataclass
@@ -250,29 +287,18 @@ def train(
     lm,
     corpus,
     lang: str,
+    settings: TrainSettings = TrainSettings(),
     *,
     frozen: Region | None = None,
     out: str | Path,
-    steps: int = 200,
-    batch_size: int = 8,
-    window: int = 512,
-    lr: float = 2e-5,
-    weight_decay: float = 0.1,
-    warmup: int = 20,
-    seed: int = 0,
-    eval_languages: list[str] | tuple = (),
-    eval_tokens: int = 8192,
-    eval_every: int = 50,
-    checkpoint_every: int = 100,
-    max_grad_norm: float | None = 1.0,
-    precision: str = "bf16",
     resume: bool = False,
     progress: bool = True,
     region_meta: dict | None = None,
     label: str | None = None,
 ) -> TrainResult:
     """Further pre-train ``lm`` (in place) on ``lang``'s "stats" split with ``frozen`` kept
-    bit-identical, evaluating held-out perplexity of ``lang`` and ``eval_languages``.
+    bit-identical, as ``settings`` say (:class:`TrainSettings`), evaluating held-out perplexity
+    of ``lang`` and the settings' ``eval_languages``.
 
     AdamW (betas 0.9/0.95; weight decay on matrices only), linear warm-up then cosine decay,
     gradient clipping at ``max_grad_norm``. Perplexity is measured at step 0, every
@@ -284,6 +310,10 @@ def train(
     against the model. ``label`` names the run in the progress bar and the plot title.
     """
     started = time.time()
+    t = settings
+    steps, batch_size, window, lr, weight_decay, warmup = t.steps, t.batch_size, t.window, t.lr, t.weight_decay, t.warmup
+    seed, eval_languages, eval_tokens, eval_every = t.seed, t.eval_languages, t.eval_tokens, t.eval_every
+    checkpoint_every, max_grad_norm, precision = t.checkpoint_every, t.max_grad_norm, t.precision
     _validate(steps=steps, batch_size=batch_size, window=window, lr=lr, weight_decay=weight_decay, warmup=warmup,
               eval_tokens=eval_tokens, eval_every=eval_every, checkpoint_every=checkpoint_every,
               max_grad_norm=max_grad_norm, precision=precision)
@@ -474,36 +504,31 @@ def forgetting(
     corpus,
     lang: str,
     core: Region,
+    settings: TrainSettings = TrainSettings(),
     *,
     out: str | Path,
     modes: list[str] | tuple = FREEZE_MODES,
-    seed: int = 0,
     resume: bool = False,
     progress: bool = True,
     control: Region | None = None,
     region_meta: dict | None = None,
-    **train_kwargs,
-) -> list[dict]:
-    """Train the same way in each of ``modes`` ("core": ``core`` frozen; "random": a random
-    region of the same size per parameter frozen, see :func:`random_region_like`; "none":
-    nothing frozen), each from the original weights, into ``OUT/<mode>``; then write
-    ``OUT/forgetting.csv`` (mode, step, language, ppl, ratio to step 0), ``OUT/summary.csv``
-    and ``OUT/plots/forgetting.png``. Modes already finished in ``out`` are not retrained.
-    ``control``: the region frozen in mode "random" (e.g. a region file's ``random``); default
-    :func:`random_region_like` ``(core, seed)``. ``region_meta``: the region file's metadata
-    (model, shapes), checked against ``lm``. ``train_kwargs`` are :func:`train`'s (steps,
-    batch_size, window, lr, ...). The model is left at its original weights. Returns the rows
-    of forgetting.csv.
+) -> Forgetting:
+    """Train the same way (``settings``) in each of ``modes`` ("core": ``core`` frozen; "random":
+    a random region of the same size per parameter frozen, see :func:`random_region_like`;
+    "none": nothing frozen), each from the original weights, into ``OUT/<mode>`` (:func:`train`:
+    its own train.json; modes already finished there are not retrained). Returns the rows of
+    forgetting.csv and summary.csv (:class:`Forgetting`), which :mod:`langloc.studies.train`
+    writes with ``plots/forgetting.png`` and the manifest. ``control``: the region frozen in
+    mode "random" (e.g. a region file's ``random``); default :func:`random_region_like`
+    ``(core, settings.seed)``. ``region_meta``: the region file's metadata (model, shapes),
+    checked against ``lm``. The model is left at its original weights.
     """
-    started = time.time()
     modes = list(modes)
     bad = [m for m in modes if m not in FREEZE_MODES]
     if not modes or bad:
         raise LanglocError(f"unknown mode(s) {', '.join(bad) or '(none given)'}; use {', '.join(FREEZE_MODES)}")
     if len(set(modes)) != len(modes):
         raise LanglocError(f"mode listed twice: {', '.join(modes)}")
-    if "frozen" in train_kwargs or "label" in train_kwargs:
-        raise LanglocError("forgetting() chooses the frozen region per mode; do not pass frozen= or label=")
     check_region_tensors(core, "the core region")
     check_region(lm, core, "the core region")
     if control is not None:
@@ -513,7 +538,7 @@ def forgetting(
     if region_size(core) == 0 and any(m != "none" for m in modes):
         raise LanglocError("the core region is empty; nothing to freeze")
     if control is None and "random" in modes:
-        control = random_region_like(lm, core, seed)
+        control = random_region_like(lm, core, settings.seed)
     regions = {"core": core, "random": control, "none": None}
     out = Path(out)
     # Every mode starts from the original weights: keep a copy (on the CPU) to restore them.
@@ -522,8 +547,8 @@ def forgetting(
     combined, windows = [], {}
     try:
         for mode in modes:
-            result = train(lm, corpus, lang, frozen=regions[mode], out=out / mode, seed=seed, resume=resume,
-                           progress=progress, label=f"{mode}", **train_kwargs)
+            result = train(lm, corpus, lang, settings, frozen=regions[mode], out=out / mode, resume=resume,
+                           progress=progress, label=f"{mode}")
             if not result.reused:
                 with torch.no_grad():
                     for n, p in lm.model.named_parameters():
@@ -537,21 +562,11 @@ def forgetting(
             for n, p in lm.model.named_parameters():
                 p.copy_(original[n])
         lm.meta["weights_fingerprint"] = original_fp
-    write_csv(out / "forgetting.csv", combined, ["mode", "step", "language", "ppl", "ratio"])
     last = max(r["step"] for r in combined)
     summary = [{"mode": r["mode"], "language": r["language"], "trained": r["language"] == lang,
                 "ppl_start": next(s["ppl"] for s in combined if s["mode"] == r["mode"] and s["step"] == 0
                                   and s["language"] == r["language"]),
                 "ppl_end": r["ppl"], "ratio": r["ratio"]} for r in combined if r["step"] == last]
     add_intervals(summary, windows, last)
-    write_csv(out / "summary.csv", summary, list(dict.fromkeys(k for row in summary for k in row)))
-    plot_forgetting(combined, out / "plots" / "forgetting.png", lang)
-    config = {"language": lang, "modes": modes, "frozen_entries": {m: region_size(r) if r is not None else 0
-                                                                   for m, r in regions.items() if m in modes},
-              **{k: v for k, v in train_kwargs.items() if k != "corpus"}}
-    write_manifest(out / "forgetting.csv", make_manifest(
-        kinds.FORGETTING, model=lm.meta, corpus=corpus.describe(), split={"train": "stats", "eval": "eval"},
-        config=config, seeds={"data": seed, "random_region": seed}, started=started),
-        [out / "forgetting.csv", out / "summary.csv", out / "plots" / "forgetting.png",
-         *[out / m / RESULT for m in modes]])
-    return combined
+    return Forgetting(combined, summary, {m: region_size(r) if r is not None else 0
+                                          for m, r in regions.items() if m in modes})

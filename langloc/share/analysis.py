@@ -8,7 +8,8 @@ coefficient and the gradient of the gold token's log-probability
 are added to the category that the item gave each neuron (:mod:`langloc.share.attribution`).
 Then optionally the causal tests (:mod:`langloc.share.causal`).
 
-Files in ``out``: ``categories.csv`` (task, layer, category, share), ``stability.csv`` (per
+:func:`share_study` computes the rows and writes nothing; :mod:`langloc.studies.share` writes,
+in ``out``: ``categories.csv`` (task, layer, category, share), ``stability.csv`` (per
 neuron: modal category, stability, counts per category), ``attribution.csv`` (mean scores
 per task, layer and category, pooled over instances), ``attribution_reference.csv`` (the
 Sharing-Matters code's aggregation: per task, language, layer, category and score, the max,
@@ -18,32 +19,25 @@ over items), ``top_contribution.csv`` (per task, language, layer: the category m
 accuracy, n_neurons, ...), ``share.json`` (settings, model, items, summary) and ``plots/``.
 
 Under torchrun the batches of items and the causal (condition, language) evaluations are
-shared out over the processes; the first gathers them in order and writes the files, the same
-as one process's.
+shared out over the processes and gathered in order, so every process returns one process's rows
+(the study's first process writes them).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Sequence
 
 import torch
 from tqdm.auto import tqdm
 
-from langloc import kinds
 from langloc import distributed
-from langloc.artefacts import write_csv, write_json
 from langloc.errors import LanglocError
-from langloc.manifest import make_manifest, stamp
 from langloc.share.attribution import (AGGREGATES, CategoryAttribution, ReferenceAggregation, TopContribution,
                                       column_norms, gold_directions, neuron_scores)
 from langloc.share.capture import capture, check_gold_tokens, check_position
 from langloc.share.categories import CATEGORIES, category_shares, check_threshold, classify, stability
-from langloc.share.causal import causal_study, check_boosts
-
-KIND = kinds.SHARE
+from langloc.share.causal import causal_study
 
 
 @dataclass
@@ -117,29 +111,40 @@ def analyse_task(lm, name: str, items: dict[str, list], *, threshold: float = 0.
                        {lang: float(logp[k] / N) for k, lang in enumerate(langs)})
 
 
-def share_study(lm, tasks: dict, items: dict[str, dict[str, list]], *, out: str | Path, threshold: float = 0.0,
-                position: str = "last", reduce: str = "any", gold_tokens: str = "joint", top_k: int = 800,
-                causal: bool = False,
-                boosts: Sequence[float] = (1.5, 2.0), boost_controls: bool = True, seed: int = 0,
-                batch_size: int = 8, progress: bool = True, settings: dict | None = None) -> dict:
-    """Run the analysis for ``tasks`` (name -> Task) on ``items`` (name -> language -> items),
-    write the files into ``out`` and return the metadata written to ``share.json`` (its
-    ``result["causal"]``: the rows of causal.csv)."""
-    from langloc.share.plots import plot_categories, plot_causal
+@dataclass
+class ShareAnalysis:
+    """What :func:`share_study` computes: the rows of each file :mod:`langloc.studies.share`
+    writes (categories.csv, stability.csv, attribution.csv, attribution_reference.csv,
+    top_contribution.csv, causal.csv), the category shares per task for the plot, the summary
+    per task and the seconds each step took."""
 
-    threshold = check_threshold(threshold)
-    check_position(position, reduce)
-    check_gold_tokens(gold_tokens)
-    boosts = check_boosts(boosts)
-    out = Path(out)
-    started = time.time()
+    languages: list[str]
+    categories: list[dict]
+    stability: list[dict]
+    attribution: list[dict]
+    reference: list[dict]
+    top: list[dict]
+    causal: list[dict]
+    shares: dict  # task -> [layers, 4] category shares
+    summary: dict
+    seconds: dict
+
+
+def share_study(lm, tasks: dict, items: dict[str, dict[str, list]], config) -> ShareAnalysis:
+    """Run the analysis for ``tasks`` (name -> Task) on ``items`` (name -> language -> items) and
+    return its rows; writes nothing (:mod:`langloc.studies.share` writes the files and share.json).
+
+    ``config``: the study's settings, :class:`langloc.studies.share.Config`, checked there (read
+    by attribute: ``threshold``, ``position``, ``reduce``, ``gold_tokens``, ``top_k``,
+    ``batch_size``, ``progress``, ``causal``, ``boost``, ``boost_controls``, ``seed``)."""
+    cfg = config
     cat_rows, stab_rows, attr_rows, causal_rows, summary, timings, shares = [], [], [], [], {}, {}, {}
     ref_rows, top_rows = [], []
     languages = None
     for name, task in tasks.items():
         t0 = time.time()
-        res = analyse_task(lm, name, items[name], threshold=threshold, position=position, reduce=reduce,
-                           gold_tokens=gold_tokens, top_k=top_k, batch_size=batch_size, progress=progress)
+        res = analyse_task(lm, name, items[name], threshold=cfg.threshold, position=cfg.position, reduce=cfg.reduce,
+                           gold_tokens=cfg.gold_tokens, top_k=cfg.top_k, batch_size=cfg.batch_size, progress=cfg.progress)
         languages = list(items[name])
         shares[name] = res.shares.numpy()
         for layer in range(lm.num_layers):
@@ -174,54 +179,15 @@ def share_study(lm, tasks: dict, items: dict[str, dict[str, list]], *, out: str 
             "gold_logp": res.gold_logp,
         }
         timings[f"analyse:{name}"] = round(time.time() - t0, 1)
-        if causal:
+        if cfg.causal:
             t0 = time.time()
-            causal_rows += causal_study(lm, task, items[name], res.modal, boosts=boosts, boost_controls=boost_controls,
-                                        seed=seed, batch_size=batch_size, progress=progress)
+            causal_rows += causal_study(lm, task, items[name], res.modal, boosts=list(cfg.boost),
+                                        boost_controls=cfg.boost_controls, seed=cfg.seed, batch_size=cfg.batch_size,
+                                        progress=cfg.progress)
             timings[f"causal:{name}"] = round(time.time() - t0, 1)
         del res
-    from langloc.studies.base import Manifest
-
-    main = distributed.is_main()  # under torchrun the first process writes; every one returns the same
-    if main:
-        write_csv(out / "categories.csv", cat_rows, ["task", "layer", "category", "share"], float_digits=6)
-        write_csv(out / "stability.csv", stab_rows,
-                  ["task", "layer", "neuron", "modal_category", "stability", *CATEGORIES], float_digits=4)
-        # Scores span many orders of magnitude (and depend on the model's scale): full precision.
-        write_csv(out / "attribution.csv", attr_rows, ["task", "layer", "category", "n", *CategoryAttribution.FIELDS])
-        write_csv(out / "attribution_reference.csv", ref_rows,
-                  ["task", "language", "layer", "category", "score", "items", *AGGREGATES])
-        write_csv(out / "top_contribution.csv", top_rows, ["task", "language", "layer", "category", "top_k", "share"],
-                  float_digits=6)
-        plot_categories(shares, out / "plots" / "categories.png", model_name=lm.name, threshold=threshold, position=position)
-        if causal:
-            extra = [k for k in dict.fromkeys(k for r in causal_rows for k in r)
-                     if k not in ("task", "condition", "language", "accuracy", "n_neurons", "accuracy_lo", "accuracy_hi")]
-            write_csv(out / "causal.csv", causal_rows,
-                      ["task", "condition", "language", "accuracy", "n_neurons", "accuracy_lo", "accuracy_hi", *extra],
-                      float_digits=6)
-            plot_causal(causal_rows, out / "plots" / "causal.png")
-    meta = {
-        "tasks": {name: {"options": t.options(), "accuracy": t.accuracy_means,
-                         "item_ids": [it.id for it in items[name][languages[0]]],
-                         **({"target": t.resolve_target(languages)} if hasattr(t, "resolve_target") else {})}
-                  for name, t in tasks.items()},
-        "languages": languages, "threshold": threshold, "position": position,
-        "reduce": reduce if position == "all" else None, "gold_tokens": gold_tokens, "top_k": top_k, "seed": seed,
-        "causal": ({"boosts": boosts, "boost_controls": boost_controls,
-                    "sets": "neurons whose modal category over the task's items is all_shared / specific; "
-                            "random = same count per layer"} if causal else None),
-        **(settings or {}),
-        "summary": summary, "seconds": {**timings, "total": round(time.time() - started, 1)},
-    }
-    config = {k: meta[k] for k in ("languages", "threshold", "position", "reduce", "gold_tokens", "top_k", "causal")}
-    config.update({"tasks": list(tasks), **(settings or {})})
-    meta = stamp(meta, make_manifest(KIND, model=lm.meta, corpus={"tasks": list(tasks)},
-                                     split=(settings or {}).get("split"), config=config, seeds={"items": seed,
-                                     "random_neurons": seed}, started=started))
-    if main:
-        write_json(out / "share.json", meta)
-    return Manifest(meta, result={"causal": causal_rows}, path=out / "share.json")
+    return ShareAnalysis(languages, cat_rows, stab_rows, attr_rows, ref_rows, top_rows, causal_rows, shares, summary,
+                         timings)
 
 
 def _nanmean_weighted(values: torch.Tensor, weights: torch.Tensor) -> float | None:

@@ -21,7 +21,6 @@ continuations (:func:`langloc.steer.judge.native_k`).
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -29,13 +28,11 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from langloc import kinds
-from langloc.artefacts import atomic_path, cached_cells, compute_key, shared_step, step_seconds, write_csv, write_json
+from langloc.artefacts import cached_cells, compute_key, shared_step, step_seconds
 from langloc.controls import check_draws, derive_seed, random_control
 from langloc.errors import LanglocError
 from langloc.evaluate.intervals import mean_of_intervals, rate_ci, rate_ratio_ci, share_ci
 from langloc.intervene.intervention import Intervention, ResidualEdit
-from langloc.manifest import make_manifest, stamp
 from langloc.steer.judge import StrictRule, clas_score, median, native_k, summarise
 from langloc.steer.search import Bounds, edge_search
 from langloc.steer.steering import ResidualSetting, SteerSetting, Steerer, layer_group, steering_intervention
@@ -321,42 +318,43 @@ def _examples(recs: list[dict], n: int = 3) -> list[dict]:
              "ppl": r["ppl"]} for r in recs[:n]]
 
 
-def steer_study(steerer: Steerer, methods: list, targets: list[str], *, source: str, eval_prompts: list[str],
-                tune_prompts: list[str] | None, spec: GridSpec | None = None, fixed: dict | None = None,
-                native_prompts=None, k: float | None = None, matrix_sources: tuple = (), matrix_prompts=None,
-                controls: bool = True, control_draws: int = 1, seed: int = 0, out: str | Path | None = None,
-                progress: bool = True, config: dict | None = None, decoding: dict | None = None) -> dict:
-    """Run the study; with ``out`` write ``steer.json`` (the manifest), ``summary.csv``,
-    ``methods.csv``, ``matrix.csv``, ``native.csv``, ``generations.jsonl``, ``interventions/``
-    and ``steering.png``.
+def steer_study(steerer: Steerer, methods: list, config, *, eval_prompts: list[str], tune_prompts: list[str] | None,
+                prompts_of, spec: GridSpec | None = None, fixed: dict | None = None, decoding: dict | None = None,
+                parts: str | Path | None = None) -> tuple[dict, list[dict]]:
+    """Run the study and return ``(result, generations)``: the content of ``steer.json`` (without
+    its manifest; ``rows`` of summary.csv, ``method_table`` of methods.csv, ``matrix``, ``native``)
+    and the records of generations.jsonl. Writes nothing but its resumable cache under ``parts``
+    (each finished step, with the settings that made it); :mod:`langloc.studies.steer` writes
+    the files and the manifest, and the interventions (:func:`chosen_interventions`).
 
-    ``spec``: search each method's grid on ``tune_prompts``; else ``fixed[method.name]`` is the
-    setting. ``native_prompts(lang)``: native prompts in each target (the perplexity bar).
-    ``matrix_sources``: other source languages, steered with the setting chosen from ``source``
-    on ``matrix_prompts(lang)``. ``decoding``: its name and source (:func:`decoding_doc`), for
-    steer.json and the tables.
+    ``config``: the study's settings, :class:`langloc.studies.steer.Config` (read by attribute:
+    ``targets``, ``source``, ``k``, ``matrix_sources``, ``controls``, ``control_draws``, ``seed``,
+    ``progress``; its ``to_dict()`` keys the cache). ``spec``: search each method's grid on
+    ``tune_prompts``; else ``fixed[method.name]`` is the setting. ``prompts_of(lang)``: the
+    built-in prompts of a language: the native references of each target (the perplexity bar)
+    and the matrix's prompts of each other source, steered with the setting chosen from
+    ``source``. ``decoding``: its name and source (:func:`decoding_doc`), for steer.json and the
+    tables.
     """
+    targets, source, k, seed = list(config.targets), config.source, config.k, config.seed
+    matrix_sources, controls, progress = tuple(config.matrix_sources), config.controls, config.progress
+    native_prompts = matrix_prompts = prompts_of
     if (spec is None) == (fixed is None):
         raise LanglocError("give either a search grid or fixed settings")
     if spec is not None and not tune_prompts:
         raise LanglocError("the search needs tuning prompts")
     from langloc import distributed
 
-    draws = check_draws(control_draws)
+    draws = check_draws(config.control_draws)
     started = time.time()
     lm = steerer.lm
     rank, world = distributed.rank_and_world()
-    main = rank == 0
-    progress = progress and main
-    for m in methods:
+    progress = progress and rank == 0
+    for m in methods:  # (the study checks that each set has neurons for every target, before the model loads)
         if isinstance(m, NeuronMethod):
             m.ns.check_model(lm)
-            missing = [t for t in targets if t not in m.ns.languages]
-            if missing:
-                raise LanglocError(f"neuron set {m.name!r} has no neurons for {', '.join(missing)}")
-    # Every finished step is kept in OUT/.parts with the settings that made it: rerunning the
-    # same command after a kill continues after the last finished cell.
-    parts = Path(out) / ".parts" if out is not None else None
+    # Every finished step is kept in ``parts`` (OUT/.parts) with the settings that made it: rerunning
+    # the same command after a kill continues after the last finished cell.
     steps = {}  # step -> seconds it took when computed, in this invocation or an earlier one
     # (targets, sets and sources are not part of it: each cell's key names its own, so a rerun
     # with one more target or method keeps the cells it shares with the first run)
@@ -364,7 +362,7 @@ def steer_study(steerer: Steerer, methods: list, targets: list[str], *, source: 
     # "compute": the dtype and device class in use (the config's --dtype may say "auto"); the
     # batch size is in "generation"; "statistics": the run's windows the values come from.
     run_stats = steerer.values.stats
-    step_key = {"config": {n: v for n, v in (config or {}).items() if n not in unkeyed}, "model": lm.meta,
+    step_key = {"config": {n: v for n, v in config.to_dict().items() if n not in unkeyed}, "model": lm.meta,
                 "compute": compute_key(lm), "generation": asdict(steerer.gen),
                 "statistics": {n: run_stats.meta.get(n) for n in ("corpus", "window", "tokens", "seed")}
                 if run_stats is not None else None, "lenient": asdict(steerer.rule), "source": source,
@@ -435,11 +433,6 @@ def steer_study(steerer: Steerer, methods: list, targets: list[str], *, source: 
             examples[f"random:{m.name}:{source}->{target}"] = _examples(control_runs[0], 2)
         details.append({"method": m.name, "target": target, "chosen": asdict(chosen), "search": trials,
                         "edge": edge, "eval": summ})
-        if out is not None and main:
-            iv = m.intervention(steerer, chosen, target, source,
-                                {"description": f"steer {source}->{target} with {m.name} ({chosen.label()})",
-                                 "method": m.name, "target": target, "source": source, "setting": asdict(chosen)})
-            iv.save(Path(out) / "interventions" / f"{m.name}-{source}-{target}.json")
     # the rows completed once every cell is in: the controls' relevance, the ratio to the native
     # ceiling (the natives are the same for every method) and the decoding
     dec = decoding_doc(steerer.gen, decoding)
@@ -521,11 +514,22 @@ def steer_study(steerer: Steerer, methods: list, targets: list[str], *, source: 
               "rows": rows, "method_table": method_rows, "matrix": matrix, "examples": examples, "details": details,
               "wall_seconds": round(time.time() - started, 1),  # this invocation only
               "compute_seconds": step_seconds(steps)}  # every step when it was computed, across resumes
-    result = stamp(result, make_manifest(kinds.STEER, model=lm.meta, config=config or {},
-                                         seeds={"controls": seed, "generation": steerer.gen.seed}, started=started))
-    if out is not None and main:  # under torchrun the first process writes
-        write_outputs(Path(out), result, gens)
-    return result
+    return result, gens
+
+
+def chosen_interventions(steerer: Steerer, methods: list, result: dict) -> dict[str, Intervention]:
+    """The intervention of each (method, target) cell's chosen setting, steering from the
+    study's source, by file name (``<method>-<source>-<target>.json``, for OUT/interventions)."""
+    by_name, source = {m.name: m for m in methods}, result["source"]
+    out = {}
+    for d in result["details"]:
+        m, target = by_name[d["method"]], d["target"]
+        chosen = m.setting(d["chosen"])
+        out[f"{m.name}-{source}-{target}.json"] = m.intervention(
+            steerer, chosen, target, source, {"description": f"steer {source}->{target} with {m.name} ({chosen.label()})",
+                                              "method": m.name, "target": target, "source": source,
+                                              "setting": asdict(chosen)})
+    return out
 
 
 def _cell(steerer: Steerer, m, target: str, source: str, spec, fixed, tune_prompts, eval_prompts, draws: int,
@@ -578,22 +582,6 @@ def _rule(setting) -> str:
     if not isinstance(setting, SteerSetting):  # residual settings; the prompting baseline's "instruction"
         return getattr(setting, "rule_label", "residual_add")
     return setting.mode if setting.mode == "off" else f"{setting.rule} ({setting.mode})"
-
-
-def write_outputs(out: Path, result: dict, gens: list[dict]) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "steer.json", result)
-    write_csv(out / "summary.csv", result["rows"], COLUMNS, float_digits=4)
-    write_csv(out / "methods.csv", result["method_table"], METHOD_COLUMNS, float_digits=4)
-    write_csv(out / "matrix.csv", result["matrix"], MATRIX_COLUMNS, float_digits=4)
-    write_csv(out / "native.csv", result["native"], NATIVE_COLUMNS, float_digits=4)
-    with atomic_path(out / "generations.jsonl") as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            for g in gens:
-                f.write(json.dumps(g, ensure_ascii=False) + "\n")
-    from langloc.plotting import plot_steering
-
-    plot_steering(result["rows"], out / "steering.png")
 
 
 def format_ratio(r: dict) -> str:
