@@ -16,6 +16,7 @@ from typing import Optional
 
 from langloc import kinds
 from langloc.studies.base import Manifest, StudyConfig, check_choices
+from langloc.train.trainer import TrainSettings  # the trainer's defaults, stated there once
 
 KIND = kinds.FORGETTING
 
@@ -37,19 +38,19 @@ class Config(StudyConfig):
     eval_languages: tuple[str, ...]
     region: str = "top"
     modes: tuple[str, ...] = ("core", "random", "none")
-    steps: int = 200
-    batch_size: int = 8
+    steps: int = TrainSettings.steps
+    batch_size: int = TrainSettings.batch_size
     window: Optional[int] = None
-    lr: float = 2e-5
-    weight_decay: float = 0.1
-    warmup: int = 20
-    max_grad_norm: float = 1.0
-    precision: str = "bf16"
+    lr: float = TrainSettings.lr
+    weight_decay: float = TrainSettings.weight_decay
+    warmup: int = TrainSettings.warmup
+    max_grad_norm: float = TrainSettings.max_grad_norm
+    precision: str = TrainSettings.precision
     train_embeddings: bool = True
-    eval_tokens: int = 8192
-    eval_every: int = 50
-    checkpoint_every: int = 100
-    seed: int = 0
+    eval_tokens: int = TrainSettings.eval_tokens
+    eval_every: int = TrainSettings.eval_every
+    checkpoint_every: int = TrainSettings.checkpoint_every
+    seed: int = TrainSettings.seed
     resume: bool = True
     corpus: Optional[str] = None
     model: Optional[str] = None

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Optional
 
 from langloc import kinds
+from langloc.adapters.transfer import AdapterSettings  # the adapters' defaults, stated there once
 from langloc.studies.base import Manifest, StudyConfig, check_choices, load_model_of
 
 KIND = kinds.TRANSFER
@@ -43,12 +44,12 @@ class Config(StudyConfig):
     preset: str = "langloc"
     r: Optional[int] = None
     alpha: Optional[int] = None
-    attention: bool = True
-    down: bool = False
-    lr: float = 1e-5
-    epochs: int = 1
-    batch_size: int = 8
-    seed: int = 0
+    attention: bool = AdapterSettings.attention
+    down: bool = AdapterSettings.down
+    lr: float = AdapterSettings.lr
+    epochs: int = AdapterSettings.epochs
+    batch_size: int = AdapterSettings.batch_size
+    seed: int = AdapterSettings.seed
     save_adapters: Optional[Path] = None
     model: Optional[str] = None
     device: Optional[str] = None
