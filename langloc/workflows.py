@@ -109,19 +109,28 @@ def identify_run(run: str | Path, config: IdentifyConfig | None = None, **settin
     return ns, path
 
 
+def _corpus_and_model(c: CollectConfig | ImportanceConfig):
+    """The corpus (checked for the languages' statistics text first, so bad input fails before a
+    model loads) and the model, as collect and importance both read them."""
+    from langloc import distributed
+    from langloc.data import load_corpus
+    from langloc.models import load_model
+
+    corpus = load_corpus(c.corpus, seed=c.seed, lid_filter=c.lid_filter)
+    corpus.require_text(list(c.languages), "stats")
+    lm = load_model(c.model, dtype=c.dtype, device=c.device or distributed.local_device(), neuron_site=c.neuron_site)
+    return corpus, lm
+
+
 def collect_run(config: CollectConfig):
     """``langloc collect``: load the corpus (checked first) and the model, count activations
     into ``config.out`` (data-parallel under torchrun) and, with ``segments``, the segment
     responses expert units need (first process only). Returns ``(stats, corpus)``."""
     from langloc import distributed
-    from langloc.data import load_corpus
-    from langloc.models import load_model
     from langloc.stats import collect
 
     c, languages = config, list(config.languages)
-    corpus = load_corpus(c.corpus, seed=c.seed, lid_filter=c.lid_filter)
-    corpus.require_text(languages, "stats")
-    lm = load_model(c.model, dtype=c.dtype, device=c.device or distributed.local_device(), neuron_site=c.neuron_site)
+    corpus, lm = _corpus_and_model(c)
     stats = collect(lm, corpus, c)
     if c.segments and distributed.is_main():
         collect_responses_run(lm, corpus, languages, c.out, segments=c.segments, segment_tokens=c.segment_tokens)
@@ -132,14 +141,8 @@ def importance_run(config: ImportanceConfig):
     """``langloc importance``: load the corpus (checked first) and the model, score every
     decoder-layer weight per language into ``config.out`` (:func:`compute_importance`, data-
     parallel under torchrun). Returns the corpus."""
-    from langloc import distributed
-    from langloc.data import load_corpus
-    from langloc.models import load_model
-
     c, languages = config, list(config.languages)
-    corpus = load_corpus(c.corpus, seed=c.seed, lid_filter=c.lid_filter)
-    corpus.require_text(languages, "stats")
-    lm = load_model(c.model, dtype=c.dtype, device=c.device or distributed.local_device(), neuron_site=c.neuron_site)
+    corpus, lm = _corpus_and_model(c)
     compute_importance(lm, corpus, languages, c.out, tokens=c.tokens, window=c.window, batch_size=c.batch_size,
                        precision=c.precision, resume=c.resume, checkpoint_every=c.checkpoint_every)
     return corpus
