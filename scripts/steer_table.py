@@ -1,0 +1,85 @@
+"""Print a steering run's method table as docs/results.md shows it (run: python scripts/steer_table.py
+OUT [OUT ...]), read from the files `langloc steer` wrote: summary.csv (each method on each target),
+native.csv (the native ceiling) and methods.csv (each method over the targets).
+
+Two tables per folder: strict success per target with its 95% Clopper-Pearson interval over the
+held-out prompts, the native row and the chosen setting; then per method the pooled strict
+success, the ratio to the native ceiling with its interval (the mean over the targets where it is
+defined), language control, relevance, the CLaS-style score, the random control and the cells
+whose chosen setting sits at a grid edge. Nothing is computed here that the run did not write.
+
+With a steering run still going (cells kept in OUT/.parts, no summary.csv yet) it says so and
+prints nothing for that folder: partial figures come from the tool's own files or not at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+NAMES = {"lape": "LAPE neurons", "diffmean": "DiffMean", "probe": "probe", "lda": "LDA", "pca": "PCA",
+         "prompting": "prompting"}
+
+
+def _rows(path: Path) -> list[dict]:
+    with path.open(encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _pct(r: dict, key: str) -> str:
+    return f"{100 * float(r[key]):.0f}% [{100 * float(r[key + '_lo']):.0f}–{100 * float(r[key + '_hi']):.0f}]"
+
+
+def _num(v: str, fmt: str = "{:.2f}") -> str:
+    return "—" if v in ("", None) else fmt.format(float(v))
+
+
+def tables(out: Path) -> str:
+    if not (out / "summary.csv").exists():
+        cells = len(list((out / ".parts").glob("cell-*.json"))) if (out / ".parts").exists() else 0
+        return f"{out}: not finished ({cells} cells kept in .parts); rerun its steer command to complete it"
+    summary, native = _rows(out / "summary.csv"), {r["language"]: r for r in _rows(out / "native.csv")}
+    methods = _rows(out / "methods.csv")
+    manifest = json.loads((out / "steer.json").read_text(encoding="utf-8"))
+    targets = list(dict.fromkeys(r["target"] for r in summary))
+    by = {(r["method"], r["target"]): r for r in summary}
+    order = list(dict.fromkeys(r["method"] for r in summary))
+    n_native = {t: int(native[t]["n"]) for t in targets if t in native}
+    lines = [f"`{out}` ({manifest.get('model', {}).get('name', '?')}, decoding: {methods[0]['decoding']})", "",
+             "| | " + " | ".join(targets) + " |", "|---" * (len(targets) + 1) + "|",
+             "| native (unsteered, same judge) | " + " | ".join(
+                 f"{round(float(native[t]['strict_rate']) * n_native[t])}/{n_native[t]}" if t in native else "—"
+                 for t in targets) + " |"]
+    for m in order:
+        lines.append(f"| {NAMES.get(m, m)} | " + " | ".join(_pct(by[m, t], "strict_rate") if (m, t) in by else "—"
+                                                          for t in targets) + " |")
+    for m in order:
+        lines.append(f"| {NAMES.get(m, m)}: chosen | " + " | ".join(
+            (by[m, t]["setting"] + (" (edge)" if by[m, t]["at_grid_edge"] == "True" else "")) if (m, t) in by else "—"
+            for t in targets) + " |")
+    lines += ["", "| method | targets | strict (pooled) [95%] | ratio to native [95%] (targets) | target language | "
+                  "relevance | CLaS-style | random control strict (max cell) | cells at a grid edge |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for r in methods:
+        n = int(r["targets"]) * int(by[r["method"], targets[0]]["n"])
+        ratio = (f"{float(r['ratio_to_native']):.2f} [{float(r['ratio_to_native_lo']):.2f}–"
+                 f"{float(r['ratio_to_native_hi']):.2f}] ({r['ratio_to_native_targets']})"
+                 if r["ratio_to_native"] else "—")
+        ctl = f"{round(float(r['control_strict_rate']) * n)}/{n} ({_num(r['control_strict_rate_max_cell'], '{:.0%}')})"
+        lines.append(f"| {NAMES.get(r['method'], r['method'])} | {r['targets']} | {_pct(r, 'strict_rate')} | {ratio} | "
+                     f"{_num(r['target_rate'], '{:.0%}')} | {_num(r['relevance_rate'], '{:.0%}')} | {_num(r['clas'])} | "
+                     f"{ctl} | {r['cells_at_grid_edge']} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("out", nargs="+", type=Path, help="folders written by langloc steer")
+    for out in ap.parse_args().out:
+        print(tables(out), end="\n\n")
+
+
+if __name__ == "__main__":
+    main()
