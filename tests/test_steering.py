@@ -4,6 +4,7 @@ criterion rejects a hand-made failing output while a clean native one passes."""
 import math
 import re
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -860,3 +861,25 @@ def test_sampled_decoding_with_a_seed_gives_the_same_generations_twice(sampled_r
     first = steer("sampled-a", 3)
     assert steer("sampled-b", 3) == first  # native references, steered, control and unsteered: every line
     assert steer("sampled-c", 4) != first
+
+
+def test_the_docs_table_script_prints_the_run_s_own_figures(relevance_run, tmp_path):
+    """scripts/steer_table.py (docs/results.md's method tables) reads what the run wrote and
+    computes nothing: its cells are the CSVs' rates; an unfinished run gives no figures."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("steer_table", Path(__file__).parents[1] / "scripts" / "steer_table.py")
+    steer_table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(steer_table)
+    text = steer_table.tables(relevance_run)
+    (row,) = _csv(relevance_run / "summary.csv")
+    (method,) = _csv(relevance_run / "methods.csv")
+    native = {r["language"]: r for r in _csv(relevance_run / "native.csv")}
+    n = int(native["fr"]["n"])
+    assert f"| native (unsteered, same judge) | {round(float(native['fr']['strict_rate']) * n)}/{n} |" in text
+    assert f"| LAPE neurons | {100 * float(row['strict_rate']):.0f}% [{100 * float(row['strict_rate_lo']):.0f}–" in text
+    assert f"| {row['setting']} |" in text
+    assert f"{float(method['ratio_to_native']):.2f} [{float(method['ratio_to_native_lo']):.2f}–" in text
+    (tmp_path / ".parts").mkdir()
+    (tmp_path / ".parts" / "cell-lape-en-fr.json").write_text("{}")
+    assert steer_table.tables(tmp_path).endswith("not finished (1 cells kept in .parts); rerun its steer command to complete it")
