@@ -230,7 +230,7 @@ def steer(
     model: Optional[str] = opt("steer", "model", "--model", "-m", help="Model (default: the run's / the neuron set's)."),
     prompts: str = opt("steer", "prompts", help="builtin:<lang> (its held-out part) or a file with one prompt per line."),
     tune_prompts: Optional[str] = opt("steer", "tune_prompts", help="Prompts for the search (default: the built-in set's tuning part)."),
-    fixed: list[str] = opt("steer", "fixed", repeat=True, help="Evaluate these settings instead of searching, written as summary.csv labels them: one for the neuron sets, e.g. 'on(autox2)+off@generated' (rules: on(VALUExS) set, on(+VALUExS) add, on(xS) scale; VALUE auto, mean_active, p90, a number...), and one per residual method, e.g. 'diffmean(L6x4)', 'probe(L6x0.5)', 'lda(L5-7x1)', 'pca(L6x0.25)' (prompting has one setting). Repeat the option."),
+    fixed: list[str] = opt("steer", "fixed", repeat=True, help="Evaluate these settings instead of searching, written as summary.csv labels them: one for the neuron sets, e.g. 'on(autox2)+off@generated' (rules: on(VALUExS) set, on(+VALUExS) add, on(xS) scale; VALUE auto, mean_active, p90, a number...), and one per residual method, e.g. 'diffmean(L6x4)', 'probe(L6x0.5)', 'lda(L5-7x1)', 'pca(L6x0.25)', with layers as --residual-layers takes them ('diffmean(L0.5x0.25)': half the depth; prompting has one setting). Repeat the option."),
     rules: str = opt("steer", "rules", help="Neuron rules the search tries, each with its strengths."),
     modes: str = opt("steer", "modes", help="Neuron modes the search tries: on, on+off, off."),
     positions: str = opt("steer", "positions", help="Position modes the search tries: all, prompt (the prefill only) or generated (new tokens only)."),

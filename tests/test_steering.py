@@ -153,6 +153,32 @@ def test_a_label_that_names_no_setting_is_one_clear_error(label):
         parse_setting(label)
 
 
+def test_a_fixed_setting_takes_layers_as_fractions_of_the_depth_as_the_search_does():
+    # the default groups' 0.5 is layer 9 of an 18-layer model and 14 of a 28-layer one (f (L - 1), halves up)
+    assert parse_setting("diffmean(L0.5x0.25)", num_layers=18) == ResidualSetting((9,), 0.25)
+    assert parse_setting("diffmean(L0.5x0.25)", num_layers=28) == ResidualSetting((14,), 0.25)
+    assert parse_setting("pca(L0.4-0.6x1)@generated", num_layers=18).layers == (7, 8, 9, 10)
+    assert parse_setting("diffmean(L6x4)") == ResidualSetting((6,), 4.0)  # absolute layers need no depth
+    with pytest.raises(LanglocError, match="needs the model's number of layers"):
+        parse_setting("diffmean(L0.5x1)")
+    with pytest.raises(LanglocError, match="layers and fractions mixed"):
+        parse_setting("diffmean(L0.5,6x1)", num_layers=18)
+
+
+def test_steer_resolves_a_fractional_fixed_setting_with_the_run_s_depth(steer_run, tmp_path):
+    import csv
+    import json
+
+    from parallel import run_cli
+
+    run, prompts = steer_run
+    depth = json.loads((run / "run.json").read_text())["model"]["num_layers"]
+    run_cli("steer", "-t", "fr", "--run-folder", run, "--prompts", prompts, "--fixed", "diffmean(L1.0x2)",
+            "--max-new-tokens", "3", "--no-controls", "--no-relevance", "--device", "cpu", "-o", tmp_path / "out")
+    (row,) = csv.DictReader((tmp_path / "out" / "summary.csv").open())
+    assert row["setting"] == f"diffmean(L{depth - 1}x2)"  # 1.0: the last layer
+
+
 def test_a_rate_interval_is_never_degenerate_at_zero_or_one():
     lo, hi = rate_ci(0, 36)
     assert lo == 0.0 and hi == pytest.approx(1 - 0.025 ** (1 / 36))  # 0 of 36: up to 9.7% (Clopper-Pearson)

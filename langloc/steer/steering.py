@@ -144,29 +144,37 @@ def layer_group(spec: str, num_layers: int | None = None) -> tuple[int, ...]:
     return tuple(sorted(set(values)))
 
 
-def parse_setting(label: str) -> SteerSetting | ResidualSetting:
+def parse_setting(label: str, num_layers: int | None = None) -> SteerSetting | ResidualSetting:
     """The setting a label names: the inverse of ``label()``, so a setting the study chose (as
     ``summary.csv`` prints it) can be given back, e.g. ``on(mean_activex2)+off@generated``,
     ``on(+p90x1)``, ``on(x4)``, ``off``, ``diffmean(L6x4)``, ``diffmean(L5-7x2)@generated``,
     ``probe(L6x0.5)``, ``lda(L5-7x1)``, ``pca(L9x0.25)``.
-    The value ``auto`` stands for each neuron method's own (see ``langloc steer --help``)."""
+    The value ``auto`` stands for each neuron method's own (see ``langloc steer --help``).
+    A residual setting's layers follow :data:`LAYER_GROUP_RULE`, as ``--residual-layers`` does:
+    ``diffmean(L0.5x0.25)`` is the layer at half the depth of a model of ``num_layers`` layers."""
     from langloc.intervene.intervention import POSITIONS
 
     text = str(label).strip()
     body, _, positions = text.partition("@")
     positions = positions or "all"
     usage = ("give a setting as the study labels it: on(VALUExS), on(+VALUExS), on(xS), each optionally "
-             "+off, or off, or diffmean(L6xA) / diffmean(L5-7xA) (likewise probe, lda, pca); then optionally "
-             "@prompt or @generated")
+             "+off, or off, or diffmean(L6xA) / diffmean(L5-7xA) / diffmean(L0.5xA) (a fraction of the depth; "
+             "likewise probe, lda, pca); then optionally @prompt or @generated")
     if positions not in POSITIONS:
         raise LanglocError(f"setting {text!r}: positions must be one of {', '.join(POSITIONS)}")
     try:
-        m = re.fullmatch(r"(diffmean|probe|lda|pca)\(L([\d,\-]+)x([^)]+)\)", body)
+        m = re.fullmatch(r"(diffmean|probe|lda|pca)\(L([\d,.\-]+)x([^)]+)\)", body)
         if m:
             kind, layers, alpha = m.groups()
+            try:
+                group = layer_group(layers, num_layers)
+            except ValueError as exc:  # layer_group explains some ("SPEC: why"); the rest get the usage
+                if str(exc).startswith(f"{layers}: "):
+                    raise LanglocError(f"setting {text!r}: {exc}") from None
+                raise
             if kind == "diffmean":
-                return ResidualSetting(layer_group(layers), float(alpha), positions)
-            return DirectionSetting(layer_group(layers), float(alpha), positions, kind)
+                return ResidualSetting(group, float(alpha), positions)
+            return DirectionSetting(group, float(alpha), positions, kind)
         if body == "off":
             return SteerSetting("off", positions=positions)
         m = re.fullmatch(r"on\(([^()]*)\)(\+off)?", body)

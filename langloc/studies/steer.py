@@ -54,7 +54,8 @@ class Config(StudyConfig):
     instead of searching, written as the study labels them (:func:`~langloc.steer.steering.parse_setting`):
     one for the neuron methods (e.g. ``on(autox2)+off``; value ``auto``: each method's own,
     median_response for expert units, else mean_active) and one per residual method, e.g.
-    ``diffmean(L6x4)``, ``probe(L6x0.5)`` (prompting has one setting and needs none);
+    ``diffmean(L6x4)``, ``probe(L6x0.5)``, layers as for residual_layers (``diffmean(L0.5x0.25)``: half the
+    depth) (prompting has one setting and needs none);
     empty: search each method's setting on the tuning prompts; rules: search grid of neuron rules
     (rule:strength/strength,...); modes: neuron modes searched (on, on+off, off); positions:
     position modes searched (all, prompt, generated); residual_layers: DiffMean layer groups
@@ -173,14 +174,15 @@ def _spec(c: Config):
                     residual_positions=tuple(c.positions))
 
 
-def _fixed(c: Config, sets: dict, methods: list[str]):
+def _fixed(c: Config, sets: dict, methods: list[str], num_layers: int | None = None):
     """The neuron setting of ``--fixed`` (None where not given) and the residual methods'
-    settings, by method."""
+    settings, by method; ``num_layers`` (the run's model) resolves layers given as fractions of
+    the depth, as for ``--residual-layers``."""
     from langloc.steer.steering import ResidualSetting, parse_setting
 
     if not c.fixed:
         return None, {}
-    given = [parse_setting(label) for label in c.fixed]
+    given = [parse_setting(label, num_layers) for label in c.fixed]
     neuron = [s for s in given if not isinstance(s, ResidualSetting)]
     residual = {}
     for s in given:
@@ -339,7 +341,9 @@ def run(lm, config: Config, out: str | Path | None) -> Manifest:
             raise LanglocError(f"{', '.join(fitted)} are fitted on a run's residual sample: give the run (--run); {HINT}")
         # one line naming what is missing (the matrix refits against each of its sources too)
         ResidualSamples(c.run).require([*c.targets, c.source, *c.matrix_sources])
-    fixed_neurons, fixed_residual = _fixed(c, sets, names)
+    run_meta = read_run(c.run) if c.run else None
+    depth = (run_meta or (next(iter(sets.values())).meta if sets else {})).get("model", {}).get("num_layers")
+    fixed_neurons, fixed_residual = _fixed(c, sets, names, depth)
     for name, ns in sets.items():
         missing = [t for t in c.targets if t not in ns.languages]
         if missing:
@@ -352,7 +356,6 @@ def run(lm, config: Config, out: str | Path | None) -> Manifest:
                                f"give more than {relevance.others} distinct {what} prompts, or --no-relevance")
     for lang in (*c.targets, *c.matrix_sources):
         P.builtin_prompts(lang, "all")  # native references and matrix prompts: refuse before the model loads
-    run_meta = read_run(c.run) if c.run else None
     publisher = _publisher(c, lm, run_meta, sets)  # refused before the model loads
     if publisher is not None:
         gen = replace(gen, **publisher["recommended"])
