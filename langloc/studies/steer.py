@@ -275,9 +275,10 @@ def _residual_methods(lm, names: list[str], source: str, stats, run, eval_prompt
             else DirectionMethod(stats, norms, reference, name=n, samples=samples) for n in names}
 
 
-def _publisher(c: Config, lm, run_meta: dict | None, sets: dict) -> dict | None:
+def _publisher(c: Config, lm, made_for: dict) -> dict | None:
     """With ``--decoding publisher``: the model's publisher's decoding (settings and source),
-    found before the model loads where it is named; None for ``greedy``."""
+    found before the model loads where it is named (``made_for``: the run's or neuron set's
+    metadata); None for ``greedy``."""
     if c.decoding not in DECODINGS:
         raise LanglocError(f"--decoding must be one of {', '.join(DECODINGS)}, got {c.decoding!r}")
     if c.decoding == "greedy":
@@ -287,7 +288,7 @@ def _publisher(c: Config, lm, run_meta: dict | None, sets: dict) -> dict | None:
                            "--top-p, --top-k and --repetition-penalty")
     from langloc.models.loading import publisher_decoding
 
-    made_by = (run_meta or (next(iter(sets.values())).meta if sets else {})).get("model") or {}
+    made_by = made_for.get("model") or {}
     name = lm.name if lm is not None else (c.model or made_by.get("name"))
     if not name:
         raise LanglocError("--decoding publisher: give the model (--model), or a run or neuron set that names it")
@@ -342,8 +343,8 @@ def run(lm, config: Config, out: str | Path | None) -> Manifest:
         # one line naming what is missing (the matrix refits against each of its sources too)
         ResidualSamples(c.run).require([*c.targets, c.source, *c.matrix_sources])
     run_meta = read_run(c.run) if c.run else None
-    depth = (run_meta or (next(iter(sets.values())).meta if sets else {})).get("model", {}).get("num_layers")
-    fixed_neurons, fixed_residual = _fixed(c, sets, names, depth)
+    made_for = run_meta or (next(iter(sets.values())).meta if sets else {})  # what the model is named by
+    fixed_neurons, fixed_residual = _fixed(c, sets, names, made_for.get("model", {}).get("num_layers"))
     for name, ns in sets.items():
         missing = [t for t in c.targets if t not in ns.languages]
         if missing:
@@ -356,13 +357,13 @@ def run(lm, config: Config, out: str | Path | None) -> Manifest:
                                f"give more than {relevance.others} distinct {what} prompts, or --no-relevance")
     for lang in (*c.targets, *c.matrix_sources):
         P.builtin_prompts(lang, "all")  # native references and matrix prompts: refuse before the model loads
-    publisher = _publisher(c, lm, run_meta, sets)  # refused before the model loads
+    publisher = _publisher(c, lm, made_for)  # refused before the model loads
     if publisher is not None:
         gen = replace(gen, **publisher["recommended"])
     if lm is None:
         if not (run_meta or sets or c.model):
             raise LanglocError("give the model (--model), or a run (--run) or neuron set (--neurons) that names it")
-        lm = load_model_of(run_meta or (next(iter(sets.values())).meta if sets else {}), c.model, c.dtype,
+        lm = load_model_of(made_for, c.model, c.dtype,
                            c.device or distributed.local_device(), str(c.run or (c.neurons[0] if c.neurons else "--model")))
     values = _values(lm, c, run_meta)
     methods = [NeuronMethod(name, ns) for name, ns in sets.items()]
