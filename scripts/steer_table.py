@@ -15,17 +15,13 @@ prints nothing for that folder: partial figures come from the tool's own files o
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 from pathlib import Path
 
+from langloc.report.sections import read_csv
+
 NAMES = {"lape": "LAPE neurons", "diffmean": "DiffMean", "probe": "probe", "lda": "LDA", "pca": "PCA",
          "prompting": "prompting"}
-
-
-def _rows(path: Path) -> list[dict]:
-    with path.open(encoding="utf-8") as f:
-        return list(csv.DictReader(f))
 
 
 def _pct(r: dict, key: str) -> str:
@@ -40,8 +36,8 @@ def tables(out: Path) -> str:
     if not (out / "summary.csv").exists():
         cells = len(list((out / ".parts").glob("cell-*.json"))) if (out / ".parts").exists() else 0
         return f"{out}: not finished ({cells} cells kept in .parts); rerun its steer command to complete it"
-    summary, native = _rows(out / "summary.csv"), {r["language"]: r for r in _rows(out / "native.csv")}
-    methods = _rows(out / "methods.csv")
+    summary, native = read_csv(out / "summary.csv"), {r["language"]: r for r in read_csv(out / "native.csv")}
+    methods = read_csv(out / "methods.csv")
     manifest = json.loads((out / "steer.json").read_text(encoding="utf-8"))
     targets = list(dict.fromkeys(r["target"] for r in summary))
     by = {(r["method"], r["target"]): r for r in summary}
