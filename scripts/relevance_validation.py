@@ -17,7 +17,7 @@ import time
 from langloc import machine
 from langloc.models.loading import load_model
 from langloc.steer.prompts import PROMPTS
-from langloc.steer.relevance import validate
+from langloc.steer.relevance_validation import validate
 from langloc.steer.steering import Generation
 
 

@@ -424,7 +424,8 @@ def test_the_clas_score_is_the_harmonic_mean_of_language_control_and_relevance()
 
 
 def test_the_relevance_validation_counts_every_pair_once_and_pools_them(tiny_lm):
-    from langloc.steer.relevance import pmi, validate
+    from langloc.steer.relevance import pmi
+    from langloc.steer.relevance_validation import validate
     from langloc.steer.steering import Generation, generate
     from langloc.steer.prompts import builtin_prompts
 

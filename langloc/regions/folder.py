@@ -31,7 +31,7 @@ def folder_info(folder: str | Path) -> dict:
 
 
 def folder_corpus(info: dict, corpus: str | None = None):
-    from langloc.data.corpora import run_corpus
+    from langloc.data.loading import run_corpus
 
     return run_corpus(info, corpus, seed=info.get("corpus", {}).get("seed", 0))
 

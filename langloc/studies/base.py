@@ -20,7 +20,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from langloc.data.corpora import run_corpus, run_corpus_spec  # noqa: F401 (the studies' helpers)
+from langloc.data.loading import run_corpus, run_corpus_spec  # noqa: F401 (the studies' helpers)
 from langloc.errors import LanglocError
 from langloc.models.loading import load_model_of  # noqa: F401
 
