@@ -14,7 +14,7 @@ from langloc.errors import LanglocError
 from langloc.steer.judge import LanguageIdentifier, StrictRule, chunks, native_k, script_share, target_share
 from langloc.evaluate.intervals import rate_ci
 from langloc.steer.search import axes, edge_search
-from langloc.steer.steering import DirectionSetting, ResidualSetting, SteerSetting, layer_group, parse_setting
+from langloc.steer.steering import DirectionSetting, LayerGroupError, ResidualSetting, SteerSetting, layer_group, parse_setting
 from langloc.steer.evaluation import GridSpec
 
 
@@ -48,11 +48,24 @@ def test_a_decimal_point_makes_a_fraction_of_the_depth_and_an_integer_a_layer():
     assert layer_group("0.4-0.6", 18) == (7, 8, 9, 10) and layer_group("0.25,0.75", 9) == (2, 6)
 
 
+@pytest.mark.parametrize("spec, why", [
+    ("0.6-0.4", "a band runs from its lower end"),  # caught before resolving, where both ends could meet
+    ("9-7", "a band runs from its lower end"),
+    ("0.5,6", "layers and fractions mixed"),
+    ("1.5", "fractions of the depth lie in 0.0..1.0"),
+    ("six", "an integer is a layer index"),
+    ("6,,", "an integer is a layer index"),
+])
+def test_a_layer_group_that_names_no_layers_says_why(spec, why):
+    with pytest.raises(LayerGroupError, match=f"^{re.escape(spec)}: {why}"):
+        layer_group(spec, 18)
+
+
 @pytest.mark.parametrize("spec", ["0.4-6", "1.5", "7-5", "x", "0.5-", "-1", "6,,7", "0.2-0.4-0.6"])
 def test_a_bad_layer_group_is_one_clear_error(spec):
     from langloc.studies import steer
 
-    with pytest.raises(LanglocError, match="a number with a decimal point is a fraction of the depth"):
+    with pytest.raises(LanglocError, match=f"^--residual-layers: {re.escape(spec)}: "):  # then why, as above
         steer._layer_groups((spec,))
 
 

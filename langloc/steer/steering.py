@@ -113,33 +113,42 @@ LAYER_GROUP_RULE = ("an integer is a layer index (6, a band 5-7, a list 4,6); a 
                     "fraction of the depth (0.5, a band 0.4-0.6), 0.0 the first layer and 1.0 the last")
 
 
+class LayerGroupError(ValueError):
+    """A layer group that names no layers, with why ("SPEC: reason")."""
+
+
 def layer_group(spec: str, num_layers: int | None = None) -> tuple[int, ...]:
-    """The layers a group names (ValueError otherwise): absolute layers as
+    """The layers a group names (:class:`LayerGroupError` otherwise): absolute layers as
     ``ResidualSetting.label`` writes them, ``6``, a band ``5-7`` or a list ``4,6``; or fractions
     of the depth, ``0.5``, a band ``0.4-0.6`` or a list ``0.25,0.75`` (one kind per group),
     resolved for a model of ``num_layers`` layers by :func:`depth_layer`."""
     spec = str(spec).strip()
     band = "-" in spec
     parts = [p.strip() for p in (spec.split("-") if band else spec.split(","))]
-    if not all(parts) or (band and len(parts) != 2):
-        raise ValueError(spec)
     fractional = {"." in p for p in parts}
+
+    def error(why: str = LAYER_GROUP_RULE) -> LayerGroupError:
+        return LayerGroupError(f"{spec}: {why}")
+
+    if not all(parts) or (band and len(parts) != 2):
+        raise error()
     if len(fractional) > 1:
-        raise ValueError(f"{spec}: layers and fractions mixed")
+        raise error("layers and fractions mixed")
+    try:
+        values = [float(p) if "." in p else int(p) for p in parts]
+    except ValueError:
+        raise error() from None
+    if band and values[0] > values[1]:
+        raise error("a band runs from its lower end to its upper end")
     if fractional.pop():
-        fractions = [float(p) for p in parts]
-        if not all(0.0 <= f <= 1.0 for f in fractions):
-            raise ValueError(f"{spec}: fractions of the depth lie in 0.0..1.0")
+        if not all(0.0 <= f <= 1.0 for f in values):
+            raise error("fractions of the depth lie in 0.0..1.0")
         if num_layers is None:
-            raise ValueError(f"{spec}: a fraction of the depth needs the model's number of layers")
-        values = [depth_layer(f, num_layers) for f in fractions]
-    else:
-        values = [int(p) for p in parts]
-        if any(v < 0 for v in values):
-            raise ValueError(spec)
+            raise error("a fraction of the depth needs the model's number of layers")
+        values = [depth_layer(f, num_layers) for f in values]
+    elif any(v < 0 for v in values):
+        raise error()
     if band:
-        if values[0] > values[1]:
-            raise ValueError(f"{spec}: a band runs from its lower end to its upper end")
         return tuple(range(values[0], values[1] + 1))
     return tuple(sorted(set(values)))
 
@@ -168,10 +177,8 @@ def parse_setting(label: str, num_layers: int | None = None) -> SteerSetting | R
             kind, layers, alpha = m.groups()
             try:
                 group = layer_group(layers, num_layers)
-            except ValueError as exc:  # layer_group explains some ("SPEC: why"); the rest get the usage
-                if str(exc).startswith(f"{layers}: "):
-                    raise LanglocError(f"setting {text!r}: {exc}") from None
-                raise
+            except LayerGroupError as exc:
+                raise LanglocError(f"setting {text!r}: {exc}") from None
             if kind == "diffmean":
                 return ResidualSetting(group, float(alpha), positions)
             return DirectionSetting(group, float(alpha), positions, kind)

@@ -132,13 +132,13 @@ def _methods(c: Config) -> list[str]:
 
 def _layer_groups(specs) -> tuple:
     """The layer groups as given, each checked (fractions are resolved once the model is loaded)."""
-    from langloc.steer.steering import LAYER_GROUP_RULE, layer_group
+    from langloc.steer.steering import LayerGroupError, layer_group
 
     for spec in specs:
         try:
             layer_group(spec, num_layers=1)
-        except ValueError:
-            raise LanglocError(f"--residual-layers: {LAYER_GROUP_RULE}; got {spec!r}") from None
+        except LayerGroupError as exc:
+            raise LanglocError(f"--residual-layers: {exc}") from None
     if not specs:
         raise LanglocError("--residual-layers: give at least one layer group")
     return tuple(str(s) for s in specs)
