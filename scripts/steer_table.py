@@ -6,7 +6,10 @@ Two tables per folder: strict success per target with its 95% Clopper-Pearson in
 held-out prompts, the native row and the chosen setting; then per method the pooled strict
 success, the ratio to the native ceiling with its interval (the mean over the targets where it is
 defined), language control, relevance, the CLaS-style score, the random control and the cells
-whose chosen setting sits at a grid edge. Nothing is computed here that the run did not write.
+whose chosen setting sits at a grid edge. A third table says why outputs fail the strict judge:
+for the native continuations and for the best method's held-out outputs (the highest pooled strict
+success), how many fail each criterion per target (an output can fail several), counted from the
+judge's own labels in generations.jsonl. Nothing else is computed here that the run did not write.
 
 With a steering run still going (cells kept in OUT/.parts, no summary.csv yet) it says so and
 prints nothing for that folder: partial figures come from the tool's own files or not at all.
@@ -67,6 +70,31 @@ def tables(out: Path) -> str:
         lines.append(f"| {NAMES.get(r['method'], r['method'])} | {r['targets']} | {_pct(r, 'strict_rate')} | {ratio} | "
                      f"{_num(r['target_rate'], '{:.0%}')} | {_num(r['relevance_rate'], '{:.0%}')} | {_num(r['clas'])} | "
                      f"{ctl} | {r['cells_at_grid_edge']} |")
+    best = max(methods, key=lambda r: float(r["strict_rate"]))["method"]
+    return "\n".join(lines + ["", failures(out, targets, best, manifest["source"])])
+
+
+CRITERIA = {"language": "language", "script": "script", "perplexity": "perplexity", "relevance": "relevance",
+            "repetitive_or_short": "loop or short"}
+
+
+def failures(out: Path, targets: list[str], method: str, source: str) -> str:
+    """Per target, how many of the native continuations and of ``method``'s held-out outputs from
+    the ``source`` prompts (not the matrix's other sources) fail each criterion of the strict judge
+    (its ``strict_fails`` labels)."""
+    counts: dict = {}
+    for line in (out / "generations.jsonl").open(encoding="utf-8"):
+        r = json.loads(line)
+        if r["method"] == "native" or (r["method"] == method and r.get("source") == source):
+            c = counts.setdefault((r["method"], r["target"]), {"n": 0})
+            c["n"] += 1
+            for f in r.get("strict_fails") or []:
+                c[f] = c.get(f, 0) + 1
+    lines = [f"| fails the criterion | " + " | ".join(targets) + " |", "|---" * (len(targets) + 1) + "|"]
+    for m in ("native", method):
+        for key, name in CRITERIA.items():
+            lines.append(f"| {NAMES.get(m, m)}: {name} | " + " | ".join(
+                f"{counts[m, t].get(key, 0)}/{counts[m, t]['n']}" if (m, t) in counts else "—" for t in targets) + " |")
     return "\n".join(lines)
 
 

@@ -1,6 +1,7 @@
 """Steering: the search grid (what it tries, gentle first) and the strict judge, whose every
 criterion rejects a hand-made failing output while a clean native one passes."""
 
+import json
 import math
 import re
 from dataclasses import replace
@@ -920,6 +921,13 @@ def test_the_docs_table_script_prints_the_run_s_own_figures(relevance_run, tmp_p
     assert f"| LAPE neurons | {100 * float(row['strict_rate']):.0f}% [{100 * float(row['strict_rate_lo']):.0f}–" in text
     assert f"| {row['setting']} |" in text
     assert f"{float(method['ratio_to_native']):.2f} [{float(method['ratio_to_native_lo']):.2f}–" in text
+    # why outputs fail: the judge's own labels on the held-out outputs, counted per criterion
+    gens = [json.loads(line) for line in (relevance_run / "generations.jsonl").open()]
+    held_out = [g for g in gens if g["method"] == "lape" and g["target"] == "fr" and g["source"] == "en"]
+    for key, name in steer_table.CRITERIA.items():
+        fails = sum(key in g["strict_fails"] for g in held_out)
+        assert f"| LAPE neurons: {name} | {fails}/{len(held_out)} |" in text
+    assert len(held_out) == int(row["n"]) and any(g["strict_fails"] for g in held_out)
     (tmp_path / ".parts").mkdir()
     (tmp_path / ".parts" / "cell-lape-en-fr.json").write_text("{}")
     assert steer_table.tables(tmp_path).endswith("not finished (1 cells kept in .parts); rerun its steer command to complete it")
