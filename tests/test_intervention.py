@@ -2,6 +2,7 @@
 architectures, and removing an intervention leaves the model bit for bit as before."""
 
 import contextlib
+import inspect
 
 import pytest
 import torch
@@ -9,6 +10,7 @@ import torch
 from conftest import CharTokenizer, tiny_model
 from langloc.errors import LanglocError
 from langloc.intervene import Edit, Intervention, deactivate
+from langloc.intervene.intervention import CACHE_KEYWORDS
 from langloc.models.loading import bind
 
 # Gated MLP (llama), GELU MLP (gpt2), and OPT, whose MLP runs on [batch * positions, I].
@@ -162,6 +164,16 @@ def test_position_modes_during_generate_without_a_cache(arch, positions):
         assert is_set[:, changed].all() and is_free[:, unchanged].all()
 
 
+def cache_keyword(model) -> str:
+    """The KV cache's keyword in this transformers release's forward (renamed between releases:
+    CACHE_KEYWORDS); none of them is a failure, not a silent cache-less pass."""
+    params = inspect.signature(model.forward).parameters
+    keys = [k for k in CACHE_KEYWORDS if k in params]
+    if not keys:
+        pytest.fail(f"no KV cache keyword among {list(params)}")
+    return keys[0]
+
+
 @pytest.mark.parametrize("keyword", ["cache", "past_key_values", "kv_state"])
 def test_decoding_step_position_comes_from_the_cache_under_any_name(keyword):
     """The cache's length gives a pass's start whatever keyword carries it (transformers renamed
@@ -173,7 +185,7 @@ def test_decoding_step_position_comes_from_the_cache_under_any_name(keyword):
     lm = make("llama")
     cache = DynamicCache(config=lm.model.config)
     with torch.no_grad():
-        lm.model(input_ids=IDS[:, :5], past_key_values=cache, use_cache=True)
+        lm.model(input_ids=IDS[:, :5], use_cache=True, **{cache_keyword(lm.model): cache})
     assert cache.get_seq_length() == 5
     tracker = _Positions(None)
     tracker.pre_hook(None, (), {"input_ids": IDS[:, :5]})  # the prompt of a new sequence
@@ -383,10 +395,11 @@ def _decode(lm, prompt, tokens, layer, iv=None):
             first = lm.model(input_ids=prompt, use_cache=True)
             h.remove()
         h = capture()
-        cache, logits = first.past_key_values, [first.logits[:, -1]]
+        key = cache_keyword(lm.model)  # the output's field is named as the keyword
+        cache, logits = getattr(first, key), [first.logits[:, -1]]
         for t in range(tokens.shape[1] - 1):
-            step = lm.model(input_ids=tokens[:, t:t + 1], past_key_values=cache, use_cache=True)
-            cache = step.past_key_values
+            step = lm.model(input_ids=tokens[:, t:t + 1], use_cache=True, **{key: cache})
+            cache = getattr(step, key)
             logits.append(step.logits[:, -1])
         h.remove()
     return outs, logits
