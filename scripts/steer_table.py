@@ -7,8 +7,8 @@ held-out prompts, the native row and the chosen setting; then per method the poo
 success, the ratio to the native ceiling with its interval (the mean over the targets where it is
 defined), language control, relevance, the CLaS-style score, the random control and the cells
 whose chosen setting sits at a grid edge. A third table says why outputs fail the strict judge:
-for the native continuations and for the best method's held-out outputs (the highest pooled strict
-success), how many fail each criterion per target (an output can fail several), counted from the
+for the native continuations and for the best method's held-out outputs (steer.json's best_method,
+the highest pooled strict success), how many fail each criterion per target (an output can fail several), counted from the
 judge's own labels in generations.jsonl. Nothing else is computed here that the run did not write.
 
 With a steering run still going (cells kept in OUT/.parts, no summary.csv yet) it says so and
@@ -70,8 +70,7 @@ def tables(out: Path) -> str:
         lines.append(f"| {NAMES.get(r['method'], r['method'])} | {r['targets']} | {_pct(r, 'strict_rate')} | {ratio} | "
                      f"{_num(r['target_rate'], '{:.0%}')} | {_num(r['relevance_rate'], '{:.0%}')} | {_num(r['clas'])} | "
                      f"{ctl} | {r['cells_at_grid_edge']} |")
-    best = max(methods, key=lambda r: float(r["strict_rate"]))["method"]
-    return "\n".join(lines + ["", failures(out, targets, best, manifest["source"])])
+    return "\n".join(lines + ["", failures(out, targets, manifest["best_method"], manifest["source"])])
 
 
 CRITERIA = {"language": "language", "script": "script", "perplexity": "perplexity", "relevance": "relevance",

@@ -1,7 +1,7 @@
 """The relevance criterion measured on the model's own text (issue 28, item 3): it should
 accept each native continuation after its own prompt and reject it after another prompt of the
-same language. Apart from :mod:`langloc.steer.relevance` because it generates (the steering
-module, which judges with the criterion, stays the only one that imports both)."""
+same language. Apart from :mod:`langloc.steer.relevance` because it generates: the criterion
+stays free of the steering module, which imports it to judge."""
 
 from __future__ import annotations
 
