@@ -110,22 +110,27 @@ def plot_ablation(rows, path: str | Path, *, ylabel: str = "neurons zeroed",
 
 
 def plot_steering(rows: list[dict], path: str | Path) -> Path:
-    """Fluent target-language rate per target (groups) and method (bars), with the random
-    control drawn as a hatched bar beside each method's."""
+    """Strict (or, for older runs, fluent target-language) success per target (groups) and method
+    (bars), with the method's random control as a hatched bar beside it and, where the rows carry
+    it, the native ceiling of each target as a black line across its group: the unsteered model's
+    own native continuations under the same judge and decoding, the bar the steered ones are
+    measured against (``ratio_to_native``)."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
     key = "strict_rate" if rows and "strict_rate" in rows[0] else "fluent_target_rate"
     targets = list(dict.fromkeys(r["target"] for r in rows))
     methods = list(dict.fromkeys(r["method"] for r in rows))
     width = 0.8 / (2 * len(methods))
-    fig, ax = plt.subplots(figsize=(2 + 1.1 * len(targets) * max(1, len(methods)) / 2, 3.6))
+    fig, ax = plt.subplots(figsize=(min(14.0, 2.5 + 0.45 * len(targets) * max(1, len(methods))), 3.6))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for mi, m in enumerate(methods):
         got = {r["target"]: r for r in rows if r["method"] == m}
         x = np.arange(len(targets)) + (2 * mi) * width - 0.4 + width / 2
-        ax.bar(x, [100 * got[t][key] if t in got else 0 for t in targets], width,
-               color=colors[mi % len(colors)], label=f"{m}")
+        ax.bar(x, [100 * got[t][key] if t in got else 0 for t in targets], width, color=colors[mi % len(colors)])
         ctrl = [got[t].get(f"control_{key}") if t in got else None for t in targets]
         ax.bar(x + width, [100 * (c or 0) for c in ctrl], width, color="white",
-               edgecolor=colors[mi % len(colors)], hatch="//", label=f"random control ({m})")
+               edgecolor=colors[mi % len(colors)], hatch="//")
         for k, dx in ((key, 0.0), (f"control_{key}", width)):
             # 95% intervals over prompts, where the rows have them.
             pts = [(xi + dx, got[t][k], got[t].get(f"{k}_lo"), got[t].get(f"{k}_hi"))
@@ -135,15 +140,62 @@ def plot_steering(rows: list[dict], path: str | Path) -> Path:
                 xs, v, lo, hi = (np.array(a, dtype=float) for a in zip(*pts))
                 ax.errorbar(xs, 100 * v, yerr=[100 * (v - lo), 100 * (hi - v)], fmt="none", ecolor="0.2",
                             elinewidth=0.8, capsize=2)
+    handles = [Patch(color=colors[mi % len(colors)], label=m) for mi, m in enumerate(methods)]
+    handles.append(Patch(facecolor="white", edgecolor="0.3", hatch="//", label="its random control"))
+    native = {r["target"]: r.get("native_strict_rate") for r in rows if r.get("native_strict_rate") is not None}
+    if key == "strict_rate" and native:
+        for ti, t in enumerate(targets):
+            if t in native:
+                ax.hlines(100 * float(native[t]), ti - 0.45, ti + 0.45, colors="black", lw=1.6)
+        handles.append(Line2D([], [], color="black", lw=1.6, label="native ceiling (unsteered, same judge)"))
     ax.set_xticks(range(len(targets)), targets)
     ax.set_ylim(0, 100)
     ax.set_ylabel("strict successes (%)" if key == "strict_rate" else "fluent outputs in target language (%)")
     ax.set_xlabel("target language")
-    ax.axhline(80, color="grey", lw=0.8, ls="--")
-    ax.legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_title("Steering the output language (held-out prompts; bars: 95% intervals over prompts)"
-                 if any(r.get("fluent_target_rate_lo") is not None for r in rows)
+                 if any(r.get(f"{key}_lo") is not None for r in rows)
                  else "Steering the output language (held-out prompts)")
+    return _save(fig, path)
+
+
+def run_label(manifest: dict) -> str:
+    """How plot_native_ratio names a steering run: its model and decoding, from its manifest."""
+    return f"{(manifest.get('model') or {}).get('name', '?')}, {(manifest.get('decoding') or {}).get('name', '?')}"
+
+
+def plot_native_ratio(tables: dict[str, list[dict]], path: str | Path) -> Path:
+    """Each method's strict success relative to the native ceiling, averaged over the targets
+    (``methods.csv``'s ``ratio_to_native`` and its 95% interval), one bar per run: ``tables`` maps
+    a label (model, decoding) to that run's method rows. A method whose ratio is undefined (no
+    target with a native rate above 0) gets no bar and says so; 1 is the native ceiling."""
+    labels = list(tables)
+    methods = list(dict.fromkeys(m["method"] for rows in tables.values() for m in rows))
+    width = 0.8 / max(1, len(labels))
+    fig, ax = plt.subplots(figsize=(min(12.0, 2.5 + 0.5 * len(methods) * max(1, len(labels))), 3.4))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    top = 1.1
+    for li, label in enumerate(labels):
+        got = {m["method"]: m for m in tables[label]}
+        for mi, method in enumerate(methods):
+            x = mi - 0.4 + width * (li + 0.5)
+            m = got.get(method)
+            v = None if m is None or m.get("ratio_to_native") in (None, "") else float(m["ratio_to_native"])
+            if v is None:
+                ax.text(x, 0.02, "n/a", ha="center", va="bottom", fontsize=6, rotation=90)
+                continue
+            lo, hi = float(m["ratio_to_native_lo"]), float(m["ratio_to_native_hi"])
+            top = max(top, hi + 0.05)
+            ax.bar(x, v, width, color=colors[li % len(colors)], label=label)
+            ax.errorbar([x], [v], yerr=[[v - lo], [hi - v]], fmt="none", ecolor="0.2", elinewidth=0.8, capsize=2)
+    ax.axhline(1.0, color="black", lw=1.2, label="native ceiling")
+    handles, names = ax.get_legend_handles_labels()
+    keep = dict(zip(names, handles))  # one entry per run
+    ax.legend(keep.values(), keep.keys(), fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.set_xticks(range(len(methods)), methods)
+    ax.set_ylim(0, top)
+    ax.set_ylabel("strict success / native ceiling")
+    ax.set_title("Steered relative to the native ceiling\n(mean over the targets where it is defined; bars: 95% intervals)")
     return _save(fig, path)
 
 

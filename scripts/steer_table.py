@@ -10,6 +10,7 @@ whose chosen setting sits at a grid edge. A third table says why outputs fail th
 for the native continuations and for the best method's held-out outputs (steer.json's best_method,
 the highest pooled strict success), how many fail each criterion per target (an output can fail several), counted from the
 judge's own labels in generations.jsonl. Nothing else is computed here that the run did not write.
+With --plot PATH it also draws every finished folder's ratios to the native ceiling in one figure.
 
 With a steering run still going (cells kept in OUT/.parts, no summary.csv yet) it says so and
 prints nothing for that folder: partial figures come from the tool's own files or not at all.
@@ -100,8 +101,18 @@ def failures(out: Path, targets: list[str], method: str, source: str) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", nargs="+", type=Path, help="folders written by langloc steer")
-    for out in ap.parse_args().out:
+    ap.add_argument("--plot", type=Path, help="also draw the finished folders' ratios to the native ceiling "
+                                              "side by side into this PNG (plot_native_ratio)")
+    args = ap.parse_args()
+    for out in args.out:
         print(tables(out), end="\n\n")
+    if args.plot:
+        from langloc.plotting import plot_native_ratio, run_label
+
+        done = [out for out in args.out if (out / "summary.csv").exists()]
+        plot_native_ratio({run_label(json.loads((out / "steer.json").read_text(encoding="utf-8"))):
+                           read_csv(out / "methods.csv") for out in done}, args.plot)
+        print(f"wrote {args.plot} ({len(done)} finished runs)")
 
 
 if __name__ == "__main__":

@@ -747,6 +747,37 @@ def test_ratio_to_native_is_strict_success_over_native_success_and_its_interval_
     assert mean_native_ratio([ja])["ratio_to_native"] is None
 
 
+def _svg_text(plot, *args) -> str:
+    from langloc.report import html
+
+    return html.svg(plot, *args)  # text kept as text, so labels can be read
+
+
+def test_the_steering_figure_draws_each_targets_native_ceiling_where_the_rows_carry_it():
+    from langloc.plotting import plot_steering
+
+    row = {"method": "diffmean", "target": "fr", "strict_rate": 0.5, "strict_rate_lo": 0.3, "strict_rate_hi": 0.7,
+           "control_strict_rate": 0.0, "control_strict_rate_lo": 0.0, "control_strict_rate_hi": 0.1}
+    with_native = _svg_text(plot_steering, [{**row, "native_strict_rate": 0.8}, {**row, "target": "ru",
+                                                                                 "native_strict_rate": 0.6}])
+    assert "native ceiling" in with_native and "its random control" in with_native
+    assert "native ceiling" not in _svg_text(plot_steering, [row])  # an older run without native rates
+
+
+def test_the_native_ratio_figure_takes_methods_csv_rows_and_leaves_an_undefined_ratio_without_a_bar(tmp_path):
+    from langloc.plotting import plot_native_ratio
+
+    # As methods.csv reads back: strings, and an empty ratio where no target's native rate is above 0.
+    gemma = [{"method": "diffmean", "ratio_to_native": "0.43", "ratio_to_native_lo": "0.25", "ratio_to_native_hi": "0.96"},
+             {"method": "pca", "ratio_to_native": "", "ratio_to_native_lo": "", "ratio_to_native_hi": ""}]
+    qwen = [{"method": "diffmean", "ratio_to_native": 0.66, "ratio_to_native_lo": 0.44, "ratio_to_native_hi": 1.04}]
+    text = _svg_text(plot_native_ratio, {"gemma-3-270m, greedy": gemma, "qwen2.5-coder-1.5b, publisher": qwen})
+    assert "gemma-3-270m, greedy" in text and "qwen2.5-coder-1.5b, publisher" in text and "native ceiling" in text
+    assert text.count("n/a") == 2  # pca: gemma's ratio undefined, qwen has no pca row
+    png = plot_native_ratio({"gemma-3-270m, greedy": gemma}, tmp_path / "native_ratio.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def _verdict_by_tokens(self, text, tokens, ppl, target, identify, relevant=None):
     """A stand-in strict judge for the tiny model (whose random bytes never pass the real one):
     an output passes when its tokens sum to a multiple of 3, so both sides have some successes."""

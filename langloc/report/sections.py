@@ -409,6 +409,12 @@ def steer_section(o: Output, _all, examples: int = 3) -> str:
                 "relevant": pct_ci(m, "relevance_rate"), "control relevant": pct_ci(m, "control_relevance_rate"),
                 "CLaS-style score": h.fmt(h.number(m.get("clas"))),
                 "rule chosen": m.get("rules_chosen")} for m in methods])
+            if any(h.number(m.get("ratio_to_native")) is not None for m in methods):
+                from langloc.plotting import plot_native_ratio, run_label
+
+                body += fig(o, h.svg(plot_native_ratio, {run_label(d): methods}),
+                            "Each method's strict success relative to the native ceiling, averaged over the targets "
+                            "where the native rate is above 0, with its 95% interval; 1 is the native ceiling.")
         key = "strict_rate" if strict else "fluent_target_rate"
         body += ("<h3>Per target</h3><p class=muted>rates over held-out prompts with 95% intervals</p>" + h.table([{
             "method": r["method"], "target": r["target"], "setting": r.get("setting"),

@@ -399,11 +399,12 @@ def run(lm, config: Config, out: str | Path | None) -> Manifest:
 
 def write_outputs(out: Path, result: dict, gens: list[dict]) -> None:
     """steer.json (the manifest), summary.csv, methods.csv, matrix.csv, native.csv,
-    generations.jsonl and steering.png."""
+    generations.jsonl, steering.png and, where a method's ratio to the native ceiling is defined,
+    native_ratio.png."""
     import json
 
     from langloc.artefacts import atomic_path, write_csv, write_json
-    from langloc.plotting import plot_steering
+    from langloc.plotting import plot_native_ratio, plot_steering, run_label
     from langloc.steer.evaluation import COLUMNS, MATRIX_COLUMNS, METHOD_COLUMNS, NATIVE_COLUMNS
 
     out.mkdir(parents=True, exist_ok=True)
@@ -417,3 +418,5 @@ def write_outputs(out: Path, result: dict, gens: list[dict]) -> None:
             for g in gens:
                 f.write(json.dumps(g, ensure_ascii=False) + "\n")
     plot_steering(result["rows"], out / "steering.png")
+    if any(m.get("ratio_to_native") is not None for m in result["method_table"]):
+        plot_native_ratio({run_label(result): result["method_table"]}, out / "native_ratio.png")
