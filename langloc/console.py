@@ -70,7 +70,9 @@ def steer(result: dict) -> list:
               "CLaS", "median ppl", "distinct",
               box=box.SIMPLE_HEAD, title=f"steering {result['prompts']['eval']} held-out prompts (k = {result['k']:.2f}; "
                                          f"{decoding})",
-              caption="in brackets: 95% Clopper-Pearson interval over prompts; / native: strict success relative to "
+              caption="at edge: YES where the chosen setting still sits at an edge of what was searched, flat where "
+                      "every setting tried scored the same on the tuning prompts (the first taken); "
+                      "in brackets: 95% Clopper-Pearson interval over prompts; / native: strict success relative to "
                       "the model's own native continuations (Koopman interval; -: native strict rate 0); CLaS: harmonic "
                       "mean of in-target and relevant shares (relevance off: -)")
     for row in format_table(result["rows"]):

@@ -9,7 +9,9 @@ defined), language control, relevance, the CLaS-style score, the random control 
 whose chosen setting sits at a grid edge. A third table says why outputs fail the strict judge:
 for the native continuations and for the best method's held-out outputs (steer.json's best_method,
 the highest pooled strict success), how many fail each criterion per target (an output can fail several), counted from the
-judge's own labels in generations.jsonl. Nothing else is computed here that the run did not write.
+judge's own labels in generations.jsonl. "(flat)" marks a chosen setting whose search scored every
+setting the same on the tuning prompts (summary.csv's search_flat, or for runs made before that
+column, the same test on the trials steer.json records). Nothing else is computed here that the run did not write.
 With --plot PATH it also draws every finished folder's ratios to the native ceiling in one figure.
 
 With a steering run still going (cells kept in OUT/.parts, no summary.csv yet) it says so and
@@ -55,13 +57,15 @@ def tables(out: Path) -> str:
     for m in order:
         lines.append(f"| {NAMES.get(m, m)} | " + " | ".join(_pct(by[m, t], "strict_rate") if (m, t) in by else "—"
                                                           for t in targets) + " |")
+    flat = flat_cells(by, manifest)
     for m in order:
         lines.append(f"| {NAMES.get(m, m)}: chosen | " + " | ".join(
-            (by[m, t]["setting"] + (" (edge)" if by[m, t]["at_grid_edge"] == "True" else "")) if (m, t) in by else "—"
+            (by[m, t]["setting"] + (" (edge)" if by[m, t]["at_grid_edge"] == "True" else " (flat)" if (m, t) in flat
+                                    else "")) if (m, t) in by else "—"
             for t in targets) + " |")
     lines += ["", "| method | targets | strict (pooled) [95%] | ratio to native [95%] (targets) | target language | "
-                  "relevance | CLaS-style | random control strict (max cell) | cells at a grid edge |",
-              "|---|---|---|---|---|---|---|---|---|"]
+                  "relevance | CLaS-style | random control strict (max cell) | cells at a grid edge | flat searches |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in methods:
         n = int(r["targets"]) * int(by[r["method"], targets[0]]["n"])
         ratio = (f"{float(r['ratio_to_native']):.2f} [{float(r['ratio_to_native_lo']):.2f}–"
@@ -70,8 +74,18 @@ def tables(out: Path) -> str:
         ctl = f"{round(float(r['control_strict_rate']) * n)}/{n} ({_num(r['control_strict_rate_max_cell'], '{:.0%}')})"
         lines.append(f"| {NAMES.get(r['method'], r['method'])} | {r['targets']} | {_pct(r, 'strict_rate')} | {ratio} | "
                      f"{_num(r['target_rate'], '{:.0%}')} | {_num(r['relevance_rate'], '{:.0%}')} | {_num(r['clas'])} | "
-                     f"{ctl} | {r['cells_at_grid_edge']} |")
+                     f"{ctl} | {r['cells_at_grid_edge']} | {sum(m == r['method'] for m, _ in flat)} |")
     return "\n".join(lines + ["", failures(out, targets, manifest["best_method"], manifest["source"])])
+
+
+def flat_cells(by: dict, manifest: dict) -> set:
+    """The (method, target) cells whose search was flat: summary.csv's search_flat where the run
+    wrote it, else from the trials steer.json records (runs made before the column existed)."""
+    from langloc.steer.evaluation import search_flat
+
+    if any("search_flat" in r for r in by.values()):
+        return {k for k, r in by.items() if r.get("search_flat") == "True"}
+    return {(d["method"], d["target"]) for d in manifest["details"] if d.get("edge") and search_flat(d["search"])}
 
 
 CRITERIA = {"language": "language", "script": "script", "perplexity": "perplexity", "relevance": "relevance",

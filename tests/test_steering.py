@@ -128,6 +128,14 @@ def test_the_search_finds_a_single_peak_anywhere_beyond_the_grid_within_its_boun
     assert found.at_grid_edge == (layer in (0, 17) or log2_alpha in (-6, 3))  # only a bound leaves it at an edge
 
 
+def test_a_search_where_every_setting_scores_the_same_is_flat_and_takes_the_first_setting():
+    spec = GridSpec()
+    grid = spec.residual_grid(18)
+    found = edge_search(grid, lambda s: (0.0, 0.0), replace(spec.bounds, num_layers=18))
+    assert found.flat and found.best == grid[0] and not found.at_grid_edge  # "no edge" says nothing here
+    assert not edge_search(grid, _peak(9, -1), replace(spec.bounds, num_layers=18)).flat
+
+
 def test_neuron_strengths_extend_too_and_scale_moves_its_excess_over_one():
     spec = GridSpec(rules={"set": (1.0, 2.0), "scale": (2.0,)})
     grid = spec.neuron_grid("mean_active", with_source=False)
@@ -635,6 +643,11 @@ def test_one_steer_run_puts_every_method_and_its_control_in_methods_csv(sampled_
     assert {rows[n]["setting"].split("(")[0] for n in ("diffmean", "probe", "lda", "pca")} == {
         "diffmean", "probe", "lda", "pca"}
     assert all(rows[n]["at_grid_edge"] in ("True", "False") for n in names if n != "prompting")
+    from langloc.steer.evaluation import trial_score
+
+    for d in json.loads((out / "steer.json").read_text())["details"]:  # flat: every setting tried scored the same
+        scores = [trial_score(t) for t in d["search"]]
+        assert rows[d["method"]]["search_flat"] == ("" if not scores else str(len(scores) > 1 and len(set(scores)) == 1))
     for r in rows.values():
         for k in ("target_rate", "control_target_rate"):
             assert float(r[f"{k}_lo"]) <= float(r[k]) <= float(r[f"{k}_hi"])

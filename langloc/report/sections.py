@@ -328,6 +328,8 @@ def _edge(r: dict) -> str:
     if edge in (None, ""):  # a fixed setting, or a study made before the search could extend
         return "–"
     ext = r.get("grid_extension") or "first grid only"
+    if str(edge).lower() != "true" and str(r.get("search_flat")).lower() == "true":
+        return f"flat: every setting tried scored the same, the first taken ({ext})"
     return f"{'YES' if str(edge).lower() == 'true' else 'no'} ({ext})"
 
 

@@ -34,11 +34,11 @@ from langloc.errors import LanglocError
 from langloc.evaluate.intervals import mean_of_intervals, rate_ci, rate_ratio_ci, share_ci
 from langloc.intervene.intervention import Intervention, ResidualEdit
 from langloc.steer.judge import StrictRule, clas_score, median, native_k, summarise
-from langloc.steer.search import Bounds, edge_search
+from langloc.steer.search import Bounds, edge_search, flat
 from langloc.steer.steering import ResidualSetting, SteerSetting, Steerer, layer_group, steering_intervention
 
 RATES = ("strict_rate", "fluent_target_rate", "target_rate", "fluent_rate", "relevance_rate")
-COLUMNS = ("method", "target", "setting", "at_grid_edge", "grid_extension", "neurons", "n", *[c for r in RATES for c in (r, f"{r}_lo", f"{r}_hi")],
+COLUMNS = ("method", "target", "setting", "at_grid_edge", "grid_extension", "search_flat", "neurons", "n", *[c for r in RATES for c in (r, f"{r}_lo", f"{r}_hi")],
            "clas", "median_ppl", "mean_distinct", "control_draws",
            *[c for r in ("strict_rate", "fluent_target_rate", "target_rate", "relevance_rate") for c in
              (f"control_{r}", f"control_{r}_lo", f"control_{r}_hi")],
@@ -49,7 +49,7 @@ METHOD_COLUMNS = ("method", "targets", "strict_rate", "strict_rate_lo", "strict_
                   "target_rate", "relevance_rate", "clas",
                   "control_strict_rate", "control_strict_rate_lo", "control_strict_rate_hi",
                   "control_strict_rate_max_cell", "control_relevance_rate", "rules_chosen", "cells_at_grid_edge",
-                  "ratio_to_native", "ratio_to_native_lo", "ratio_to_native_hi", "ratio_to_native_targets", "decoding")
+                  "cells_search_flat", "ratio_to_native", "ratio_to_native_lo", "ratio_to_native_hi", "ratio_to_native_targets", "decoding")
 MATRIX_RATES = ("strict_rate", "fluent_target_rate", "target_rate", "relevance_rate")
 MATRIX_COLUMNS = ("method", "source", "target", "setting", "n",
                   *[c for r in MATRIX_RATES for c in (r, f"{r}_lo", f"{r}_hi")],
@@ -419,7 +419,8 @@ def steer_study(steerer: Steerer, methods: list, config, *, eval_prompts: list[s
                       "setting": chosen.label(), "draw": d, **r} for r in crecs]
         edge = cell.get("search") or {}  # None: a fixed setting, nothing searched
         row = {"method": m.name, "target": target, "setting": chosen.label(), "at_grid_edge": edge.get("at_grid_edge"),
-               "grid_extension": edge.get("extension"), "neurons": m.size(target),
+               "grid_extension": edge.get("extension"),
+               "search_flat": search_flat(trials) if cell.get("search") else None, "neurons": m.size(target),
                "n": len(recs), **rate_row([recs], target), "median_ppl": summ["median_ppl"],
                "mean_distinct": summ["mean_distinct"], "control_draws": draws if controls else None,
                **(rate_row(control_runs, target, "control_", ("strict_rate", "fluent_target_rate", "target_rate"))
@@ -458,6 +459,7 @@ def steer_study(steerer: Steerer, methods: list, config, *, eval_prompts: list[s
               "relevance_rate": _mean([r["relevance_rate"] for r in mine]), "clas": _mean([r["clas"] for r in mine]),
               "rules_chosen": ", ".join(sorted({_rule(chosen_of[(m.name, r['target'])]) for r in mine})),
               "cells_at_grid_edge": sum(bool(r["at_grid_edge"]) for r in mine) if spec is not None else None,
+              "cells_search_flat": sum(bool(r["search_flat"]) for r in mine) if spec is not None else None,
               **mean_native_ratio(mine), "decoding": dec["name"]}
         if controls:
             cvals = [sum(v) / len(v) for v in per_prompt[f"random:{m.name}"].values()]
@@ -532,6 +534,18 @@ def chosen_interventions(steerer: Steerer, methods: list, result: dict) -> dict[
     return out
 
 
+def trial_score(summ: dict) -> tuple:
+    """What the search maximises over a setting's tuning outputs: strict success, then fluent
+    outputs in the target language."""
+    return summ["strict_rate"], summ["fluent_target_rate"]
+
+
+def search_flat(trials: list[dict]) -> bool:
+    """Whether every setting a cell's search tried scored the same on the tuning prompts (from its
+    recorded trials, so cells kept before this was reported get it too)."""
+    return flat([trial_score(t) for t in trials])
+
+
 def _cell(steerer: Steerer, m, target: str, source: str, spec, fixed, tune_prompts, eval_prompts, draws: int,
           seed: int, progress: bool) -> dict:
     """One method on one target: search (or take) the setting, evaluate it on the held-out
@@ -546,7 +560,7 @@ def _cell(steerer: Steerer, m, target: str, source: str, spec, fixed, tune_promp
             _, summ = steerer.run(tune_prompts, target, m.intervention(steerer, st, target, source), lazy=True)
             trials.append({"setting": asdict(st), "label": st.label(), "extended": len(trials) >= len(grid), **summ})
             bar.update()
-            return summ["strict_rate"], summ["fluent_target_rate"]
+            return trial_score(summ)
 
         found = edge_search(grid, score, replace(spec.bounds, num_layers=steerer.lm.num_layers))
         bar.close()
@@ -604,7 +618,8 @@ def format_table(rows: list[dict]) -> list[list[str]]:
         lo, hi = r.get(f"{k}_lo"), r.get(f"{k}_hi")
         return pct(r.get(k)) if r.get(k) is None or lo is None else f"{pct(r[k])} [{100 * lo:.0f}-{100 * hi:.0f}]"
 
-    edge = lambda r: "-" if r.get("at_grid_edge") is None else ("YES" if r["at_grid_edge"] else "no")  # noqa: E731
+    edge = lambda r: ("-" if r.get("at_grid_edge") is None else "YES" if r["at_grid_edge"]  # noqa: E731
+                      else "flat" if r.get("search_flat") else "no")
     clas = lambda r: "-" if r.get("clas") is None else f"{r['clas']:.2f}"  # noqa: E731
     return [[r["method"], r["target"], r["setting"], edge(r), ci(r, "strict_rate"), ci(r, "fluent_target_rate"),
              ci(r, "control_strict_rate"), format_ratio(r), ci(r, "relevance_rate"), clas(r), f"{r['median_ppl']:.0f}",
@@ -625,4 +640,7 @@ def grid_lines(result: dict) -> list[str]:
         if r.get("at_grid_edge"):
             lines.append(f"[yellow]warning:[/] {r['method']} -> {r['target']}: {r['setting']} still sits at an edge of "
                          f"the search ({'; '.join(stops.get((r['method'], r['target'])) or [])})")
+        elif r.get("search_flat"):
+            lines.append(f"[yellow]note:[/] {r['method']} -> {r['target']}: every setting tried scored the same on the "
+                         f"tuning prompts, so {r['setting']} is the tie-break (the first, gentlest), not an optimum")
     return lines
