@@ -436,6 +436,8 @@ class SavedAdapter:
         flags = {name: p.requires_grad for name, p in lm.model.named_parameters()}
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*fan_in_fan_out.*")
+            # PEFT reads transformers' deprecated is_gradient_checkpointing (as in add_adapter).
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
             peft_model = PeftModel.from_pretrained(lm.model, str(self.path))
         peft_model.langloc_requires_grad = flags
         peft_model.eval()
