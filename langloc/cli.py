@@ -220,7 +220,7 @@ def compare(
 @app.command()
 def steer(
     targets: str = typer.Option(..., "--target", "-t", help="Target language(s), comma-separated, e.g. fr,zh,ja (each needs built-in native prompts: en fr es de zh ru ja ar hi vi id)."),
-    out_dir: Path = typer.Option(..., "--out", "-o", help="Folder for steer.json, summary.csv, methods.csv, matrix.csv, native.csv, generations.jsonl, interventions/, steering.png."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Folder for steer.json, summary.csv, methods.csv, matrix.csv, native.csv, generations.jsonl, interventions/, steering.png, native_ratio.png."),
     neurons: list[Path] = opt("steer", "neurons", "--neurons", "-n", repeat=True, help="Neuron set file(s); each is one method in the table. Repeat the option to compare methods."),
     methods: str = opt("steer", "methods", help="Methods beside the neuron sets, in this order, comma-separated (docs/methods.md §7a): diffmean (alpha typical norms along mean residual state on the target - on the source, added to chosen layers' outputs; needs --run), probe, lda, pca (the same, along a direction fitted on the run's residual sample, target vs source: needs --run collected with --residual-sample N), prompting (no intervention: an instruction to continue in the target language, through the chat template where the tokenizer has one). E.g. prompting,diffmean,probe,lda,pca."),
     diffmean: bool = opt("steer", "diffmean", help="--no-diffmean drops diffmean from --methods."),
@@ -235,7 +235,7 @@ def steer(
     modes: str = opt("steer", "modes", help="Neuron modes the search tries: on, on+off, off."),
     positions: str = opt("steer", "positions", help="Position modes the search tries: all, prompt (the prefill only) or generated (new tokens only)."),
     residual_layers: str = opt("steer", "residual_layers", help="DiffMean layer groups the search tries first: an integer is a layer (6, a band 5-7); a number with a decimal point a fraction of the depth (0.5, a band 0.4-0.6: layer round(f x (L-1))), resolved per model."),
-    alphas: str = opt("steer", "alphas", help="DiffMean strengths the search tries first, in typical residual norms at the layer (docs/methods.md §7a). Where the best sits at an edge of the grid (alpha, layer or neuron strength), the search goes outward on the tuning prompts until the optimum is inside or a bound is reached; summary.csv says which (at_grid_edge)."),
+    alphas: str = opt("steer", "alphas", help="DiffMean strengths the search tries first, in typical residual norms at the layer (docs/methods.md §7a). Where the best sits at an edge of the grid (alpha, layer or neuron strength), the search goes outward on the tuning prompts until the optimum is inside or a bound is reached; summary.csv says which (at_grid_edge), and marks a search where every setting scored the same (search_flat)."),
     k: Optional[float] = opt("steer", "k", help="Strict judge: perplexity at most k x the native median (default: measured, the 95th percentile of the unsteered model's native ppl / median; do not tune it)."),
     max_new_tokens: int = opt("steer", "max_new_tokens", help="Tokens generated per prompt."),
     sample: bool = opt("steer", "sample", "--sample/--greedy", help="Sample the continuations (seeded by --seed, the same draws for every setting) instead of greedy decoding. Report greedy beside it."),
