@@ -379,7 +379,10 @@ def save_adapter(peft_model, path: str | Path, model_meta: dict | None = None, s
                 lins.append((lin, lin.parametrizations.weight[0].mask))
                 parametrize.remove_parametrizations(lin, "weight", leave_parametrized=True)
     try:
-        peft_model.save_pretrained(str(path))
+        # The adapter never targets the embeddings, so PEFT's "auto" check of whether the vocabulary
+        # changed (a probe of the base model's config.json on disk or on the Hub, with a warning when
+        # neither answers) has nothing to decide.
+        peft_model.save_pretrained(str(path), save_embedding_layers=False)
     finally:
         for lin, mask in lins:  # the original now equals the masked weight: nothing is lost
             parametrize.register_parametrization(lin, "weight", _Mask(mask))
