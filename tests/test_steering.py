@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from langloc.errors import LanglocError
 from langloc.steer.judge import LanguageIdentifier, StrictRule, chunks, native_k, script_share, target_share
 from langloc.evaluate.intervals import rate_ci
-from langloc.steer.search import axes, edge_search
+from langloc.steer.search import axes, edge_search, flat
 from langloc.steer.steering import DirectionSetting, LayerGroupError, ResidualSetting, SteerSetting, layer_group, parse_setting
 from langloc.steer.evaluation import GridSpec
 
@@ -132,8 +132,8 @@ def test_a_search_where_every_setting_scores_the_same_is_flat_and_takes_the_firs
     spec = GridSpec()
     grid = spec.residual_grid(18)
     found = edge_search(grid, lambda s: (0.0, 0.0), replace(spec.bounds, num_layers=18))
-    assert found.flat and found.best == grid[0] and not found.at_grid_edge  # "no edge" says nothing here
-    assert not edge_search(grid, _peak(9, -1), replace(spec.bounds, num_layers=18)).flat
+    assert flat(list(found.scores.values())) and found.best == grid[0] and not found.at_grid_edge  # "no edge"
+    assert not flat(list(edge_search(grid, _peak(9, -1), replace(spec.bounds, num_layers=18)).scores.values()))
 
 
 def test_neuron_strengths_extend_too_and_scale_moves_its_excess_over_one():

@@ -100,13 +100,6 @@ class Search:
     def at_grid_edge(self) -> bool:
         return bool(self.stops)
 
-    @property
-    def flat(self) -> bool:
-        """Every setting tried scored the same: the tuning prompts could not tell them apart, so
-        the best is the tie-break (the first, gentlest setting), not an optimum, and "not at a
-        grid edge" says nothing about where an optimum lies."""
-        return flat(list(self.scores.values()))
-
     def extension(self) -> str:
         """The settings beyond the first grid, in words: ``3 more: alpha down to 0.0625, layers up to L7``."""
         if not self.steps:
@@ -119,7 +112,10 @@ class Search:
 
 
 def flat(scores: list) -> bool:
-    """Whether more than one setting was scored and all scored the same."""
+    """Whether more than one setting was scored and all scored the same: the tuning prompts could
+    not tell them apart, so the best is the tie-break (the first, gentlest setting), not an
+    optimum, and "not at a grid edge" says nothing about where an optimum lies. The study applies
+    it to a cell's recorded trials (:func:`langloc.steer.evaluation.search_flat`)."""
     return len(scores) > 1 and len(set(scores)) == 1
 
 
