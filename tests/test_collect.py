@@ -22,7 +22,11 @@ def corpus(tmp_path):
     return FolderCorpus(write_folder_corpus(tmp_path / "corpus"))
 
 
-def test_counts_equal_brute_force_over_stored_activations(lm, corpus, tmp_path):
+@pytest.mark.parametrize("block_values", [2**20, 1], ids=["one block per batch", "blocks of 16 rows"])
+def test_counts_equal_brute_force_over_stored_activations(lm, corpus, tmp_path, monkeypatch, block_values):
+    # On CPU the counters sum blocks of rows; with 1 value per block a batch of 3 x 63 tokens
+    # splits into 12 blocks of 16 rows (the minimum) and must count the same.
+    monkeypatch.setattr("langloc.stats.counters._BLOCK_VALUES", block_values)
     stats = collect(lm, corpus, CollectConfig(out=tmp_path / "run", languages=["en", "ru"], tokens=640, window=64,
                                               batch_size=3), progress=False)
     for k, lang in enumerate(["en", "ru"]):
