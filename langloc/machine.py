@@ -36,17 +36,15 @@ def cpu_class() -> str:
     """``AMX-BF16`` (AVX-512 with AMX tiles), ``AVX-512-BF16`` (native bfloat16 vector
     instructions), ``AVX-512``, ``AVX2`` or ``other``, as torch's kernels will use it
     (``ATEN_CPU_CAPABILITY`` can lower it). AMX is its own class: it multiplies bfloat16
-    matrices about 3.5x faster than AVX512-BF16 alone (docs/performance.md)."""
+    matrices 3.5-4x faster than AVX512-BF16 alone (docs/performance.md)."""
     import torch
 
     _, flags = _cpuinfo()
     capability = torch.backends.cpu.get_cpu_capability()
-    if capability.startswith("AVX512") and "amx_bf16" in flags:
-        return "AMX-BF16"
-    if capability.startswith("AVX512") and "avx512_bf16" in flags:
-        return "AVX-512-BF16"
     if capability.startswith("AVX512"):
-        return "AVX-512"
+        if "amx_bf16" in flags:
+            return "AMX-BF16"
+        return "AVX-512-BF16" if "avx512_bf16" in flags else "AVX-512"
     return "AVX2" if capability == "AVX2" else "other"
 
 
